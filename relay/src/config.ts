@@ -1,0 +1,435 @@
+/**
+ * Relay configuration: the JSON Schema (the one source of truth, also used by the operator when it
+ * renders relay config), loading from YAML/JSON, validation with field paths, and resolution of
+ * durations and file paths into a ready-to-use `RelayConfig`.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Ajv, type ErrorObject } from 'ajv';
+import YAML from 'yaml';
+import ipaddr from 'ipaddr.js';
+import { ConfigError } from './errors.js';
+import { DURATION_PATTERN, parseDuration } from './duration.js';
+
+const duration = { type: 'string', pattern: DURATION_PATTERN } as const;
+const tlsMode = { type: 'string', enum: ['none', 'starttls', 'implicit'] } as const;
+const outboundTls = {
+  type: 'string',
+  enum: ['opportunistic', 'required', 'none', 'implicit'],
+  description:
+    'opportunistic: STARTTLS when offered (certificate not verified, as MTAs do); required: STARTTLS with a verified certificate or defer; none: never; implicit: TLS from the first byte (port 465).',
+} as const;
+const hostPort = {
+  host: { type: 'string', minLength: 1 },
+  port: { type: 'integer', minimum: 1, maximum: 65535, default: 25 },
+  tls: { ...outboundTls, default: 'opportunistic' },
+  credentials: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['username', 'passwordFile'],
+    properties: { username: { type: 'string', minLength: 1 }, passwordFile: { type: 'string', minLength: 1 } },
+  },
+} as const;
+const cidr = { type: 'string', minLength: 1 } as const;
+
+export const CONFIG_SCHEMA = {
+  $id: 'https://cartero.io/schemas/relay-config-v1.json',
+  type: 'object',
+  additionalProperties: false,
+  required: ['version', 'listeners'],
+  properties: {
+    version: { const: 1, description: 'Config format version. Only 1 exists.' },
+    hostname: { type: 'string', minLength: 1, default: 'localhost', description: 'Banner, EHLO and Received hostname.' },
+    paths: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        root: { type: 'string', default: '.', description: 'Relative roots below resolve against this (itself relative to the config file).' },
+        spool: { type: 'string', default: 'spool' },
+        secrets: { type: 'string', default: 'secrets' },
+        tls: { type: 'string', default: 'tls' },
+      },
+    },
+    listeners: {
+      type: 'array',
+      minItems: 1,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'port'],
+        properties: {
+          name: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]*$' },
+          address: { type: 'string', default: '127.0.0.1', description: 'IP to bind; ${POD_IP} style references to the environment are expanded.' },
+          port: { type: 'integer', minimum: 0, maximum: 65535, description: '0 picks a free port (tests).' },
+          tls: { ...tlsMode, default: 'none' },
+          auth: { type: 'string', enum: ['required', 'optional'], default: 'optional' },
+        },
+      },
+    },
+    tls: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['certFile', 'keyFile'],
+      properties: {
+        certFile: { type: 'string', minLength: 1, description: 'PEM certificate chain, under paths.tls.' },
+        keyFile: { type: 'string', minLength: 1, description: 'PEM private key, under paths.tls.' },
+      },
+    },
+    trustedNetworks: { type: 'array', items: cidr, default: [], description: 'CIDRs that may relay without AUTH.' },
+    accounts: {
+      type: 'array',
+      default: [],
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['username', 'passwordFile'],
+        properties: {
+          username: { type: 'string', minLength: 1 },
+          passwordFile: { type: 'string', minLength: 1, description: 'File under paths.secrets holding the password.' },
+          tenant: { type: 'string', minLength: 1, default: 'default' },
+        },
+      },
+    },
+    limits: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        maxMessageSize: { type: 'integer', minimum: 1024, default: 26_214_400 },
+        maxRecipients: { type: 'integer', minimum: 1, default: 1000 },
+        maxConnections: { type: 'integer', minimum: 1, default: 1000 },
+        idleTimeout: { ...duration, default: '5m' },
+        maxReceivedHeaders: { type: 'integer', minimum: 1, default: 30 },
+        greetingDelay: { ...duration, default: '0ms', description: 'Pause before the banner (early-talker check); 0ms turns it off.' },
+      },
+    },
+    queue: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        maxMessages: { type: 'integer', minimum: 1, default: 200_000 },
+        minFreeBytes: { type: 'integer', minimum: 0, default: 104_857_600, description: 'Refuse new mail (452) below this much free disk.' },
+        retry: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            initial: { ...duration, default: '1m' },
+            factor: { type: 'number', minimum: 1, default: 2 },
+            max: { ...duration, default: '1h' },
+          },
+        },
+        maxAge: { ...duration, default: '5d' },
+        delayWarningAfter: duration,
+      },
+    },
+    delivery: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        concurrency: { type: 'integer', minimum: 1, default: 200, description: 'Outbound connections in all.' },
+        perDestinationConcurrency: { type: 'integer', minimum: 1, default: 20 },
+        connectTimeout: { ...duration, default: '30s' },
+        commandTimeout: { ...duration, default: '5m' },
+        connectionIdle: { ...duration, default: '5s', description: 'How long an idle outbound connection is kept for reuse.' },
+        maxMessagesPerConnection: { type: 'integer', minimum: 1, default: 1000 },
+      },
+    },
+    routing: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        default: {
+          type: 'object',
+          additionalProperties: false,
+          default: { type: 'mx' },
+          required: ['type'],
+          properties: {
+            type: { type: 'string', enum: ['mx', 'smarthost'] },
+            smarthost: { type: 'object', additionalProperties: false, required: ['host'], properties: hostPort },
+          },
+          if: { properties: { type: { const: 'smarthost' } } },
+          then: { required: ['smarthost'] },
+          else: { not: { required: ['smarthost'] } },
+        },
+        domains: {
+          type: 'array',
+          default: [],
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['domain', 'host'],
+            properties: { domain: { type: 'string', pattern: '^(\\*\\.)?[A-Za-z0-9.-]+$' }, ...hostPort },
+          },
+        },
+        backups: {
+          type: 'array',
+          default: [],
+          items: { type: 'object', additionalProperties: false, required: ['host'], properties: hostPort },
+        },
+      },
+    },
+    dns: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        servers: { type: 'array', items: { type: 'string' }, description: 'host or host:port; system resolvers when empty.' },
+        timeout: { ...duration, default: '10s' },
+        allowPrivateTargets: { type: 'array', items: cidr, default: [], description: 'MX/A targets in these ranges are allowed (loopback, private and cluster ranges are refused otherwise).' },
+        mxPort: { type: 'integer', minimum: 1, maximum: 65535, default: 25, description: 'Test only: the port MX hosts are contacted on.' },
+      },
+    },
+    admin: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        address: { type: 'string', default: '127.0.0.1' },
+        port: { type: 'integer', minimum: 0, maximum: 65535, default: 9025 },
+      },
+    },
+    shutdown: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: { gracePeriod: { ...duration, default: '30s' } },
+    },
+    logging: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: { level: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } },
+    },
+  },
+} as const;
+
+export type TlsMode = 'none' | 'starttls' | 'implicit';
+export type OutboundTls = 'opportunistic' | 'required' | 'none' | 'implicit';
+export interface HostRoute {
+  host: string;
+  port: number;
+  tls: OutboundTls;
+  credentials?: { username: string; password: string };
+}
+export interface ListenerConfig {
+  name: string;
+  address: string;
+  port: number;
+  tls: TlsMode;
+  auth: 'required' | 'optional';
+}
+export interface RelayConfig {
+  hostname: string;
+  spoolDir: string;
+  listeners: ListenerConfig[];
+  tls?: { cert: Buffer; key: Buffer };
+  trustedNetworks: [ipaddr.IPv4 | ipaddr.IPv6, number][];
+  accounts: Map<string, { password: Buffer; tenant: string }>;
+  limits: {
+    maxMessageSize: number;
+    maxRecipients: number;
+    maxConnections: number;
+    idleTimeoutMs: number;
+    maxReceivedHeaders: number;
+    greetingDelayMs: number;
+  };
+  queue: {
+    maxMessages: number;
+    minFreeBytes: number;
+    retry: { initialMs: number; factor: number; maxMs: number };
+    maxAgeMs: number;
+    delayWarningAfterMs?: number;
+  };
+  delivery: {
+    concurrency: number;
+    perDestinationConcurrency: number;
+    connectTimeoutMs: number;
+    commandTimeoutMs: number;
+    connectionIdleMs: number;
+    maxMessagesPerConnection: number;
+  };
+  routing: {
+    default: { type: 'mx' } | { type: 'smarthost'; smarthost: HostRoute };
+    domains: (HostRoute & { domain: string })[];
+    backups: HostRoute[];
+  };
+  dns: { servers: string[]; timeoutMs: number; allowPrivateTargets: [ipaddr.IPv4 | ipaddr.IPv6, number][]; mxPort: number };
+  admin: { address: string; port: number };
+  gracePeriodMs: number;
+  logLevel: string;
+}
+
+const ajv = new Ajv({ allErrors: false, useDefaults: true, strict: true, allowUnionTypes: true });
+ajv.addKeyword('description');
+const validate = ajv.compile(CONFIG_SCHEMA);
+
+function describe(err: ErrorObject): ConfigError {
+  const field = err.instancePath || '/';
+  switch (err.keyword) {
+    case 'additionalProperties':
+      return new ConfigError(`${err.instancePath}/${(err.params as { additionalProperty: string }).additionalProperty}`, 'unknown field');
+    case 'required':
+      return new ConfigError(`${err.instancePath}/${(err.params as { missingProperty: string }).missingProperty}`, 'is required');
+    case 'enum':
+      return new ConfigError(field, `must be one of ${(err.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`);
+    case 'pattern':
+      return new ConfigError(field, /ms\|s\|m\|h\|d/.test(String((err.params as { pattern: string }).pattern))
+        ? 'must be a duration such as 250ms, 30s, 5m, 4h or 5d'
+        : `must match ${(err.params as { pattern: string }).pattern}`);
+    case 'const':
+      return new ConfigError(field, `must be ${JSON.stringify((err.params as { allowedValue: unknown }).allowedValue)}`);
+    case 'not':
+      return new ConfigError(field, 'has a field that is not allowed here (smarthost settings only go with type: smarthost)');
+    default:
+      return new ConfigError(field, err.message ?? 'is invalid');
+  }
+}
+
+/** Expands `${NAME}` references to environment variables in a string; an unset one is an error. */
+function expandEnv(value: string, field: string, env: NodeJS.ProcessEnv): string {
+  return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
+    const v = env[name];
+    if (v === undefined || v === '') throw new ConfigError(field, `refers to environment variable ${name}, which is not set`);
+    return v;
+  });
+}
+
+function parseCidrs(list: string[], field: string): [ipaddr.IPv4 | ipaddr.IPv6, number][] {
+  return list.map((c, i) => {
+    try {
+      return c.includes('/') ? ipaddr.parseCIDR(c) : (() => { const a = ipaddr.parse(c); return [a, a.kind() === 'ipv4' ? 32 : 128] as [ipaddr.IPv4 | ipaddr.IPv6, number]; })();
+    } catch {
+      throw new ConfigError(`${field}/${i}`, `not a CIDR or IP address: ${JSON.stringify(c)}`);
+    }
+  });
+}
+
+function readSecret(root: string, file: string, field: string): Buffer {
+  const p = path.resolve(root, file);
+  try {
+    const data = readFileSync(p);
+    // A trailing newline in a secret file is an editor artefact, not part of the secret.
+    let end = data.length;
+    while (end > 0 && (data[end - 1] === 0x0a || data[end - 1] === 0x0d)) end--;
+    if (end === 0) throw new ConfigError(field, `secret file ${p} is empty`);
+    return data.subarray(0, end);
+  } catch (e) {
+    if (e instanceof ConfigError) throw e;
+    throw new ConfigError(field, `cannot read ${p}: ${(e as Error).message}`);
+  }
+}
+
+/** Validates a parsed config document (applying defaults in place) and resolves it. */
+export function resolveConfig(doc: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env): RelayConfig {
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError('/', 'must be a mapping');
+  if (!validate(doc)) throw describe(validate.errors![0]);
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const c = doc as any;
+  const root = path.resolve(baseDir, c.paths.root);
+  const under = (p: string) => path.resolve(root, p);
+  const secretsDir = under(c.paths.secrets);
+  const tlsDir = under(c.paths.tls);
+  const names = new Set<string>();
+  const listeners: ListenerConfig[] = c.listeners.map((l: ListenerConfig, i: number) => {
+    if (names.has(l.name)) throw new ConfigError(`/listeners/${i}/name`, `duplicate listener name ${l.name}`);
+    names.add(l.name);
+    const address = expandEnv(l.address, `/listeners/${i}/address`, env);
+    if (!ipaddr.isValid(address)) throw new ConfigError(`/listeners/${i}/address`, `not an IP address: ${JSON.stringify(address)}`);
+    if (l.tls !== 'none' && !c.tls) throw new ConfigError(`/listeners/${i}/tls`, `tls: ${l.tls} needs the top-level tls section (certFile, keyFile)`);
+    return { ...l, address };
+  });
+  const accounts = new Map<string, { password: Buffer; tenant: string }>();
+  c.accounts.forEach((a: { username: string; passwordFile: string; tenant: string }, i: number) => {
+    if (accounts.has(a.username)) throw new ConfigError(`/accounts/${i}/username`, `duplicate account ${a.username}`);
+    accounts.set(a.username, { password: readSecret(secretsDir, a.passwordFile, `/accounts/${i}/passwordFile`), tenant: a.tenant });
+  });
+  const hostRoute = (r: { host: string; port: number; tls: OutboundTls; credentials?: { username: string; passwordFile: string } }, field: string): HostRoute => ({
+    host: r.host,
+    port: r.port,
+    tls: r.tls,
+    ...(r.credentials
+      ? { credentials: { username: r.credentials.username, password: readSecret(secretsDir, r.credentials.passwordFile, `${field}/credentials/passwordFile`).toString('utf8') } }
+      : {}),
+  });
+  const retry = c.queue.retry;
+  const cfg: RelayConfig = {
+    hostname: c.hostname,
+    spoolDir: under(c.paths.spool),
+    listeners,
+    trustedNetworks: parseCidrs(c.trustedNetworks, '/trustedNetworks'),
+    accounts,
+    limits: {
+      maxMessageSize: c.limits.maxMessageSize,
+      maxRecipients: c.limits.maxRecipients,
+      maxConnections: c.limits.maxConnections,
+      idleTimeoutMs: parseDuration(c.limits.idleTimeout),
+      maxReceivedHeaders: c.limits.maxReceivedHeaders,
+      greetingDelayMs: parseDuration(c.limits.greetingDelay),
+    },
+    queue: {
+      maxMessages: c.queue.maxMessages,
+      minFreeBytes: c.queue.minFreeBytes,
+      retry: { initialMs: parseDuration(retry.initial), factor: retry.factor, maxMs: parseDuration(retry.max) },
+      maxAgeMs: parseDuration(c.queue.maxAge),
+      ...(c.queue.delayWarningAfter ? { delayWarningAfterMs: parseDuration(c.queue.delayWarningAfter) } : {}),
+    },
+    delivery: {
+      concurrency: c.delivery.concurrency,
+      perDestinationConcurrency: c.delivery.perDestinationConcurrency,
+      connectTimeoutMs: parseDuration(c.delivery.connectTimeout),
+      commandTimeoutMs: parseDuration(c.delivery.commandTimeout),
+      connectionIdleMs: parseDuration(c.delivery.connectionIdle),
+      maxMessagesPerConnection: c.delivery.maxMessagesPerConnection,
+    },
+    routing: {
+      default:
+        c.routing.default.type === 'smarthost'
+          ? { type: 'smarthost', smarthost: hostRoute(c.routing.default.smarthost, '/routing/default/smarthost') }
+          : { type: 'mx' },
+      domains: c.routing.domains.map((d: { domain: string } & Parameters<typeof hostRoute>[0], i: number) => ({
+        domain: d.domain.toLowerCase(),
+        ...hostRoute(d, `/routing/domains/${i}`),
+      })),
+      backups: c.routing.backups.map((b: Parameters<typeof hostRoute>[0], i: number) => hostRoute(b, `/routing/backups/${i}`)),
+    },
+    dns: {
+      servers: c.dns.servers ?? [],
+      timeoutMs: parseDuration(c.dns.timeout),
+      allowPrivateTargets: parseCidrs(c.dns.allowPrivateTargets, '/dns/allowPrivateTargets'),
+      mxPort: c.dns.mxPort,
+    },
+    admin: { address: expandEnv(c.admin.address, '/admin/address', env), port: c.admin.port },
+    gracePeriodMs: parseDuration(c.shutdown.gracePeriod),
+    logLevel: c.logging.level,
+  };
+  if (cfg.queue.retry.maxMs < cfg.queue.retry.initialMs) throw new ConfigError('/queue/retry/max', 'must not be shorter than /queue/retry/initial');
+  if (c.tls) {
+    cfg.tls = {
+      cert: readSecret(tlsDir, c.tls.certFile, '/tls/certFile'),
+      key: readSecret(tlsDir, c.tls.keyFile, '/tls/keyFile'),
+    };
+  }
+  return cfg;
+}
+
+/** Reads, parses and validates a config file; throws ConfigError naming the field and the reason. */
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): RelayConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError('/', `cannot read config file ${file}: ${(e as Error).message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = YAML.parse(text, { prettyErrors: true });
+  } catch (e) {
+    throw new ConfigError('/', `not valid YAML: ${(e as Error).message}`);
+  }
+  return resolveConfig(doc, path.dirname(path.resolve(file)), env);
+}

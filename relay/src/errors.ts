@@ -1,0 +1,67 @@
+/**
+ * The relay's errors, each with a stable `code`. Errors that reach an SMTP client carry the
+ * reply code and the enhanced status code (RFC 3463); smtp-server turns `responseCode` into the reply.
+ */
+export class CarteroError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'CarteroError';
+    this.code = code;
+  }
+}
+
+/** An error whose message becomes an SMTP reply: `responseCode` + enhanced status + text. */
+export class SmtpReplyError extends CarteroError {
+  readonly responseCode: number;
+  readonly enhanced: string;
+  constructor(code: string, responseCode: number, enhanced: string, text: string) {
+    super(code, `${enhanced} ${text}`);
+    this.name = 'SmtpReplyError';
+    this.responseCode = responseCode;
+    this.enhanced = enhanced;
+  }
+}
+
+export class ConfigError extends CarteroError {
+  /** JSON-pointer-like path of the bad field, e.g. `/listeners/0/port`. */
+  readonly field: string;
+  constructor(field: string, reason: string) {
+    super('ERR_CONFIG', `${field || '/'}: ${reason}`);
+    this.name = 'ConfigError';
+    this.field = field;
+  }
+}
+
+/** The spool refused a write but nothing was lost: the client should retry later. */
+export class SpoolBackpressureError extends SmtpReplyError {
+  constructor(text: string) {
+    super('ERR_SPOOL_FULL', 452, '4.3.1', text);
+  }
+}
+
+/** The spool could not write (I/O error): the client should retry later. */
+export class SpoolUnhealthyError extends SmtpReplyError {
+  constructor(text: string, cause?: unknown) {
+    super('ERR_SPOOL_IO', 451, '4.3.0', text);
+    if (cause !== undefined) (this as { cause?: unknown }).cause = cause;
+  }
+}
+
+export const reply = {
+  relayDenied: (rcpt: string) =>
+    new SmtpReplyError('ERR_RELAY_DENIED', 550, '5.7.1', `<${rcpt}>: Relay access denied`),
+  authRequired: () =>
+    new SmtpReplyError('ERR_AUTH_REQUIRED', 530, '5.7.0', 'Authentication required'),
+  badAddress: (addr: string, why: string) =>
+    new SmtpReplyError('ERR_BAD_ADDRESS', 553, '5.1.3', `<${addr}>: ${why}`),
+  badSender: (addr: string, why: string) =>
+    new SmtpReplyError('ERR_BAD_SENDER', 553, '5.1.7', `<${addr}>: ${why}`),
+  tooManyRecipients: (max: number) =>
+    new SmtpReplyError('ERR_TOO_MANY_RCPTS', 452, '4.5.3', `Too many recipients (at most ${max} per message)`),
+  tooBig: (max: number) =>
+    new SmtpReplyError('ERR_TOO_BIG', 552, '5.3.4', `Message too big (at most ${max} bytes)`),
+  looped: (hops: number) =>
+    new SmtpReplyError('ERR_LOOP', 554, '5.4.6', `Mail loop detected (${hops} Received headers)`),
+  shuttingDown: () => new SmtpReplyError('ERR_SHUTDOWN', 421, '4.3.2', 'Service shutting down, try again later'),
+};
