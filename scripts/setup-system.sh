@@ -9,6 +9,9 @@ command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
 { command -v smtp-source >/dev/null 2>&1 && command -v smtp-sink >/dev/null 2>&1; } || need+=(postfix)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# swaks needs these for --tls
+perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)
+perl -MIO::Socket::SSL -e1 >/dev/null 2>&1 || need+=(libio-socket-ssl-perl)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 echo "setup: installing missing Debian packages: ${need[*]}" >&2

@@ -264,8 +264,7 @@ export interface RelayConfig {
   logLevel: string;
 }
 
-const ajv = new Ajv({ allErrors: false, useDefaults: true, strict: true, allowUnionTypes: true });
-ajv.addKeyword('description');
+const ajv = new Ajv({ allErrors: false, useDefaults: true, strict: true, strictRequired: false, allowUnionTypes: true });
 const validate = ajv.compile(CONFIG_SCHEMA);
 
 function describe(err: ErrorObject): ConfigError {

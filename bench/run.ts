@@ -1,0 +1,524 @@
+/**
+ * Relay benchmark: Postfix (the reference peer) and Cartero, measured in the same run, end to end:
+ * smtp-source → relay → smtp-sink. Runs are interleaved (postfix, cartero, postfix, cartero, ...);
+ * medians and the cartero/postfix ratio go to stdout as a table and to bench/results/latest.json.
+ *
+ *   node dist/bench/run.js [--quick] [--rounds N] [--only postfix|cartero] [--scenarios a,b]
+ *                          [--timeout SEC] [--stall SEC] [--dir PATH]
+ *
+ * See docs/benchmarks.md for what each figure means.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { freePort, killAll, sleep, spawnTracked, stopChild, tailLines, treeCpuMs } from './proc.js';
+import { CarteroRelay, PostfixRelay, Sink, type RelaySystem, type RunningRelay } from './systems.js';
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const REFERENCE_DIR = '/work/shared/bench/postfix';
+const RESULTS_FILE = path.join(REPO_ROOT, 'bench', 'results', 'latest.json');
+const SESSIONS = 50;
+const SENDER = 'bench@source.test';
+const RECIPIENT = 'sink@sink.test';
+
+/** One load pattern. */
+interface Scenario {
+  id: string;
+  title: string;
+  messages: number;
+  /** smtp-source -l: payload bytes per message. */
+  size: number;
+  /** smtp-source -d: several messages per connection instead of a new connection per message. */
+  reuse: boolean;
+  /** The sink is not running: only acceptance is measured, messages stay queued. */
+  acceptOnly: boolean;
+}
+
+const SCENARIOS: Scenario[] = [
+  {
+    id: '1k-new',
+    title: '1 KB, new connection per message',
+    messages: 20_000,
+    size: 1024,
+    reuse: false,
+    acceptOnly: false,
+  },
+  {
+    id: '1k-reuse',
+    title: '1 KB, connections reused (-d)',
+    messages: 20_000,
+    size: 1024,
+    reuse: true,
+    acceptOnly: false,
+  },
+  {
+    id: '20k-new',
+    title: '20 KB, new connection per message',
+    messages: 5_000,
+    size: 20_480,
+    reuse: false,
+    acceptOnly: false,
+  },
+  {
+    id: '20k-reuse',
+    title: '20 KB, connections reused (-d)',
+    messages: 5_000,
+    size: 20_480,
+    reuse: true,
+    acceptOnly: false,
+  },
+  {
+    id: 'accept-1k-new',
+    title: '1 KB, new connection per message, sink down',
+    messages: 20_000,
+    size: 1024,
+    reuse: false,
+    acceptOnly: true,
+  },
+  {
+    id: 'accept-1k-reuse',
+    title: '1 KB, connections reused (-d), sink down',
+    messages: 20_000,
+    size: 1024,
+    reuse: true,
+    acceptOnly: true,
+  },
+];
+
+/** The measurements of one run of one system on one scenario. */
+interface RunResult {
+  system: 'postfix' | 'cartero';
+  round: number;
+  /** Messages smtp-source was told to send. */
+  messages: number;
+  /** Messages smtp-source reports sent (its -c counter). */
+  sent: number;
+  /** smtp-source exit code, or the signal that ended it. */
+  sourceExit: number | string | null;
+  /** Messages the sink counted (null when accept-only). */
+  delivered: number | null;
+  /** Seconds from start until smtp-source exited (null if it had to be killed). */
+  acceptSeconds: number | null;
+  /** Seconds from start until the sink counted every message (null if it never did). */
+  deliverSeconds: number | null;
+  /** messages ÷ acceptSeconds. */
+  acceptRate: number | null;
+  /** messages ÷ deliverSeconds. */
+  deliveredRate: number | null;
+  /** CPU ms (user+system) of the relay's process tree per message handled, over the measured window. */
+  cpuMsPerMessage: number | null;
+  /** VmHWM of the relay process (Cartero only). */
+  peakRssMiB: number | null;
+  /** Why the run ended early: timeout, stalled, relay exited, or a start-up error. */
+  error?: string;
+}
+
+type Metric = 'deliveredRate' | 'acceptRate' | 'cpuMsPerMessage' | 'peakRssMiB';
+const METRICS: { key: Metric; label: string }[] = [
+  { key: 'deliveredRate', label: 'delivered msg/s' },
+  { key: 'acceptRate', label: 'accept msg/s' },
+  { key: 'cpuMsPerMessage', label: 'CPU ms/msg' },
+  { key: 'peakRssMiB', label: 'peak RSS MiB' },
+];
+
+interface Options {
+  quick: boolean;
+  rounds: number;
+  systems: ('postfix' | 'cartero')[];
+  scenarios: Scenario[];
+  timeoutMs: number;
+  stallMs: number;
+  dir: string;
+}
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      rounds: { type: 'string', default: '2' },
+      only: { type: 'string' },
+      scenarios: { type: 'string' },
+      timeout: { type: 'string', default: '300' },
+      stall: { type: 'string', default: '60' },
+      dir: { type: 'string', default: path.join(REPO_ROOT, '.tmp', 'bench') },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(
+      'usage: node dist/bench/run.js [--quick] [--rounds N] [--only postfix|cartero] [--scenarios ' +
+        `${SCENARIOS.map((s) => s.id).join(',')}] [--timeout SEC] [--stall SEC] [--dir PATH]`,
+    );
+    process.exit(0);
+  }
+  const positive = (name: string, v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer`);
+    return n;
+  };
+  if (values.only !== undefined && values.only !== 'postfix' && values.only !== 'cartero') {
+    throw new Error('--only must be postfix or cartero');
+  }
+  let scenarios = SCENARIOS;
+  if (values.scenarios) {
+    const ids = values.scenarios.split(',');
+    const unknown = ids.filter((id) => !SCENARIOS.some((s) => s.id === id));
+    if (unknown.length > 0) throw new Error(`unknown scenario(s): ${unknown.join(', ')}`);
+    scenarios = SCENARIOS.filter((s) => ids.includes(s.id));
+  }
+  const quick = values.quick;
+  return {
+    quick,
+    rounds: positive('rounds', values.rounds),
+    systems: values.only ? [values.only] : ['postfix', 'cartero'],
+    scenarios: scenarios.map((s) => (quick ? { ...s, messages: s.messages / 10 } : s)),
+    timeoutMs: positive('timeout', values.timeout) * 1000,
+    stallMs: positive('stall', values.stall) * 1000,
+    dir: path.resolve(values.dir),
+  };
+}
+
+/** The smtp-source arguments for a scenario against 127.0.0.1:port. */
+function sourceArgs(sc: Pick<Scenario, 'messages' | 'size' | 'reuse'>, port: number): string[] {
+  return [
+    '-c',
+    '-s', String(SESSIONS),
+    '-m', String(sc.messages),
+    '-l', String(sc.size),
+    '-f', SENDER,
+    '-t', RECIPIENT,
+    ...(sc.reuse ? ['-d'] : []),
+    `127.0.0.1:${port}`,
+  ]; // prettier-ignore
+}
+
+/**
+ * One measured run: starts the sink (unless accept-only) and a fresh relay, sends the scenario's load
+ * with smtp-source, and waits (bounded) until smtp-source has exited and the sink has counted every
+ * message. CPU is the relay tree's delta from just before smtp-source starts to the end of that wait.
+ */
+async function runOnce(system: RelaySystem, sc: Scenario, round: number, opts: Options): Promise<RunResult> {
+  const result: RunResult = {
+    system: system.name,
+    round,
+    messages: sc.messages,
+    sent: 0,
+    sourceExit: null,
+    delivered: sc.acceptOnly ? null : 0,
+    acceptSeconds: null,
+    deliverSeconds: null,
+    acceptRate: null,
+    deliveredRate: null,
+    cpuMsPerMessage: null,
+    peakRssMiB: null,
+  };
+  const sinkPort = system.fixedSinkPort ?? (await freePort());
+  let sink: Sink | undefined;
+  let relay: RunningRelay | undefined;
+  try {
+    // Accept-only: nothing listens on the sink port, so every delivery attempt is refused.
+    if (!sc.acceptOnly) sink = await Sink.start(sinkPort);
+    relay = await system.start(sinkPort);
+    const r = relay;
+    const cpuBefore = treeCpuMs(r.pid);
+    const t0 = performance.now();
+    const source = spawnTracked('smtp-source', sourceArgs(sc, r.port));
+    const sourceErr = tailLines(source.stderr, 5);
+    let rest = '';
+    source.stdout!.on('data', (d: Buffer) => {
+      // -c prints a running counter, "N\r" per message.
+      const parts = (rest + d.toString('latin1')).split(/[\r\n]/);
+      rest = parts.pop()!;
+      for (let i = parts.length - 1; i >= 0; i--) {
+        if (/^\d+$/.test(parts[i])) {
+          result.sent = Number(parts[i]);
+          break;
+        }
+      }
+    });
+
+    let acceptedAt: number | undefined;
+    let deliveredAt: number | undefined;
+    const outcome = await new Promise<string | undefined>((resolve) => {
+      let finished = false;
+      const finish = (why?: string) => {
+        if (finished) return;
+        finished = true;
+        clearInterval(ticker);
+        resolve(why);
+      };
+      const check = () => {
+        if (acceptedAt !== undefined && (sc.acceptOnly || deliveredAt !== undefined)) finish();
+      };
+      source.once('exit', (code, signal) => {
+        acceptedAt = performance.now();
+        result.sourceExit = signal ?? code;
+        check();
+      });
+      if (sink) {
+        sink.onCount = (n) => {
+          if (n >= sc.messages && deliveredAt === undefined) {
+            deliveredAt = performance.now();
+            check();
+          }
+        };
+      }
+      const ticker = setInterval(() => {
+        const now = performance.now();
+        if (!r.alive()) finish('relay exited');
+        else if (now - t0 > opts.timeoutMs) finish(`timeout after ${opts.timeoutMs / 1000} s`);
+        else if (
+          sink &&
+          acceptedAt !== undefined &&
+          now - Math.max(sink.lastChange, acceptedAt) > opts.stallMs
+        ) {
+          finish(`no delivery for ${opts.stallMs / 1000} s`);
+        }
+      }, 250);
+    });
+    const cpuMs = treeCpuMs(r.pid) - cpuBefore;
+    if (acceptedAt === undefined) await stopChild(source, 'SIGKILL');
+
+    if (acceptedAt !== undefined) {
+      result.acceptSeconds = (acceptedAt - t0) / 1000;
+      result.acceptRate = sc.messages / result.acceptSeconds;
+    }
+    if (sink) {
+      result.delivered = sink.count;
+      if (deliveredAt !== undefined) {
+        result.deliverSeconds = (deliveredAt - t0) / 1000;
+        result.deliveredRate = sc.messages / result.deliverSeconds;
+      }
+    }
+    const handled = sc.acceptOnly ? result.sent : sink!.count;
+    if (handled > 0) result.cpuMsPerMessage = cpuMs / handled;
+    result.peakRssMiB = r.peakRssMiB() ?? null;
+    if (result.sourceExit !== 0 && result.sourceExit !== null) {
+      const why = `smtp-source exited with ${result.sourceExit}: ${sourceErr()}`;
+      result.error = outcome ? `${outcome}; ${why}` : why;
+    } else if (outcome) {
+      result.error = outcome;
+    }
+  } catch (e) {
+    result.error = (e as Error).message;
+  } finally {
+    await relay?.stop();
+    await sink?.stop();
+  }
+  return result;
+}
+
+/** Median of the non-null values; null if there are none. */
+function median(values: (number | null)[]): number | null {
+  const v = values.filter((x): x is number => x !== null).sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  const mid = Math.floor(v.length / 2);
+  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+}
+
+interface ScenarioReport extends Scenario {
+  median: Record<string, Record<Metric, number | null>>;
+  /** cartero median ÷ postfix median, per metric. */
+  ratio: Record<Metric, number | null>;
+  /** Some run of that system did not complete (timeout, stall, error): its figures are partial. */
+  incomplete: Record<string, boolean>;
+  runs: RunResult[];
+}
+
+function summarise(sc: Scenario, runs: RunResult[], systems: string[]): ScenarioReport {
+  const med: ScenarioReport['median'] = {};
+  const incomplete: Record<string, boolean> = {};
+  for (const s of systems) {
+    const mine = runs.filter((r) => r.system === s);
+    med[s] = Object.fromEntries(METRICS.map(({ key }) => [key, median(mine.map((r) => r[key]))])) as Record<
+      Metric,
+      number | null
+    >;
+    incomplete[s] = mine.some((r) => r.error !== undefined);
+  }
+  const ratio = Object.fromEntries(
+    METRICS.map(({ key }) => {
+      const p = med.postfix?.[key];
+      const c = med.cartero?.[key];
+      return [key, p && c !== null && c !== undefined ? c / p : null];
+    }),
+  ) as Record<Metric, number | null>;
+  return { ...sc, median: med, ratio, incomplete, runs };
+}
+
+function fmt(v: number | null | undefined, digits: number): string {
+  return v === null || v === undefined ? '—' : v.toFixed(digits);
+}
+
+/** The results table printed on stdout. */
+function table(reports: ScenarioReport[], opts: Options): string {
+  const cols = [18, 8, 17, 11, 11, 16];
+  const row = (cells: string[]) =>
+    cells
+      .map((c, i) => (i < 3 ? c.padEnd(cols[i]) : c.padStart(cols[i])))
+      .join('  ')
+      .trimEnd();
+  const lines = [
+    `Relay benchmark: smtp-source -s ${SESSIONS} → relay → smtp-sink, median of ${opts.rounds} round(s)` +
+      (opts.quick ? ' (--quick: message counts ÷ 10)' : ''),
+    '',
+    row(['scenario', 'messages', 'metric', 'postfix', 'cartero', 'cartero/postfix']),
+    row(cols.map((w) => '-'.repeat(w))),
+  ];
+  const notes: string[] = [];
+  for (const rep of reports) {
+    METRICS.forEach(({ key, label }, i) => {
+      if (rep.acceptOnly && key === 'deliveredRate') return;
+      const digits = key === 'cpuMsPerMessage' ? 3 : key === 'peakRssMiB' ? 1 : 0;
+      const cell = (s: string) =>
+        rep.median[s] ? fmt(rep.median[s][key], digits) + (rep.incomplete[s] ? '*' : '') : 'n/a';
+      const first = i === 0 || (rep.acceptOnly && i === 1);
+      lines.push(
+        row([
+          first ? rep.id : '',
+          first ? String(rep.messages) : '',
+          label,
+          cell('postfix'),
+          cell('cartero'),
+          fmt(rep.ratio[key], 2),
+        ]),
+      );
+    });
+    for (const r of rep.runs) if (r.error) notes.push(`${rep.id} round ${r.round} ${r.system}: ${r.error}`);
+  }
+  if (notes.length > 0)
+    lines.push('', '* some runs did not complete; figures are from partial runs:', ...notes);
+  return lines.join('\n');
+}
+
+function describeRun(sc: Scenario, r: RunResult): string {
+  const parts = [`[${sc.id}] round ${r.round} ${r.system.padEnd(7)}`];
+  parts.push(`sent ${r.sent}/${r.messages}`);
+  if (r.acceptSeconds !== null)
+    parts.push(`accept ${r.acceptSeconds.toFixed(2)} s (${fmt(r.acceptRate, 0)}/s)`);
+  if (r.delivered !== null) {
+    parts.push(
+      r.deliverSeconds !== null
+        ? `delivered ${r.deliverSeconds.toFixed(2)} s (${fmt(r.deliveredRate, 0)}/s)`
+        : `delivered ${r.delivered}`,
+    );
+  }
+  parts.push(`CPU ${fmt(r.cpuMsPerMessage, 3)} ms/msg`);
+  if (r.peakRssMiB !== null) parts.push(`RSS ${r.peakRssMiB.toFixed(1)} MiB`);
+  if (r.error) parts.push(`ERROR: ${r.error.split('\n')[0]}`);
+  return parts.join(', ');
+}
+
+/** Versions and load of the machine, recorded with the results. */
+function environment(): Record<string, unknown> {
+  const run = (cmd: string, args: string[]) => {
+    try {
+      return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    } catch {
+      return null;
+    }
+  };
+  return {
+    hostname: os.hostname(),
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? null,
+    memoryMiB: Math.round(os.totalmem() / 2 ** 20),
+    loadavgAtStart: os.loadavg(),
+    node: process.version,
+    postfix: run('postconf', ['-dh', 'mail_version']),
+    commit: run('git', ['-C', REPO_ROOT, 'rev-parse', '--short', 'HEAD']),
+  };
+}
+
+async function main(): Promise<void> {
+  const opts = parseOptions(process.argv.slice(2));
+  mkdirSync(opts.dir, { recursive: true, mode: 0o755 });
+  const all: RelaySystem[] = [
+    new PostfixRelay(REFERENCE_DIR, opts.dir),
+    new CarteroRelay(REPO_ROOT, opts.dir),
+  ];
+  const systems = all.filter((s) => opts.systems.includes(s.name));
+  const results: { scenario: Scenario; runs: RunResult[] }[] = [];
+  const output = {
+    generatedAt: new Date().toISOString(),
+    command: ['node', 'dist/bench/run.js', ...process.argv.slice(2)].join(' '),
+    options: {
+      quick: opts.quick,
+      rounds: opts.rounds,
+      timeoutSeconds: opts.timeoutMs / 1000,
+      stallSeconds: opts.stallMs / 1000,
+    },
+    environment: environment(),
+    load: {
+      source: `smtp-source -c -s ${SESSIONS} -m N -l SIZE -f ${SENDER} -t ${RECIPIENT} [-d] 127.0.0.1:PORT`,
+      sink: 'smtp-sink -c -u postfix 127.0.0.1:PORT 1000',
+    },
+    unavailable: {} as Record<string, string>,
+    interrupted: false,
+    scenarios: [] as ScenarioReport[],
+  };
+  const save = () => {
+    output.scenarios = results.map(({ scenario, runs }) => summarise(scenario, runs, measured));
+    mkdirSync(path.dirname(RESULTS_FILE), { recursive: true });
+    writeFileSync(RESULTS_FILE, JSON.stringify(output, null, 2) + '\n');
+  };
+  const teardown = () => {
+    for (const s of systems) s.stopSync();
+    killAll();
+  };
+  process.once('exit', killAll);
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      console.error(`\n${sig}: stopping relays and sinks`);
+      teardown();
+      output.interrupted = true;
+      save();
+      process.exit(130);
+    });
+  }
+
+  const ready: RelaySystem[] = [];
+  const measured: string[] = [];
+  for (const s of systems) {
+    try {
+      await s.prepare();
+      ready.push(s);
+      measured.push(s.name);
+    } catch (e) {
+      output.unavailable[s.name] = (e as Error).message;
+      console.error(`${s.name}: not available: ${(e as Error).message}`);
+    }
+  }
+  if (ready.length === 0) throw new Error('no system to measure');
+
+  try {
+    for (const sc of opts.scenarios) {
+      const runs: RunResult[] = [];
+      results.push({ scenario: sc, runs });
+      for (let round = 1; round <= opts.rounds; round++) {
+        for (const s of ready) {
+          const r = await runOnce(s, sc, round, opts);
+          runs.push(r);
+          console.error(describeRun(sc, r));
+          save();
+          await sleep(1000); // let sockets and disk settle between runs
+        }
+      }
+    }
+  } finally {
+    teardown();
+  }
+  save();
+  console.log(table(output.scenarios, opts));
+  console.log(`\nJSON: ${path.relative(process.cwd(), RESULTS_FILE) || RESULTS_FILE}`);
+}
+
+main().catch((e: Error) => {
+  console.error(`bench: ${e.message}`);
+  killAll();
+  process.exitCode = 1;
+});

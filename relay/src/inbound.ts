@@ -1,0 +1,267 @@
+/**
+ * Inbound SMTP: one smtp-server per listener. Policy decisions come from policy.ts; accepted messages are
+ * written durably to the spool before the client hears `250 ... queued as <id>`.
+ */
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession, type SMTPServerDataStream, type SMTPServerAddress, type SMTPServerAuthentication } from 'smtp-server';
+import type { Logger } from 'pino';
+import type { ListenerConfig, RelayConfig } from './config.js';
+import { Spool, newQueueId, initialState, type Envelope } from './spool.js';
+import type { DeliveryEngine } from './queue.js';
+import type { RelayMetrics } from './metrics.js';
+import { reply, SmtpReplyError } from './errors.js';
+import { addressProblem, countReceived, mayRelay, secretEquals } from './policy.js';
+import { installGreetingDelayOption } from './smtp-greeting.js';
+
+export interface InboundDeps {
+  cfg: RelayConfig;
+  spool: Spool;
+  engine: DeliveryEngine;
+  metrics: RelayMetrics;
+  log: Logger;
+  now: () => number;
+}
+
+interface Listening {
+  name: string;
+  server: SMTPServer;
+  address: string;
+  port: number;
+}
+
+type Session = SMTPServerSession & { user?: string; tenant?: string; carteroListener?: string };
+
+function rfc5322Date(d: Date): string {
+  // e.g. "Sun, 29 Nov 2026 10:00:00 +0000"
+  return d.toUTCString().replace(/GMT$/, '+0000');
+}
+
+export class Inbound {
+  private listening: Listening[] = [];
+  private closing = false;
+  private openTransactions = 0;
+
+  constructor(private readonly d: InboundDeps) {}
+
+  get ports(): Record<string, number> {
+    return Object.fromEntries(this.listening.map((l) => [l.name, l.port]));
+  }
+
+  get transactionsInFlight(): number {
+    return this.openTransactions;
+  }
+
+  async start(): Promise<void> {
+    const patch = installGreetingDelayOption();
+    if (patch === 'unknown-upstream' && this.d.cfg.limits.greetingDelayMs !== 100) {
+      this.d.log.warn({ event: 'greeting.delay.unsupported' }, 'this smtp-server version changed its greeting code: greetingDelay is not applied (upstream 100ms pause)');
+    }
+    for (const l of this.d.cfg.listeners) {
+      const server = new SMTPServer(this.options(l));
+      server.on('error', (err) => this.d.log.warn({ event: 'smtp.error', listener: l.name, err: err.message }, 'SMTP listener error'));
+      await new Promise<void>((resolve, reject) => {
+        const onErr = (e: Error) => reject(e);
+        server.server.once('error', onErr);
+        server.listen(l.port, l.address, () => {
+          server.server.removeListener('error', onErr);
+          resolve();
+        });
+      });
+      const addr = server.server.address();
+      const port = typeof addr === 'object' && addr ? addr.port : l.port;
+      this.listening.push({ name: l.name, server, address: l.address, port });
+      this.d.log.info({ event: 'listening', listener: l.name, address: l.address, port, tls: l.tls, auth: l.auth }, 'SMTP listener ready');
+    }
+  }
+
+  /** Stops accepting: new connections get 421; open transactions may finish. Resolves when every listener closed. */
+  async stop(graceMs: number): Promise<void> {
+    this.closing = true;
+    const deadline = Date.now() + graceMs;
+    // stop listening first so no new connection lands, then wait for open transactions
+    await Promise.all(
+      this.listening.map(
+        (l) =>
+          new Promise<void>((resolve) => {
+            l.server.server.close(() => resolve());
+            setTimeout(resolve, Math.max(0, deadline - Date.now())).unref();
+          }),
+      ),
+    );
+    for (const l of this.listening) {
+      // smtp-server's close() sends 421 to idle connections and waits for busy ones
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+        t.unref();
+        l.server.close(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  private options(l: ListenerConfig): SMTPServerOptions {
+    const cfg = this.d.cfg;
+    const tls = cfg.tls;
+    return {
+      name: cfg.hostname,
+      banner: 'Cartero ESMTP',
+      secure: l.tls === 'implicit',
+      ...(tls && l.tls !== 'none' ? { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' } : {}),
+      disabledCommands: [...(l.tls === 'none' ? ['STARTTLS'] : []), ...(cfg.accounts.size === 0 ? ['AUTH'] : [])],
+      authMethods: ['PLAIN', 'LOGIN'],
+      authOptional: l.auth === 'optional',
+      // On a plaintext listener (in-cluster traffic) AUTH is allowed without TLS; with starttls it needs TLS first.
+      allowInsecureAuth: l.tls === 'none',
+      size: cfg.limits.maxMessageSize,
+      hideSize: false,
+      hidePIPELINING: false,
+      hide8BITMIME: false,
+      hideSMTPUTF8: false,
+      hideDSN: false,
+      hideENHANCEDSTATUSCODES: true,
+      maxClients: cfg.limits.maxConnections,
+      socketTimeout: cfg.limits.idleTimeoutMs,
+      closeTimeout: cfg.gracePeriodMs,
+      disableReverseLookup: true,
+      logger: false,
+      greetingDelayMs: cfg.limits.greetingDelayMs,
+      onConnect: (session, cb) => {
+        if (this.closing) return cb(reply.shuttingDown());
+        (session as Session).carteroListener = l.name;
+        this.d.metrics.connections.inc({ listener: l.name });
+        cb();
+      },
+      onClose: () => {
+        this.d.metrics.connections.dec({ listener: l.name });
+      },
+      onAuth: (auth, session, cb) => this.onAuth(l, auth, session as Session, cb),
+      onMailFrom: (address, session, cb) => this.onMailFrom(l, address, session as Session, cb),
+      onRcptTo: (address, session, cb) => this.onRcptTo(l, address, session as Session, cb),
+      onData: (stream, session, cb) => this.onData(l, stream, session as Session, cb),
+    } as SMTPServerOptions;
+  }
+
+  private refuse(l: ListenerConfig, reason: string, err: SmtpReplyError, cb: (e: Error) => void): void {
+    this.d.metrics.rejected.inc({ listener: l.name, reason });
+    cb(err);
+  }
+
+  private onAuth(l: ListenerConfig, auth: SMTPServerAuthentication, session: Session, cb: (err: Error | null | undefined, res?: { user: string }) => void): void {
+    const acct = auth.username ? this.d.cfg.accounts.get(auth.username) : undefined;
+    // compare even for unknown users, so timing does not tell which usernames exist
+    const ok = secretEquals(acct ? acct.password : Buffer.from('\0no-such-account'), auth.password ?? '') && !!acct;
+    if (!ok) {
+      this.d.log.warn({ event: 'auth.failed', listener: l.name, client: session.remoteAddress, username: auth.username }, 'authentication failed');
+      this.d.metrics.rejected.inc({ listener: l.name, reason: 'auth' });
+      return cb(new SmtpReplyError('ERR_AUTH', 535, '5.7.8', 'Authentication credentials invalid'));
+    }
+    session.tenant = acct!.tenant;
+    cb(null, { user: auth.username! });
+  }
+
+  private onMailFrom(l: ListenerConfig, address: SMTPServerAddress, session: Session, cb: (err?: Error | null) => void): void {
+    if (this.closing) return cb(reply.shuttingDown());
+    const problem = addressProblem(address.address, { allowNull: true, allowSingleLabel: true });
+    if (problem) return this.refuse(l, 'bad_sender', reply.badSender(address.address, problem), cb);
+    this.d.spool.checkCapacity().then(() => cb(), (e: Error) => this.refuse(l, 'queue_full', e as SmtpReplyError, cb));
+  }
+
+  private onRcptTo(l: ListenerConfig, address: SMTPServerAddress, session: Session, cb: (err?: Error | null) => void): void {
+    const user = typeof session.user === 'string' ? session.user : undefined;
+    if (!mayRelay({ authenticatedUser: user, clientIp: session.remoteAddress, trustedNetworks: this.d.cfg.trustedNetworks })) {
+      this.d.log.warn({ event: 'relay.denied', listener: l.name, client: session.remoteAddress, to: address.address }, 'relay access denied');
+      return this.refuse(l, 'relay_denied', reply.relayDenied(address.address), cb);
+    }
+    const problem = addressProblem(address.address);
+    if (problem) return this.refuse(l, 'bad_recipient', reply.badAddress(address.address, problem), cb);
+    if (session.envelope.rcptTo.length >= this.d.cfg.limits.maxRecipients) {
+      return this.refuse(l, 'too_many_recipients', reply.tooManyRecipients(this.d.cfg.limits.maxRecipients), cb);
+    }
+    cb();
+  }
+
+  private onData(l: ListenerConfig, stream: SMTPServerDataStream, session: Session, cb: (err?: Error | null, message?: string) => void): void {
+    const chunks: Buffer[] = [];
+    let len = 0;
+    const max = this.d.cfg.limits.maxMessageSize;
+    this.openTransactions++;
+    let done = false;
+    const finish = (err: Error | null, msg?: string) => {
+      if (done) return;
+      done = true;
+      this.openTransactions--;
+      cb(err, msg);
+    };
+    stream.on('data', (c: Buffer) => {
+      len += c.length;
+      if (len <= max) chunks.push(c);
+    });
+    stream.on('error', (e) => finish(e));
+    stream.on('end', () => {
+      if (stream.sizeExceeded || len > max) return this.refuse(l, 'too_big', reply.tooBig(max), (e) => finish(e));
+      this.accept(l, Buffer.concat(chunks, len), session).then(
+        (id) => finish(null, `2.0.0 Ok: queued as ${id}`),
+        (e: Error) => {
+          if (!(e instanceof SmtpReplyError) || e.responseCode === 451) {
+            this.d.log.error({ event: 'accept.error', listener: l.name, client: session.remoteAddress, err: e.message, cause: (e.cause as Error | undefined)?.message }, 'could not queue message');
+          }
+          finish(e instanceof SmtpReplyError ? e : new SmtpReplyError('ERR_LOCAL', 451, '4.3.0', 'Local error in processing, try again later'));
+        },
+      );
+    });
+  }
+
+  private async accept(l: ListenerConfig, raw: Buffer, session: Session): Promise<string> {
+    const cfg = this.d.cfg;
+    const hops = countReceived(raw);
+    if (hops >= cfg.limits.maxReceivedHeaders) {
+      this.d.metrics.rejected.inc({ listener: l.name, reason: 'loop' });
+      throw reply.looped(hops);
+    }
+    const now = this.d.now();
+    const id = newQueueId(now);
+    const user = typeof session.user === 'string' ? session.user : undefined;
+    const tenant = session.tenant ?? 'default';
+    const rcpts = session.envelope.rcptTo;
+    const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+    const helo = (session.hostNameAppearsAs || 'unknown').replace(/[^\x21-\x7e]/g, '?');
+    const received = Buffer.from(
+      `Received: from ${helo} ([${session.remoteAddress}])\r\n\tby ${cfg.hostname} (Cartero) with ${session.transmissionType || 'ESMTP'} id ${id}` +
+        (rcpts.length === 1 ? `\r\n\tfor <${rcpts[0].address}>` : '') +
+        `; ${rfc5322Date(new Date(now))}\r\n`,
+    );
+    const envDsn = (session.envelope as { dsn?: { ret?: string; envid?: string } }).dsn ?? {};
+    const env: Envelope = {
+      v: 1,
+      id,
+      tenant,
+      pool: null,
+      arrivedAt: now,
+      from,
+      rcpts: rcpts.map((r) => {
+        const dsn = (r as { dsn?: { notify?: string[]; orcpt?: string } }).dsn;
+        return { address: r.address, ...(dsn?.notify ? { notify: dsn.notify } : {}), ...(dsn?.orcpt ? { orcpt: dsn.orcpt } : {}) };
+      }),
+      dsn: {
+        ...(envDsn.ret === 'FULL' || envDsn.ret === 'HDRS' ? { ret: envDsn.ret } : {}),
+        ...(envDsn.envid ? { envid: envDsn.envid } : {}),
+      },
+      size: received.length + raw.length,
+      eightBit: hasEightBit(raw),
+      smtpUtf8: /[^\x00-\x7f]/.test(from + rcpts.map((r) => r.address).join('')),
+      origin: 'smtp',
+      client: { address: session.remoteAddress, helo, ...(user ? { user } : {}), listener: l.name },
+    };
+    const bodyOffset = await this.d.spool.write(env, [received, raw]);
+    this.d.metrics.received.inc({ tenant });
+    this.d.log.info({ event: 'received', queueId: id, tenant, from, rcpts: rcpts.length, size: env.size, client: session.remoteAddress, user, listener: l.name }, 'queued');
+    this.d.engine.add({ env, state: initialState(env, now), bodyOffset }, Buffer.concat([received, raw]));
+    return id;
+  }
+}
+
+function hasEightBit(b: Buffer): boolean {
+  for (let i = 0; i < b.length; i++) if (b[i] > 0x7f) return true;
+  return false;
+}

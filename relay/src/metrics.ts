@@ -1,0 +1,97 @@
+/**
+ * The relay's Prometheus metrics, in its own registry. Labels are bounded by configuration
+ * (tenant, route kind, listener), never by recipient, message id or free text. See docs/metrics.md.
+ */
+import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
+
+export type RouteKind = 'mx' | 'smarthost' | 'domain' | 'backup';
+export type BounceKind = 'hard' | 'soft' | 'expired';
+
+export class RelayMetrics {
+  readonly registry = new Registry();
+  readonly queueDepth: Gauge<'tenant'>;
+  readonly queueOldestAge: Gauge;
+  readonly received: Counter<'tenant'>;
+  readonly delivered: Counter<'tenant' | 'route'>;
+  readonly deferred: Counter<'tenant'>;
+  readonly bounced: Counter<'tenant' | 'kind'>;
+  readonly bounceRate: Gauge<'tenant'>;
+  readonly deliveryDuration: Histogram<'result'>;
+  readonly connections: Gauge<'listener'>;
+  readonly rejected: Counter<'listener' | 'reason'>;
+  readonly dsnSent: Counter<'action'>;
+
+  constructor(collectors: { queue: () => { byTenant: Map<string, number>; oldestArrival?: number }; bounceRates: () => Map<string, number>; now: () => number }) {
+    const r = this.registry;
+    collectDefaultMetrics({ register: r, prefix: 'cartero_process_' });
+    this.queueDepth = new Gauge({
+      name: 'cartero_queue_depth',
+      help: 'Messages in the queue with at least one recipient not yet delivered or bounced.',
+      labelNames: ['tenant'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const [tenant, n] of collectors.queue().byTenant) this.set({ tenant }, n);
+      },
+    });
+    this.queueOldestAge = new Gauge({
+      name: 'cartero_queue_oldest_age_seconds',
+      help: 'Age of the oldest message in the queue (0 when empty).',
+      registers: [r],
+      collect() {
+        const o = collectors.queue().oldestArrival;
+        this.set(o === undefined ? 0 : Math.max(0, (collectors.now() - o) / 1000));
+      },
+    });
+    this.received = new Counter({ name: 'cartero_messages_received_total', help: 'Messages accepted (250) and queued.', labelNames: ['tenant'], registers: [r] });
+    this.delivered = new Counter({ name: 'cartero_messages_delivered_total', help: 'Recipients delivered (2xx from the next hop).', labelNames: ['tenant', 'route'], registers: [r] });
+    this.deferred = new Counter({ name: 'cartero_messages_deferred_total', help: 'Recipient delivery attempts that failed temporarily and will be retried.', labelNames: ['tenant'], registers: [r] });
+    this.bounced = new Counter({ name: 'cartero_messages_bounced_total', help: 'Recipients that failed for good: hard (5xx), soft (permanent local failure), expired (maxAge reached).', labelNames: ['tenant', 'kind'], registers: [r] });
+    this.bounceRate = new Gauge({
+      name: 'cartero_bounce_rate',
+      help: 'Hard bounces over attempted recipients in the sliding window (0..1).',
+      labelNames: ['tenant'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const [tenant, v] of collectors.bounceRates()) this.set({ tenant }, v);
+      },
+    });
+    this.deliveryDuration = new Histogram({
+      name: 'cartero_delivery_duration_seconds',
+      help: 'Duration of one delivery transaction to the next hop (connection reuse included).',
+      labelNames: ['result'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [r],
+    });
+    this.connections = new Gauge({ name: 'cartero_smtp_connections', help: 'Open inbound SMTP connections.', labelNames: ['listener'], registers: [r] });
+    this.rejected = new Counter({ name: 'cartero_smtp_rejected_total', help: 'Inbound commands refused, by reason.', labelNames: ['listener', 'reason'], registers: [r] });
+    this.dsnSent = new Counter({ name: 'cartero_dsn_generated_total', help: 'Delivery status notifications generated.', labelNames: ['action'], registers: [r] });
+  }
+}
+
+/** Hard bounces over attempted recipients per tenant, over a sliding window of fixed buckets. */
+export class BounceWindow {
+  private readonly buckets = new Map<string, { start: number; attempted: number; hard: number }[]>();
+  constructor(private readonly windowMs = 3_600_000, private readonly bucketMs = 60_000) {}
+  record(tenant: string, now: number, hard: boolean): void {
+    let list = this.buckets.get(tenant);
+    if (!list) this.buckets.set(tenant, (list = []));
+    const start = now - (now % this.bucketMs);
+    let b = list[list.length - 1];
+    if (!b || b.start !== start) list.push((b = { start, attempted: 0, hard: 0 }));
+    b.attempted++;
+    if (hard) b.hard++;
+    while (list.length && list[0].start <= now - this.windowMs) list.shift();
+  }
+  rates(now: number): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [tenant, list] of this.buckets) {
+      let a = 0;
+      let h = 0;
+      for (const b of list) if (b.start > now - this.windowMs) { a += b.attempted; h += b.hard; }
+      out.set(tenant, a ? h / a : 0);
+    }
+    return out;
+  }
+}

@@ -1,0 +1,203 @@
+/**
+ * One outbound SMTP session to a next hop, on nodemailer's SMTPConnection, with a promise API and the
+ * reply of every recipient classified. A session may carry several transactions (connection reuse).
+ */
+import SMTPConnection from 'nodemailer/lib/smtp-connection';
+import type { OutboundTls } from './config.js';
+
+export interface Hop {
+  /** What to connect to: an IP address, or a host name for static routes. */
+  host: string;
+  port: number;
+  /** The name we report and verify TLS against (MX exchange or route host). */
+  name: string;
+  tls: OutboundTls;
+  credentials?: { username: string; password: string };
+  kind: 'mx' | 'smarthost' | 'domain' | 'backup';
+}
+
+export interface OutboundOptions {
+  ehloName: string;
+  localAddress?: string;
+  connectTimeoutMs: number;
+  commandTimeoutMs: number;
+}
+
+export interface RcptReply {
+  code?: number;
+  reply: string;
+}
+
+export interface TxResult {
+  /** Per recipient, in the order given: the reply to RCPT (refused) or to the end of DATA (accepted). */
+  rcpts: ({ ok: true; reply: string } | { ok: false; code?: number; reply: string })[];
+}
+
+/** An SMTP-level failure affecting the whole transaction (connect, greeting, EHLO, TLS, AUTH, MAIL, DATA). */
+export class HopError extends Error {
+  constructor(
+    readonly stage: 'connect' | 'session' | 'mail' | 'data',
+    readonly code: number | undefined,
+    readonly reply: string,
+    readonly errCode?: string,
+  ) {
+    super(reply);
+    this.name = 'HopError';
+  }
+  get temporary(): boolean {
+    return this.code === undefined || this.code < 500;
+  }
+}
+
+function oneLine(s: unknown): string {
+  return String(s ?? '').replace(/[\r\n]+/g, ' ').trim().slice(0, 500);
+}
+
+type NmError = Error & { code?: string; responseCode?: number; response?: string; command?: string; rejectedErrors?: (NmError & { recipient?: string })[] };
+
+function toHopError(err: NmError, fallbackStage: HopError['stage']): HopError {
+  const cmd = (err.command ?? '').toUpperCase();
+  const stage: HopError['stage'] =
+    cmd === 'CONN' || err.code === 'ECONNECTION' || err.code === 'ETIMEDOUT' || err.code === 'EDNS' || err.code === 'ESOCKET'
+      ? fallbackStage === 'data' ? 'data' : 'connect'
+      : cmd.startsWith('MAIL') ? 'mail'
+      : cmd === 'DATA' || cmd === '.' ? 'data'
+      : fallbackStage;
+  return new HopError(stage, err.responseCode, oneLine(err.response || err.message), err.code);
+}
+
+export class OutboundSession {
+  readonly hop: Hop;
+  private conn: SMTPConnection;
+  private closed = false;
+  transactions = 0;
+  lastUsed = Date.now();
+
+  private constructor(hop: Hop, conn: SMTPConnection) {
+    this.hop = hop;
+    this.conn = conn;
+    conn.on('error', () => {
+      this.closed = true;
+    });
+    conn.on('end', () => {
+      this.closed = true;
+    });
+  }
+
+  get usable(): boolean {
+    return !this.closed;
+  }
+
+  static open(hop: Hop, o: OutboundOptions): Promise<OutboundSession> {
+    const conn = new SMTPConnection({
+      host: hop.host,
+      port: hop.port,
+      name: o.ehloName,
+      secure: hop.tls === 'implicit',
+      ignoreTLS: hop.tls === 'none',
+      requireTLS: hop.tls === 'required',
+      opportunisticTLS: hop.tls === 'opportunistic',
+      // Opportunistic STARTTLS cannot verify certificates (MX certificates rarely match, RFC 7435);
+      // when TLS is required by a route, the certificate must verify against the route's host name.
+      tls: { rejectUnauthorized: hop.tls === 'required' || hop.tls === 'implicit', servername: hop.name, minVersion: 'TLSv1.2' },
+      localAddress: o.localAddress,
+      connectionTimeout: o.connectTimeoutMs,
+      greetingTimeout: o.connectTimeoutMs,
+      socketTimeout: o.commandTimeoutMs,
+      allowInternalNetworkInterfaces: true,
+      logger: false,
+    } as ConstructorParameters<typeof SMTPConnection>[0]);
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const fail = (err: NmError) => {
+        if (settled) return;
+        settled = true;
+        conn.close();
+        reject(toHopError(err, 'connect'));
+      };
+      conn.once('error', fail);
+      conn.connect(() => {
+        const ready = () => {
+          if (settled) return;
+          settled = true;
+          conn.removeListener('error', fail);
+          resolve(new OutboundSession(hop, conn));
+        };
+        if (!hop.credentials) return ready();
+        conn.login({ user: hop.credentials.username, pass: hop.credentials.password }, (err) => {
+          if (err) {
+            const he = toHopError(err as NmError, 'session');
+            settled = true;
+            conn.close();
+            reject(new HopError('session', he.code, `authentication failed: ${he.reply}`, 'EAUTH'));
+          } else ready();
+        });
+      });
+    });
+  }
+
+  /** Runs one transaction. Throws HopError when the whole transaction failed (then the session is closed). */
+  send(
+    envelope: { from: string; to: string[]; size: number; eightBit: boolean; dsn?: { ret?: string; envid?: string; notify?: string[]; orcpt?: string } },
+    body: Buffer,
+  ): Promise<TxResult> {
+    this.transactions++;
+    this.lastUsed = Date.now();
+    const dsn = envelope.dsn && (envelope.dsn.ret || envelope.dsn.envid || envelope.dsn.notify || envelope.dsn.orcpt)
+      ? { ret: envelope.dsn.ret, envid: envelope.dsn.envid, notify: envelope.dsn.notify, orcpt: envelope.dsn.orcpt }
+      : undefined;
+    return new Promise((resolve, reject) => {
+      this.conn.send(
+        { from: envelope.from, to: envelope.to, size: envelope.size, use8BitMime: envelope.eightBit, ...(dsn ? { dsn } : {}) } as SMTPConnection.Envelope,
+        body,
+        (err, info) => {
+          this.lastUsed = Date.now();
+          if (err) {
+            const e = err as NmError;
+            if (e.code === 'EENVELOPE' && e.rejectedErrors?.length) {
+              // every recipient refused: report each one's reply. The session is not reused: a RSET racing
+              // the next transaction's envelope is not worth the saved handshake on this rare path.
+              const byRcpt = new Map(e.rejectedErrors.map((r) => [String(r.recipient ?? '').toLowerCase(), r]));
+              resolve({
+                rcpts: envelope.to.map((t) => {
+                  const r = byRcpt.get(t.toLowerCase());
+                  return { ok: false as const, code: r?.responseCode, reply: oneLine(r?.response ?? e.response ?? e.message) };
+                }),
+              });
+              this.close();
+              return;
+            }
+            this.close();
+            reject(toHopError(e, e.command === 'DATA' || e.code === 'EMESSAGE' ? 'data' : 'mail'));
+            return;
+          }
+          const rejected = new Map(
+            ((info as { rejectedErrors?: NmError[] }).rejectedErrors ?? []).map((r) => [String((r as { recipient?: string }).recipient ?? '').toLowerCase(), r]),
+          );
+          const reply = oneLine(info.response);
+          resolve({
+            rcpts: envelope.to.map((t) => {
+              const r = rejected.get(t.toLowerCase());
+              return r ? { ok: false as const, code: r.responseCode, reply: oneLine(r.response ?? r.message) } : { ok: true as const, reply };
+            }),
+          });
+        },
+      );
+    });
+  }
+
+  quit(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.conn.quit();
+    } catch {
+      this.conn.close();
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    this.conn.close();
+  }
+}

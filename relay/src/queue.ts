@@ -1,0 +1,491 @@
+/**
+ * The delivery engine: keeps the queue index in memory, schedules attempts, groups recipients by route
+ * into transactions, runs them on reused outbound sessions with per-destination and global concurrency
+ * caps, falls back through MX hosts and backup routes, and applies the outcome durably (state file,
+ * DSN into our own queue, removal) before it forgets anything.
+ */
+import type { Logger } from 'pino';
+import type { RelayConfig } from './config.js';
+import { Spool, type Envelope, type DeliveryState, type SpooledMessage, newQueueId, initialState } from './spool.js';
+import { TimeHeap } from './heap.js';
+import { selectRoute, type Route } from './router.js';
+import { OutboundSession, HopError, type Hop, type TxResult } from './outbound.js';
+import type { MxResolver } from './dns.js';
+import { scheduleNext } from './retry.js';
+import { renderDsn, dsnRecipientsWanted, type DsnRecipient } from './dsn.js';
+import { BounceWindow, type RelayMetrics } from './metrics.js';
+
+interface Entry {
+  env: Envelope;
+  state: DeliveryState;
+  bodyOffset: number;
+  body?: Buffer;
+  busy: boolean;
+  scheduledAt: number;
+}
+
+type Outcome = { result: 'delivered' | 'deferred' | 'bounced'; reply: string; status: string; remoteMta?: string; route: Route['kind'] | 'backup' };
+
+interface Job {
+  entry: Entry;
+  route: Route;
+  rcpts: number[];
+  resolve: (o: Map<number, Outcome>) => void;
+}
+
+class Destination {
+  queue: Job[] = [];
+  active = 0;
+  idle: OutboundSession[] = [];
+  idleTimer?: NodeJS.Timeout;
+  constructor(readonly key: string, readonly route: Route) {}
+}
+
+export interface EngineDeps {
+  cfg: RelayConfig;
+  spool: Spool;
+  resolver: MxResolver;
+  metrics: RelayMetrics;
+  log: Logger;
+  now: () => number;
+}
+
+const ENHANCED_RE = /^[245]\.\d{1,3}\.\d{1,3}$/;
+
+function statusFromReply(code: number | undefined, reply: string, fallback: string): string {
+  const m = /^(?:\d{3}[ -])?([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply);
+  if (m && ENHANCED_RE.test(m[1]) && code !== undefined && m[1][0] === String(code)[0]) return m[1];
+  if (code === undefined) return fallback;
+  return code >= 500 ? '5.0.0' : code >= 400 ? '4.0.0' : '2.0.0';
+}
+
+function domainOf(addr: string): string {
+  return addr.slice(addr.lastIndexOf('@') + 1).toLowerCase();
+}
+
+export class DeliveryEngine {
+  private readonly entries = new Map<string, Entry>();
+  private readonly heap = new TimeHeap();
+  private readonly dests = new Map<string, Destination>();
+  private readonly starved = new Set<Destination>();
+  private activeJobs = 0;
+  private timer?: NodeJS.Timeout;
+  private running = false;
+  private inFlight = new Set<Promise<void>>();
+  private cachedBytes = 0;
+  private readonly maxCachedBytes = 64 * 1024 * 1024;
+  readonly bounceWindow = new BounceWindow();
+
+  constructor(private readonly d: EngineDeps) {}
+
+  /** Queue figures for metrics and the admin API. */
+  stats(): { depth: number; byTenant: Map<string, number>; oldestArrival?: number; active: number } {
+    const byTenant = new Map<string, number>();
+    let oldest: number | undefined;
+    for (const e of this.entries.values()) {
+      byTenant.set(e.env.tenant, (byTenant.get(e.env.tenant) ?? 0) + 1);
+      if (oldest === undefined || e.env.arrivedAt < oldest) oldest = e.env.arrivedAt;
+    }
+    return { depth: this.entries.size, byTenant, oldestArrival: oldest, active: this.activeJobs };
+  }
+
+  list(limit = 100): { id: string; tenant: string; from: string; arrivedAt: number; nextAttemptAt: number; attempts: number; rcpts: { address: string; status: string; lastReply?: string }[] }[] {
+    const out = [];
+    for (const e of this.entries.values()) {
+      if (out.length >= limit) break;
+      out.push({
+        id: e.env.id,
+        tenant: e.env.tenant,
+        from: e.env.from,
+        arrivedAt: e.env.arrivedAt,
+        nextAttemptAt: e.state.nextAttemptAt,
+        attempts: e.state.attempts,
+        rcpts: e.env.rcpts.map((r, i) => ({ address: r.address, status: e.state.rcpts[i].status, lastReply: e.state.rcpts[i].lastReply })),
+      });
+    }
+    return out;
+  }
+
+  /** Adds a durably queued message. `body` (the raw message) saves a read when it is at hand. */
+  add(msg: SpooledMessage, body?: Buffer): void {
+    const entry: Entry = { env: msg.env, state: msg.state, bodyOffset: msg.bodyOffset, busy: false, scheduledAt: msg.state.nextAttemptAt };
+    if (body && this.cachedBytes + body.length <= this.maxCachedBytes) {
+      entry.body = body;
+      this.cachedBytes += body.length;
+    }
+    this.entries.set(msg.env.id, entry);
+    this.schedule(entry, msg.state.nextAttemptAt);
+  }
+
+  start(): void {
+    this.running = true;
+    this.arm();
+  }
+
+  /** Makes every queued message due now (admin flush). */
+  flush(): void {
+    const now = this.d.now();
+    for (const e of this.entries.values()) if (!e.busy) this.schedule(e, now);
+  }
+
+  /** Runs whatever is due now (tests that move the clock call this instead of waiting). */
+  kick(): void {
+    if (this.running) this.tick();
+  }
+
+  /** Stops starting attempts; waits up to `graceMs` for attempts in flight, then closes every session. */
+  async stop(graceMs: number): Promise<void> {
+    this.running = false;
+    if (this.timer) clearTimeout(this.timer);
+    for (const dest of this.dests.values()) {
+      // jobs not started yet stay queued on disk; their entries are simply not finished
+      for (const j of dest.queue.splice(0)) j.resolve(new Map());
+    }
+    const all = Promise.allSettled([...this.inFlight]);
+    let t: NodeJS.Timeout | undefined;
+    await Promise.race([all, new Promise((r) => (t = setTimeout(r, graceMs)))]);
+    if (t) clearTimeout(t);
+    for (const dest of this.dests.values()) {
+      for (const s of dest.idle) s.quit();
+      dest.idle = [];
+      if (dest.idleTimer) clearTimeout(dest.idleTimer);
+    }
+  }
+
+  private schedule(entry: Entry, at: number): void {
+    entry.scheduledAt = at;
+    this.heap.push(at, entry.env.id);
+    if (this.running && this.heap.peek()?.id === entry.env.id) this.arm();
+  }
+
+  private arm(): void {
+    if (!this.running) return;
+    if (this.timer) clearTimeout(this.timer);
+    const top = this.heap.peek();
+    if (!top) return;
+    // Wake at least every second, so that an injected clock that jumps is noticed.
+    const delay = Math.min(Math.max(0, top.at - this.d.now()), 1000);
+    this.timer = setTimeout(() => this.tick(), delay);
+  }
+
+  private tick(): void {
+    const now = this.d.now();
+    for (let top = this.heap.peek(); top && top.at <= now; top = this.heap.peek()) {
+      this.heap.pop();
+      const e = this.entries.get(top.id);
+      if (!e || e.busy || e.scheduledAt !== top.at) continue; // stale heap item
+      this.track(this.attempt(e));
+    }
+    this.arm();
+  }
+
+  private track(p: Promise<void>): void {
+    this.inFlight.add(p);
+    void p.finally(() => this.inFlight.delete(p));
+  }
+
+  private async attempt(entry: Entry): Promise<void> {
+    entry.busy = true;
+    const { env, state } = entry;
+    const now = this.d.now();
+    const outcomes = new Map<number, Outcome>();
+    try {
+      if (now >= env.arrivedAt + this.d.cfg.queue.maxAgeMs) {
+        state.rcpts.forEach((r, i) => {
+          if (r.status === 'pending')
+            outcomes.set(i, { result: 'bounced', status: '4.4.7', reply: `delivery time expired after ${Math.round((now - env.arrivedAt) / 3_600_000)}h; last error: ${r.lastReply ?? 'none'}`, route: 'mx' });
+        });
+        await this.finish(entry, outcomes, true);
+        return;
+      }
+      // group pending recipients by route and by their DSN parameters (nodemailer sends one NOTIFY/ORCPT per transaction)
+      const groups = new Map<string, { route: Route; rcpts: number[] }>();
+      state.rcpts.forEach((r, i) => {
+        if (r.status !== 'pending') return;
+        const rc = env.rcpts[i];
+        const route = selectRoute(this.d.cfg.routing, domainOf(rc.address));
+        const k = `${route.key}|${rc.notify?.join(',') ?? ''}|${rc.orcpt ?? ''}`;
+        let g = groups.get(k);
+        if (!g) groups.set(k, (g = { route, rcpts: [] }));
+        g.rcpts.push(i);
+      });
+      const results = await Promise.all(
+        [...groups.values()].map((g) => new Promise<Map<number, Outcome>>((resolve) => this.enqueue({ entry, route: g.route, rcpts: g.rcpts, resolve }))),
+      );
+      for (const r of results) for (const [i, o] of r) outcomes.set(i, o);
+      await this.finish(entry, outcomes, false);
+    } catch (e) {
+      // Could not record the outcome (disk trouble): keep the message as it was on disk and try again later.
+      this.d.log.error({ event: 'queue.error', queueId: env.id, err: (e as Error).message }, 'could not record delivery outcome');
+      entry.busy = false;
+      this.schedule(entry, this.d.now() + this.d.cfg.queue.retry.initialMs);
+    }
+  }
+
+  private enqueue(job: Job): void {
+    if (!this.running) return job.resolve(new Map());
+    let dest = this.dests.get(job.route.key);
+    if (!dest) this.dests.set(job.route.key, (dest = new Destination(job.route.key, job.route)));
+    dest.queue.push(job);
+    this.pump(dest);
+  }
+
+  private pump(dest: Destination): void {
+    const cfg = this.d.cfg.delivery;
+    while (dest.queue.length && dest.active < cfg.perDestinationConcurrency) {
+      if (this.activeJobs >= cfg.concurrency) {
+        this.starved.add(dest);
+        return;
+      }
+      const job = dest.queue.shift()!;
+      dest.active++;
+      this.activeJobs++;
+      this.track(
+        this.runJob(dest, job).finally(() => {
+          dest.active--;
+          this.activeJobs--;
+          this.pump(dest);
+          if (this.activeJobs < cfg.concurrency && this.starved.size) {
+            const list = [...this.starved];
+            this.starved.clear();
+            for (const s of list) this.pump(s);
+          }
+        }),
+      );
+    }
+  }
+
+  private async hopsFor(route: Route): Promise<{ hops: Hop[] } | { permanent: { status: string; reason: string } } | { temporary: { status: string; reason: string } }> {
+    const backups: Hop[] = this.d.cfg.routing.backups.map((b) => ({ host: b.host, port: b.port, name: b.host, tls: b.tls, credentials: b.credentials, kind: 'backup' }));
+    if (route.kind !== 'mx') {
+      const h = route.host;
+      return { hops: [{ host: h.host, port: h.port, name: h.host, tls: h.tls, credentials: h.credentials, kind: route.kind }, ...backups] };
+    }
+    const res = await this.d.resolver.resolveDestination(route.domain);
+    if (res.kind === 'permanent') return { permanent: { status: res.status, reason: res.reason } };
+    if (res.kind === 'temporary') {
+      return backups.length ? { hops: backups } : { temporary: { status: res.status, reason: res.reason } };
+    }
+    const hops: Hop[] = [];
+    for (const h of res.hosts) for (const a of h.addresses) hops.push({ host: a, port: this.d.cfg.dns.mxPort, name: h.exchange, tls: 'opportunistic', kind: 'mx' });
+    return { hops: [...hops, ...backups] };
+  }
+
+  private async body(entry: Entry): Promise<Buffer> {
+    if (entry.body) return entry.body;
+    return this.d.spool.readBody(entry.env.id, entry.bodyOffset);
+  }
+
+  private takeIdle(dest: Destination): OutboundSession | undefined {
+    while (dest.idle.length) {
+      const s = dest.idle.pop()!;
+      if (s.usable && s.transactions < this.d.cfg.delivery.maxMessagesPerConnection) return s;
+      s.quit();
+    }
+    return undefined;
+  }
+
+  private release(dest: Destination, s: OutboundSession): void {
+    if (!this.running || !s.usable || s.transactions >= this.d.cfg.delivery.maxMessagesPerConnection || dest.idle.length >= this.d.cfg.delivery.perDestinationConcurrency) {
+      s.quit();
+      return;
+    }
+    dest.idle.push(s);
+    if (!dest.idleTimer) {
+      const idleMs = this.d.cfg.delivery.connectionIdleMs;
+      dest.idleTimer = setInterval(() => {
+        const cutoff = Date.now() - idleMs;
+        dest.idle = dest.idle.filter((x) => (x.lastUsed < cutoff || !x.usable ? (x.quit(), false) : true));
+        if (!dest.idle.length) {
+          clearInterval(dest.idleTimer);
+          dest.idleTimer = undefined;
+        }
+      }, Math.max(100, Math.floor(idleMs / 2)));
+      dest.idleTimer.unref();
+    }
+  }
+
+  private async runJob(dest: Destination, job: Job): Promise<void> {
+    const { entry, route, rcpts } = job;
+    const env = entry.env;
+    const out = new Map<number, Outcome>();
+    const all = (o: Omit<Outcome, 'route'> & { route?: Outcome['route'] }) => {
+      for (const i of rcpts) out.set(i, { route: route.kind, ...o });
+    };
+    const started = process.hrtime.bigint();
+    try {
+      const plan = await this.hopsFor(route);
+      if ('permanent' in plan) return all({ result: 'bounced', status: plan.permanent.status, reply: plan.permanent.reason });
+      if ('temporary' in plan) return all({ result: 'deferred', status: plan.temporary.status, reply: plan.temporary.reason });
+      const body = await this.body(entry);
+      const first = env.rcpts[rcpts[0]];
+      const envelope = {
+        from: env.from,
+        to: rcpts.map((i) => env.rcpts[i].address),
+        size: body.length,
+        eightBit: env.eightBit,
+        dsn: { ret: env.dsn.ret, envid: env.dsn.envid, notify: first.notify, orcpt: first.orcpt },
+      };
+      let last: HopError | undefined;
+      let reused = this.takeIdle(dest);
+      for (let h = 0; h < plan.hops.length; h++) {
+        const hop = reused?.hop ?? plan.hops[h];
+        let session: OutboundSession;
+        const wasReused = !!reused;
+        try {
+          session = reused ?? (await OutboundSession.open(hop, { ehloName: this.d.cfg.hostname, connectTimeoutMs: this.d.cfg.delivery.connectTimeoutMs, commandTimeoutMs: this.d.cfg.delivery.commandTimeoutMs }));
+        } catch (e) {
+          last = e instanceof HopError ? e : new HopError('connect', undefined, (e as Error).message);
+          this.d.log.info({ event: 'hop.failed', queueId: env.id, hop: `${hop.name}[${hop.host}]:${hop.port}`, reply: last.reply }, 'next hop unavailable');
+          continue;
+        }
+        reused = undefined;
+        let tx: TxResult;
+        try {
+          tx = await session.send(envelope, body);
+        } catch (e) {
+          const he = e instanceof HopError ? e : new HopError('data', undefined, (e as Error).message);
+          if (wasReused && he.code === undefined && he.stage !== 'data') {
+            h--; // a cached session that died while idle: dial the same hop again
+            continue;
+          }
+          last = he;
+          if (he.stage === 'data' || (he.stage === 'mail' && !he.temporary)) {
+            return all({ result: he.temporary ? 'deferred' : 'bounced', status: statusFromReply(he.code, he.reply, '4.4.2'), reply: he.reply, remoteMta: hop.name, route: hop.kind === 'backup' ? 'backup' : route.kind });
+          }
+          this.d.log.info({ event: 'hop.failed', queueId: env.id, hop: `${hop.name}[${hop.host}]:${hop.port}`, reply: he.reply }, 'next hop refused the transaction');
+          continue;
+        }
+        this.release(dest, session);
+        tx.rcpts.forEach((r, k) => {
+          const kind = hop.kind === 'backup' ? 'backup' : route.kind;
+          if (r.ok) out.set(rcpts[k], { result: 'delivered', status: '2.0.0', reply: r.reply, remoteMta: hop.name, route: kind });
+          else {
+            const temporary = r.code === undefined || r.code < 500;
+            out.set(rcpts[k], { result: temporary ? 'deferred' : 'bounced', status: statusFromReply(r.code, r.reply, '4.0.0'), reply: r.reply, remoteMta: hop.name, route: kind });
+          }
+        });
+        return;
+      }
+      const reason = last ? last.reply : 'no usable next hop';
+      if (last && !last.temporary && last.stage !== 'connect') all({ result: 'bounced', status: statusFromReply(last.code, reason, '5.0.0'), reply: reason });
+      else all({ result: 'deferred', status: last?.code ? statusFromReply(last.code, reason, '4.4.1') : '4.4.1', reply: reason });
+    } catch (e) {
+      all({ result: 'deferred', status: '4.3.0', reply: `local error: ${(e as Error).message}` });
+    } finally {
+      const secs = Number(process.hrtime.bigint() - started) / 1e9;
+      const anyDelivered = [...out.values()].some((o) => o.result === 'delivered');
+      this.d.metrics.deliveryDuration.observe({ result: anyDelivered ? 'delivered' : [...out.values()][0]?.result ?? 'deferred' }, secs);
+      job.resolve(out);
+    }
+  }
+
+  /** Applies outcomes: state, metrics, logs, DSNs, then saves or removes. Nothing is forgotten before it is durable. */
+  private async finish(entry: Entry, outcomes: Map<number, Outcome>, expired: boolean): Promise<void> {
+    const { env, state } = entry;
+    const now = this.d.now();
+    const failed: DsnRecipient[] = [];
+    if (outcomes.size) state.attempts++;
+    for (const [i, o] of outcomes) {
+      const r = state.rcpts[i];
+      const rc = env.rcpts[i];
+      r.attempts++;
+      r.lastAttemptAt = now;
+      r.lastReply = o.reply;
+      r.lastStatus = o.status;
+      if (o.remoteMta) r.remoteMta = o.remoteMta;
+      const logBase = { queueId: env.id, tenant: env.tenant, from: env.from, to: rc.address, route: o.route, status: o.status, reply: o.reply, remoteMta: o.remoteMta, attempt: r.attempts };
+      if (o.result === 'delivered') {
+        r.status = 'delivered';
+        this.d.metrics.delivered.inc({ tenant: env.tenant, route: o.route });
+        this.bounceWindow.record(env.tenant, now, false);
+        this.d.log.info({ event: 'delivered', ...logBase }, 'delivered');
+      } else if (o.result === 'bounced') {
+        r.status = expired ? 'expired' : 'bounced';
+        this.d.metrics.bounced.inc({ tenant: env.tenant, kind: expired ? 'expired' : o.remoteMta ? 'hard' : 'soft' });
+        if (!expired) this.bounceWindow.record(env.tenant, now, !!o.remoteMta);
+        this.d.log.info({ event: expired ? 'expired' : 'bounced', ...logBase }, expired ? 'expired' : 'bounced');
+        if (dsnRecipientsWanted(rc.notify?.join(','), 'failed'))
+          failed.push({ address: rc.address, orcpt: rc.orcpt, action: 'failed', status: o.status, diagnostic: o.reply, remoteMta: o.remoteMta, lastAttemptAt: new Date(now) } as DsnRecipient);
+      } else {
+        this.d.metrics.deferred.inc({ tenant: env.tenant });
+        this.bounceWindow.record(env.tenant, now, false);
+        this.d.log.info({ event: 'deferred', ...logBase }, 'deferred');
+      }
+    }
+    const pending = state.rcpts.map((r, i) => (r.status === 'pending' ? i : -1)).filter((i) => i >= 0);
+    let next: number | undefined;
+    if (pending.length) {
+      if (!this.running && outcomes.size === 0) {
+        // shutting down: the attempt never ran; leave the message as it is on disk
+        entry.busy = false;
+        return;
+      }
+      const plan = scheduleNext({ attempts: state.attempts, arrivedAt: env.arrivedAt, now, policy: this.d.cfg.queue.retry, maxAgeMs: this.d.cfg.queue.maxAgeMs });
+      next = plan.kind === 'retry' ? plan.at : now;
+      state.nextAttemptAt = next;
+      const warnAfter = this.d.cfg.queue.delayWarningAfterMs;
+      if (warnAfter !== undefined && !state.delayWarned && now - env.arrivedAt >= warnAfter) {
+        state.delayWarned = true;
+        const delayed = pending
+          .filter((i) => dsnRecipientsWanted(env.rcpts[i].notify?.join(','), 'delayed'))
+          .map((i) => ({ address: env.rcpts[i].address, orcpt: env.rcpts[i].orcpt, action: 'delayed', status: state.rcpts[i].lastStatus ?? '4.0.0', diagnostic: state.rcpts[i].lastReply, remoteMta: state.rcpts[i].remoteMta, lastAttemptAt: new Date(now), willRetryUntil: new Date(env.arrivedAt + this.d.cfg.queue.maxAgeMs) }) as DsnRecipient);
+        if (delayed.length) await this.queueDsn(entry, delayed);
+      }
+    }
+    if (failed.length) await this.queueDsn(entry, failed);
+    if (pending.length) {
+      await this.d.spool.saveState(env.id, state);
+      entry.busy = false;
+      this.schedule(entry, next!);
+    } else {
+      await this.d.spool.remove(env.id, env.size);
+      this.entries.delete(env.id);
+      if (entry.body) this.cachedBytes -= entry.body.length;
+      entry.body = undefined;
+    }
+  }
+
+  /** Queues a DSN to the original sender through our own spool. Never to the null sender; never about a DSN. */
+  private async queueDsn(entry: Entry, recipients: DsnRecipient[]): Promise<void> {
+    const env = entry.env;
+    if (env.from === '' || env.origin === 'dsn') {
+      this.d.log.info({ event: 'dsn.suppressed', queueId: env.id, reason: env.from === '' ? 'null sender' : 'message is a DSN' }, 'no DSN for this message');
+      return;
+    }
+    const now = this.d.now();
+    const raw = renderDsn({
+      reportingMta: this.d.cfg.hostname,
+      queueId: env.id,
+      arrivalDate: new Date(env.arrivedAt),
+      envid: env.dsn.envid,
+      ret: env.dsn.ret,
+      sender: env.from,
+      recipients,
+      original: await this.body(entry),
+      now: new Date(now),
+      messageIdDomain: this.d.cfg.hostname,
+    });
+    const id = newQueueId(now);
+    const dsnEnv: Envelope = {
+      v: 1,
+      id,
+      tenant: env.tenant,
+      pool: env.pool,
+      arrivedAt: now,
+      from: '',
+      rcpts: [{ address: env.from }],
+      dsn: {},
+      size: raw.length,
+      eightBit: /[\x80-\xff]/.test(raw.toString('latin1')),
+      smtpUtf8: /[^\x00-\x7f]/.test(env.from),
+      origin: 'dsn',
+      client: { address: '127.0.0.1', helo: this.d.cfg.hostname, listener: 'internal' },
+    };
+    const bodyOffset = await this.d.spool.write(dsnEnv, [raw]);
+    const action = recipients[0].action;
+    this.d.metrics.dsnSent.inc({ action });
+    this.d.log.info({ event: 'dsn.queued', queueId: id, about: env.id, to: env.from, action, recipients: recipients.length }, 'DSN queued');
+    this.add({ env: dsnEnv, state: initialState(dsnEnv, now), bodyOffset }, raw);
+  }
+}

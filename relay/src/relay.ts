@@ -1,0 +1,61 @@
+/** Builds and wires the relay's parts from a resolved config; owns start and shutdown order. */
+import type { Logger } from 'pino';
+import type { RelayConfig } from './config.js';
+import { Spool } from './spool.js';
+import { DeliveryEngine } from './queue.js';
+import { Inbound } from './inbound.js';
+import { AdminServer } from './admin.js';
+import { RelayMetrics } from './metrics.js';
+import { MxResolver } from './dns.js';
+
+export interface RelayOptions {
+  now?: () => number;
+  log: Logger;
+}
+
+export class Relay {
+  readonly spool: Spool;
+  readonly engine: DeliveryEngine;
+  readonly inbound: Inbound;
+  readonly admin: AdminServer;
+  readonly metrics: RelayMetrics;
+  private ready = false;
+  private stopping?: Promise<void>;
+
+  constructor(readonly cfg: RelayConfig, private readonly o: RelayOptions) {
+    const now = o.now ?? Date.now;
+    this.spool = new Spool({ dir: cfg.spoolDir, maxMessages: cfg.queue.maxMessages, minFreeBytes: cfg.queue.minFreeBytes, now });
+    const resolver = new MxResolver({ servers: cfg.dns.servers, timeoutMs: cfg.dns.timeoutMs, allowPrivateTargets: cfg.dns.allowPrivateTargets });
+    let engine: DeliveryEngine | undefined;
+    this.metrics = new RelayMetrics({ queue: () => engine!.stats(), bounceRates: () => engine!.bounceWindow.rates(now()), now });
+    engine = this.engine = new DeliveryEngine({ cfg, spool: this.spool, resolver, metrics: this.metrics, log: o.log, now });
+    this.inbound = new Inbound({ cfg, spool: this.spool, engine, metrics: this.metrics, log: o.log, now });
+    this.admin = new AdminServer({ metrics: this.metrics, engine, ready: () => this.ready });
+  }
+
+  /** Recovers the spool, starts delivery, then the listeners and the admin port. */
+  async start(): Promise<void> {
+    const recovered = await this.spool.open();
+    for (const m of recovered) this.engine.add(m);
+    if (recovered.length) this.o.log.info({ event: 'queue.recovered', messages: recovered.length }, 'recovered queued messages');
+    this.engine.start();
+    const adminPort = await this.admin.start(this.cfg.admin.address, this.cfg.admin.port);
+    this.o.log.info({ event: 'admin.listening', address: this.cfg.admin.address, port: adminPort }, 'admin port ready');
+    await this.inbound.start();
+    this.ready = true;
+    this.o.log.info({ event: 'ready', queued: recovered.length }, 'relay ready');
+  }
+
+  /** Graceful stop: refuse new mail, let open transactions finish, stop delivery, close the admin port. */
+  stop(graceMs = this.cfg.gracePeriodMs): Promise<void> {
+    this.stopping ??= (async () => {
+      this.ready = false;
+      const deadline = Date.now() + graceMs;
+      await this.inbound.stop(graceMs);
+      await this.engine.stop(Math.max(0, deadline - Date.now()));
+      await this.admin.stop();
+      this.o.log.info({ event: 'stopped', queued: this.spool.size }, 'relay stopped');
+    })();
+    return this.stopping;
+  }
+}
