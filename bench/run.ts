@@ -9,7 +9,7 @@
  * See docs/benchmarks.md for what each figure means.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -222,7 +222,10 @@ async function runOnce(system: RelaySystem, sc: Scenario, round: number, opts: O
   try {
     // Accept-only: nothing listens on the sink port, so every delivery attempt is refused.
     if (!sc.acceptOnly) sink = await Sink.start(sinkPort);
-    relay = await system.start(sinkPort);
+    relay = await system.start(
+      sinkPort,
+      path.join(opts.dir, 'logs', `${sc.id}-r${round}-${system.name}.log`),
+    );
     const r = relay;
     const cpuBefore = treeCpuMs(r.pid);
     const t0 = performance.now();
@@ -437,6 +440,8 @@ function environment(): Record<string, unknown> {
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   mkdirSync(opts.dir, { recursive: true, mode: 0o755 });
+  rmSync(path.join(opts.dir, 'logs'), { recursive: true, force: true });
+  mkdirSync(path.join(opts.dir, 'logs'));
   const all: RelaySystem[] = [
     new PostfixRelay(REFERENCE_DIR, opts.dir),
     new CarteroRelay(REPO_ROOT, opts.dir),

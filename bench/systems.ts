@@ -3,7 +3,16 @@
  * (from /work/shared/bench/postfix, unchanged apart from @BASE@) and the Cartero relay.
  */
 import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chownSync,
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import {
@@ -89,7 +98,8 @@ export interface RelaySystem {
   readonly fixedSinkPort?: number;
   /** One-time preparation (files, port checks); throws if the system cannot run at all. */
   prepare(): Promise<void>;
-  start(sinkPort: number): Promise<RunningRelay>;
+  /** Starts the relay with an empty queue; its log of this run is kept in `logFile`. */
+  start(sinkPort: number, logFile: string): Promise<RunningRelay>;
   /** Best-effort synchronous teardown, for signal and crash handlers. */
   stopSync(): void;
 }
@@ -153,7 +163,7 @@ export class PostfixRelay implements RelaySystem {
     if (check.status !== 0) throw new Error(`postfix check failed: ${check.stderr || check.error?.message}`);
   }
 
-  async start(_sinkPort: number): Promise<RunningRelay> {
+  async start(_sinkPort: number, logFile: string): Promise<RunningRelay> {
     emptyDir(this.spool); // start-fg recreates the queue directories (post-install create-missing)
     rmSync(path.join(this.base, 'postfix', 'maillog'), { force: true });
     const child = spawnTracked('postfix', ['-c', this.etc, 'start-fg']);
@@ -170,12 +180,15 @@ export class PostfixRelay implements RelaySystem {
       pid: child.pid!,
       alive: () => isRunning(child),
       peakRssMiB: () => undefined,
-      stop: () => this.shutdown(child),
+      stop: () => this.shutdown(child, logFile),
     };
   }
 
-  /** `postfix stop`, then waits for the start-fg script to end; kills the tree if it will not. */
-  private async shutdown(child: ChildProcess): Promise<void> {
+  /**
+   * `postfix stop`, then waits for the start-fg script to end (killing the tree if it will not),
+   * keeps the maillog as `logFile` and empties the queue.
+   */
+  private async shutdown(child: ChildProcess, logFile?: string): Promise<void> {
     this.postfixStop();
     const exited = isRunning(child) ? new Promise<void>((r) => child.once('exit', () => r())) : undefined;
     if (exited) {
@@ -186,6 +199,8 @@ export class PostfixRelay implements RelaySystem {
       }
     }
     if (this.current === child) this.current = undefined;
+    const maillog = path.join(this.base, 'postfix', 'maillog');
+    if (logFile && existsSync(maillog)) renameSync(maillog, logFile);
     emptyDir(this.spool);
   }
 
@@ -252,7 +267,7 @@ export class CarteroRelay implements RelaySystem {
     };
   }
 
-  async start(sinkPort: number): Promise<RunningRelay> {
+  async start(sinkPort: number, logFile: string): Promise<RunningRelay> {
     const port = await freePort();
     emptyDir(path.join(this.root, 'spool'));
     const configFile = path.join(this.root, 'relay.yaml');
@@ -261,6 +276,10 @@ export class CarteroRelay implements RelaySystem {
       cwd: this.repoRoot,
     });
     this.current = child;
+    const log = createWriteStream(logFile);
+    child.stdout!.pipe(log, { end: false });
+    child.stderr!.pipe(log, { end: false });
+    child.once('exit', () => log.end());
     const stdout = tailLines(child.stdout);
     const stderr = tailLines(child.stderr);
     try {

@@ -77,8 +77,10 @@ export function classifyReply(input: ReplyInfo): DeliveryOutcome {
 function errorStatus(input: ReplyInfo, cls: string): string {
   const { errCode, message = '', connected } = input;
   if (errCode !== undefined && CONNECTION_ERRORS.has(errCode)) {
-    const neverAnswered =
-      connected !== undefined ? !connected : NO_ANSWER.test(message) ? true : DROPPED.test(message) ? false : errCode !== 'ESOCKET';
+    let neverAnswered = errCode !== 'ESOCKET';
+    if (connected !== undefined) neverAnswered = !connected;
+    else if (NO_ANSWER.test(message)) neverAnswered = true;
+    else if (DROPPED.test(message)) neverAnswered = false;
     return neverAnswered ? '4.4.1' : '4.4.2';
   }
   switch (errCode) {
@@ -91,7 +93,8 @@ function errorStatus(input: ReplyInfo, cls: string): string {
     case 'EAUTH':
       return '4.7.0';
     case 'EENVELOPE':
-      return /invalid recipient/i.test(message) ? '5.1.3' : /invalid sender/i.test(message) ? '5.1.7' : '5.0.0';
+      if (/invalid recipient/i.test(message)) return '5.1.3';
+      return /invalid sender/i.test(message) ? '5.1.7' : '5.0.0';
     case 'EMESSAGE':
       return /size|larger/i.test(message) ? '5.3.4' : '5.0.0';
     default:

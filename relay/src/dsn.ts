@@ -71,7 +71,10 @@ export function rfc5322Date(d: Date): string {
  * successes no. NEVER: none. Otherwise the listed kinds (`relayed` counts as SUCCESS).
  * Accepts the raw value (`SUCCESS,FAILURE`) or smtp-server's parsed list.
  */
-export function dsnRecipientsWanted(notify: string | readonly string[] | undefined, action: DsnAction): boolean {
+export function dsnRecipientsWanted(
+  notify: string | readonly string[] | undefined,
+  action: DsnAction,
+): boolean {
   const list = (typeof notify === 'string' ? notify.split(',') : (notify ?? []))
     .map((k) => k.trim().toUpperCase())
     .filter(Boolean);
@@ -123,7 +126,10 @@ function utf8AddrXtext(addr: string): string {
   let out = '';
   for (const ch of addr) {
     const c = ch.codePointAt(0)!;
-    out += c > 0x20 && c < 0x7f && ch !== '+' && ch !== '=' && ch !== '\\' ? ch : `\\x{${c.toString(16).toUpperCase()}}`;
+    out +=
+      c > 0x20 && c < 0x7f && ch !== '+' && ch !== '=' && ch !== '\\'
+        ? ch
+        : `\\x{${c.toString(16).toUpperCase()}}`;
   }
   return out;
 }
@@ -137,7 +143,14 @@ function typedAddress(type: string, address: string): string {
 
 function originalRecipient(orcpt: string): string {
   const semi = orcpt.indexOf(';');
-  const type = semi > 0 ? orcpt.slice(0, semi).trim().toLowerCase().replace(/[^a-z0-9-]/g, '') : '';
+  const type =
+    semi > 0
+      ? orcpt
+          .slice(0, semi)
+          .trim()
+          .toLowerCase()
+          .replace(/[^a-z0-9-]/g, '')
+      : '';
   return semi > 0 && type ? typedAddress(type, orcpt.slice(semi + 1).trim()) : typedAddress('rfc822', orcpt);
 }
 
@@ -170,7 +183,9 @@ function headerSection(msg: Buffer): Buffer {
   if (msg.length >= 2 && msg[0] === 0x0d && msg[1] === 0x0a) return Buffer.alloc(0);
   const end = msg.indexOf('\r\n\r\n');
   if (end >= 0) return msg.subarray(0, end + 2);
-  return msg.length === 0 || msg.subarray(-2).toString('latin1') === CRLF ? msg : Buffer.concat([msg, Buffer.from(CRLF)]);
+  return msg.length === 0 || msg.subarray(-2).toString('latin1') === CRLF
+    ? msg
+    : Buffer.concat([msg, Buffer.from(CRLF)]);
 }
 
 /** What a CRLF buffer needs as a MIME body: 7bit, 8bit, or binary (NUL bytes or lines over 998 octets). */
@@ -220,7 +235,9 @@ function quotedPrintable(buf: Buffer): Buffer {
 function textPart(type: string, description: string, body: Buffer): { head: string; body: Buffer } {
   const plain = transferClass(body) === '7bit';
   return {
-    head: field('Content-Description', description) + field('Content-Type', type) +
+    head:
+      field('Content-Description', description) +
+      field('Content-Type', type) +
       field('Content-Transfer-Encoding', plain ? '7bit' : 'quoted-printable'),
     body: plain ? body : quotedPrintable(body),
   };
@@ -302,7 +319,8 @@ export function renderDsn(input: DsnInput): Buffer {
         'will keep trying; you do not need to send it again.',
     );
   }
-  if (has('delivered') || has('relayed')) paragraphs.push('Your message was delivered or passed on as listed below.');
+  if (has('delivered') || has('relayed'))
+    paragraphs.push('Your message was delivered or passed on as listed below.');
   paragraphs.push(
     returnFull
       ? 'Your message is attached below.'
@@ -313,9 +331,14 @@ export function renderDsn(input: DsnInput): Buffer {
   let text = paragraphs.map((p) => wrap(p, '', '')).join(CRLF);
   for (const r of recipients) {
     const what = describeStatus(r.status);
-    text += CRLF + wrap(`<${r.address}>: ${ACTION_TEXT[r.action]} (status ${r.status}${what ? `, ${what}` : ''})`);
+    text +=
+      CRLF + wrap(`<${r.address}>: ${ACTION_TEXT[r.action]} (status ${r.status}${what ? `, ${what}` : ''})`);
     if (r.diagnostic) {
-      text += wrap(r.remoteMta ? `${r.remoteMta} said: ${r.diagnostic}` : `Reason: ${r.diagnostic}`, '    ', '      ');
+      text += wrap(
+        r.remoteMta ? `${r.remoteMta} said: ${r.diagnostic}` : `Reason: ${r.diagnostic}`,
+        '    ',
+        '      ',
+      );
     }
     if (r.action === 'delayed' && r.willRetryUntil) {
       text += wrap(`Will retry until ${rfc5322Date(r.willRetryUntil)}.`, '    ');
@@ -324,33 +347,46 @@ export function renderDsn(input: DsnInput): Buffer {
 
   // 2. The machine-readable report.
   let report = '';
-  if (input.envid !== undefined) report += field('Original-Envelope-Id', oneLine(input.envid, { ascii: true }));
+  if (input.envid !== undefined)
+    report += field('Original-Envelope-Id', oneLine(input.envid, { ascii: true }));
   report += field('Reporting-MTA', `dns; ${host}`);
   report += field('Arrival-Date', rfc5322Date(input.arrivalDate));
   report += field('X-Cartero-Queue-ID', queueId);
   for (const r of recipients) {
     report += CRLF;
-    if (r.orcpt !== undefined && oneLine(r.orcpt)) report += field('Original-Recipient', originalRecipient(r.orcpt));
+    if (r.orcpt !== undefined && oneLine(r.orcpt))
+      report += field('Original-Recipient', originalRecipient(r.orcpt));
     report += field('Final-Recipient', typedAddress('rfc822', r.address));
     report += field('Action', r.action);
     report += field('Status', r.status);
     if (r.remoteMta) report += field('Remote-MTA', `dns; ${r.remoteMta}`);
     if (r.diagnostic) report += field('Diagnostic-Code', diagnosticCode(r.diagnostic));
     if (r.lastAttemptAt) report += field('Last-Attempt-Date', rfc5322Date(r.lastAttemptAt));
-    if (r.action === 'delayed' && r.willRetryUntil) report += field('Will-Retry-Until', rfc5322Date(r.willRetryUntil));
+    if (r.action === 'delayed' && r.willRetryUntil)
+      report += field('Will-Retry-Until', rfc5322Date(r.willRetryUntil));
   }
 
   // 3. The original, whole or its header section.
   const parts = [
     textPart('text/plain; charset=utf-8', 'Notification', Buffer.from(text, 'utf8')),
-    { head: field('Content-Description', 'Delivery report') + field('Content-Type', 'message/delivery-status'), body: Buffer.from(report, 'latin1') },
+    {
+      head:
+        field('Content-Description', 'Delivery report') + field('Content-Type', 'message/delivery-status'),
+      body: Buffer.from(report, 'latin1'),
+    },
     returnFull
       ? {
-          head: field('Content-Description', 'Undelivered Message') + field('Content-Type', 'message/rfc822') +
+          head:
+            field('Content-Description', 'Undelivered Message') +
+            field('Content-Type', 'message/rfc822') +
             field('Content-Transfer-Encoding', fullClass!),
           body: original,
         }
-      : textPart('text/rfc822-headers', has('failed') ? 'Undelivered Message Headers' : 'Message Headers', headerSection(original)),
+      : textPart(
+          'text/rfc822-headers',
+          has('failed') ? 'Undelivered Message Headers' : 'Message Headers',
+          headerSection(original),
+        ),
   ];
 
   // Deterministic, and unguessable by whoever wrote the original (it is part of the hash input).
@@ -360,7 +396,8 @@ export function renderDsn(input: DsnInput): Buffer {
   hash.update(original);
   const digest = hash.digest('hex');
   let boundary = `=_cartero_${digest.slice(0, 24)}`;
-  for (let n = 1; parts.some((p) => p.body.includes(`--${boundary}`)); n++) boundary = `=_cartero_${digest.slice(0, 24)}_${n}`;
+  for (let n = 1; parts.some((p) => p.body.includes(`--${boundary}`)); n++)
+    boundary = `=_cartero_${digest.slice(0, 24)}_${n}`;
 
   const stamp = input.now.toISOString().replace(/\D/g, '').slice(0, 14);
   const idLeft = `${stamp}.${queueId.replace(/[^A-Za-z0-9_-]/g, '') || 'dsn'}.${digest.slice(24, 36)}`;
@@ -374,15 +411,20 @@ export function renderDsn(input: DsnInput): Buffer {
     field('To', `<${sender}>`) +
     field('Subject', subject) +
     field('Date', rfc5322Date(input.now)) +
-    field('Message-ID', `<${idLeft}@${input.messageIdDomain.replace(/[^A-Za-z0-9.-]/g, '') || 'localhost'}>`) +
+    field(
+      'Message-ID',
+      `<${idLeft}@${input.messageIdDomain.replace(/[^A-Za-z0-9.-]/g, '') || 'localhost'}>`,
+    ) +
     field('Auto-Submitted', 'auto-replied') +
     field('MIME-Version', '1.0') +
     field('Content-Type', `multipart/report; report-type=delivery-status; boundary="${boundary}"`) +
     CRLF +
-    'This is a MIME-encapsulated message.' + CRLF;
+    'This is a MIME-encapsulated message.' +
+    CRLF;
 
   const chunks: Buffer[] = [Buffer.from(head, 'utf8')];
-  for (const p of parts) chunks.push(Buffer.from(`${CRLF}--${boundary}${CRLF}${p.head}${CRLF}`, 'latin1'), p.body);
+  for (const p of parts)
+    chunks.push(Buffer.from(`${CRLF}--${boundary}${CRLF}${p.head}${CRLF}`, 'latin1'), p.body);
   chunks.push(Buffer.from(`${CRLF}--${boundary}--${CRLF}`, 'latin1'));
   return Buffer.concat(chunks);
 }

@@ -73,31 +73,31 @@ export class Inbound {
     }
   }
 
-  /** Stops accepting: new connections get 421; open transactions may finish. Resolves when every listener closed. */
+  /**
+   * Stops accepting (the listening sockets close, so new connections are refused), tells idle sessions
+   * 421 at once, and lets sessions inside DATA finish. Resolves when every listener closed, or at the deadline.
+   */
   async stop(graceMs: number): Promise<void> {
     this.closing = true;
     const deadline = Date.now() + graceMs;
-    // stop listening first so no new connection lands, then wait for open transactions
     await Promise.all(
       this.listening.map(
         (l) =>
           new Promise<void>((resolve) => {
-            l.server.server.close(() => resolve());
-            setTimeout(resolve, Math.max(0, deadline - Date.now())).unref();
+            const t = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+            t.unref();
+            // smtp-server's close() stops listening, waits up to closeTimeout for open sessions, then 421s them
+            l.server.close(() => {
+              clearTimeout(t);
+              resolve();
+            });
+            // an idle session would otherwise hold the shutdown for the whole grace period
+            for (const conn of [...l.server.connections]) {
+              if (!conn._dataStream) conn.send(421, reply.shuttingDown().message);
+            }
           }),
       ),
     );
-    for (const l of this.listening) {
-      // smtp-server's close() sends 421 to idle connections and waits for busy ones
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.max(0, deadline - Date.now()));
-        t.unref();
-        l.server.close(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
   }
 
   private options(l: ListenerConfig): SMTPServerOptions {

@@ -36,6 +36,8 @@ export class Relay {
   /** Recovers the spool, starts delivery, then the listeners and the admin port. */
   async start(): Promise<void> {
     const recovered = await this.spool.open();
+    for (const q of this.spool.quarantined)
+      this.o.log.error({ event: 'spool.corrupt', file: q.file, reason: q.reason, movedTo: q.movedTo ?? null }, 'unreadable queue file set aside; it will not be delivered');
     for (const m of recovered) this.engine.add(m);
     if (recovered.length) this.o.log.info({ event: 'queue.recovered', messages: recovered.length }, 'recovered queued messages');
     this.engine.start();

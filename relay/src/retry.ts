@@ -18,8 +18,10 @@ export type RetryDecision = { kind: 'retry'; at: number } | { kind: 'expire' };
 
 function checkPolicy(policy: RetryPolicy): void {
   const { initialMs, factor, maxMs } = policy;
-  if (!Number.isFinite(initialMs) || initialMs < 0) throw new RangeError(`retry initialMs must be >= 0, got ${initialMs}`);
-  if (!Number.isFinite(factor) || factor < 1) throw new RangeError(`retry factor must be >= 1, got ${factor}`);
+  if (!Number.isFinite(initialMs) || initialMs < 0)
+    throw new RangeError(`retry initialMs must be >= 0, got ${initialMs}`);
+  if (!Number.isFinite(factor) || factor < 1)
+    throw new RangeError(`retry factor must be >= 1, got ${factor}`);
   if (!(maxMs >= 0)) throw new RangeError(`retry maxMs must be >= 0, got ${maxMs}`);
 }
 
@@ -28,7 +30,8 @@ function checkPolicy(policy: RetryPolicy): void {
  * multiplied by `factor` for each further attempt, never more than `maxMs`. Whole milliseconds.
  */
 export function nextRetryDelay(attempt: number, policy: RetryPolicy): number {
-  if (!Number.isInteger(attempt) || attempt < 1) throw new RangeError(`attempt must be an integer >= 1, got ${attempt}`);
+  if (!Number.isInteger(attempt) || attempt < 1)
+    throw new RangeError(`attempt must be an integer >= 1, got ${attempt}`);
   checkPolicy(policy);
   // Overflows to Infinity for large attempts, which the cap turns into maxMs.
   const delay = policy.initialMs * policy.factor ** (attempt - 1);

@@ -5,6 +5,7 @@
  *   tmp/<id>          being written; removed at start (never acknowledged)
  *   queue/<id>.msg    one immutable file per message: `CSPOOL1 <n>\n` + n bytes of JSON envelope + `\n` + raw message
  *   state/<id>.json   mutable delivery state (per-recipient results, attempts, schedule); absent = nothing tried yet
+ *   corrupt/<id>.msg  queue files found unreadable at start, set aside for a human (never delivered)
  *
  * A message is acknowledged (250) only after its file was written to tmp/, fdatasync'ed, renamed into queue/,
  * and the queue directory fsync'ed. Directory fsyncs are shared by every write that is waiting for one
@@ -13,7 +14,7 @@
 import { promises as fsp, constants as fsc } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { SpoolBackpressureError, SpoolUnhealthyError, CarteroError } from './errors.js';
+import { SpoolBackpressureError, SpoolUnhealthyError } from './errors.js';
 
 export const SPOOL_FORMAT = 1;
 const MAGIC = 'CSPOOL1 ';
@@ -135,6 +136,8 @@ export class Spool {
   private freeBytes = Number.POSITIVE_INFINITY;
   private freeCheckedAt = 0;
   private readonly now: () => number;
+  /** Queue files the last open() found unreadable, moved to `<dir>/corrupt/` (movedTo undefined if that failed). */
+  readonly quarantined: { file: string; reason: string; movedTo?: string }[] = [];
 
   constructor(private readonly opts: SpoolOptions) {
     this.dir = opts.dir;
@@ -158,6 +161,7 @@ export class Spool {
   async open(): Promise<SpooledMessage[]> {
     for (const d of [this.dir, this.tmpDir, this.queueDir, this.stateDir]) await fsp.mkdir(d, { recursive: true });
     for (const f of await fsp.readdir(this.tmpDir)) await fsp.rm(path.join(this.tmpDir, f), { force: true });
+    this.quarantined.length = 0;
     const out: SpooledMessage[] = [];
     const ids = new Set<string>();
     for (const f of await fsp.readdir(this.queueDir)) {
@@ -172,10 +176,17 @@ export class Spool {
         this.count++;
         this.bytes += env.size;
       } catch (e) {
-        // A queue file is only ever renamed into place complete, so this is corruption from outside:
-        // keep the file for a human, out of the way of the scheduler.
-        await fsp.rename(path.join(this.queueDir, f), path.join(this.dir, `corrupt-${f}`)).catch(() => undefined);
-        throw new CarteroError('ERR_SPOOL_CORRUPT', `queue file ${f} is unreadable and was moved aside: ${(e as Error).message}`);
+        // A queue file is only ever renamed into place complete, so this is corruption from outside. One bad
+        // file must not keep the relay (and every other queued message) down: keep it for a human under
+        // corrupt/, out of the way of the scheduler, and go on. The caller logs `quarantined`.
+        const reason = (e as Error).message;
+        const aside = path.join(this.dir, 'corrupt', f);
+        await fsp.mkdir(path.dirname(aside), { recursive: true }).catch(() => undefined);
+        const moved = await fsp.rename(path.join(this.queueDir, f), aside).then(
+          () => true,
+          () => false,
+        );
+        this.quarantined.push({ file: f, reason, movedTo: moved ? aside : undefined });
       }
     }
     for (const f of await fsp.readdir(this.stateDir)) {
@@ -257,7 +268,8 @@ export class Spool {
       const r = await fh.read(json, 0, len, nl + 1);
       if (r.bytesRead !== len) throw new Error('truncated envelope');
       const env = JSON.parse(json.toString('utf8')) as Envelope;
-      if (env.v !== 1 || env.id !== id) throw new Error(`unsupported envelope version ${String(env.v)}`);
+      if (env.v !== 1) throw new Error(`unsupported envelope version ${String(env.v)}`);
+      if (env.id !== id) throw new Error(`envelope id ${String(env.id)} does not match the file name`);
       return { env, bodyOffset: nl + 1 + len + 1 };
     } finally {
       await fh.close();

@@ -25,6 +25,8 @@ import { waitFor } from './poll.js';
 export interface TestMxOptions {
   /** IP to bind (default 127.0.0.1); any 127.0.0.0/8 address works on Linux. */
   address?: string;
+  /** Port to bind (default 0: a free one). Several MX hosts on different 127.x addresses can share one. */
+  port?: number;
   /** When given, AUTH PLAIN/LOGIN is offered (also without TLS) and required. */
   auth?: { username: string; password: string };
   /** Advertise DSN so a client may pass NOTIFY/ORCPT/RET/ENVID. */
@@ -206,7 +208,7 @@ export async function startTestMx(opts: TestMxOptions = {}): Promise<TestMx> {
   server.server.on('connection', () => connections++);
   await new Promise<void>((resolve, reject) => {
     server.server.once('error', reject);
-    server.listen(0, address, () => {
+    server.listen(opts.port ?? 0, address, () => {
       server.server.off('error', reject);
       resolve();
     });

@@ -125,7 +125,11 @@ describe('classifyReply / statusFor: errors without a reply', () => {
   it('prefers the caller’s knowledge of whether the session was up', () => {
     check([
       [{ errCode: 'ETIMEDOUT', message: 'Timeout', connected: true }, 'deferred', '4.4.2'],
-      [{ errCode: 'ECONNECTION', message: 'Connection closed unexpectedly', connected: false }, 'deferred', '4.4.1'],
+      [
+        { errCode: 'ECONNECTION', message: 'Connection closed unexpectedly', connected: false },
+        'deferred',
+        '4.4.1',
+      ],
       [{ errCode: 'ESOCKET', connected: false }, 'deferred', '4.4.1'],
     ]);
   });
@@ -133,7 +137,11 @@ describe('classifyReply / statusFor: errors without a reply', () => {
   it('always defers authentication failures, even with a 5xx reply', () => {
     check([
       [{ errCode: 'EAUTH' }, 'deferred', '4.7.0'],
-      [{ errCode: 'EAUTH', code: 535, message: '535 5.7.8 Authentication credentials invalid' }, 'deferred', '4.7.8'],
+      [
+        { errCode: 'EAUTH', code: 535, message: '535 5.7.8 Authentication credentials invalid' },
+        'deferred',
+        '4.7.8',
+      ],
       [{ errCode: 'EAUTH', code: 535, message: '535 Authentication failed' }, 'deferred', '4.7.0'],
       [{ errCode: 'EAUTH', code: 454, enhanced: '4.7.0' }, 'deferred', '4.7.0'],
     ]);
@@ -183,6 +191,7 @@ describe('describeStatus / isStatusCode', () => {
 
   it('accepts only class 2, 4 and 5 with 1-3 digit subject and detail', () => {
     for (const s of ['2.0.0', '4.4.7', '5.1.10', '5.999.999']) assert.equal(isStatusCode(s), true, s);
-    for (const s of ['3.0.0', '5.1', '5.1.1 ', '5.1.1000', '', 'x.1.1', '55.1.1']) assert.equal(isStatusCode(s), false, s);
+    for (const s of ['3.0.0', '5.1', '5.1.1 ', '5.1.1000', '', 'x.1.1', '55.1.1'])
+      assert.equal(isStatusCode(s), false, s);
   });
 });

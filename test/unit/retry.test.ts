@@ -8,7 +8,8 @@ const H = 60 * M;
 const D = 24 * H;
 
 /** The waits after attempts 1..n. */
-const delays = (policy: RetryPolicy, n: number) => Array.from({ length: n }, (_, i) => nextRetryDelay(i + 1, policy));
+const delays = (policy: RetryPolicy, n: number) =>
+  Array.from({ length: n }, (_, i) => nextRetryDelay(i + 1, policy));
 
 describe('nextRetryDelay', () => {
   it('doubles from 1m and caps at 1h (the config defaults)', () => {
@@ -17,11 +18,19 @@ describe('nextRetryDelay', () => {
   });
 
   it('stays at initialMs with factor 1', () => {
-    assert.deepEqual(delays({ initialMs: 30 * S, factor: 1, maxMs: 1 * H }, 4), [30 * S, 30 * S, 30 * S, 30 * S]);
+    assert.deepEqual(delays({ initialMs: 30 * S, factor: 1, maxMs: 1 * H }, 4), [
+      30 * S,
+      30 * S,
+      30 * S,
+      30 * S,
+    ]);
   });
 
   it('handles fractional factors in whole milliseconds', () => {
-    assert.deepEqual(delays({ initialMs: 1 * M, factor: 1.5, maxMs: 5 * M }, 6), [60_000, 90_000, 135_000, 202_500, 300_000, 300_000]);
+    assert.deepEqual(
+      delays({ initialMs: 1 * M, factor: 1.5, maxMs: 5 * M }, 6),
+      [60_000, 90_000, 135_000, 202_500, 300_000, 300_000],
+    );
     assert.deepEqual(delays({ initialMs: 1000, factor: 1.1, maxMs: 1 * H }, 3), [1000, 1100, 1210]);
   });
 
@@ -59,14 +68,20 @@ describe('scheduleNext', () => {
   const arrivedAt = Date.UTC(2024, 0, 1);
 
   it('retries after the backoff delay, measured from now', () => {
-    assert.deepEqual(scheduleNext({ attempts: 1, arrivedAt, now: arrivedAt + 5 * S, policy, maxAgeMs: 5 * D }), {
-      kind: 'retry',
-      at: arrivedAt + 5 * S + 1 * M,
-    });
-    assert.deepEqual(scheduleNext({ attempts: 3, arrivedAt, now: arrivedAt + 10 * M, policy, maxAgeMs: 5 * D }), {
-      kind: 'retry',
-      at: arrivedAt + 10 * M + 4 * M,
-    });
+    assert.deepEqual(
+      scheduleNext({ attempts: 1, arrivedAt, now: arrivedAt + 5 * S, policy, maxAgeMs: 5 * D }),
+      {
+        kind: 'retry',
+        at: arrivedAt + 5 * S + 1 * M,
+      },
+    );
+    assert.deepEqual(
+      scheduleNext({ attempts: 3, arrivedAt, now: arrivedAt + 10 * M, policy, maxAgeMs: 5 * D }),
+      {
+        kind: 'retry',
+        at: arrivedAt + 10 * M + 4 * M,
+      },
+    );
   });
 
   it('retries exactly at the deadline when the backoff lands on it', () => {
@@ -84,29 +99,40 @@ describe('scheduleNext', () => {
       at: arrivedAt + 5 * D,
     });
     // One millisecond before the deadline still earns the final attempt.
-    assert.deepEqual(scheduleNext({ attempts: 10, arrivedAt, now: arrivedAt + 5 * D - 1, policy, maxAgeMs: 5 * D }), {
-      kind: 'retry',
-      at: arrivedAt + 5 * D,
-    });
+    assert.deepEqual(
+      scheduleNext({ attempts: 10, arrivedAt, now: arrivedAt + 5 * D - 1, policy, maxAgeMs: 5 * D }),
+      {
+        kind: 'retry',
+        at: arrivedAt + 5 * D,
+      },
+    );
   });
 
   it('expires once the deadline has come or passed', () => {
     for (const now of [arrivedAt + 5 * D, arrivedAt + 5 * D + 1, arrivedAt + 6 * D]) {
-      assert.deepEqual(scheduleNext({ attempts: 10, arrivedAt, now, policy, maxAgeMs: 5 * D }), { kind: 'expire' });
+      assert.deepEqual(scheduleNext({ attempts: 10, arrivedAt, now, policy, maxAgeMs: 5 * D }), {
+        kind: 'expire',
+      });
     }
   });
 
   it('expires even with a zero backoff at the deadline (no busy loop)', () => {
     const zero = { initialMs: 0, factor: 1, maxMs: 0 };
-    assert.deepEqual(scheduleNext({ attempts: 1, arrivedAt, now: arrivedAt + 1 * H, policy: zero, maxAgeMs: 1 * H }), {
-      kind: 'expire',
-    });
+    assert.deepEqual(
+      scheduleNext({ attempts: 1, arrivedAt, now: arrivedAt + 1 * H, policy: zero, maxAgeMs: 1 * H }),
+      {
+        kind: 'expire',
+      },
+    );
   });
 
   it('expires a message whose first attempt failed after maxAge', () => {
-    assert.deepEqual(scheduleNext({ attempts: 1, arrivedAt, now: arrivedAt + 2 * H, policy, maxAgeMs: 1 * H }), {
-      kind: 'expire',
-    });
+    assert.deepEqual(
+      scheduleNext({ attempts: 1, arrivedAt, now: arrivedAt + 2 * H, policy, maxAgeMs: 1 * H }),
+      {
+        kind: 'expire',
+      },
+    );
   });
 
   it('walks a whole queue lifetime: backoff, final attempt at the deadline, then expiry', () => {
@@ -124,6 +150,9 @@ describe('scheduleNext', () => {
   });
 
   it('rejects attempts below 1', () => {
-    assert.throws(() => scheduleNext({ attempts: 0, arrivedAt, now: arrivedAt, policy, maxAgeMs: 1 * H }), RangeError);
+    assert.throws(
+      () => scheduleNext({ attempts: 0, arrivedAt, now: arrivedAt, policy, maxAgeMs: 1 * H }),
+      RangeError,
+    );
   });
 });

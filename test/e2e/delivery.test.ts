@@ -1,0 +1,238 @@
+/**
+ * End to end delivery through a real relay process: a real dnsmasq serves MX records, test MXs on
+ * 127.0.4.x answer by recipient, nodemailer and swaks send. Covers byte-exact relaying, MX priority
+ * fallback, implicit MX, per-domain and wildcard routes, smarthost AUTH, backup routes, retries, DSNs.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { simpleParser } from 'mailparser';
+import { startDns, type DnsServer } from '../helpers/dnsmasq.js';
+import { startTestMx, type TestMx, type ReceivedMessage } from '../helpers/testmx.js';
+import { startRelay, type RelayProc } from '../helpers/relay.js';
+import { sendMail, swaks } from '../helpers/swaks.js';
+import { waitFor } from '../helpers/poll.js';
+import { parseDsn } from '../helpers/dsn.js';
+
+/** A port that nothing listens on (bound, read, closed). */
+async function closedPort(address: string): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, address, r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+async function queueDepth(relay: RelayProc): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${relay.adminPort}/queue`);
+  return ((await res.json()) as { depth: number }).depth;
+}
+
+describe('delivery through MX, routes and backups', () => {
+  let dns: DnsServer;
+  let mxA: TestMx; // 127.0.4.3: ok.test, nomx.test, sender.test
+  let mx2: TestMx; // 127.0.4.2: secondary MX of prio.test (primary 127.0.4.1 is down)
+  let routed: TestMx; // 127.0.4.4: per-domain route target
+  let relay: RelayProc;
+
+  before(async () => {
+    mxA = await startTestMx({ address: '127.0.4.3', dsn: true, name: 'mx.ok.test' });
+    const P = mxA.port;
+    mx2 = await startTestMx({ address: '127.0.4.2', port: P, name: 'mx2.prio.test' });
+    routed = await startTestMx({ address: '127.0.4.4', name: 'routed.test' });
+    dns = await startDns({
+      mx: [
+        { domain: 'ok.test', host: 'mx.ok.test', pref: 10 },
+        { domain: 'sender.test', host: 'mx.ok.test', pref: 10 },
+        { domain: 'prio.test', host: 'mx1.prio.test', pref: 10 },
+        { domain: 'prio.test', host: 'mx2.prio.test', pref: 20 },
+      ],
+      a: [
+        { name: 'mx.ok.test', ip: '127.0.4.3' },
+        { name: 'mx1.prio.test', ip: '127.0.4.1' },
+        { name: 'mx2.prio.test', ip: '127.0.4.2' },
+        { name: 'nomx.test', ip: '127.0.4.3' },
+      ],
+      nullMx: ['nullmx.test'],
+    });
+    relay = await startRelay({
+      config: {
+        hostname: 'relay.cartero.test',
+        trustedNetworks: ['127.0.0.0/8'],
+        queue: { retry: { initial: '1s', factor: 1, max: '1s' } },
+        routing: {
+          default: { type: 'mx' },
+          domains: [
+            { domain: 'routed.test', host: '127.0.4.4', port: routed.port, tls: 'none' },
+            { domain: '*.wild.test', host: '127.0.4.4', port: routed.port, tls: 'none' },
+          ],
+        },
+        dns: { servers: [dns.server], allowPrivateTargets: ['127.0.0.0/8'], mxPort: P, timeout: '2s' },
+      },
+    });
+  });
+
+  after(async () => {
+    await relay?.cleanup();
+    await Promise.all([mxA?.close(), mx2?.close(), routed?.close(), dns?.stop()]);
+  });
+
+  test('relays a message byte for byte: dot-stuffed lines, 8-bit body, our Received header first', async () => {
+    const original = Buffer.concat([
+      Buffer.from('From: a@sender.test\r\nTo: ok-bytes@ok.test\r\nSubject: exact\r\nMessage-ID: <exact@sender.test>\r\n'),
+      Buffer.from('MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n'),
+      Buffer.from('.leading dot\r\n..two dots\r\n.\r\nnot the end\r\nÜñíçødé – 8 bit\r\n\r\ntrailing\r\n', 'utf8'),
+    ]);
+    const info = await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['ok-bytes@ok.test'], raw: original });
+    const id = /queued as ([0-9A-Z]{20})/.exec(info.response)?.[1];
+    assert.ok(id, `250 reply names the queue id: ${info.response}`);
+    const [msg] = await waitFor(() => (mxA.byRecipient('ok-bytes@ok.test').length ? mxA.byRecipient('ok-bytes@ok.test') : undefined), { what: 'delivery' });
+    const text = msg.raw.toString('latin1');
+    assert.match(text, new RegExp(`^Received: from client\\.test \\(\\[127\\.0\\.0\\.1\\]\\)\\r\\n\\tby relay\\.cartero\\.test \\(Cartero\\) with ESMTP id ${id}`));
+    const headerEnd = text.indexOf('\r\n', text.indexOf('; ', text.indexOf('id ' + id))) + 2;
+    assert.ok(msg.raw.subarray(headerEnd).equals(original), 'the message after our Received header is the original, byte for byte');
+    assert.equal(msg.mailFrom, 'a@sender.test');
+    assert.equal(msg.mailParams.BODY, '8BITMIME');
+  });
+
+  test('falls back to the next MX by preference when the first is unreachable', async () => {
+    await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['ok-prio@prio.test'] });
+    const [msg] = await mx2.waitForMessages(1);
+    assert.deepEqual(msg.rcptTo, ['ok-prio@prio.test']);
+    assert.equal(mxA.byRecipient('ok-prio@prio.test').length, 0);
+  });
+
+  test('uses the domain itself when it has no MX (implicit MX)', async () => {
+    await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['ok-implicit@nomx.test'] });
+    await waitFor(() => mxA.byRecipient('ok-implicit@nomx.test')[0], { what: 'implicit MX delivery' });
+  });
+
+  test('per-domain and wildcard routes win over MX; recipients of one route share a transaction', async () => {
+    const r = await swaks(['-s', '127.0.0.1', '-p', String(relay.ports.smtp), '-f', 'a@sender.test', '-t', 'ok-1@routed.test,ok-2@routed.test,ok-3@a.wild.test', '--h-Subject', 'routes']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const msgs = await routed.waitForMessages(1);
+    await waitFor(() => routed.messages.flatMap((m) => m.rcptTo).length === 3, { what: 'three routed recipients' });
+    const all = routed.messages.flatMap((m) => m.rcptTo).sort();
+    assert.deepEqual(all, ['ok-1@routed.test', 'ok-2@routed.test', 'ok-3@a.wild.test']);
+    assert.equal(msgs.length, 1, 'one transaction for one route');
+    assert.equal(mxA.byRecipient('ok-1@routed.test').length, 0);
+  });
+
+  test('retries a temporary failure until it is delivered', async () => {
+    await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['tempfail-once@ok.test'] });
+    await waitFor(() => mxA.byRecipient('tempfail-once@ok.test')[0], { what: 'delivery after a retry', timeoutMs: 15_000 });
+    const codes = mxA.rcptAttempts.filter((a) => a.address === 'tempfail-once@ok.test').map((a) => a.code);
+    assert.deepEqual(codes, [451, 250]);
+    await relay.waitForLog((l) => l.event === 'deferred' && l.to === 'tempfail-once@ok.test');
+  });
+
+  test('bounces at once on 5xx with an RFC 3464 DSN to the sender from the null sender', async () => {
+    await sendMail(relay.ports.smtp, {
+      from: 'sender-reject@sender.test',
+      to: ['reject@ok.test', 'ok-partial@ok.test'],
+      subject: 'will partly bounce',
+      dsn: { envid: 'ENV-42', ret: 'HDRS' },
+    });
+    const delivered = await waitFor(() => mxA.byRecipient('ok-partial@ok.test')[0], { what: 'accepted recipient delivered' });
+    assert.deepEqual(delivered.rcptTo, ['ok-partial@ok.test'], 'the refused recipient is not in the transaction that succeeded');
+    const bounce = await waitFor(() => mxA.byRecipient('sender-reject@sender.test')[0], { what: 'DSN' });
+    assert.equal(bounce.mailFrom, '', 'DSNs are sent from the null sender');
+    const parsed = await simpleParser(bounce.raw);
+    assert.match(String(parsed.headers.get('content-type') && (parsed.headers.get('content-type') as { value: string }).value), /multipart\/report/);
+    assert.equal(parsed.headers.get('auto-submitted'), 'auto-replied');
+    const dsn = parseDsn(bounce.raw);
+    assert.equal(dsn.reportType, 'delivery-status');
+    assert.equal(dsn.message['reporting-mta'], 'dns; relay.cartero.test');
+    assert.equal(dsn.message['original-envelope-id'], 'ENV-42');
+    assert.equal(dsn.recipients.length, 1);
+    const r = dsn.recipients[0];
+    assert.equal(r['final-recipient'], 'rfc822; reject@ok.test');
+    assert.equal(r['action'], 'failed');
+    assert.equal(r['status'], '5.1.1');
+    assert.match(r['diagnostic-code'], /^smtp; 550 5\.1\.1/);
+    assert.match(r['remote-mta'], /mx\.ok\.test/);
+    assert.match(dsn.original, /Subject: will partly bounce/, 'original headers attached');
+    assert.equal(dsn.originalType, 'text/rfc822-headers');
+  });
+
+  test('null MX and NXDOMAIN bounce with their status codes', async () => {
+    await sendMail(relay.ports.smtp, { from: 'sender-nx@sender.test', to: ['x@nullmx.test', 'y@nosuch.test'] });
+    const bounces = await waitFor(() => (mxA.byRecipient('sender-nx@sender.test').length >= 1 ? mxA.byRecipient('sender-nx@sender.test') : undefined), { what: 'DSNs' });
+    await waitFor(() => bounces.flatMap((b) => parseDsn(b.raw).recipients).length >= 2 || mxA.byRecipient('sender-nx@sender.test').flatMap((b) => parseDsn(b.raw).recipients).length >= 2, { what: 'both recipients reported' });
+    const recips = mxA.byRecipient('sender-nx@sender.test').flatMap((b) => parseDsn(b.raw).recipients);
+    const byRcpt = Object.fromEntries(recips.map((r) => [r['final-recipient'], r['status']]));
+    assert.equal(byRcpt['rfc822; x@nullmx.test'], '5.1.10');
+    assert.equal(byRcpt['rfc822; y@nosuch.test'], '5.1.2');
+  });
+
+  test('never sends a DSN to the null sender', async () => {
+    const before = mxA.messages.length;
+    await sendMail(relay.ports.smtp, { from: '', to: ['reject@ok.test'], subject: 'from null sender' }).catch((e: Error) => {
+      throw e;
+    });
+    await relay.waitForLog((l) => l.event === 'dsn.suppressed');
+    await waitFor(async () => (await queueDepth(relay)) === 0, { what: 'queue empty' });
+    assert.equal(mxA.messages.length, before, 'nothing was sent anywhere');
+  });
+
+  test('passes DSN parameters on to a next hop that supports DSN', async () => {
+    await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['ok-dsn@ok.test'], dsn: { ret: 'HDRS', envid: 'E-1', notify: ['FAILURE', 'DELAY'], orcpt: 'rfc822;orig@ok.test' } });
+    const msg: ReceivedMessage = await waitFor(() => mxA.byRecipient('ok-dsn@ok.test')[0], { what: 'delivery' });
+    assert.equal(msg.mailParams.RET, 'HDRS');
+    assert.equal(msg.mailParams.ENVID, 'E-1');
+    assert.equal(String(msg.rcptParams[0].NOTIFY), 'FAILURE,DELAY');
+    assert.equal(String(msg.rcptParams[0].ORCPT), 'rfc822;orig@ok.test');
+  });
+});
+
+describe('smarthost with AUTH and backup routes', () => {
+  let smarthost: TestMx;
+  let backup: TestMx;
+  let relay: RelayProc;
+
+  before(async () => {
+    smarthost = await startTestMx({ address: '127.0.4.5', auth: { username: 'relayuser', password: 's3cret pass' }, name: 'smarthost.test' });
+    backup = await startTestMx({ address: '127.0.4.6', name: 'backup.test' });
+    const down = await closedPort('127.0.4.7');
+    relay = await startRelay({
+      config: {
+        trustedNetworks: ['127.0.0.0/8'],
+        routing: {
+          default: { type: 'smarthost', smarthost: { host: '127.0.4.5', port: smarthost.port, tls: 'none', credentials: { username: 'relayuser', passwordFile: 'smarthost.pass' } } },
+          domains: [{ domain: 'viabackup.test', host: '127.0.4.7', port: down, tls: 'none' }],
+          backups: [{ host: '127.0.4.6', port: backup.port, tls: 'none' }],
+        },
+      },
+      secrets: { 'smarthost.pass': 's3cret pass\n' },
+    });
+  });
+
+  after(async () => {
+    await relay?.cleanup();
+    await Promise.all([smarthost?.close(), backup?.close()]);
+  });
+
+  test('delivers through the smarthost, logged in', async () => {
+    await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['someone@example.org'] });
+    const [msg] = await smarthost.waitForMessages(1);
+    assert.equal(msg.user, 'relayuser');
+    assert.deepEqual(msg.rcptTo, ['someone@example.org']);
+  });
+
+  test('uses the backup route when the primary is down', async () => {
+    await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['ok@viabackup.test'] });
+    const [msg] = await backup.waitForMessages(1);
+    assert.deepEqual(msg.rcptTo, ['ok@viabackup.test']);
+    await relay.waitForLog((l) => l.event === 'delivered' && l.route === 'backup');
+  });
+
+  test('uses the backup route when the smarthost answers 421', async () => {
+    smarthost.setMode('down-421');
+    try {
+      await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['ok-421@example.org'] });
+      await waitFor(() => backup.byRecipient('ok-421@example.org')[0], { what: 'backup delivery' });
+    } finally {
+      smarthost.setMode('normal');
+    }
+  });
+});
