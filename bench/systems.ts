@@ -14,7 +14,6 @@ import {
   writeFileSync,
 } from 'node:fs';
 import path from 'node:path';
-import YAML from 'yaml';
 import {
   assertPortFree,
   freePort,
@@ -271,7 +270,8 @@ export class CarteroRelay implements RelaySystem {
     const port = await freePort();
     emptyDir(path.join(this.root, 'spool'));
     const configFile = path.join(this.root, 'relay.yaml');
-    writeFileSync(configFile, YAML.stringify(this.config(port, sinkPort)));
+    // JSON is YAML: the relay's YAML loader reads it as is.
+    writeFileSync(configFile, JSON.stringify(this.config(port, sinkPort), null, 2) + '\n');
     const child = spawnTracked(process.execPath, [this.mainJs, '--config', configFile], {
       cwd: this.repoRoot,
     });
