@@ -41,8 +41,13 @@ async function queueDepth(relay: RelayProc): Promise<number> {
 interface KillRecord {
   ackedAtKill: number;
   mxAtKill: number;
+  /** Messages the restarted relay found in its spool. */
   recoveredAfter: number;
   restartMs: number;
+  /** Acknowledged before the kill, not yet at the MX at the kill: what the spool had to keep. */
+  ackedUndelivered?: number;
+  /** Messages at the MX before the kill that arrived again after it. */
+  duplicates?: number;
 }
 
 test('kill -9 three times while accepting and delivering: every acknowledged message arrives, duplicates stay bounded', { timeout: 110_000 }, async (t) => {
@@ -60,6 +65,7 @@ test('kill -9 three times while accepting and delivering: every acknowledged mes
 
   // what the clients saw
   const ackedQueueId = new Map<number, string>(); // seq -> relay queue id from "250 ... queued as ID"
+  const ackOrder = new Map<number, number>(); // seq -> how many acks came before it
   const cut: number[] = []; // transaction cut off by a kill before its 250 (not acknowledged, may or may not arrive)
   const refusals: string[] = []; // any non-2xx/3xx reply: there should be none
   const unexpectedErrors: string[] = []; // connection failures not caused by a kill
@@ -112,6 +118,7 @@ test('kill -9 three times while accepting and delivering: every acknowledged mes
           }
           const m = /queued as ([0-9A-Z]{20})/.exec(r.data.text);
           assert.ok(m, `250 reply names the queue id: ${r.data.text}`);
+          ackOrder.set(seq, ackedQueueId.size);
           ackedQueueId.set(seq, m[1]);
         }
         await s.quit();
@@ -152,6 +159,7 @@ test('kill -9 three times while accepting and delivering: every acknowledged mes
 
     // index what the MX received: seq -> arrivals, relay queue id -> arrivals
     const bySeq = new Map<number, number>();
+    const firstArrival = new Map<number, number>(); // seq -> index of its first arrival at the MX
     const byQid = new Map<string, number>();
     const corrupt: string[] = [];
     let indexed = 0;
@@ -160,13 +168,14 @@ test('kill -9 three times while accepting and delivering: every acknowledged mes
         const raw = mx.messages[indexed].raw;
         const text = raw.toString('latin1');
         const seq = Number(/^X-Test-Seq: (\d+)\r$/m.exec(text)?.[1]);
-        const qid = /^\tby relay\.crash\.test \(Cartero\) with E?SMTP id ([0-9A-Z]{20})/m.exec(text)?.[1];
+        const qid = /^\tby relay\.crash\.test \(Cartero\) with \S+ id ([0-9A-Z]{20})/m.exec(text)?.[1];
         const expected = message(seq);
         if (!seq || !qid || !text.startsWith('Received: ') || !raw.subarray(raw.length - expected.length).equals(expected)) {
           corrupt.push(`#${indexed} seq ${seq} qid ${qid}: ${JSON.stringify(text.slice(0, 300))}`);
           continue;
         }
         bySeq.set(seq, (bySeq.get(seq) ?? 0) + 1);
+        if (!firstArrival.has(seq)) firstArrival.set(seq, indexed);
         byQid.set(qid, (byQid.get(qid) ?? 0) + 1);
       }
     };
@@ -192,6 +201,17 @@ test('kill -9 three times while accepting and delivering: every acknowledged mes
     const qidDuplicates = [...byQid.values()].reduce((a, n) => a + n - 1, 0);
     const ackedQids = new Set(ackedQueueId.values());
     const unackedDelivered = [...bySeq.keys()].filter((s) => !ackedQueueId.has(s)).length;
+    // attribute figures to kills: kill k is the first one after the message's first arrival / acknowledgement
+    const killAfter = (mxIndex: number) => kills.findIndex((k) => mxIndex < k.mxAtKill);
+    for (const k of kills) {
+      k.duplicates = 0;
+      k.ackedUndelivered = [...ackOrder].filter(([s, o]) => o < k.ackedAtKill && (firstArrival.get(s) ?? Infinity) >= k.mxAtKill).length;
+    }
+    for (const [s] of dupSeqs) {
+      const k = killAfter(firstArrival.get(s)!);
+      assert.ok(k >= 0, `duplicate of seq ${s} first arrived after the last kill: nothing explains it`);
+      kills[k].duplicates! += 1;
+    }
     const figures = {
       acked: ackedQueueId.size,
       attempts: nextSeq - 1,
@@ -208,7 +228,7 @@ test('kill -9 three times while accepting and delivering: every acknowledged mes
     };
     console.log(`crash test figures: ${JSON.stringify(figures)}`);
     t.diagnostic(`acked=${figures.acked} delivered=${figures.deliveredToMx} distinct=${figures.distinctDelivered} duplicates=${duplicates} unackedButDelivered=${unackedDelivered} cut=${cut.length} time=${figures.secondsTotal}s`);
-    for (const [i, k] of kills.entries()) t.diagnostic(`kill ${i + 1}: acked ${k.ackedAtKill}, at MX ${k.mxAtKill}, recovered ${k.recoveredAfter} queued, restart ${k.restartMs} ms`);
+    for (const [i, k] of kills.entries()) t.diagnostic(`kill ${i + 1}: acked ${k.ackedAtKill}, at MX ${k.mxAtKill}, acked but undelivered ${k.ackedUndelivered}, recovered ${k.recoveredAfter} queued, duplicates ${k.duplicates}, restart ${k.restartMs} ms`);
 
     assert.deepEqual(corrupt, [], 'every delivered message is byte-identical to what the client sent (after our Received header)');
     assert.deepEqual(refusals, [], 'no transaction was refused');
@@ -217,14 +237,21 @@ test('kill -9 three times while accepting and delivering: every acknowledged mes
     assert.equal(ackedQids.size, ackedQueueId.size, 'every acknowledged message got its own queue id');
     for (const k of kills) assert.ok(k.recoveredAfter > 0, `restart recovered queued mail (kill at ${k.ackedAtKill} acked)`);
     assert.equal(qidDuplicates, duplicates, 'a duplicate is a redelivery of one spooled message, nothing else');
-    // Bound on duplicates. A message is delivered twice only when the kill falls between the MX storing
-    // it and the relay unlinking its queue file. With one destination, at most perDestinationConcurrency
-    // (≤ concurrency) transactions are open at once, so at most that many messages are "at the MX, not yet
-    // unlinked" inside jobs; a job hands its slot back when the MX answers, and the unlink follows in the
-    // same tick chain, so at most as many again may be between "slot freed" and "unlinked". Plus one per
-    // kill for an outbound transaction whose 250 was on the wire. Per kill: 2 × concurrency + 1.
-    const bound = KILL_AT.length * (2 * Math.min(DELIVERY.concurrency, DELIVERY.perDestinationConcurrency) + 1);
-    assert.ok(duplicates <= bound, `duplicates ${duplicates} > bound ${bound}; e.g. ${dupSeqs.slice(0, 10).map(([s, n]) => `${s}×${n}`).join(', ')}`);
+    for (const k of kills) assert.ok(k.ackedUndelivered! > 0, `kill at ${k.ackedAtKill} acked found acknowledged mail still to deliver (else it tested nothing)`);
+    // Bound on duplicates per kill. A message reaches the MX twice only if the kill falls between the MX
+    // storing it and the relay unlinking its queue file (a kill before the MX stores it is a plain retry;
+    // after the unlink it is not recovered). Messages in that window at one moment:
+    //  - inside open outbound transactions: one message per transaction, and with a single destination
+    //    at most min(concurrency, perDestinationConcurrency) of them;
+    //  - done at the MX but the unlink not yet run: the engine frees the delivery slot when the MX
+    //    answers and unlinks right after, without waiting for the slot's next transaction; the next
+    //    transaction on that slot needs ≥ 4 round trips to the MX, against one unlink, so in practice
+    //    at most one such message per slot, i.e. as many again. (Not strictly guaranteed by the engine:
+    //    a very slow disk can delay the unlink behind the inbound fsyncs.)
+    // So per kill: 2 × min(concurrency, perDestinationConcurrency). Measured: 0-3 per kill.
+    const perKill = 2 * Math.min(DELIVERY.concurrency, DELIVERY.perDestinationConcurrency);
+    for (const [i, k] of kills.entries())
+      assert.ok(k.duplicates! <= perKill, `kill ${i + 1}: ${k.duplicates} duplicates > bound ${perKill}; e.g. ${dupSeqs.slice(0, 10).map(([s, n]) => `${s}×${n}`).join(', ')}`);
   } finally {
     await relay.cleanup();
     await mx.close();

@@ -1,0 +1,275 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { loadConfigFile, resolveConfig } from '../../relay/src/config.js';
+import { ConfigError } from '../../relay/src/errors.js';
+import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
+
+let base: string;
+
+before(async () => {
+  base = await makeTmpDir('cartero-config-test-');
+  await mkdir(path.join(base, 'etc/secrets'), { recursive: true });
+  await mkdir(path.join(base, 'etc/tls'), { recursive: true });
+  await writeFile(path.join(base, 'etc/secrets/alice'), 'hunter2\n');
+  await writeFile(path.join(base, 'etc/secrets/upstream'), 'up-pass\r\n');
+  await writeFile(path.join(base, 'etc/tls/cert.pem'), 'CERT\n');
+  await writeFile(path.join(base, 'etc/tls/key.pem'), 'KEY\n');
+});
+
+after(async () => {
+  await removeTmpDir(base);
+});
+
+/** A minimal valid document; `extra` is merged on top. */
+const doc = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+  version: 1,
+  listeners: [{ name: 'smtp', port: 2525 }],
+  paths: { root: 'etc' },
+  ...extra,
+});
+
+/** Runs `fn`, expecting a ConfigError for `field` whose reason matches `reason`. */
+function expectConfigError(fn: () => unknown, field: string, reason: RegExp): void {
+  assert.throws(fn, (e: unknown) => {
+    assert.ok(e instanceof ConfigError, `expected a ConfigError, got ${String(e)}`);
+    assert.equal(e.field, field, e.message);
+    assert.match(e.message, reason);
+    assert.ok(e.message.startsWith(`${field}: `), e.message);
+    return true;
+  });
+}
+
+describe('resolveConfig with a good config', () => {
+  it('applies the defaults and parses durations', () => {
+    const cfg = resolveConfig({ version: 1, listeners: [{ name: 'smtp', port: 2525 }] }, base, {});
+    assert.equal(cfg.hostname, 'localhost');
+    assert.deepEqual(cfg.listeners, [{ name: 'smtp', port: 2525, address: '127.0.0.1', tls: 'none', auth: 'optional' }]);
+    assert.equal(cfg.spoolDir, path.join(base, 'spool'));
+    assert.deepEqual(cfg.trustedNetworks, []);
+    assert.equal(cfg.accounts.size, 0);
+    assert.equal(cfg.tls, undefined);
+    assert.deepEqual(cfg.limits, {
+      maxMessageSize: 26_214_400,
+      maxRecipients: 1000,
+      maxConnections: 1000,
+      idleTimeoutMs: 5 * 60_000,
+      maxReceivedHeaders: 30,
+      greetingDelayMs: 0,
+    });
+    assert.deepEqual(cfg.queue, {
+      maxMessages: 200_000,
+      minFreeBytes: 104_857_600,
+      retry: { initialMs: 60_000, factor: 2, maxMs: 3_600_000 },
+      maxAgeMs: 5 * 86_400_000,
+    });
+    assert.equal(cfg.delivery.connectTimeoutMs, 30_000);
+    assert.equal(cfg.delivery.commandTimeoutMs, 300_000);
+    assert.equal(cfg.delivery.connectionIdleMs, 5_000);
+    assert.deepEqual(cfg.routing, { default: { type: 'mx' }, domains: [], backups: [] });
+    assert.deepEqual(cfg.dns, { servers: [], timeoutMs: 10_000, allowPrivateTargets: [], mxPort: 25 });
+    assert.deepEqual(cfg.admin, { address: '127.0.0.1', port: 9025 });
+    assert.equal(cfg.gracePeriodMs, 30_000);
+    assert.equal(cfg.logLevel, 'info');
+  });
+
+  it('parses every duration unit', () => {
+    const cfg = resolveConfig(
+      doc({
+        limits: { idleTimeout: '250ms', greetingDelay: '2s' },
+        queue: { retry: { initial: '30s', max: '4h' }, maxAge: '2d', delayWarningAfter: '90m' },
+        shutdown: { gracePeriod: '45s' },
+      }),
+      base,
+      {},
+    );
+    assert.equal(cfg.limits.idleTimeoutMs, 250);
+    assert.equal(cfg.limits.greetingDelayMs, 2000);
+    assert.deepEqual(cfg.queue.retry, { initialMs: 30_000, factor: 2, maxMs: 4 * 3_600_000 });
+    assert.equal(cfg.queue.maxAgeMs, 2 * 86_400_000);
+    assert.equal(cfg.queue.delayWarningAfterMs, 90 * 60_000);
+    assert.equal(cfg.gracePeriodMs, 45_000);
+  });
+
+  it('resolves spool, secrets and TLS paths under the root, itself relative to the config directory', () => {
+    const cfg = resolveConfig(
+      doc({
+        paths: { root: 'etc', spool: '/var/spool/cartero' },
+        listeners: [{ name: 'submission', port: 587, tls: 'starttls', auth: 'required' }],
+        tls: { certFile: 'cert.pem', keyFile: 'key.pem' },
+        accounts: [{ username: 'alice', passwordFile: 'alice', tenant: 'shop' }],
+        routing: {
+          default: { type: 'smarthost', smarthost: { host: 'relay.example.test', credentials: { username: 'u', passwordFile: 'upstream' } } },
+        },
+      }),
+      base,
+      {},
+    );
+    assert.equal(cfg.spoolDir, '/var/spool/cartero');
+    assert.equal(cfg.tls?.cert.toString(), 'CERT');
+    assert.equal(cfg.tls?.key.toString(), 'KEY');
+    // a trailing newline in a secret file is not part of the secret
+    assert.deepEqual(cfg.accounts.get('alice'), { password: Buffer.from('hunter2'), tenant: 'shop' });
+    assert.deepEqual(cfg.routing.default, {
+      type: 'smarthost',
+      smarthost: { host: 'relay.example.test', port: 25, tls: 'opportunistic', credentials: { username: 'u', password: 'up-pass' } },
+    });
+
+    const rel = resolveConfig(doc({ paths: { root: 'etc', spool: 'q' } }), base, {});
+    assert.equal(rel.spoolDir, path.join(base, 'etc', 'q'));
+  });
+
+  it('expands ${ENV} references in listener and admin addresses', () => {
+    const cfg = resolveConfig(
+      doc({ listeners: [{ name: 'smtp', port: 25, address: '${POD_IP}' }], admin: { address: '${POD_IP}', port: 0 } }),
+      base,
+      { POD_IP: '10.42.0.7' },
+    );
+    assert.equal(cfg.listeners[0].address, '10.42.0.7');
+    assert.equal(cfg.admin.address, '10.42.0.7');
+  });
+
+  it('parses trusted networks given as CIDRs or single addresses', () => {
+    const cfg = resolveConfig(doc({ trustedNetworks: ['10.0.0.0/8', '192.0.2.1', 'fd00::/8'] }), base, {});
+    assert.deepEqual(
+      cfg.trustedNetworks.map(([a, bits]) => `${a.toString()}/${bits}`),
+      ['10.0.0.0/8', '192.0.2.1/32', 'fd00::/8'],
+    );
+  });
+
+  it('loads the same config from a YAML file', async () => {
+    const file = path.join(base, 'relay.yaml');
+    await writeFile(
+      file,
+      [
+        'version: 1',
+        'hostname: relay.example.test',
+        'paths: { root: etc }',
+        'listeners:',
+        '  - { name: smtp, port: 2525, address: "${POD_IP}" }',
+        'accounts:',
+        '  - { username: alice, passwordFile: alice }',
+        'limits: { idleTimeout: 90s }',
+        '',
+      ].join('\n'),
+    );
+    const cfg = loadConfigFile(file, { POD_IP: '127.0.0.2' });
+    assert.equal(cfg.hostname, 'relay.example.test');
+    assert.equal(cfg.listeners[0].address, '127.0.0.2');
+    assert.equal(cfg.limits.idleTimeoutMs, 90_000);
+    assert.equal(cfg.accounts.get('alice')?.tenant, 'default');
+    assert.equal(cfg.spoolDir, path.join(base, 'etc', 'spool'));
+  });
+});
+
+describe('resolveConfig with a bad config names the field and the reason', () => {
+  const bad: { name: string; doc: () => unknown; env?: NodeJS.ProcessEnv; field: string; reason: RegExp }[] = [
+    { name: 'unknown top-level field', doc: () => doc({ bogus: 1 }), field: '/bogus', reason: /unknown field/ },
+    {
+      name: 'unknown nested field',
+      doc: () => doc({ listeners: [{ name: 'smtp', port: 25, sizeLimit: 5 }] }),
+      field: '/listeners/0/sizeLimit',
+      reason: /unknown field/,
+    },
+    {
+      name: 'wrong enum value',
+      doc: () => doc({ listeners: [{ name: 'smtp', port: 25, tls: 'yes' }] }),
+      field: '/listeners/0/tls',
+      reason: /must be one of "none", "starttls", "implicit"/,
+    },
+    {
+      name: 'bad duration',
+      doc: () => doc({ queue: { maxAge: '5 days' } }),
+      field: '/queue/maxAge',
+      reason: /must be a duration such as 250ms, 30s, 5m, 4h or 5d/,
+    },
+    { name: 'missing version', doc: () => ({ listeners: [{ name: 'smtp', port: 25 }] }), field: '/version', reason: /is required/ },
+    { name: 'version 2', doc: () => doc({ version: 2 }), field: '/version', reason: /must be 1/ },
+    { name: 'missing listeners', doc: () => ({ version: 1 }), field: '/listeners', reason: /is required/ },
+    {
+      name: 'port out of range',
+      doc: () => doc({ listeners: [{ name: 'smtp', port: 70000 }] }),
+      field: '/listeners/0/port',
+      reason: /must be <= 65535/,
+    },
+    {
+      name: 'duplicate listener name',
+      doc: () => doc({ listeners: [{ name: 'smtp', port: 25 }, { name: 'smtp', port: 587 }] }),
+      field: '/listeners/1/name',
+      reason: /duplicate listener name smtp/,
+    },
+    {
+      name: 'tls listener without a tls section',
+      doc: () => doc({ listeners: [{ name: 'smtps', port: 465, tls: 'implicit' }] }),
+      field: '/listeners/0/tls',
+      reason: /needs the top-level tls section/,
+    },
+    {
+      name: 'bad CIDR',
+      doc: () => doc({ trustedNetworks: ['10.0.0.0/8', '10.0.0.0/33'] }),
+      field: '/trustedNetworks/1',
+      reason: /not a CIDR or IP address: "10\.0\.0\.0\/33"/,
+    },
+    {
+      name: 'not an address at all in trusted networks',
+      doc: () => doc({ trustedNetworks: ['office'] }),
+      field: '/trustedNetworks/0',
+      reason: /not a CIDR or IP address/,
+    },
+    {
+      name: 'missing password file',
+      doc: () => doc({ accounts: [{ username: 'bob', passwordFile: 'no-such-file' }] }),
+      field: '/accounts/0/passwordFile',
+      reason: /cannot read .*no-such-file/,
+    },
+    {
+      name: 'missing TLS key file',
+      doc: () => doc({ tls: { certFile: 'cert.pem', keyFile: 'nope.pem' } }),
+      field: '/tls/keyFile',
+      reason: /cannot read .*nope\.pem/,
+    },
+    {
+      name: 'smarthost type without smarthost settings',
+      doc: () => doc({ routing: { default: { type: 'smarthost' } } }),
+      field: '/routing/default/smarthost',
+      reason: /is required/,
+    },
+    {
+      name: 'smarthost settings with type mx',
+      doc: () => doc({ routing: { default: { type: 'mx', smarthost: { host: 'relay.example.test' } } } }),
+      field: '/routing/default',
+      reason: /smarthost settings only go with type: smarthost/,
+    },
+    {
+      name: 'unset environment variable',
+      doc: () => doc({ listeners: [{ name: 'smtp', port: 25, address: '${POD_IP}' }] }),
+      env: {},
+      field: '/listeners/0/address',
+      reason: /environment variable POD_IP, which is not set/,
+    },
+    {
+      name: 'listener address that is not an IP',
+      doc: () => doc({ listeners: [{ name: 'smtp', port: 25, address: 'localhost' }] }),
+      field: '/listeners/0/address',
+      reason: /not an IP address/,
+    },
+    {
+      name: 'retry max shorter than initial',
+      doc: () => doc({ queue: { retry: { initial: '10m', max: '5m' } } }),
+      field: '/queue/retry/max',
+      reason: /must not be shorter than/,
+    },
+    { name: 'not a mapping', doc: () => ['version', 1], field: '/', reason: /must be a mapping/ },
+  ];
+  for (const c of bad) {
+    it(c.name, () => expectConfigError(() => resolveConfig(c.doc(), base, c.env ?? {}), c.field, c.reason));
+  }
+
+  it('loadConfigFile reports a missing file and broken YAML at the root', async () => {
+    expectConfigError(() => loadConfigFile(path.join(base, 'missing.yaml')), '/', /cannot read config file/);
+    const file = path.join(base, 'broken.yaml');
+    await writeFile(file, 'version: 1\nlisteners: [ { name: smtp\n');
+    expectConfigError(() => loadConfigFile(file), '/', /not valid YAML/);
+  });
+});
