@@ -101,7 +101,7 @@ export function assertPortFree(port: number, what: string): Promise<void> {
 }
 
 /** Connects once, reads a `220` banner and says QUIT; resolves true on success. */
-function probeSmtp(port: number, timeoutMs: number): Promise<boolean> {
+export function probeSmtp(port: number, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = net.connect(port, '127.0.0.1');
     let buf = '';
@@ -140,9 +140,12 @@ export async function waitForSmtp(port: number, timeoutMs: number, alive: () => 
 /** Child processes started by the benchmark; all are SIGKILLed by `killAll` (on exit or signal). */
 const children = new Set<ChildProcess>();
 
-/** `spawn`, with the child registered for cleanup until it exits. */
+/**
+ * `spawn`, with the child registered for cleanup until it exits. Children get their own process group,
+ * so a Ctrl-C reaches only the benchmark, which then stops them in order.
+ */
 export function spawnTracked(cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...opts });
   children.add(child);
   child.once('exit', () => children.delete(child));
   child.once('error', () => children.delete(child));

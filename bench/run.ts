@@ -8,7 +8,7 @@
  *
  * See docs/benchmarks.md for what each figure means.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -37,55 +37,20 @@ interface Scenario {
   acceptOnly: boolean;
 }
 
+/** A scenario; its title is derived from the parameters. */
+function scenario(id: string, messages: number, size: number, reuse: boolean, acceptOnly: boolean): Scenario {
+  const title = [`${size / 1024} KB`, reuse ? 'connections reused (-d)' : 'new connection per message'];
+  if (acceptOnly) title.push('sink down (accept only)');
+  return { id, title: title.join(', '), messages, size, reuse, acceptOnly };
+}
+
 const SCENARIOS: Scenario[] = [
-  {
-    id: '1k-new',
-    title: '1 KB, new connection per message',
-    messages: 20_000,
-    size: 1024,
-    reuse: false,
-    acceptOnly: false,
-  },
-  {
-    id: '1k-reuse',
-    title: '1 KB, connections reused (-d)',
-    messages: 20_000,
-    size: 1024,
-    reuse: true,
-    acceptOnly: false,
-  },
-  {
-    id: '20k-new',
-    title: '20 KB, new connection per message',
-    messages: 5_000,
-    size: 20_480,
-    reuse: false,
-    acceptOnly: false,
-  },
-  {
-    id: '20k-reuse',
-    title: '20 KB, connections reused (-d)',
-    messages: 5_000,
-    size: 20_480,
-    reuse: true,
-    acceptOnly: false,
-  },
-  {
-    id: 'accept-1k-new',
-    title: '1 KB, new connection per message, sink down',
-    messages: 20_000,
-    size: 1024,
-    reuse: false,
-    acceptOnly: true,
-  },
-  {
-    id: 'accept-1k-reuse',
-    title: '1 KB, connections reused (-d), sink down',
-    messages: 20_000,
-    size: 1024,
-    reuse: true,
-    acceptOnly: true,
-  },
+  scenario('1k-new', 20_000, 1024, false, false),
+  scenario('1k-reuse', 20_000, 1024, true, false),
+  scenario('20k-new', 5_000, 20_480, false, false),
+  scenario('20k-reuse', 5_000, 20_480, true, false),
+  scenario('accept-1k-new', 20_000, 1024, false, true),
+  scenario('accept-1k-reuse', 20_000, 1024, true, true),
 ];
 
 /** The measurements of one run of one system on one scenario. */
@@ -196,10 +161,91 @@ function sourceArgs(sc: Pick<Scenario, 'messages' | 'size' | 'reuse'>, port: num
   ]; // prettier-ignore
 }
 
+/** smtp-source sending one scenario's load, tracking its `-c` counter and its exit. */
+class Source {
+  /** Messages sent so far (the -c counter). */
+  sent = 0;
+  /** performance.now() of the last change of `sent`. */
+  lastChange = performance.now();
+  /** performance.now() at exit; undefined while running. */
+  exitedAt?: number;
+  /** Exit code, or the signal that ended it. */
+  exit: number | string | null = null;
+  readonly stderr: () => string;
+  private readonly child: ChildProcess;
+
+  constructor(sc: Scenario, port: number, onExit: () => void) {
+    this.child = spawnTracked('smtp-source', sourceArgs(sc, port));
+    this.stderr = tailLines(this.child.stderr, 5);
+    let rest = '';
+    this.child.stdout!.on('data', (d: Buffer) => {
+      // -c prints a running counter, "N\r" per message.
+      const parts = (rest + d.toString('latin1')).split(/[\r\n]/);
+      rest = parts.pop()!;
+      const last = parts.reverse().find((p) => /^\d+$/.test(p));
+      if (last !== undefined && Number(last) !== this.sent) {
+        this.sent = Number(last);
+        this.lastChange = performance.now();
+      }
+    });
+    this.child.once('exit', (code, signal) => {
+      this.exitedAt = performance.now();
+      this.exit = signal ?? code;
+      onExit();
+    });
+  }
+
+  kill(): Promise<void> {
+    return stopChild(this.child, 'SIGKILL');
+  }
+}
+
 /**
- * One measured run: starts the sink (unless accept-only) and a fresh relay, sends the scenario's load
- * with smtp-source, and waits (bounded) until smtp-source has exited and the sink has counted every
- * message. CPU is the relay tree's delta from just before smtp-source starts to the end of that wait.
+ * Waits until smtp-source has exited and (unless accept-only) the sink has counted every message.
+ * Bounded: ends early, with the reason, on the overall timeout, when neither the source nor the
+ * sink has made progress for the stall time, or when the relay exits.
+ */
+function waitForEnd(
+  sc: Scenario,
+  relay: RunningRelay,
+  sink: Sink | undefined,
+  start: (onExit: () => void) => Source,
+  opts: Options,
+): Promise<{ source: Source; deliveredAt?: number; failure?: string }> {
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    let deliveredAt: number | undefined;
+    const finish = (failure?: string) => {
+      clearInterval(ticker);
+      if (sink) sink.onCount = () => {};
+      resolve({ source, deliveredAt, failure });
+    };
+    const check = () => {
+      if (source.exitedAt !== undefined && (!sink || deliveredAt !== undefined)) finish();
+    };
+    if (sink) {
+      sink.onCount = (n) => {
+        if (n >= sc.messages && deliveredAt === undefined) {
+          deliveredAt = performance.now();
+          check();
+        }
+      };
+    }
+    const source = start(() => setImmediate(check));
+    const ticker = setInterval(() => {
+      const now = performance.now();
+      const progress = Math.max(source.lastChange, source.exitedAt ?? 0, sink?.lastChange ?? 0);
+      if (!relay.alive()) finish('relay exited');
+      else if (now - t0 > opts.timeoutMs) finish(`timeout after ${opts.timeoutMs / 1000} s`);
+      else if (now - progress > opts.stallMs) finish(`no progress for ${opts.stallMs / 1000} s`);
+    }, 250);
+  });
+}
+
+/**
+ * One measured run: starts the sink (unless accept-only) and a fresh relay with an empty queue, sends
+ * the scenario's load with smtp-source and waits for the end (see waitForEnd). CPU is the relay
+ * tree's delta from just before smtp-source starts to the end of that wait.
  */
 async function runOnce(system: RelaySystem, sc: Scenario, round: number, opts: Options): Promise<RunResult> {
   const result: RunResult = {
@@ -226,86 +272,37 @@ async function runOnce(system: RelaySystem, sc: Scenario, round: number, opts: O
       sinkPort,
       path.join(opts.dir, 'logs', `${sc.id}-r${round}-${system.name}.log`),
     );
-    const r = relay;
-    const cpuBefore = treeCpuMs(r.pid);
+    const port = relay.port;
+    const cpuBefore = treeCpuMs(relay.pid);
     const t0 = performance.now();
-    const source = spawnTracked('smtp-source', sourceArgs(sc, r.port));
-    const sourceErr = tailLines(source.stderr, 5);
-    let rest = '';
-    source.stdout!.on('data', (d: Buffer) => {
-      // -c prints a running counter, "N\r" per message.
-      const parts = (rest + d.toString('latin1')).split(/[\r\n]/);
-      rest = parts.pop()!;
-      for (let i = parts.length - 1; i >= 0; i--) {
-        if (/^\d+$/.test(parts[i])) {
-          result.sent = Number(parts[i]);
-          break;
-        }
-      }
-    });
+    const end = await waitForEnd(sc, relay, sink, (onExit) => new Source(sc, port, onExit), opts);
+    const cpuMs = treeCpuMs(relay.pid) - cpuBefore;
+    const { source } = end;
+    // Read before kill(), which would set it: a source that had to be killed has no accept time.
+    const exitedAt = source.exitedAt;
+    if (exitedAt === undefined) await source.kill();
 
-    let acceptedAt: number | undefined;
-    let deliveredAt: number | undefined;
-    const outcome = await new Promise<string | undefined>((resolve) => {
-      let finished = false;
-      const finish = (why?: string) => {
-        if (finished) return;
-        finished = true;
-        clearInterval(ticker);
-        resolve(why);
-      };
-      const check = () => {
-        if (acceptedAt !== undefined && (sc.acceptOnly || deliveredAt !== undefined)) finish();
-      };
-      source.once('exit', (code, signal) => {
-        acceptedAt = performance.now();
-        result.sourceExit = signal ?? code;
-        check();
-      });
-      if (sink) {
-        sink.onCount = (n) => {
-          if (n >= sc.messages && deliveredAt === undefined) {
-            deliveredAt = performance.now();
-            check();
-          }
-        };
-      }
-      const ticker = setInterval(() => {
-        const now = performance.now();
-        if (!r.alive()) finish('relay exited');
-        else if (now - t0 > opts.timeoutMs) finish(`timeout after ${opts.timeoutMs / 1000} s`);
-        else if (
-          sink &&
-          acceptedAt !== undefined &&
-          now - Math.max(sink.lastChange, acceptedAt) > opts.stallMs
-        ) {
-          finish(`no delivery for ${opts.stallMs / 1000} s`);
-        }
-      }, 250);
-    });
-    const cpuMs = treeCpuMs(r.pid) - cpuBefore;
-    if (acceptedAt === undefined) await stopChild(source, 'SIGKILL');
-
-    if (acceptedAt !== undefined) {
-      result.acceptSeconds = (acceptedAt - t0) / 1000;
-      result.acceptRate = sc.messages / result.acceptSeconds;
+    result.sent = source.sent;
+    if (exitedAt !== undefined) {
+      result.sourceExit = source.exit;
+      result.acceptSeconds = (exitedAt - t0) / 1000;
+      result.acceptRate = source.sent / result.acceptSeconds;
     }
     if (sink) {
       result.delivered = sink.count;
-      if (deliveredAt !== undefined) {
-        result.deliverSeconds = (deliveredAt - t0) / 1000;
+      if (end.deliveredAt !== undefined) {
+        result.deliverSeconds = (end.deliveredAt - t0) / 1000;
         result.deliveredRate = sc.messages / result.deliverSeconds;
       }
     }
-    const handled = sc.acceptOnly ? result.sent : sink!.count;
+    const handled = sink ? sink.count : source.sent;
     if (handled > 0) result.cpuMsPerMessage = cpuMs / handled;
-    result.peakRssMiB = r.peakRssMiB() ?? null;
-    if (result.sourceExit !== 0 && result.sourceExit !== null) {
-      const why = `smtp-source exited with ${result.sourceExit}: ${sourceErr()}`;
-      result.error = outcome ? `${outcome}; ${why}` : why;
-    } else if (outcome) {
-      result.error = outcome;
-    }
+    result.peakRssMiB = relay.peakRssMiB() ?? null;
+    const problems = [end.failure];
+    if (exitedAt === undefined) problems.push(`smtp-source killed after ${source.sent} messages`);
+    else if (source.exit !== 0) problems.push(`smtp-source exited with ${source.exit}: ${source.stderr()}`);
+    else if (source.sent !== sc.messages) problems.push(`smtp-source sent only ${source.sent}`);
+    if (problems.some(Boolean)) result.error = problems.filter(Boolean).join('; ');
   } catch (e) {
     result.error = (e as Error).message;
   } finally {
@@ -327,7 +324,7 @@ interface ScenarioReport extends Scenario {
   median: Record<string, Record<Metric, number | null>>;
   /** cartero median ÷ postfix median, per metric. */
   ratio: Record<Metric, number | null>;
-  /** Some run of that system did not complete (timeout, stall, error): its figures are partial. */
+  /** Some run of that system did not complete (timeout, stall, error); medians are over complete runs only. */
   incomplete: Record<string, boolean>;
   runs: RunResult[];
 }
@@ -337,11 +334,11 @@ function summarise(sc: Scenario, runs: RunResult[], systems: string[]): Scenario
   const incomplete: Record<string, boolean> = {};
   for (const s of systems) {
     const mine = runs.filter((r) => r.system === s);
-    med[s] = Object.fromEntries(METRICS.map(({ key }) => [key, median(mine.map((r) => r[key]))])) as Record<
-      Metric,
-      number | null
-    >;
-    incomplete[s] = mine.some((r) => r.error !== undefined);
+    const complete = mine.filter((r) => r.error === undefined);
+    med[s] = Object.fromEntries(
+      METRICS.map(({ key }) => [key, median(complete.map((r) => r[key]))]),
+    ) as Record<Metric, number | null>;
+    incomplete[s] = complete.length < mine.length;
   }
   const ratio = Object.fromEntries(
     METRICS.map(({ key }) => {
@@ -358,7 +355,7 @@ function fmt(v: number | null | undefined, digits: number): string {
 }
 
 /** The results table printed on stdout. */
-function table(reports: ScenarioReport[], opts: Options): string {
+function table(reports: ScenarioReport[], opts: Options, unavailable: Record<string, string>): string {
   const cols = [18, 8, 17, 11, 11, 16];
   const row = (cells: string[]) =>
     cells
@@ -391,10 +388,14 @@ function table(reports: ScenarioReport[], opts: Options): string {
         ]),
       );
     });
-    for (const r of rep.runs) if (r.error) notes.push(`${rep.id} round ${r.round} ${r.system}: ${r.error}`);
+    for (const r of rep.runs) {
+      if (r.error) notes.push(`  ${rep.id} round ${r.round} ${r.system}: ${r.error.split('\n')[0]}`);
+    }
   }
+  lines.push('', 'scenarios:', ...reports.map((r) => `  ${r.id.padEnd(16)} ${r.title}`));
+  for (const [name, why] of Object.entries(unavailable)) lines.push('', `${name} not measured: ${why}`);
   if (notes.length > 0)
-    lines.push('', '* some runs did not complete; figures are from partial runs:', ...notes);
+    lines.push('', '* some runs did not complete and are left out of the medians:', ...notes);
   return lines.join('\n');
 }
 
@@ -518,7 +519,7 @@ async function main(): Promise<void> {
     teardown();
   }
   save();
-  console.log(table(output.scenarios, opts));
+  console.log(table(output.scenarios, opts, output.unavailable));
   console.log(`\nJSON: ${path.relative(process.cwd(), RESULTS_FILE) || RESULTS_FILE}`);
 }
 

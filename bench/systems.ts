@@ -19,7 +19,9 @@ import {
   freePort,
   isRunning,
   peakRssMiB,
+  probeSmtp,
   processTree,
+  sleep,
   spawnTracked,
   stopChild,
   tailLines,
@@ -208,10 +210,9 @@ export class PostfixRelay implements RelaySystem {
   }
 
   stopSync(): void {
-    const child = this.current;
-    if (!child || !isRunning(child)) return;
     this.postfixStop();
-    killTree(child.pid!);
+    const child = this.current;
+    if (child && isRunning(child)) killTree(child.pid!);
   }
 }
 
@@ -234,6 +235,7 @@ export class CarteroRelay implements RelaySystem {
   private readonly root: string;
   private readonly mainJs: string;
   private current?: ChildProcess;
+  private warnedNoReadyLine = false;
 
   constructor(
     private readonly repoRoot: string,
@@ -283,8 +285,13 @@ export class CarteroRelay implements RelaySystem {
     const stdout = tailLines(child.stdout);
     const stderr = tailLines(child.stderr);
     try {
-      await waitForReady(child, STARTUP_TIMEOUT_MS);
-      await waitForSmtp(port, STARTUP_TIMEOUT_MS, () => isRunning(child));
+      const by = await waitForReady(child, port, STARTUP_TIMEOUT_MS);
+      if (by === 'banner' && !this.warnedNoReadyLine) {
+        this.warnedNoReadyLine = true;
+        console.error(
+          'cartero: no "event":"ready" log line (logged below level warn?); ready by its SMTP banner',
+        );
+      }
     } catch (e) {
       await stopChild(child, 'SIGKILL');
       throw new Error(`cartero did not start: ${(e as Error).message}\n${stdout()}\n${stderr()}`.trimEnd(), {
@@ -310,31 +317,34 @@ export class CarteroRelay implements RelaySystem {
   }
 }
 
-/** Resolves on the first stdout line with `"event":"ready"`; rejects on exit or timeout. */
-function waitForReady(child: ChildProcess, timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let rest = '';
-    const finish = (err?: Error) => {
-      clearTimeout(timer);
-      child.stdout!.off('data', onData);
-      child.off('exit', onExit);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onData = (d: Buffer) => {
-      const lines = (rest + d.toString('utf8')).split('\n');
-      rest = lines.pop()!;
-      if (lines.some(isReadyLine)) finish();
-    };
-    const onExit = (code: number | null, signal: string | null) =>
-      finish(new Error(`exited (${signal ?? `code ${code}`}) before logging "event":"ready"`));
-    const timer = setTimeout(
-      () => finish(new Error(`no "event":"ready" line within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
-    child.stdout!.on('data', onData);
-    child.once('exit', onExit);
-  });
+/**
+ * Waits until the relay logs a line with `"event":"ready"` or, failing that, answers with an SMTP
+ * banner on its listener (the ready line is logged at info level, which `logging.level: warn` hides).
+ * Rejects if the process exits first or after `timeoutMs`.
+ */
+async function waitForReady(child: ChildProcess, port: number, timeoutMs: number): Promise<'log' | 'banner'> {
+  let sawReadyLine = false;
+  let rest = '';
+  const onData = (d: Buffer) => {
+    const lines = (rest + d.toString('utf8')).split('\n');
+    rest = lines.pop()!;
+    if (lines.some(isReadyLine)) sawReadyLine = true;
+  };
+  child.stdout!.on('data', onData);
+  try {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (sawReadyLine) return 'log';
+      if (!isRunning(child)) {
+        throw new Error(`exited (${child.signalCode ?? `code ${child.exitCode}`}) before it was ready`);
+      }
+      if (await probeSmtp(port, 1000)) return sawReadyLine ? 'log' : 'banner';
+      await sleep(100);
+    }
+    throw new Error(`neither a "event":"ready" line nor an SMTP banner within ${timeoutMs} ms`);
+  } finally {
+    child.stdout!.off('data', onData);
+  }
 }
 
 function isReadyLine(line: string): boolean {

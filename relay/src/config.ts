@@ -406,6 +406,17 @@ export function resolveConfig(doc: unknown, baseDir: string, env: NodeJS.Process
     gracePeriodMs: parseDuration(c.shutdown.gracePeriod),
     logLevel: c.logging.level,
   };
+  cfg.dns.servers.forEach((srv, i) => {
+    const m = /^\[([^\]]+)\](?::(\d+))?$|^([^:]+)(?::(\d+))?$|^([0-9a-fA-F:]+)$/.exec(srv);
+    const ip = m?.[1] ?? m?.[3] ?? m?.[5];
+    const port = Number(m?.[2] ?? m?.[4] ?? 53);
+    if (!ip || !ipaddr.isValid(ip) || !(port >= 1 && port <= 65535)) {
+      throw new ConfigError(`/dns/servers/${i}`, `must be an IP address, optionally with :port (IPv6 as [addr]:port): ${JSON.stringify(srv)}`);
+    }
+  });
+  listeners.forEach((l, i) => {
+    if (l.auth === 'required' && accounts.size === 0) throw new ConfigError(`/listeners/${i}/auth`, 'auth: required needs at least one entry in /accounts');
+  });
   if (cfg.queue.retry.maxMs < cfg.queue.retry.initialMs) throw new ConfigError('/queue/retry/max', 'must not be shorter than /queue/retry/initial');
   if (c.tls) {
     cfg.tls = {

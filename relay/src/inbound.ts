@@ -105,7 +105,7 @@ export class Inbound {
     const tls = cfg.tls;
     return {
       name: cfg.hostname,
-      banner: 'Cartero ESMTP',
+      banner: 'Cartero',
       secure: l.tls === 'implicit',
       ...(tls && l.tls !== 'none' ? { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' } : {}),
       disabledCommands: [...(l.tls === 'none' ? ['STARTTLS'] : []), ...(cfg.accounts.size === 0 ? ['AUTH'] : [])],

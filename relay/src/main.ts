@@ -45,7 +45,16 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const log = createLogger(cfg.logLevel);
-  const relay = new Relay(cfg, { log });
+  let relay: Relay;
+  try {
+    relay = new Relay(cfg, { log });
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`cartero-relay: config error: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;

@@ -23,7 +23,7 @@ export class RelayMetrics {
 
   constructor(collectors: { queue: () => { byTenant: Map<string, number>; oldestArrival?: number }; bounceRates: () => Map<string, number>; now: () => number }) {
     const r = this.registry;
-    collectDefaultMetrics({ register: r, prefix: 'cartero_process_' });
+    collectDefaultMetrics({ register: r, prefix: 'cartero_' });
     this.queueDepth = new Gauge({
       name: 'cartero_queue_depth',
       help: 'Messages in the queue with at least one recipient not yet delivered or bounced.',

@@ -190,14 +190,6 @@ export class DeliveryEngine {
     const now = this.d.now();
     const outcomes = new Map<number, Outcome>();
     try {
-      if (now >= env.arrivedAt + this.d.cfg.queue.maxAgeMs) {
-        state.rcpts.forEach((r, i) => {
-          if (r.status === 'pending')
-            outcomes.set(i, { result: 'bounced', status: '4.4.7', reply: `delivery time expired after ${Math.round((now - env.arrivedAt) / 3_600_000)}h; last error: ${r.lastReply ?? 'none'}`, route: 'mx' });
-        });
-        await this.finish(entry, outcomes, true);
-        return;
-      }
       // group pending recipients by route and by their DSN parameters (nodemailer sends one NOTIFY/ORCPT per transaction)
       const groups = new Map<string, { route: Route; rcpts: number[] }>();
       state.rcpts.forEach((r, i) => {
@@ -213,7 +205,7 @@ export class DeliveryEngine {
         [...groups.values()].map((g) => new Promise<Map<number, Outcome>>((resolve) => this.enqueue({ entry, route: g.route, rcpts: g.rcpts, resolve }))),
       );
       for (const r of results) for (const [i, o] of r) outcomes.set(i, o);
-      await this.finish(entry, outcomes, false);
+      await this.finish(entry, outcomes);
     } catch (e) {
       // Could not record the outcome (disk trouble): keep the message as it was on disk and try again later.
       this.d.log.error({ event: 'queue.error', queueId: env.id, err: (e as Error).message }, 'could not record delivery outcome');
@@ -367,9 +359,11 @@ export class DeliveryEngine {
         });
         return;
       }
+      // Every hop failed before a transaction could start (connect, greeting, EHLO, TLS, AUTH, or a 4xx to
+      // MAIL): that is a problem of the route, not of the recipients, so defer, even on a 5xx greeting or a
+      // refused login; maxAge bounds how long.
       const reason = last ? last.reply : 'no usable next hop';
-      if (last && !last.temporary && last.stage !== 'connect') all({ result: 'bounced', status: statusFromReply(last.code, reason, '5.0.0'), reply: reason });
-      else all({ result: 'deferred', status: last?.code ? statusFromReply(last.code, reason, '4.4.1') : '4.4.1', reply: reason });
+      all({ result: 'deferred', status: last?.code ? statusFromReply(last.code, reason, '4.4.1').replace(/^5/, '4') : '4.4.1', reply: reason });
     } catch (e) {
       all({ result: 'deferred', status: '4.3.0', reply: `local error: ${(e as Error).message}` });
     } finally {
@@ -381,7 +375,7 @@ export class DeliveryEngine {
   }
 
   /** Applies outcomes: state, metrics, logs, DSNs, then saves or removes. Nothing is forgotten before it is durable. */
-  private async finish(entry: Entry, outcomes: Map<number, Outcome>, expired: boolean): Promise<void> {
+  private async finish(entry: Entry, outcomes: Map<number, Outcome>): Promise<void> {
     const { env, state } = entry;
     const now = this.d.now();
     const failed: DsnRecipient[] = [];
@@ -401,10 +395,10 @@ export class DeliveryEngine {
         this.bounceWindow.record(env.tenant, now, false);
         this.d.log.info({ event: 'delivered', ...logBase }, 'delivered');
       } else if (o.result === 'bounced') {
-        r.status = expired ? 'expired' : 'bounced';
-        this.d.metrics.bounced.inc({ tenant: env.tenant, kind: expired ? 'expired' : o.remoteMta ? 'hard' : 'soft' });
-        if (!expired) this.bounceWindow.record(env.tenant, now, !!o.remoteMta);
-        this.d.log.info({ event: expired ? 'expired' : 'bounced', ...logBase }, expired ? 'expired' : 'bounced');
+        r.status = 'bounced';
+        this.d.metrics.bounced.inc({ tenant: env.tenant, kind: o.remoteMta ? 'hard' : 'soft' });
+        this.bounceWindow.record(env.tenant, now, !!o.remoteMta);
+        this.d.log.info({ event: 'bounced', ...logBase }, 'bounced');
         if (dsnRecipientsWanted(rc.notify?.join(','), 'failed'))
           failed.push({ address: rc.address, orcpt: rc.orcpt, action: 'failed', status: o.status, diagnostic: o.reply, remoteMta: o.remoteMta, lastAttemptAt: new Date(now) } as DsnRecipient);
       } else {
@@ -413,7 +407,7 @@ export class DeliveryEngine {
         this.d.log.info({ event: 'deferred', ...logBase }, 'deferred');
       }
     }
-    const pending = state.rcpts.map((r, i) => (r.status === 'pending' ? i : -1)).filter((i) => i >= 0);
+    let pending = state.rcpts.map((r, i) => (r.status === 'pending' ? i : -1)).filter((i) => i >= 0);
     let next: number | undefined;
     if (pending.length) {
       if (!this.running && outcomes.size === 0) {
@@ -421,9 +415,27 @@ export class DeliveryEngine {
         entry.busy = false;
         return;
       }
-      const plan = scheduleNext({ attempts: state.attempts, arrivedAt: env.arrivedAt, now, policy: this.d.cfg.queue.retry, maxAgeMs: this.d.cfg.queue.maxAgeMs });
-      next = plan.kind === 'retry' ? plan.at : now;
-      state.nextAttemptAt = next;
+      const plan = scheduleNext({ attempts: Math.max(1, state.attempts), arrivedAt: env.arrivedAt, now, policy: this.d.cfg.queue.retry, maxAgeMs: this.d.cfg.queue.maxAgeMs });
+      if (plan.kind === 'expire') {
+        // this was the last attempt: what is still pending bounces as expired (RFC 3463 4.4.7)
+        const hours = Math.round((now - env.arrivedAt) / 3_600_000);
+        for (const i of pending) {
+          const r = state.rcpts[i];
+          const rc = env.rcpts[i];
+          r.status = 'expired';
+          const reason = `delivery time expired after ${hours}h; last error: ${r.lastReply ?? 'none'}`;
+          this.d.metrics.bounced.inc({ tenant: env.tenant, kind: 'expired' });
+          this.d.log.info({ event: 'expired', queueId: env.id, tenant: env.tenant, from: env.from, to: rc.address, status: '4.4.7', reply: r.lastReply, attempt: r.attempts }, 'expired');
+          if (dsnRecipientsWanted(rc.notify?.join(','), 'failed'))
+            failed.push({ address: rc.address, orcpt: rc.orcpt, action: 'failed', status: '4.4.7', diagnostic: reason, remoteMta: r.remoteMta, lastAttemptAt: r.lastAttemptAt ? new Date(r.lastAttemptAt) : undefined } as DsnRecipient);
+        }
+        pending = [];
+      } else {
+        next = plan.at;
+        state.nextAttemptAt = next;
+      }
+    }
+    if (pending.length) {
       const warnAfter = this.d.cfg.queue.delayWarningAfterMs;
       if (warnAfter !== undefined && !state.delayWarned && now - env.arrivedAt >= warnAfter) {
         state.delayWarned = true;

@@ -3,6 +3,7 @@
  * specific `*.suffix` wildcard, which matches subdomains only, like Postfix's `.example.com`), then the
  * default route (MX lookup or smarthost). Backups are appended by the delivery engine.
  */
+import { createHash } from 'node:crypto';
 import type { HostRoute, RelayConfig } from './config.js';
 import type { RouteKind } from './metrics.js';
 
@@ -10,8 +11,16 @@ export type Route =
   | { kind: 'mx'; key: string; domain: string }
   | { kind: 'smarthost' | 'domain'; key: string; domain: string; host: HostRoute };
 
+/** Sessions are reused only between routes that would open the same session: host, port, TLS mode and login. */
+const keys = new WeakMap<HostRoute, string>();
 export function hostKey(h: HostRoute): string {
-  return `${h.host.toLowerCase()}:${h.port}`;
+  let k = keys.get(h);
+  if (k === undefined) keys.set(h, (k = computeKey(h)));
+  return k;
+}
+function computeKey(h: HostRoute): string {
+  const login = h.credentials ? createHash('sha256').update(`${h.credentials.username}\0${h.credentials.password}`).digest('hex').slice(0, 12) : '';
+  return `${h.host.toLowerCase()}:${h.port}:${h.tls}:${login}`;
 }
 
 export function selectRoute(routing: RelayConfig['routing'], domain: string): Route {

@@ -211,8 +211,13 @@ export class Spool {
 
   /** Throws a 452 when a message of `size` bytes may not be accepted now. Cheap; call at MAIL/RCPT. */
   async checkCapacity(size = 0): Promise<void> {
-    if (this.count >= this.opts.maxMessages) throw new SpoolBackpressureError(`Queue full (${this.count} messages), try again later`);
     await this.refreshFree();
+    this.assertCapacity(size);
+  }
+
+  /** Synchronous, so that write() can check and reserve a slot with no await in between. */
+  private assertCapacity(size: number): void {
+    if (this.count >= this.opts.maxMessages) throw new SpoolBackpressureError(`Queue full (${this.count} messages), try again later`);
     if (this.freeBytes - size < this.opts.minFreeBytes) throw new SpoolBackpressureError('Insufficient system storage, try again later');
   }
 
@@ -221,8 +226,9 @@ export class Spool {
    * `raw` is the message as it will be delivered (our Received header already prepended).
    */
   async write(env: Envelope, raw: Buffer[]): Promise<number> {
-    await this.checkCapacity(env.size);
-    this.count++; // reserve the slot now so concurrent writers see it
+    await this.refreshFree();
+    this.assertCapacity(env.size);
+    this.count++; // reserve the slot in the same synchronous step as the check, so concurrent writers see it
     const json = Buffer.from(JSON.stringify(env));
     const head = Buffer.from(`${MAGIC}${json.length}\n`);
     const tmp = path.join(this.tmpDir, env.id);

@@ -54,11 +54,15 @@ describe('cartero-relay command line', () => {
   });
 
   it('exits 2 for an unknown field and for an unset environment variable', async () => {
-    const unknown = await runRelayExpectFailure('version: 1\nlisteners: [{ name: smtp, port: 0 }]\nlistner: oops\n');
+    const unknown = await runRelayExpectFailure(
+      'version: 1\nlisteners: [{ name: smtp, port: 0 }]\nlistner: oops\n',
+    );
     assert.equal(unknown.code, 2, unknown.stderr);
     assert.equal(unknown.stderr, 'cartero-relay: config error: /listner: unknown field\n');
 
-    const env = await runRelayExpectFailure('version: 1\nlisteners: [{ name: smtp, port: 0, address: "${CARTERO_TEST_UNSET_IP}" }]\n');
+    const env = await runRelayExpectFailure(
+      'version: 1\nlisteners: [{ name: smtp, port: 0, address: "${CARTERO_TEST_UNSET_IP}" }]\n',
+    );
     assert.equal(env.code, 2, env.stderr);
     assert.match(
       env.stderr,

@@ -199,11 +199,14 @@ describe('smarthost with AUTH and backup routes', () => {
         trustedNetworks: ['127.0.0.0/8'],
         routing: {
           default: { type: 'smarthost', smarthost: { host: '127.0.4.5', port: smarthost.port, tls: 'none', credentials: { username: 'relayuser', passwordFile: 'smarthost.pass' } } },
-          domains: [{ domain: 'viabackup.test', host: '127.0.4.7', port: down, tls: 'none' }],
+          domains: [
+            { domain: 'viabackup.test', host: '127.0.4.7', port: down, tls: 'none' },
+            { domain: 'badauth.test', host: '127.0.4.5', port: smarthost.port, tls: 'none', credentials: { username: 'relayuser', passwordFile: 'wrong.pass' } },
+          ],
           backups: [{ host: '127.0.4.6', port: backup.port, tls: 'none' }],
         },
       },
-      secrets: { 'smarthost.pass': 's3cret pass\n' },
+      secrets: { 'smarthost.pass': 's3cret pass\n', 'wrong.pass': 'not it' },
     });
   });
 
@@ -224,6 +227,13 @@ describe('smarthost with AUTH and backup routes', () => {
     const [msg] = await backup.waitForMessages(1);
     assert.deepEqual(msg.rcptTo, ['ok@viabackup.test']);
     await relay.waitForLog((l) => l.event === 'delivered' && l.route === 'backup');
+  });
+
+  test('a refused login at the next hop is a route problem: the backup takes the mail, nothing bounces', async () => {
+    await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['ok@badauth.test'] });
+    await waitFor(() => backup.byRecipient('ok@badauth.test')[0], { what: 'backup delivery' });
+    await relay.waitForLog((l) => l.event === 'hop.failed' && /authentication failed/.test(String(l.reply)));
+    assert.equal(relay.logs.filter((l) => l.event === 'bounced').length, 0);
   });
 
   test('uses the backup route when the smarthost answers 421', async () => {

@@ -153,11 +153,21 @@ export class SmtpSession {
    * 354. Resolves with every reply; rejects only when the connection fails.
    */
   async send(from: string, to: string[], message: Buffer | string): Promise<TxReplies> {
-    const [mail, ...rest] = await this.command(`MAIL FROM:<${from}>`, ...to.map((t) => `RCPT TO:<${t}>`), 'DATA');
+    const [mail, ...rest] = await this.command(
+      `MAIL FROM:<${from}>`,
+      ...to.map((t) => `RCPT TO:<${t}>`),
+      'DATA',
+    );
     const dataCmd = rest.pop()!;
     if (dataCmd.code !== 354) return { mail, rcpts: rest, dataCmd };
+    return { mail, rcpts: rest, dataCmd, data: await this.sendData(message) };
+  }
+
+  /** After a 354: sends the message (dot-stuffed here) and resolves with the reply to its end. */
+  async sendData(message: Buffer | string): Promise<SmtpReply> {
+    if (this.closedWith) throw new SmtpSessionError(this.closedWith);
     this.socket.write(dataPayload(message));
-    return { mail, rcpts: rest, dataCmd, data: await this.next() };
+    return this.next();
   }
 
   get closed(): boolean {

@@ -45,7 +45,9 @@ describe('resolveConfig with a good config', () => {
   it('applies the defaults and parses durations', () => {
     const cfg = resolveConfig({ version: 1, listeners: [{ name: 'smtp', port: 2525 }] }, base, {});
     assert.equal(cfg.hostname, 'localhost');
-    assert.deepEqual(cfg.listeners, [{ name: 'smtp', port: 2525, address: '127.0.0.1', tls: 'none', auth: 'optional' }]);
+    assert.deepEqual(cfg.listeners, [
+      { name: 'smtp', port: 2525, address: '127.0.0.1', tls: 'none', auth: 'optional' },
+    ]);
     assert.equal(cfg.spoolDir, path.join(base, 'spool'));
     assert.deepEqual(cfg.trustedNetworks, []);
     assert.equal(cfg.accounts.size, 0);
@@ -100,7 +102,13 @@ describe('resolveConfig with a good config', () => {
         tls: { certFile: 'cert.pem', keyFile: 'key.pem' },
         accounts: [{ username: 'alice', passwordFile: 'alice', tenant: 'shop' }],
         routing: {
-          default: { type: 'smarthost', smarthost: { host: 'relay.example.test', credentials: { username: 'u', passwordFile: 'upstream' } } },
+          default: {
+            type: 'smarthost',
+            smarthost: {
+              host: 'relay.example.test',
+              credentials: { username: 'u', passwordFile: 'upstream' },
+            },
+          },
         },
       }),
       base,
@@ -113,7 +121,12 @@ describe('resolveConfig with a good config', () => {
     assert.deepEqual(cfg.accounts.get('alice'), { password: Buffer.from('hunter2'), tenant: 'shop' });
     assert.deepEqual(cfg.routing.default, {
       type: 'smarthost',
-      smarthost: { host: 'relay.example.test', port: 25, tls: 'opportunistic', credentials: { username: 'u', password: 'up-pass' } },
+      smarthost: {
+        host: 'relay.example.test',
+        port: 25,
+        tls: 'opportunistic',
+        credentials: { username: 'u', password: 'up-pass' },
+      },
     });
 
     const rel = resolveConfig(doc({ paths: { root: 'etc', spool: 'q' } }), base, {});
@@ -122,7 +135,10 @@ describe('resolveConfig with a good config', () => {
 
   it('expands ${ENV} references in listener and admin addresses', () => {
     const cfg = resolveConfig(
-      doc({ listeners: [{ name: 'smtp', port: 25, address: '${POD_IP}' }], admin: { address: '${POD_IP}', port: 0 } }),
+      doc({
+        listeners: [{ name: 'smtp', port: 25, address: '${POD_IP}' }],
+        admin: { address: '${POD_IP}', port: 0 },
+      }),
       base,
       { POD_IP: '10.42.0.7' },
     );
@@ -164,104 +180,121 @@ describe('resolveConfig with a good config', () => {
 });
 
 describe('resolveConfig with a bad config names the field and the reason', () => {
-  const bad: { name: string; doc: () => unknown; env?: NodeJS.ProcessEnv; field: string; reason: RegExp }[] = [
-    { name: 'unknown top-level field', doc: () => doc({ bogus: 1 }), field: '/bogus', reason: /unknown field/ },
-    {
-      name: 'unknown nested field',
-      doc: () => doc({ listeners: [{ name: 'smtp', port: 25, sizeLimit: 5 }] }),
-      field: '/listeners/0/sizeLimit',
-      reason: /unknown field/,
-    },
-    {
-      name: 'wrong enum value',
-      doc: () => doc({ listeners: [{ name: 'smtp', port: 25, tls: 'yes' }] }),
-      field: '/listeners/0/tls',
-      reason: /must be one of "none", "starttls", "implicit"/,
-    },
-    {
-      name: 'bad duration',
-      doc: () => doc({ queue: { maxAge: '5 days' } }),
-      field: '/queue/maxAge',
-      reason: /must be a duration such as 250ms, 30s, 5m, 4h or 5d/,
-    },
-    { name: 'missing version', doc: () => ({ listeners: [{ name: 'smtp', port: 25 }] }), field: '/version', reason: /is required/ },
-    { name: 'version 2', doc: () => doc({ version: 2 }), field: '/version', reason: /must be 1/ },
-    { name: 'missing listeners', doc: () => ({ version: 1 }), field: '/listeners', reason: /is required/ },
-    {
-      name: 'port out of range',
-      doc: () => doc({ listeners: [{ name: 'smtp', port: 70000 }] }),
-      field: '/listeners/0/port',
-      reason: /must be <= 65535/,
-    },
-    {
-      name: 'duplicate listener name',
-      doc: () => doc({ listeners: [{ name: 'smtp', port: 25 }, { name: 'smtp', port: 587 }] }),
-      field: '/listeners/1/name',
-      reason: /duplicate listener name smtp/,
-    },
-    {
-      name: 'tls listener without a tls section',
-      doc: () => doc({ listeners: [{ name: 'smtps', port: 465, tls: 'implicit' }] }),
-      field: '/listeners/0/tls',
-      reason: /needs the top-level tls section/,
-    },
-    {
-      name: 'bad CIDR',
-      doc: () => doc({ trustedNetworks: ['10.0.0.0/8', '10.0.0.0/33'] }),
-      field: '/trustedNetworks/1',
-      reason: /not a CIDR or IP address: "10\.0\.0\.0\/33"/,
-    },
-    {
-      name: 'not an address at all in trusted networks',
-      doc: () => doc({ trustedNetworks: ['office'] }),
-      field: '/trustedNetworks/0',
-      reason: /not a CIDR or IP address/,
-    },
-    {
-      name: 'missing password file',
-      doc: () => doc({ accounts: [{ username: 'bob', passwordFile: 'no-such-file' }] }),
-      field: '/accounts/0/passwordFile',
-      reason: /cannot read .*no-such-file/,
-    },
-    {
-      name: 'missing TLS key file',
-      doc: () => doc({ tls: { certFile: 'cert.pem', keyFile: 'nope.pem' } }),
-      field: '/tls/keyFile',
-      reason: /cannot read .*nope\.pem/,
-    },
-    {
-      name: 'smarthost type without smarthost settings',
-      doc: () => doc({ routing: { default: { type: 'smarthost' } } }),
-      field: '/routing/default/smarthost',
-      reason: /is required/,
-    },
-    {
-      name: 'smarthost settings with type mx',
-      doc: () => doc({ routing: { default: { type: 'mx', smarthost: { host: 'relay.example.test' } } } }),
-      field: '/routing/default',
-      reason: /smarthost settings only go with type: smarthost/,
-    },
-    {
-      name: 'unset environment variable',
-      doc: () => doc({ listeners: [{ name: 'smtp', port: 25, address: '${POD_IP}' }] }),
-      env: {},
-      field: '/listeners/0/address',
-      reason: /environment variable POD_IP, which is not set/,
-    },
-    {
-      name: 'listener address that is not an IP',
-      doc: () => doc({ listeners: [{ name: 'smtp', port: 25, address: 'localhost' }] }),
-      field: '/listeners/0/address',
-      reason: /not an IP address/,
-    },
-    {
-      name: 'retry max shorter than initial',
-      doc: () => doc({ queue: { retry: { initial: '10m', max: '5m' } } }),
-      field: '/queue/retry/max',
-      reason: /must not be shorter than/,
-    },
-    { name: 'not a mapping', doc: () => ['version', 1], field: '/', reason: /must be a mapping/ },
-  ];
+  const bad: { name: string; doc: () => unknown; env?: NodeJS.ProcessEnv; field: string; reason: RegExp }[] =
+    [
+      {
+        name: 'unknown top-level field',
+        doc: () => doc({ bogus: 1 }),
+        field: '/bogus',
+        reason: /unknown field/,
+      },
+      {
+        name: 'unknown nested field',
+        doc: () => doc({ listeners: [{ name: 'smtp', port: 25, sizeLimit: 5 }] }),
+        field: '/listeners/0/sizeLimit',
+        reason: /unknown field/,
+      },
+      {
+        name: 'wrong enum value',
+        doc: () => doc({ listeners: [{ name: 'smtp', port: 25, tls: 'yes' }] }),
+        field: '/listeners/0/tls',
+        reason: /must be one of "none", "starttls", "implicit"/,
+      },
+      {
+        name: 'bad duration',
+        doc: () => doc({ queue: { maxAge: '5 days' } }),
+        field: '/queue/maxAge',
+        reason: /must be a duration such as 250ms, 30s, 5m, 4h or 5d/,
+      },
+      {
+        name: 'missing version',
+        doc: () => ({ listeners: [{ name: 'smtp', port: 25 }] }),
+        field: '/version',
+        reason: /is required/,
+      },
+      { name: 'version 2', doc: () => doc({ version: 2 }), field: '/version', reason: /must be 1/ },
+      { name: 'missing listeners', doc: () => ({ version: 1 }), field: '/listeners', reason: /is required/ },
+      {
+        name: 'port out of range',
+        doc: () => doc({ listeners: [{ name: 'smtp', port: 70000 }] }),
+        field: '/listeners/0/port',
+        reason: /must be <= 65535/,
+      },
+      {
+        name: 'duplicate listener name',
+        doc: () =>
+          doc({
+            listeners: [
+              { name: 'smtp', port: 25 },
+              { name: 'smtp', port: 587 },
+            ],
+          }),
+        field: '/listeners/1/name',
+        reason: /duplicate listener name smtp/,
+      },
+      {
+        name: 'tls listener without a tls section',
+        doc: () => doc({ listeners: [{ name: 'smtps', port: 465, tls: 'implicit' }] }),
+        field: '/listeners/0/tls',
+        reason: /needs the top-level tls section/,
+      },
+      {
+        name: 'bad CIDR',
+        doc: () => doc({ trustedNetworks: ['10.0.0.0/8', '10.0.0.0/33'] }),
+        field: '/trustedNetworks/1',
+        reason: /not a CIDR or IP address: "10\.0\.0\.0\/33"/,
+      },
+      {
+        name: 'not an address at all in trusted networks',
+        doc: () => doc({ trustedNetworks: ['office'] }),
+        field: '/trustedNetworks/0',
+        reason: /not a CIDR or IP address/,
+      },
+      {
+        name: 'missing password file',
+        doc: () => doc({ accounts: [{ username: 'bob', passwordFile: 'no-such-file' }] }),
+        field: '/accounts/0/passwordFile',
+        reason: /cannot read .*no-such-file/,
+      },
+      {
+        name: 'missing TLS key file',
+        doc: () => doc({ tls: { certFile: 'cert.pem', keyFile: 'nope.pem' } }),
+        field: '/tls/keyFile',
+        reason: /cannot read .*nope\.pem/,
+      },
+      {
+        name: 'smarthost type without smarthost settings',
+        doc: () => doc({ routing: { default: { type: 'smarthost' } } }),
+        field: '/routing/default/smarthost',
+        reason: /is required/,
+      },
+      {
+        name: 'smarthost settings with type mx',
+        doc: () => doc({ routing: { default: { type: 'mx', smarthost: { host: 'relay.example.test' } } } }),
+        field: '/routing/default',
+        reason: /smarthost settings only go with type: smarthost/,
+      },
+      {
+        name: 'unset environment variable',
+        doc: () => doc({ listeners: [{ name: 'smtp', port: 25, address: '${POD_IP}' }] }),
+        env: {},
+        field: '/listeners/0/address',
+        reason: /environment variable POD_IP, which is not set/,
+      },
+      {
+        name: 'listener address that is not an IP',
+        doc: () => doc({ listeners: [{ name: 'smtp', port: 25, address: 'localhost' }] }),
+        field: '/listeners/0/address',
+        reason: /not an IP address/,
+      },
+      {
+        name: 'retry max shorter than initial',
+        doc: () => doc({ queue: { retry: { initial: '10m', max: '5m' } } }),
+        field: '/queue/retry/max',
+        reason: /must not be shorter than/,
+      },
+      { name: 'not a mapping', doc: () => ['version', 1], field: '/', reason: /must be a mapping/ },
+    ];
   for (const c of bad) {
     it(c.name, () => expectConfigError(() => resolveConfig(c.doc(), base, c.env ?? {}), c.field, c.reason));
   }

@@ -7,7 +7,12 @@ const cidr = (c: string): Cidr => ipaddr.parseCIDR(c);
 
 describe('addressProblem', () => {
   it('accepts a plain local@domain, for senders and recipients', () => {
-    for (const a of ['user@example.test', 'first.last+tag@mail.example.test', "o'neil@x.test", 'josé@correo.test']) {
+    for (const a of [
+      'user@example.test',
+      'first.last+tag@mail.example.test',
+      "o'neil@x.test",
+      'josé@correo.test',
+    ]) {
       assert.equal(addressProblem(a), undefined, a);
       assert.equal(addressProblem(a, { allowNull: true, allowSingleLabel: true }), undefined, a);
     }
@@ -28,7 +33,11 @@ describe('addressProblem', () => {
     for (const [addr, reason] of cases) {
       // the same for senders (single labels allowed) as for recipients
       assert.match(addressProblem(addr) ?? 'accepted', reason, addr);
-      assert.match(addressProblem(addr, { allowNull: true, allowSingleLabel: true }) ?? 'accepted', reason, addr);
+      assert.match(
+        addressProblem(addr, { allowNull: true, allowSingleLabel: true }) ?? 'accepted',
+        reason,
+        addr,
+      );
     }
   });
 
@@ -64,7 +73,10 @@ describe('mayRelay', () => {
   const trusted = [cidr('10.1.0.0/16'), cidr('127.0.0.0/8'), cidr('fd00:1::/64')];
 
   it('lets an authenticated client relay from anywhere', () => {
-    assert.equal(mayRelay({ authenticatedUser: 'alice', clientIp: '203.0.113.9', trustedNetworks: [] }), true);
+    assert.equal(
+      mayRelay({ authenticatedUser: 'alice', clientIp: '203.0.113.9', trustedNetworks: [] }),
+      true,
+    );
   });
 
   it('lets clients inside a trusted IPv4 or IPv6 network relay without AUTH', () => {
@@ -84,11 +96,17 @@ describe('mayRelay', () => {
     assert.equal(mayRelay({ clientIp: 'fd00:2::1', trustedNetworks: trusted }), false);
     assert.equal(mayRelay({ clientIp: '127.0.0.1', trustedNetworks: [] }), false);
     assert.equal(mayRelay({ clientIp: '::1', trustedNetworks: [cidr('127.0.0.0/8')] }), false);
-    assert.equal(mayRelay({ authenticatedUser: '', clientIp: '203.0.113.9', trustedNetworks: trusted }), false);
+    assert.equal(
+      mayRelay({ authenticatedUser: '', clientIp: '203.0.113.9', trustedNetworks: trusted }),
+      false,
+    );
   });
 
   it('refuses a client address that does not parse', () => {
-    assert.equal(mayRelay({ clientIp: 'not-an-ip', trustedNetworks: [cidr('0.0.0.0/0'), cidr('::/0')] }), false);
+    assert.equal(
+      mayRelay({ clientIp: 'not-an-ip', trustedNetworks: [cidr('0.0.0.0/0'), cidr('::/0')] }),
+      false,
+    );
   });
 });
 
@@ -112,7 +130,10 @@ describe('countReceived', () => {
   });
 
   it('counts 30 hops', () => {
-    const head = Array.from({ length: 30 }, (_, i) => `Received: from h${i} by h${i + 1}; Mon, 1 Jan 2024 00:00:00 +0000\r\n`).join('');
+    const head = Array.from(
+      { length: 30 },
+      (_, i) => `Received: from h${i} by h${i + 1}; Mon, 1 Jan 2024 00:00:00 +0000\r\n`,
+    ).join('');
     assert.equal(countReceived(Buffer.from(`${head}Subject: loop\r\n\r\nbody\r\n`)), 30);
   });
 });

@@ -15,7 +15,10 @@ function envelope(id: string, raw: Buffer, over: Partial<Envelope> = {}): Envelo
     pool: null,
     arrivedAt: Date.now(),
     from: 'sender@example.test',
-    rcpts: [{ address: 'a@example.test', notify: ['FAILURE'], orcpt: 'rfc822;a@example.test' }, { address: 'b@example.test' }],
+    rcpts: [
+      { address: 'a@example.test', notify: ['FAILURE'], orcpt: 'rfc822;a@example.test' },
+      { address: 'b@example.test' },
+    ],
     dsn: { ret: 'HDRS', envid: 'env-1' },
     size: raw.length,
     eightBit: false,
@@ -30,7 +33,11 @@ function envelope(id: string, raw: Buffer, over: Partial<Envelope> = {}): Envelo
 function awkwardBody(): Buffer {
   const all = Buffer.alloc(256);
   for (let i = 0; i < 256; i++) all[i] = i;
-  return Buffer.concat([Buffer.from('Subject: t\r\n\r\nline\r\n.\r\n\n\r\r\n'), all, Buffer.from('\r\n..x\r\nend-without-newline')]);
+  return Buffer.concat([
+    Buffer.from('Subject: t\r\n\r\nline\r\n.\r\n\n\r\r\n'),
+    all,
+    Buffer.from('\r\n..x\r\nend-without-newline'),
+  ]);
 }
 
 describe('Spool', () => {
@@ -71,7 +78,11 @@ describe('Spool', () => {
     assert.equal(msgs.length, 1);
     assert.deepEqual(msgs[0].env, env, 'envelope survives reopen unchanged');
     assert.equal(msgs[0].bodyOffset, offset);
-    assert.deepEqual(msgs[0].state, { ...initialState(env, msgs[0].state.nextAttemptAt) }, 'no state file: initial state');
+    assert.deepEqual(
+      msgs[0].state,
+      { ...initialState(env, msgs[0].state.nextAttemptAt) },
+      'no state file: initial state',
+    );
     assert.deepEqual(await s2.readBody(id, msgs[0].bodyOffset), raw);
     assert.equal(s2.size, 1);
     assert.equal(s2.sizeBytes, raw.length);
@@ -86,8 +97,21 @@ describe('Spool', () => {
     const st = initialState(env, 1000);
     st.attempts = 1;
     st.nextAttemptAt = 5000;
-    st.rcpts[0] = { status: 'delivered', attempts: 1, lastAttemptAt: 1000, lastReply: '250 ok', lastStatus: '2.0.0', remoteMta: 'mx.test' };
-    st.rcpts[1] = { status: 'pending', attempts: 1, lastAttemptAt: 1000, lastReply: '451 later', lastStatus: '4.3.0' };
+    st.rcpts[0] = {
+      status: 'delivered',
+      attempts: 1,
+      lastAttemptAt: 1000,
+      lastReply: '250 ok',
+      lastStatus: '2.0.0',
+      remoteMta: 'mx.test',
+    };
+    st.rcpts[1] = {
+      status: 'pending',
+      attempts: 1,
+      lastAttemptAt: 1000,
+      lastReply: '451 later',
+      lastStatus: '4.3.0',
+    };
     await s.saveState(id, st);
     const later = structuredClone(st);
     later.attempts = 2;
@@ -163,7 +187,10 @@ describe('Spool', () => {
     // an envelope that claims another id
     const other = newQueueId();
     const json = JSON.stringify(envelope(newQueueId(), raw));
-    await writeFile(path.join(dir, 'queue', `${other}.msg`), `CSPOOL1 ${json.length}\n${json}\n${raw.toString()}`);
+    await writeFile(
+      path.join(dir, 'queue', `${other}.msg`),
+      `CSPOOL1 ${json.length}\n${json}\n${raw.toString()}`,
+    );
     bad.push([other, '']);
     await writeFile(path.join(dir, 'state', `${bad[0][0]}.json`), '{}');
 
@@ -179,9 +206,19 @@ describe('Spool', () => {
       assert.ok(q.reason.length > 0);
     }
     assert.deepEqual((await readdir(path.join(dir, 'queue'))).sort(), [`${good.id}.msg`]);
-    assert.deepEqual((await readdir(path.join(dir, 'corrupt'))).sort(), bad.map(([id]) => `${id}.msg`).sort());
-    assert.equal(await readFile(path.join(dir, 'corrupt', `${bad[0][0]}.msg`), 'utf8'), 'garbage with no header', 'kept byte for byte');
-    assert.ok(s2.quarantined.some((q) => /does not match/.test(q.reason)), 'id mismatch is named as such');
+    assert.deepEqual(
+      (await readdir(path.join(dir, 'corrupt'))).sort(),
+      bad.map(([id]) => `${id}.msg`).sort(),
+    );
+    assert.equal(
+      await readFile(path.join(dir, 'corrupt', `${bad[0][0]}.msg`), 'utf8'),
+      'garbage with no header',
+      'kept byte for byte',
+    );
+    assert.ok(
+      s2.quarantined.some((q) => /does not match/.test(q.reason)),
+      'id mismatch is named as such',
+    );
     assert.deepEqual(await readdir(path.join(dir, 'state')), [], 'state of a set-aside message is dropped');
 
     // and the next start is clean
@@ -207,11 +244,30 @@ describe('Spool', () => {
     await s.write(a, [raw]);
     await s.write(envelope(newQueueId(), raw), [raw]);
     await assert.rejects(s.checkCapacity(), { responseCode: 452, enhanced: '4.3.1' });
-    await assert.rejects(s.write(envelope(newQueueId(), raw), [raw]), { responseCode: 452, enhanced: '4.3.1' });
+    await assert.rejects(s.write(envelope(newQueueId(), raw), [raw]), {
+      responseCode: 452,
+      enhanced: '4.3.1',
+    });
     assert.equal(s.size, 2, 'a refused write takes no slot');
     assert.equal((await readdir(path.join(dir, 'queue'))).length, 2);
     await s.remove(a.id, a.size);
     await s.checkCapacity();
+  });
+
+  it('concurrent writers cannot overshoot maxMessages (check and reservation are one step)', async () => {
+    const { s } = await open({ maxMessages: 2 });
+    const raw = Buffer.from('Subject: race\r\n\r\nx\r\n');
+    const results = await Promise.allSettled(
+      Array.from({ length: 5 }, () => s.write(envelope(newQueueId(), raw), [raw])),
+    );
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ['fulfilled', 'fulfilled', 'rejected', 'rejected', 'rejected'],
+    );
+    for (const r of results)
+      if (r.status === 'rejected') assert.equal((r.reason as { responseCode: number }).responseCode, 452);
+    assert.equal(s.size, 2);
+    assert.equal((await readdir(path.join(dir, 'queue'))).length, 2);
   });
 
   it('refuses with 452 4.3.1 below minFreeBytes', async () => {
@@ -243,7 +299,8 @@ describe('Spool', () => {
     assert.equal(s.size, 50);
     const { msgs, s: s2 } = await open();
     assert.equal(msgs.length, 50);
-    for (let i = 0; i < envs.length; i++) assert.deepEqual(await s2.readBody(envs[i].env.id, offsets[i]), envs[i].raw);
+    for (let i = 0; i < envs.length; i++)
+      assert.deepEqual(await s2.readBody(envs[i].env.id, offsets[i]), envs[i].raw);
   });
 });
 
@@ -261,9 +318,12 @@ describe('newQueueId', () => {
   });
 
   it('sorts by time: a later millisecond always sorts after', () => {
-    const times = [0, 1, 35, 36, 1_000, 1_700_000_000_000, 1_700_000_000_001, 1_800_000_000_000, 4_000_000_000_000];
+    const times = [
+      0, 1, 35, 36, 1_000, 1_700_000_000_000, 1_700_000_000_001, 1_800_000_000_000, 4_000_000_000_000,
+    ];
     const ids = times.map((t) => newQueueId(t));
-    for (let i = 1; i < ids.length; i++) assert.ok(ids[i - 1] < ids[i], `${ids[i - 1]} (${times[i - 1]}) < ${ids[i]} (${times[i]})`);
+    for (let i = 1; i < ids.length; i++)
+      assert.ok(ids[i - 1] < ids[i], `${ids[i - 1]} (${times[i - 1]}) < ${ids[i]} (${times[i]})`);
     // and many random pairs of increasing times
     for (let i = 0; i < 1000; i++) {
       const a = Math.floor(Math.random() * 3e12);
