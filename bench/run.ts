@@ -69,7 +69,7 @@ interface RunResult {
   acceptSeconds: number | null;
   /** Seconds from start until the sink counted every message (null if it never did). */
   deliverSeconds: number | null;
-  /** messages ÷ acceptSeconds. */
+  /** sent ÷ acceptSeconds (= messages ÷ acceptSeconds when complete). */
   acceptRate: number | null;
   /** messages ÷ deliverSeconds. */
   deliveredRate: number | null;
@@ -149,6 +149,7 @@ function parseOptions(argv: string[]): Options {
 
 /** The smtp-source arguments for a scenario against 127.0.0.1:port. */
 function sourceArgs(sc: Pick<Scenario, 'messages' | 'size' | 'reuse'>, port: number): string[] {
+  // prettier-ignore
   return [
     '-c',
     '-s', String(SESSIONS),
@@ -158,7 +159,7 @@ function sourceArgs(sc: Pick<Scenario, 'messages' | 'size' | 'reuse'>, port: num
     '-t', RECIPIENT,
     ...(sc.reuse ? ['-d'] : []),
     `127.0.0.1:${port}`,
-  ]; // prettier-ignore
+  ];
 }
 
 /** smtp-source sending one scenario's load, tracking its `-c` counter and its exit. */
@@ -448,6 +449,7 @@ async function main(): Promise<void> {
     new CarteroRelay(REPO_ROOT, opts.dir),
   ];
   const systems = all.filter((s) => opts.systems.includes(s.name));
+  const ready: RelaySystem[] = [];
   const results: { scenario: Scenario; runs: RunResult[] }[] = [];
   const output = {
     generatedAt: new Date().toISOString(),
@@ -468,7 +470,8 @@ async function main(): Promise<void> {
     scenarios: [] as ScenarioReport[],
   };
   const save = () => {
-    output.scenarios = results.map(({ scenario, runs }) => summarise(scenario, runs, measured));
+    const names = ready.map((s) => s.name);
+    output.scenarios = results.map(({ scenario, runs }) => summarise(scenario, runs, names));
     mkdirSync(path.dirname(RESULTS_FILE), { recursive: true });
     writeFileSync(RESULTS_FILE, JSON.stringify(output, null, 2) + '\n');
   };
@@ -487,13 +490,10 @@ async function main(): Promise<void> {
     });
   }
 
-  const ready: RelaySystem[] = [];
-  const measured: string[] = [];
   for (const s of systems) {
     try {
       await s.prepare();
       ready.push(s);
-      measured.push(s.name);
     } catch (e) {
       output.unavailable[s.name] = (e as Error).message;
       console.error(`${s.name}: not available: ${(e as Error).message}`);
@@ -521,6 +521,9 @@ async function main(): Promise<void> {
   save();
   console.log(table(output.scenarios, opts, output.unavailable));
   console.log(`\nJSON: ${path.relative(process.cwd(), RESULTS_FILE) || RESULTS_FILE}`);
+  // Non-zero when a figure is missing: a system could not run, or a run did not complete.
+  const incomplete = results.some(({ runs }) => runs.some((r) => r.error !== undefined));
+  if (incomplete || Object.keys(output.unavailable).length > 0) process.exitCode = 1;
 }
 
 main().catch((e: Error) => {

@@ -51,7 +51,7 @@ relay.stdout.on('data', (chunk: string) => {
   while ((i = buf.indexOf('\n')) >= 0) {
     const line = buf.slice(0, i);
     buf = buf.slice(i + 1);
-    let ev: Record<string, unknown> = {};
+    let ev: Record<string, unknown>;
     try {
       ev = JSON.parse(line) as Record<string, unknown>;
     } catch {

@@ -249,7 +249,7 @@ export class Inbound {
       },
       size: received.length + raw.length,
       eightBit: hasEightBit(raw),
-      smtpUtf8: /[^\x00-\x7f]/.test(from + rcpts.map((r) => r.address).join('')),
+      smtpUtf8: /[\u0080-\uffff]/.test(from + rcpts.map((r) => r.address).join('')),
       origin: 'smtp',
       client: { address: session.remoteAddress, helo, ...(user ? { user } : {}), listener: l.name },
     };

@@ -187,7 +187,6 @@ export class DeliveryEngine {
   private async attempt(entry: Entry): Promise<void> {
     entry.busy = true;
     const { env, state } = entry;
-    const now = this.d.now();
     const outcomes = new Map<number, Outcome>();
     try {
       // group pending recipients by route and by their DSN parameters (nodemailer sends one NOTIFY/ORCPT per transaction)
@@ -490,7 +489,7 @@ export class DeliveryEngine {
       dsn: {},
       size: raw.length,
       eightBit: /[\x80-\xff]/.test(raw.toString('latin1')),
-      smtpUtf8: /[^\x00-\x7f]/.test(env.from),
+      smtpUtf8: /[\u0080-\uffff]/.test(env.from),
       origin: 'dsn',
       client: { address: '127.0.0.1', helo: this.d.cfg.hostname, listener: 'internal' },
     };

@@ -26,9 +26,8 @@ export class Relay {
     const now = o.now ?? Date.now;
     this.spool = new Spool({ dir: cfg.spoolDir, maxMessages: cfg.queue.maxMessages, minFreeBytes: cfg.queue.minFreeBytes, now });
     const resolver = new MxResolver({ servers: cfg.dns.servers, timeoutMs: cfg.dns.timeoutMs, allowPrivateTargets: cfg.dns.allowPrivateTargets });
-    let engine: DeliveryEngine | undefined;
-    this.metrics = new RelayMetrics({ queue: () => engine!.stats(), bounceRates: () => engine!.bounceWindow.rates(now()), now });
-    engine = this.engine = new DeliveryEngine({ cfg, spool: this.spool, resolver, metrics: this.metrics, log: o.log, now });
+    this.metrics = new RelayMetrics({ queue: () => this.engine.stats(), bounceRates: () => this.engine.bounceWindow.rates(now()), now });
+    const engine = (this.engine = new DeliveryEngine({ cfg, spool: this.spool, resolver, metrics: this.metrics, log: o.log, now }));
     this.inbound = new Inbound({ cfg, spool: this.spool, engine, metrics: this.metrics, log: o.log, now });
     this.admin = new AdminServer({ metrics: this.metrics, engine, ready: () => this.ready });
   }
