@@ -13,6 +13,7 @@ import { startRelay, type RelayProc } from '../helpers/relay.js';
 import { sendMail, swaks } from '../helpers/swaks.js';
 import { waitFor } from '../helpers/poll.js';
 import { parseDsn } from '../helpers/dsn.js';
+import { makeSelfSignedCert } from '../helpers/certs.js';
 
 /** A port that nothing listens on (bound, read, closed). */
 async function closedPort(address: string): Promise<number> {
@@ -244,5 +245,60 @@ describe('smarthost with AUTH and backup routes', () => {
     } finally {
       smarthost.setMode('normal');
     }
+  });
+});
+
+describe('outbound TLS', () => {
+  let tlsMx: TestMx;
+  let plainMx: TestMx;
+  let relay: RelayProc;
+
+  before(async () => {
+    const cert = await makeSelfSignedCert('tlsmx.test');
+    tlsMx = await startTestMx({ address: '127.0.4.9', tls: cert, name: 'tlsmx.test' });
+    plainMx = await startTestMx({ address: '127.0.4.10', name: 'plainmx.test' });
+    relay = await startRelay({
+      config: {
+        trustedNetworks: ['127.0.0.0/8'],
+        queue: { retry: { initial: '1h', max: '1h' } },
+        routing: {
+          domains: [
+            { domain: 'opportunistic.test', host: '127.0.4.9', port: tlsMx.port, tls: 'opportunistic' },
+            { domain: 'required-selfsigned.test', host: '127.0.4.9', port: tlsMx.port, tls: 'required' },
+            { domain: 'required-plain.test', host: '127.0.4.10', port: plainMx.port, tls: 'required' },
+          ],
+        },
+      },
+    });
+  });
+
+  after(async () => {
+    await relay?.cleanup();
+    await Promise.all([tlsMx?.close(), plainMx?.close()]);
+  });
+
+  test('opportunistic STARTTLS encrypts when offered, even with an unverifiable certificate', async () => {
+    await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['ok@opportunistic.test'] });
+    const msg = await waitFor(() => tlsMx.byRecipient('ok@opportunistic.test')[0], { what: 'TLS delivery' });
+    assert.equal(msg.secure, true);
+  });
+
+  test('required TLS never falls back to plaintext: no STARTTLS or a bad certificate defers', async () => {
+    await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['ok@required-plain.test', 'ok@required-selfsigned.test'] });
+    await relay.waitForLog((l) => l.event === 'deferred' && l.to === 'ok@required-plain.test');
+    await relay.waitForLog((l) => l.event === 'deferred' && l.to === 'ok@required-selfsigned.test');
+    assert.equal(plainMx.messages.length, 0);
+    assert.equal(tlsMx.byRecipient('ok@required-selfsigned.test').length, 0);
+    assert.equal(await queueDepth(relay), 1, 'still queued for a later attempt');
+  });
+
+  test('metrics count what happened, with bounded labels', async () => {
+    const text = await (await fetch(`http://127.0.0.1:${relay.adminPort}/metrics`)).text();
+    assert.match(text, /cartero_messages_received_total\{tenant="default"\} 2/);
+    assert.match(text, /cartero_messages_delivered_total\{tenant="default",route="domain"\} 1/);
+    assert.match(text, /cartero_messages_deferred_total\{tenant="default"\} 2/);
+    assert.match(text, /cartero_queue_depth\{tenant="default"\} 1/);
+    assert.match(text, /cartero_delivery_duration_seconds_count\{result="delivered"\} 1/);
+    assert.doesNotMatch(text, /required-plain\.test/, 'no recipient in any label');
   });
 });
