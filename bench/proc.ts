@@ -35,25 +35,34 @@ function readStat(pid: number): ProcStat | undefined {
   return { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) };
 }
 
-/** The pids of `root` and all its live descendants. */
-export function processTree(root: number): number[] {
+/** `root` and all its live descendants, each with its stat, from one pass over /proc. */
+function treeStats(root: number): Map<number, ProcStat> {
+  const stats = new Map<number, ProcStat>();
   const children = new Map<number, number[]>();
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
-    const st = readStat(Number(name));
+    const pid = Number(name);
+    const st = readStat(pid);
     if (!st) continue;
+    stats.set(pid, st);
     const list = children.get(st.ppid);
-    if (list) list.push(Number(name));
-    else children.set(st.ppid, [Number(name)]);
+    if (list) list.push(pid);
+    else children.set(st.ppid, [pid]);
   }
-  const out: number[] = [];
+  const tree = new Map<number, ProcStat>();
   const todo = [root];
   while (todo.length > 0) {
     const pid = todo.pop()!;
-    out.push(pid);
+    const st = stats.get(pid);
+    if (st) tree.set(pid, st);
     todo.push(...(children.get(pid) ?? []));
   }
-  return out;
+  return tree;
+}
+
+/** The pids of `root` and all its live descendants. */
+export function processTree(root: number): number[] {
+  return [...treeStats(root).keys()];
 }
 
 /**
@@ -63,7 +72,7 @@ export function processTree(root: number): number[] {
  */
 export function treeCpuMs(root: number): number {
   let ticks = 0;
-  for (const pid of processTree(root)) ticks += readStat(pid)?.ticks ?? 0;
+  for (const st of treeStats(root).values()) ticks += st.ticks;
   return (ticks * 1000) / CLOCK_TICKS;
 }
 

@@ -277,7 +277,9 @@ async function runOnce(system: RelaySystem, sc: Scenario, round: number, opts: O
     const cpuBefore = treeCpuMs(relay.pid);
     const t0 = performance.now();
     const end = await waitForEnd(sc, relay, sink, (onExit) => new Source(sc, port, onExit), opts);
-    const cpuMs = treeCpuMs(relay.pid) - cpuBefore;
+    // A relay that exited has no /proc entry left to read: no CPU figure then.
+    const cpuAfter = treeCpuMs(relay.pid);
+    const cpuMs = relay.alive() && cpuAfter >= cpuBefore ? cpuAfter - cpuBefore : null;
     const { source } = end;
     // Read before kill(), which would set it: a source that had to be killed has no accept time.
     const exitedAt = source.exitedAt;
@@ -297,7 +299,7 @@ async function runOnce(system: RelaySystem, sc: Scenario, round: number, opts: O
       }
     }
     const handled = sink ? sink.count : source.sent;
-    if (handled > 0) result.cpuMsPerMessage = cpuMs / handled;
+    if (cpuMs !== null && handled > 0) result.cpuMsPerMessage = cpuMs / handled;
     result.peakRssMiB = relay.peakRssMiB() ?? null;
     const problems = [end.failure];
     if (exitedAt === undefined) problems.push(`smtp-source killed after ${source.sent} messages`);

@@ -144,6 +144,7 @@ export class PostfixRelay implements RelaySystem {
   }
 
   async prepare(): Promise<void> {
+    if (process.getuid?.() !== 0) throw new Error('must run as root (the Postfix master starts as root)');
     // A master left over from an interrupted run of this benchmark, in this scratch dir, goes first.
     if (existsSync(path.join(this.etc, 'main.cf'))) this.postfixStop();
     mkdirSync(this.etc, { recursive: true, mode: 0o755 });
@@ -228,7 +229,8 @@ function postfixIds(): { uid: number; gid: number } {
 
 /**
  * The Cartero relay, `node dist/relay/src/main.js --config FILE`, configured as a smarthost relay to
- * the sink with a fresh spool for every run. Ready when it logs a line with `"event":"ready"`.
+ * the sink with a fresh spool for every run. Ready when it logs a line with `"event":"ready"` (or
+ * answers on its listener, see waitForReady).
  */
 export class CarteroRelay implements RelaySystem {
   readonly name = 'cartero';
