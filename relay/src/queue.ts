@@ -375,7 +375,10 @@ export class DeliveryEngine {
 
   /** Applies outcomes: state, metrics, logs, DSNs, then saves or removes. Nothing is forgotten before it is durable. */
   private async finish(entry: Entry, outcomes: Map<number, Outcome>): Promise<void> {
-    const { env, state } = entry;
+    const env = entry.env;
+    // Work on a copy: the entry's state changes only once the new state (and any DSN) is on disk, so a
+    // failed write leaves the message exactly as it was, to be tried again (a bounce is never forgotten).
+    const state: DeliveryState = structuredClone(entry.state);
     const now = this.d.now();
     const failed: DsnRecipient[] = [];
     if (outcomes.size) state.attempts++;
@@ -447,10 +450,12 @@ export class DeliveryEngine {
     if (failed.length) await this.queueDsn(entry, failed);
     if (pending.length) {
       await this.d.spool.saveState(env.id, state);
+      entry.state = state;
       entry.busy = false;
       this.schedule(entry, next!);
     } else {
       await this.d.spool.remove(env.id, env.size);
+      entry.state = state;
       this.entries.delete(env.id);
       if (entry.body) this.cachedBytes -= entry.body.length;
       entry.body = undefined;
@@ -493,7 +498,7 @@ export class DeliveryEngine {
       origin: 'dsn',
       client: { address: '127.0.0.1', helo: this.d.cfg.hostname, listener: 'internal' },
     };
-    const bodyOffset = await this.d.spool.write(dsnEnv, [raw]);
+    const bodyOffset = await this.d.spool.write(dsnEnv, [raw], { internal: true });
     const action = recipients[0].action;
     this.d.metrics.dsnSent.inc({ action });
     this.d.log.info({ event: 'dsn.queued', queueId: id, about: env.id, to: env.from, action, recipients: recipients.length }, 'DSN queued');

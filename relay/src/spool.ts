@@ -216,18 +216,21 @@ export class Spool {
   }
 
   /** Synchronous, so that write() can check and reserve a slot with no await in between. */
-  private assertCapacity(size: number): void {
-    if (this.count >= this.opts.maxMessages) throw new SpoolBackpressureError(`Queue full (${this.count} messages), try again later`);
+  private assertCapacity(size: number, internal = false): void {
+    if (!internal && this.count >= this.opts.maxMessages) throw new SpoolBackpressureError(`Queue full (${this.count} messages), try again later`);
     if (this.freeBytes - size < this.opts.minFreeBytes) throw new SpoolBackpressureError('Insufficient system storage, try again later');
   }
 
   /**
-   * Writes a new message durably. Resolves only when the message will survive a crash.
+   * Writes a new message durably. Resolves only when the message will survive a crash. `internal` is for
+   * messages the relay generates (DSNs).
    * `raw` is the message as it will be delivered (our Received header already prepended).
    */
-  async write(env: Envelope, raw: Buffer[]): Promise<number> {
+  async write(env: Envelope, raw: Buffer[], opts: { internal?: boolean } = {}): Promise<number> {
     await this.refreshFree();
-    this.assertCapacity(env.size);
+    // The relay's own DSNs are not held to maxMessages: each replaces a message that is about to leave the
+    // queue, and refusing it would keep that message (and its slot) forever. Free disk space still applies.
+    this.assertCapacity(env.size, opts.internal);
     this.count++; // reserve the slot in the same synchronous step as the check, so concurrent writers see it
     const json = Buffer.from(JSON.stringify(env));
     const head = Buffer.from(`${MAGIC}${json.length}\n`);

@@ -149,6 +149,24 @@ describe('spool failures lose nothing', () => {
     }
   });
 
+  test('a full queue still returns bounces: the DSN is not held to maxMessages', async () => {
+    const mx = await startTestMx();
+    const relay = await startRelay({ config: relayConfig(mx, { maxMessages: 1 }) });
+    const s = await SmtpSession.open(relay.ports.smtp);
+    try {
+      // the only slot: a message whose recipient the MX refuses; its DSN needs a second slot
+      const r = await s.send('app@sender.test', ['reject@dest.test'], msg('bounce-me'));
+      assert.equal(r.data?.code, 250, r.data?.text);
+      const dsn = await waitFor(() => mx.byRecipient('app@sender.test')[0], { what: 'the DSN' });
+      assert.equal(dsn.mailFrom, '');
+      await waitFor(async () => (await queueDepth(relay)) === 0, { what: 'queue empty' });
+    } finally {
+      await s.quit();
+      await relay.cleanup();
+      await mx.close();
+    }
+  });
+
   test('queue.minFreeBytes above the free space: 452 4.3.1 at MAIL FROM, nothing queued, the relay keeps serving', async () => {
     const mx = await startTestMx();
     const relay = await startRelay({ config: relayConfig(mx, { minFreeBytes: 1e15 }) });
