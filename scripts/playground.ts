@@ -34,14 +34,18 @@ const mx = new SMTPServer({
       const file = path.join(captured, `${Date.now()}-${++n}.eml`);
       writeFileSync(file, Buffer.concat(chunks));
       const to = session.envelope.rcptTo.map((r) => r.address).join(', ');
-      process.stdout.write(`capture MX: message from <${session.envelope.mailFrom ? session.envelope.mailFrom.address : ''}> to ${to} -> ${path.relative(repo, file)}\n`);
+      process.stdout.write(
+        `capture MX: message from <${session.envelope.mailFrom ? session.envelope.mailFrom.address : ''}> to ${to} -> ${path.relative(repo, file)}\n`,
+      );
       cb(null, 'captured');
     });
   },
 });
 await new Promise<void>((resolve) => mx.listen(2626, '127.0.0.1', resolve));
 
-const relay = spawn(process.execPath, [path.join(repo, 'dist/relay/src/main.js'), '--config', config], { stdio: ['ignore', 'pipe', 'inherit'] });
+const relay = spawn(process.execPath, [path.join(repo, 'dist/relay/src/main.js'), '--config', config], {
+  stdio: ['ignore', 'pipe', 'inherit'],
+});
 let shown = false;
 relay.stdout.setEncoding('utf8');
 let buf = '';
@@ -75,8 +79,22 @@ Cartero relay is running (config: examples/standalone/relay.yaml, spool: .tmp/st
   Queue:    curl http://127.0.0.1:9025/queue
   Ctrl-C stops everything.
 `);
-    } else if (typeof ev.event === 'string' && ['received', 'delivered', 'deferred', 'bounced', 'expired', 'dsn.queued', 'relay.denied', 'auth.failed'].includes(ev.event)) {
-      process.stdout.write(`relay: ${ev.event} ${ev.queueId ?? ''} ${ev.to ?? ev.from ?? ''} ${ev.reply ?? ''}\n`);
+    } else if (
+      typeof ev.event === 'string' &&
+      [
+        'received',
+        'delivered',
+        'deferred',
+        'bounced',
+        'expired',
+        'dsn.queued',
+        'relay.denied',
+        'auth.failed',
+      ].includes(ev.event)
+    ) {
+      process.stdout.write(
+        `relay: ${ev.event} ${ev.queueId ?? ''} ${ev.to ?? ev.from ?? ''} ${ev.reply ?? ''}\n`,
+      );
     } else if (ev.level === 'error' || ev.level === 'fatal' || ev.level === 'warn') {
       process.stdout.write(`relay ${String(ev.level)}: ${String(ev.msg)} ${ev.err ? String(ev.err) : ''}\n`);
     }

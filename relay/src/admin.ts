@@ -45,11 +45,19 @@ export class AdminServer {
       case 'GET /healthz':
         return this.json(res, 200, { status: 'ok' });
       case 'GET /readyz':
-        return this.d.ready() ? this.json(res, 200, { status: 'ready' }) : this.json(res, 503, { status: 'not ready' });
+        return this.d.ready()
+          ? this.json(res, 200, { status: 'ready' })
+          : this.json(res, 503, { status: 'not ready' });
       case 'GET /queue': {
         const s = this.d.engine.stats();
         const limit = Math.min(Number(url.searchParams.get('limit') ?? 100) || 100, 10_000);
-        return this.json(res, 200, { depth: s.depth, activeDeliveries: s.active, byTenant: Object.fromEntries(s.byTenant), oldestArrival: s.oldestArrival ?? null, messages: this.d.engine.list(limit) });
+        return this.json(res, 200, {
+          depth: s.depth,
+          activeDeliveries: s.active,
+          byTenant: Object.fromEntries(s.byTenant),
+          oldestArrival: s.oldestArrival ?? null,
+          messages: this.d.engine.list(limit),
+        });
       }
       case 'POST /flush':
         this.d.engine.flush();

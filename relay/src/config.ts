@@ -27,7 +27,10 @@ const hostPort = {
     type: 'object',
     additionalProperties: false,
     required: ['username', 'passwordFile'],
-    properties: { username: { type: 'string', minLength: 1 }, passwordFile: { type: 'string', minLength: 1 } },
+    properties: {
+      username: { type: 'string', minLength: 1 },
+      passwordFile: { type: 'string', minLength: 1 },
+    },
   },
 } as const;
 const cidr = { type: 'string', minLength: 1 } as const;
@@ -39,13 +42,22 @@ export const CONFIG_SCHEMA = {
   required: ['version', 'listeners'],
   properties: {
     version: { const: 1, description: 'Config format version. Only 1 exists.' },
-    hostname: { type: 'string', minLength: 1, default: 'localhost', description: 'Banner, EHLO and Received hostname.' },
+    hostname: {
+      type: 'string',
+      minLength: 1,
+      default: 'localhost',
+      description: 'Banner, EHLO and Received hostname.',
+    },
     paths: {
       type: 'object',
       additionalProperties: false,
       default: {},
       properties: {
-        root: { type: 'string', default: '.', description: 'Relative roots below resolve against this (itself relative to the config file).' },
+        root: {
+          type: 'string',
+          default: '.',
+          description: 'Relative roots below resolve against this (itself relative to the config file).',
+        },
         spool: { type: 'string', default: 'spool' },
         secrets: { type: 'string', default: 'secrets' },
         tls: { type: 'string', default: 'tls' },
@@ -60,7 +72,11 @@ export const CONFIG_SCHEMA = {
         required: ['name', 'port'],
         properties: {
           name: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]*$' },
-          address: { type: 'string', default: '127.0.0.1', description: 'IP to bind; ${POD_IP} style references to the environment are expanded.' },
+          address: {
+            type: 'string',
+            default: '127.0.0.1',
+            description: 'IP to bind; ${POD_IP} style references to the environment are expanded.',
+          },
           port: { type: 'integer', minimum: 0, maximum: 65535, description: '0 picks a free port (tests).' },
           tls: { ...tlsMode, default: 'none' },
           auth: { type: 'string', enum: ['required', 'optional'], default: 'optional' },
@@ -76,7 +92,12 @@ export const CONFIG_SCHEMA = {
         keyFile: { type: 'string', minLength: 1, description: 'PEM private key, under paths.tls.' },
       },
     },
-    trustedNetworks: { type: 'array', items: cidr, default: [], description: 'CIDRs that may relay without AUTH.' },
+    trustedNetworks: {
+      type: 'array',
+      items: cidr,
+      default: [],
+      description: 'CIDRs that may relay without AUTH.',
+    },
     accounts: {
       type: 'array',
       default: [],
@@ -86,7 +107,11 @@ export const CONFIG_SCHEMA = {
         required: ['username', 'passwordFile'],
         properties: {
           username: { type: 'string', minLength: 1 },
-          passwordFile: { type: 'string', minLength: 1, description: 'File under paths.secrets holding the password.' },
+          passwordFile: {
+            type: 'string',
+            minLength: 1,
+            description: 'File under paths.secrets holding the password.',
+          },
           tenant: { type: 'string', minLength: 1, default: 'default' },
         },
       },
@@ -101,7 +126,11 @@ export const CONFIG_SCHEMA = {
         maxConnections: { type: 'integer', minimum: 1, default: 1000 },
         idleTimeout: { ...duration, default: '5m' },
         maxReceivedHeaders: { type: 'integer', minimum: 1, default: 30 },
-        greetingDelay: { ...duration, default: '0ms', description: 'Pause before the banner (early-talker check); 0ms turns it off.' },
+        greetingDelay: {
+          ...duration,
+          default: '0ms',
+          description: 'Pause before the banner (early-talker check); 0ms turns it off.',
+        },
       },
     },
     queue: {
@@ -110,7 +139,12 @@ export const CONFIG_SCHEMA = {
       default: {},
       properties: {
         maxMessages: { type: 'integer', minimum: 1, default: 200_000 },
-        minFreeBytes: { type: 'integer', minimum: 0, default: 104_857_600, description: 'Refuse new mail (452) below this much free disk.' },
+        minFreeBytes: {
+          type: 'integer',
+          minimum: 0,
+          default: 104_857_600,
+          description: 'Refuse new mail (452) below this much free disk.',
+        },
         retry: {
           type: 'object',
           additionalProperties: false,
@@ -130,11 +164,20 @@ export const CONFIG_SCHEMA = {
       additionalProperties: false,
       default: {},
       properties: {
-        concurrency: { type: 'integer', minimum: 1, default: 200, description: 'Outbound connections in all.' },
+        concurrency: {
+          type: 'integer',
+          minimum: 1,
+          default: 200,
+          description: 'Outbound connections in all.',
+        },
         perDestinationConcurrency: { type: 'integer', minimum: 1, default: 20 },
         connectTimeout: { ...duration, default: '30s' },
         commandTimeout: { ...duration, default: '5m' },
-        connectionIdle: { ...duration, default: '5s', description: 'How long an idle outbound connection is kept for reuse.' },
+        connectionIdle: {
+          ...duration,
+          default: '5s',
+          description: 'How long an idle outbound connection is kept for reuse.',
+        },
         maxMessagesPerConnection: { type: 'integer', minimum: 1, default: 1000 },
       },
     },
@@ -150,7 +193,12 @@ export const CONFIG_SCHEMA = {
           required: ['type'],
           properties: {
             type: { type: 'string', enum: ['mx', 'smarthost'] },
-            smarthost: { type: 'object', additionalProperties: false, required: ['host'], properties: hostPort },
+            smarthost: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['host'],
+              properties: hostPort,
+            },
           },
           if: { properties: { type: { const: 'smarthost' } } },
           then: { required: ['smarthost'] },
@@ -178,10 +226,26 @@ export const CONFIG_SCHEMA = {
       additionalProperties: false,
       default: {},
       properties: {
-        servers: { type: 'array', items: { type: 'string' }, description: 'host or host:port; system resolvers when empty.' },
+        servers: {
+          type: 'array',
+          items: { type: 'string' },
+          description: 'host or host:port; system resolvers when empty.',
+        },
         timeout: { ...duration, default: '10s' },
-        allowPrivateTargets: { type: 'array', items: cidr, default: [], description: 'MX/A targets in these ranges are allowed (loopback, private and cluster ranges are refused otherwise).' },
-        mxPort: { type: 'integer', minimum: 1, maximum: 65535, default: 25, description: 'Test only: the port MX hosts are contacted on.' },
+        allowPrivateTargets: {
+          type: 'array',
+          items: cidr,
+          default: [],
+          description:
+            'MX/A targets in these ranges are allowed (loopback, private and cluster ranges are refused otherwise).',
+        },
+        mxPort: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 65535,
+          default: 25,
+          description: 'Test only: the port MX hosts are contacted on.',
+        },
       },
     },
     admin: {
@@ -203,7 +267,13 @@ export const CONFIG_SCHEMA = {
       type: 'object',
       additionalProperties: false,
       default: {},
-      properties: { level: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } },
+      properties: {
+        level: {
+          type: 'string',
+          enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+          default: 'info',
+        },
+      },
     },
   },
 } as const;
@@ -258,32 +328,61 @@ export interface RelayConfig {
     domains: (HostRoute & { domain: string })[];
     backups: HostRoute[];
   };
-  dns: { servers: string[]; timeoutMs: number; allowPrivateTargets: [ipaddr.IPv4 | ipaddr.IPv6, number][]; mxPort: number };
+  dns: {
+    servers: string[];
+    timeoutMs: number;
+    allowPrivateTargets: [ipaddr.IPv4 | ipaddr.IPv6, number][];
+    mxPort: number;
+  };
   admin: { address: string; port: number };
   gracePeriodMs: number;
   logLevel: string;
 }
 
-const ajv = new Ajv({ allErrors: false, useDefaults: true, strict: true, strictRequired: false, allowUnionTypes: true });
+const ajv = new Ajv({
+  allErrors: false,
+  useDefaults: true,
+  strict: true,
+  strictRequired: false,
+  allowUnionTypes: true,
+});
 const validate = ajv.compile(CONFIG_SCHEMA);
 
 function describe(err: ErrorObject): ConfigError {
   const field = err.instancePath || '/';
   switch (err.keyword) {
     case 'additionalProperties':
-      return new ConfigError(`${err.instancePath}/${(err.params as { additionalProperty: string }).additionalProperty}`, 'unknown field');
+      return new ConfigError(
+        `${err.instancePath}/${(err.params as { additionalProperty: string }).additionalProperty}`,
+        'unknown field',
+      );
     case 'required':
-      return new ConfigError(`${err.instancePath}/${(err.params as { missingProperty: string }).missingProperty}`, 'is required');
+      return new ConfigError(
+        `${err.instancePath}/${(err.params as { missingProperty: string }).missingProperty}`,
+        'is required',
+      );
     case 'enum':
-      return new ConfigError(field, `must be one of ${(err.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`);
+      return new ConfigError(
+        field,
+        `must be one of ${(err.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`,
+      );
     case 'pattern':
-      return new ConfigError(field, /ms\|s\|m\|h\|d/.test(String((err.params as { pattern: string }).pattern))
-        ? 'must be a duration such as 250ms, 30s, 5m, 4h or 5d'
-        : `must match ${(err.params as { pattern: string }).pattern}`);
+      return new ConfigError(
+        field,
+        /ms\|s\|m\|h\|d/.test(String((err.params as { pattern: string }).pattern))
+          ? 'must be a duration such as 250ms, 30s, 5m, 4h or 5d'
+          : `must match ${(err.params as { pattern: string }).pattern}`,
+      );
     case 'const':
-      return new ConfigError(field, `must be ${JSON.stringify((err.params as { allowedValue: unknown }).allowedValue)}`);
+      return new ConfigError(
+        field,
+        `must be ${JSON.stringify((err.params as { allowedValue: unknown }).allowedValue)}`,
+      );
     case 'not':
-      return new ConfigError(field, 'has a field that is not allowed here (smarthost settings only go with type: smarthost)');
+      return new ConfigError(
+        field,
+        'has a field that is not allowed here (smarthost settings only go with type: smarthost)',
+      );
     default:
       return new ConfigError(field, err.message ?? 'is invalid');
   }
@@ -293,7 +392,8 @@ function describe(err: ErrorObject): ConfigError {
 function expandEnv(value: string, field: string, env: NodeJS.ProcessEnv): string {
   return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
     const v = env[name];
-    if (v === undefined || v === '') throw new ConfigError(field, `refers to environment variable ${name}, which is not set`);
+    if (v === undefined || v === '')
+      throw new ConfigError(field, `refers to environment variable ${name}, which is not set`);
     return v;
   });
 }
@@ -301,7 +401,12 @@ function expandEnv(value: string, field: string, env: NodeJS.ProcessEnv): string
 function parseCidrs(list: string[], field: string): [ipaddr.IPv4 | ipaddr.IPv6, number][] {
   return list.map((c, i) => {
     try {
-      return c.includes('/') ? ipaddr.parseCIDR(c) : (() => { const a = ipaddr.parse(c); return [a, a.kind() === 'ipv4' ? 32 : 128] as [ipaddr.IPv4 | ipaddr.IPv6, number]; })();
+      return c.includes('/')
+        ? ipaddr.parseCIDR(c)
+        : (() => {
+            const a = ipaddr.parse(c);
+            return [a, a.kind() === 'ipv4' ? 32 : 128] as [ipaddr.IPv4 | ipaddr.IPv6, number];
+          })();
     } catch {
       throw new ConfigError(`${field}/${i}`, `not a CIDR or IP address: ${JSON.stringify(c)}`);
     }
@@ -324,8 +429,13 @@ function readSecret(root: string, file: string, field: string): Buffer {
 }
 
 /** Validates a parsed config document (applying defaults in place) and resolves it. */
-export function resolveConfig(doc: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env): RelayConfig {
-  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError('/', 'must be a mapping');
+export function resolveConfig(
+  doc: unknown,
+  baseDir: string,
+  env: NodeJS.ProcessEnv = process.env,
+): RelayConfig {
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc))
+    throw new ConfigError('/', 'must be a mapping');
   if (!validate(doc)) throw describe(validate.errors![0]);
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   const c = doc as any;
@@ -338,21 +448,47 @@ export function resolveConfig(doc: unknown, baseDir: string, env: NodeJS.Process
     if (names.has(l.name)) throw new ConfigError(`/listeners/${i}/name`, `duplicate listener name ${l.name}`);
     names.add(l.name);
     const address = expandEnv(l.address, `/listeners/${i}/address`, env);
-    if (!ipaddr.isValid(address)) throw new ConfigError(`/listeners/${i}/address`, `not an IP address: ${JSON.stringify(address)}`);
-    if (l.tls !== 'none' && !c.tls) throw new ConfigError(`/listeners/${i}/tls`, `tls: ${l.tls} needs the top-level tls section (certFile, keyFile)`);
+    if (!ipaddr.isValid(address))
+      throw new ConfigError(`/listeners/${i}/address`, `not an IP address: ${JSON.stringify(address)}`);
+    if (l.tls !== 'none' && !c.tls)
+      throw new ConfigError(
+        `/listeners/${i}/tls`,
+        `tls: ${l.tls} needs the top-level tls section (certFile, keyFile)`,
+      );
     return { ...l, address };
   });
   const accounts = new Map<string, { password: Buffer; tenant: string }>();
   c.accounts.forEach((a: { username: string; passwordFile: string; tenant: string }, i: number) => {
-    if (accounts.has(a.username)) throw new ConfigError(`/accounts/${i}/username`, `duplicate account ${a.username}`);
-    accounts.set(a.username, { password: readSecret(secretsDir, a.passwordFile, `/accounts/${i}/passwordFile`), tenant: a.tenant });
+    if (accounts.has(a.username))
+      throw new ConfigError(`/accounts/${i}/username`, `duplicate account ${a.username}`);
+    accounts.set(a.username, {
+      password: readSecret(secretsDir, a.passwordFile, `/accounts/${i}/passwordFile`),
+      tenant: a.tenant,
+    });
   });
-  const hostRoute = (r: { host: string; port: number; tls: OutboundTls; credentials?: { username: string; passwordFile: string } }, field: string): HostRoute => ({
+  const hostRoute = (
+    r: {
+      host: string;
+      port: number;
+      tls: OutboundTls;
+      credentials?: { username: string; passwordFile: string };
+    },
+    field: string,
+  ): HostRoute => ({
     host: r.host,
     port: r.port,
     tls: r.tls,
     ...(r.credentials
-      ? { credentials: { username: r.credentials.username, password: readSecret(secretsDir, r.credentials.passwordFile, `${field}/credentials/passwordFile`).toString('utf8') } }
+      ? {
+          credentials: {
+            username: r.credentials.username,
+            password: readSecret(
+              secretsDir,
+              r.credentials.passwordFile,
+              `${field}/credentials/passwordFile`,
+            ).toString('utf8'),
+          },
+        }
       : {}),
   });
   const retry = c.queue.retry;
@@ -373,7 +509,11 @@ export function resolveConfig(doc: unknown, baseDir: string, env: NodeJS.Process
     queue: {
       maxMessages: c.queue.maxMessages,
       minFreeBytes: c.queue.minFreeBytes,
-      retry: { initialMs: parseDuration(retry.initial), factor: retry.factor, maxMs: parseDuration(retry.max) },
+      retry: {
+        initialMs: parseDuration(retry.initial),
+        factor: retry.factor,
+        maxMs: parseDuration(retry.max),
+      },
       maxAgeMs: parseDuration(c.queue.maxAge),
       ...(c.queue.delayWarningAfter ? { delayWarningAfterMs: parseDuration(c.queue.delayWarningAfter) } : {}),
     },
@@ -388,13 +528,20 @@ export function resolveConfig(doc: unknown, baseDir: string, env: NodeJS.Process
     routing: {
       default:
         c.routing.default.type === 'smarthost'
-          ? { type: 'smarthost', smarthost: hostRoute(c.routing.default.smarthost, '/routing/default/smarthost') }
+          ? {
+              type: 'smarthost',
+              smarthost: hostRoute(c.routing.default.smarthost, '/routing/default/smarthost'),
+            }
           : { type: 'mx' },
-      domains: c.routing.domains.map((d: { domain: string } & Parameters<typeof hostRoute>[0], i: number) => ({
-        domain: d.domain.toLowerCase(),
-        ...hostRoute(d, `/routing/domains/${i}`),
-      })),
-      backups: c.routing.backups.map((b: Parameters<typeof hostRoute>[0], i: number) => hostRoute(b, `/routing/backups/${i}`)),
+      domains: c.routing.domains.map(
+        (d: { domain: string } & Parameters<typeof hostRoute>[0], i: number) => ({
+          domain: d.domain.toLowerCase(),
+          ...hostRoute(d, `/routing/domains/${i}`),
+        }),
+      ),
+      backups: c.routing.backups.map((b: Parameters<typeof hostRoute>[0], i: number) =>
+        hostRoute(b, `/routing/backups/${i}`),
+      ),
     },
     dns: {
       servers: c.dns.servers ?? [],
@@ -411,13 +558,18 @@ export function resolveConfig(doc: unknown, baseDir: string, env: NodeJS.Process
     const ip = m?.[1] ?? m?.[3] ?? m?.[5];
     const port = Number(m?.[2] ?? m?.[4] ?? 53);
     if (!ip || !ipaddr.isValid(ip) || !(port >= 1 && port <= 65535)) {
-      throw new ConfigError(`/dns/servers/${i}`, `must be an IP address, optionally with :port (IPv6 as [addr]:port): ${JSON.stringify(srv)}`);
+      throw new ConfigError(
+        `/dns/servers/${i}`,
+        `must be an IP address, optionally with :port (IPv6 as [addr]:port): ${JSON.stringify(srv)}`,
+      );
     }
   });
   listeners.forEach((l, i) => {
-    if (l.auth === 'required' && accounts.size === 0) throw new ConfigError(`/listeners/${i}/auth`, 'auth: required needs at least one entry in /accounts');
+    if (l.auth === 'required' && accounts.size === 0)
+      throw new ConfigError(`/listeners/${i}/auth`, 'auth: required needs at least one entry in /accounts');
   });
-  if (cfg.queue.retry.maxMs < cfg.queue.retry.initialMs) throw new ConfigError('/queue/retry/max', 'must not be shorter than /queue/retry/initial');
+  if (cfg.queue.retry.maxMs < cfg.queue.retry.initialMs)
+    throw new ConfigError('/queue/retry/max', 'must not be shorter than /queue/retry/initial');
   if (c.tls) {
     cfg.tls = {
       cert: readSecret(tlsDir, c.tls.certFile, '/tls/certFile'),

@@ -51,17 +51,22 @@ export class SpoolUnhealthyError extends SmtpReplyError {
 export const reply = {
   relayDenied: (rcpt: string) =>
     new SmtpReplyError('ERR_RELAY_DENIED', 550, '5.7.1', `<${rcpt}>: Relay access denied`),
-  authRequired: () =>
-    new SmtpReplyError('ERR_AUTH_REQUIRED', 530, '5.7.0', 'Authentication required'),
+  authRequired: () => new SmtpReplyError('ERR_AUTH_REQUIRED', 530, '5.7.0', 'Authentication required'),
   badAddress: (addr: string, why: string) =>
     new SmtpReplyError('ERR_BAD_ADDRESS', 553, '5.1.3', `<${addr}>: ${why}`),
   badSender: (addr: string, why: string) =>
     new SmtpReplyError('ERR_BAD_SENDER', 553, '5.1.7', `<${addr}>: ${why}`),
   tooManyRecipients: (max: number) =>
-    new SmtpReplyError('ERR_TOO_MANY_RCPTS', 452, '4.5.3', `Too many recipients (at most ${max} per message)`),
+    new SmtpReplyError(
+      'ERR_TOO_MANY_RCPTS',
+      452,
+      '4.5.3',
+      `Too many recipients (at most ${max} per message)`,
+    ),
   tooBig: (max: number) =>
     new SmtpReplyError('ERR_TOO_BIG', 552, '5.3.4', `Message too big (at most ${max} bytes)`),
   looped: (hops: number) =>
     new SmtpReplyError('ERR_LOOP', 554, '5.4.6', `Mail loop detected (${hops} Received headers)`),
-  shuttingDown: () => new SmtpReplyError('ERR_SHUTDOWN', 421, '4.3.2', 'Service shutting down, try again later'),
+  shuttingDown: () =>
+    new SmtpReplyError('ERR_SHUTDOWN', 421, '4.3.2', 'Service shutting down, try again later'),
 };

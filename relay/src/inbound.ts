@@ -2,7 +2,14 @@
  * Inbound SMTP: one smtp-server per listener. Policy decisions come from policy.ts; accepted messages are
  * written durably to the spool before the client hears `250 ... queued as <id>`.
  */
-import { SMTPServer, type SMTPServerOptions, type SMTPServerSession, type SMTPServerDataStream, type SMTPServerAddress, type SMTPServerAuthentication } from 'smtp-server';
+import {
+  SMTPServer,
+  type SMTPServerOptions,
+  type SMTPServerSession,
+  type SMTPServerDataStream,
+  type SMTPServerAddress,
+  type SMTPServerAuthentication,
+} from 'smtp-server';
 import type { Logger } from 'pino';
 import type { ListenerConfig, RelayConfig } from './config.js';
 import { Spool, newQueueId, initialState, type Envelope } from './spool.js';
@@ -53,11 +60,16 @@ export class Inbound {
   async start(): Promise<void> {
     const patch = installGreetingDelayOption();
     if (patch === 'unknown-upstream' && this.d.cfg.limits.greetingDelayMs !== 100) {
-      this.d.log.warn({ event: 'greeting.delay.unsupported' }, 'this smtp-server version changed its greeting code: greetingDelay is not applied (upstream 100ms pause)');
+      this.d.log.warn(
+        { event: 'greeting.delay.unsupported' },
+        'this smtp-server version changed its greeting code: greetingDelay is not applied (upstream 100ms pause)',
+      );
     }
     for (const l of this.d.cfg.listeners) {
       const server = new SMTPServer(this.options(l));
-      server.on('error', (err) => this.d.log.warn({ event: 'smtp.error', listener: l.name, err: err.message }, 'SMTP listener error'));
+      server.on('error', (err) =>
+        this.d.log.warn({ event: 'smtp.error', listener: l.name, err: err.message }, 'SMTP listener error'),
+      );
       await new Promise<void>((resolve, reject) => {
         const onErr = (e: Error) => reject(e);
         server.server.once('error', onErr);
@@ -69,7 +81,10 @@ export class Inbound {
       const addr = server.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : l.port;
       this.listening.push({ name: l.name, server, address: l.address, port });
-      this.d.log.info({ event: 'listening', listener: l.name, address: l.address, port, tls: l.tls, auth: l.auth }, 'SMTP listener ready');
+      this.d.log.info(
+        { event: 'listening', listener: l.name, address: l.address, port, tls: l.tls, auth: l.auth },
+        'SMTP listener ready',
+      );
     }
   }
 
@@ -108,7 +123,10 @@ export class Inbound {
       banner: 'Cartero',
       secure: l.tls === 'implicit',
       ...(tls && l.tls !== 'none' ? { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' } : {}),
-      disabledCommands: [...(l.tls === 'none' ? ['STARTTLS'] : []), ...(cfg.accounts.size === 0 ? ['AUTH'] : [])],
+      disabledCommands: [
+        ...(l.tls === 'none' ? ['STARTTLS'] : []),
+        ...(cfg.accounts.size === 0 ? ['AUTH'] : []),
+      ],
       authMethods: ['PLAIN', 'LOGIN'],
       authOptional: l.auth === 'optional',
       // On a plaintext listener (in-cluster traffic) AUTH is allowed without TLS; with starttls it needs TLS first.
@@ -147,12 +165,21 @@ export class Inbound {
     cb(err);
   }
 
-  private onAuth(l: ListenerConfig, auth: SMTPServerAuthentication, session: Session, cb: (err: Error | null | undefined, res?: { user: string }) => void): void {
+  private onAuth(
+    l: ListenerConfig,
+    auth: SMTPServerAuthentication,
+    session: Session,
+    cb: (err: Error | null | undefined, res?: { user: string }) => void,
+  ): void {
     const acct = auth.username ? this.d.cfg.accounts.get(auth.username) : undefined;
     // compare even for unknown users, so timing does not tell which usernames exist
-    const ok = secretEquals(acct ? acct.password : Buffer.from('\0no-such-account'), auth.password ?? '') && !!acct;
+    const ok =
+      secretEquals(acct ? acct.password : Buffer.from('\0no-such-account'), auth.password ?? '') && !!acct;
     if (!ok) {
-      this.d.log.warn({ event: 'auth.failed', listener: l.name, client: session.remoteAddress, username: auth.username }, 'authentication failed');
+      this.d.log.warn(
+        { event: 'auth.failed', listener: l.name, client: session.remoteAddress, username: auth.username },
+        'authentication failed',
+      );
       this.d.metrics.rejected.inc({ listener: l.name, reason: 'auth' });
       return cb(new SmtpReplyError('ERR_AUTH', 535, '5.7.8', 'Authentication credentials invalid'));
     }
@@ -160,28 +187,60 @@ export class Inbound {
     cb(null, { user: auth.username! });
   }
 
-  private onMailFrom(l: ListenerConfig, address: SMTPServerAddress, session: Session, cb: (err?: Error | null) => void): void {
+  private onMailFrom(
+    l: ListenerConfig,
+    address: SMTPServerAddress,
+    session: Session,
+    cb: (err?: Error | null) => void,
+  ): void {
     if (this.closing) return cb(reply.shuttingDown());
     const problem = addressProblem(address.address, { allowNull: true, allowSingleLabel: true });
     if (problem) return this.refuse(l, 'bad_sender', reply.badSender(address.address, problem), cb);
-    this.d.spool.checkCapacity().then(() => cb(), (e: Error) => this.refuse(l, 'queue_full', e as SmtpReplyError, cb));
+    this.d.spool.checkCapacity().then(
+      () => cb(),
+      (e: Error) => this.refuse(l, 'queue_full', e as SmtpReplyError, cb),
+    );
   }
 
-  private onRcptTo(l: ListenerConfig, address: SMTPServerAddress, session: Session, cb: (err?: Error | null) => void): void {
+  private onRcptTo(
+    l: ListenerConfig,
+    address: SMTPServerAddress,
+    session: Session,
+    cb: (err?: Error | null) => void,
+  ): void {
     const user = typeof session.user === 'string' ? session.user : undefined;
-    if (!mayRelay({ authenticatedUser: user, clientIp: session.remoteAddress, trustedNetworks: this.d.cfg.trustedNetworks })) {
-      this.d.log.warn({ event: 'relay.denied', listener: l.name, client: session.remoteAddress, to: address.address }, 'relay access denied');
+    if (
+      !mayRelay({
+        authenticatedUser: user,
+        clientIp: session.remoteAddress,
+        trustedNetworks: this.d.cfg.trustedNetworks,
+      })
+    ) {
+      this.d.log.warn(
+        { event: 'relay.denied', listener: l.name, client: session.remoteAddress, to: address.address },
+        'relay access denied',
+      );
       return this.refuse(l, 'relay_denied', reply.relayDenied(address.address), cb);
     }
     const problem = addressProblem(address.address);
     if (problem) return this.refuse(l, 'bad_recipient', reply.badAddress(address.address, problem), cb);
     if (session.envelope.rcptTo.length >= this.d.cfg.limits.maxRecipients) {
-      return this.refuse(l, 'too_many_recipients', reply.tooManyRecipients(this.d.cfg.limits.maxRecipients), cb);
+      return this.refuse(
+        l,
+        'too_many_recipients',
+        reply.tooManyRecipients(this.d.cfg.limits.maxRecipients),
+        cb,
+      );
     }
     cb();
   }
 
-  private onData(l: ListenerConfig, stream: SMTPServerDataStream, session: Session, cb: (err?: Error | null, message?: string) => void): void {
+  private onData(
+    l: ListenerConfig,
+    stream: SMTPServerDataStream,
+    session: Session,
+    cb: (err?: Error | null, message?: string) => void,
+  ): void {
     const chunks: Buffer[] = [];
     let len = 0;
     const max = this.d.cfg.limits.maxMessageSize;
@@ -199,14 +258,28 @@ export class Inbound {
     });
     stream.on('error', (e) => finish(e));
     stream.on('end', () => {
-      if (stream.sizeExceeded || len > max) return this.refuse(l, 'too_big', reply.tooBig(max), (e) => finish(e));
+      if (stream.sizeExceeded || len > max)
+        return this.refuse(l, 'too_big', reply.tooBig(max), (e) => finish(e));
       this.accept(l, Buffer.concat(chunks, len), session).then(
         (id) => finish(null, `2.0.0 Ok: queued as ${id}`),
         (e: Error) => {
           if (!(e instanceof SmtpReplyError) || e.responseCode === 451) {
-            this.d.log.error({ event: 'accept.error', listener: l.name, client: session.remoteAddress, err: e.message, cause: (e.cause as Error | undefined)?.message }, 'could not queue message');
+            this.d.log.error(
+              {
+                event: 'accept.error',
+                listener: l.name,
+                client: session.remoteAddress,
+                err: e.message,
+                cause: (e.cause as Error | undefined)?.message,
+              },
+              'could not queue message',
+            );
           }
-          finish(e instanceof SmtpReplyError ? e : new SmtpReplyError('ERR_LOCAL', 451, '4.3.0', 'Local error in processing, try again later'));
+          finish(
+            e instanceof SmtpReplyError
+              ? e
+              : new SmtpReplyError('ERR_LOCAL', 451, '4.3.0', 'Local error in processing, try again later'),
+          );
         },
       );
     });
@@ -241,7 +314,11 @@ export class Inbound {
       from,
       rcpts: rcpts.map((r) => {
         const dsn = (r as { dsn?: { notify?: string[]; orcpt?: string } }).dsn;
-        return { address: r.address, ...(dsn?.notify ? { notify: dsn.notify } : {}), ...(dsn?.orcpt ? { orcpt: dsn.orcpt } : {}) };
+        return {
+          address: r.address,
+          ...(dsn?.notify ? { notify: dsn.notify } : {}),
+          ...(dsn?.orcpt ? { orcpt: dsn.orcpt } : {}),
+        };
       }),
       dsn: {
         ...(envDsn.ret === 'FULL' || envDsn.ret === 'HDRS' ? { ret: envDsn.ret } : {}),
@@ -255,7 +332,20 @@ export class Inbound {
     };
     const bodyOffset = await this.d.spool.write(env, [received, raw]);
     this.d.metrics.received.inc({ tenant });
-    this.d.log.info({ event: 'received', queueId: id, tenant, from, rcpts: rcpts.length, size: env.size, client: session.remoteAddress, user, listener: l.name }, 'queued');
+    this.d.log.info(
+      {
+        event: 'received',
+        queueId: id,
+        tenant,
+        from,
+        rcpts: rcpts.length,
+        size: env.size,
+        client: session.remoteAddress,
+        user,
+        listener: l.name,
+      },
+      'queued',
+    );
     this.d.engine.add({ env, state: initialState(env, now), bodyOffset }, Buffer.concat([received, raw]));
     return id;
   }

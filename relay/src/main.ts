@@ -17,7 +17,14 @@ const USAGE = 'usage: cartero-relay --config FILE [--check]';
 async function main(argv: string[]): Promise<number> {
   let values: { config?: string; check?: boolean; help?: boolean };
   try {
-    ({ values } = parseArgs({ args: argv, options: { config: { type: 'string', short: 'c' }, check: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        config: { type: 'string', short: 'c' },
+        check: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
   } catch (e) {
     process.stderr.write(`cartero-relay: ${(e as Error).message}\n${USAGE}\n`);
     return 64;
@@ -61,7 +68,10 @@ async function main(argv: string[]): Promise<number> {
     stopping = true;
     log.info({ event: 'shutdown', signal, gracePeriodMs: cfg.gracePeriodMs }, 'shutting down');
     const hard = setTimeout(() => {
-      log.error({ event: 'shutdown.timeout' }, 'grace period over; exiting with work in flight (queued mail stays queued)');
+      log.error(
+        { event: 'shutdown.timeout' },
+        'grace period over; exiting with work in flight (queued mail stays queued)',
+      );
       log.flush();
       process.exit(1);
     }, cfg.gracePeriodMs + 2000);

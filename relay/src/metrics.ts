@@ -21,7 +21,11 @@ export class RelayMetrics {
   readonly rejected: Counter<'listener' | 'reason'>;
   readonly dsnSent: Counter<'action'>;
 
-  constructor(collectors: { queue: () => { byTenant: Map<string, number>; oldestArrival?: number }; bounceRates: () => Map<string, number>; now: () => number }) {
+  constructor(collectors: {
+    queue: () => { byTenant: Map<string, number>; oldestArrival?: number };
+    bounceRates: () => Map<string, number>;
+    now: () => number;
+  }) {
     const r = this.registry;
     collectDefaultMetrics({ register: r, prefix: 'cartero_' });
     this.queueDepth = new Gauge({
@@ -43,10 +47,30 @@ export class RelayMetrics {
         this.set(o === undefined ? 0 : Math.max(0, (collectors.now() - o) / 1000));
       },
     });
-    this.received = new Counter({ name: 'cartero_messages_received_total', help: 'Messages accepted (250) and queued.', labelNames: ['tenant'], registers: [r] });
-    this.delivered = new Counter({ name: 'cartero_messages_delivered_total', help: 'Recipients delivered (2xx from the next hop).', labelNames: ['tenant', 'route'], registers: [r] });
-    this.deferred = new Counter({ name: 'cartero_messages_deferred_total', help: 'Recipient delivery attempts that failed temporarily and will be retried.', labelNames: ['tenant'], registers: [r] });
-    this.bounced = new Counter({ name: 'cartero_messages_bounced_total', help: 'Recipients that failed for good: hard (5xx), soft (permanent local failure), expired (maxAge reached).', labelNames: ['tenant', 'kind'], registers: [r] });
+    this.received = new Counter({
+      name: 'cartero_messages_received_total',
+      help: 'Messages accepted (250) and queued.',
+      labelNames: ['tenant'],
+      registers: [r],
+    });
+    this.delivered = new Counter({
+      name: 'cartero_messages_delivered_total',
+      help: 'Recipients delivered (2xx from the next hop).',
+      labelNames: ['tenant', 'route'],
+      registers: [r],
+    });
+    this.deferred = new Counter({
+      name: 'cartero_messages_deferred_total',
+      help: 'Recipient delivery attempts that failed temporarily and will be retried.',
+      labelNames: ['tenant'],
+      registers: [r],
+    });
+    this.bounced = new Counter({
+      name: 'cartero_messages_bounced_total',
+      help: 'Recipients that failed for good: hard (5xx), soft (permanent local failure), expired (maxAge reached).',
+      labelNames: ['tenant', 'kind'],
+      registers: [r],
+    });
     this.bounceRate = new Gauge({
       name: 'cartero_bounce_rate',
       help: 'Hard bounces over attempted recipients in the sliding window (0..1).',
@@ -64,16 +88,34 @@ export class RelayMetrics {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
       registers: [r],
     });
-    this.connections = new Gauge({ name: 'cartero_smtp_connections', help: 'Open inbound SMTP connections.', labelNames: ['listener'], registers: [r] });
-    this.rejected = new Counter({ name: 'cartero_smtp_rejected_total', help: 'Inbound commands refused, by reason.', labelNames: ['listener', 'reason'], registers: [r] });
-    this.dsnSent = new Counter({ name: 'cartero_dsn_generated_total', help: 'Delivery status notifications generated.', labelNames: ['action'], registers: [r] });
+    this.connections = new Gauge({
+      name: 'cartero_smtp_connections',
+      help: 'Open inbound SMTP connections.',
+      labelNames: ['listener'],
+      registers: [r],
+    });
+    this.rejected = new Counter({
+      name: 'cartero_smtp_rejected_total',
+      help: 'Inbound commands refused, by reason.',
+      labelNames: ['listener', 'reason'],
+      registers: [r],
+    });
+    this.dsnSent = new Counter({
+      name: 'cartero_dsn_generated_total',
+      help: 'Delivery status notifications generated.',
+      labelNames: ['action'],
+      registers: [r],
+    });
   }
 }
 
 /** Hard bounces over attempted recipients per tenant, over a sliding window of fixed buckets. */
 export class BounceWindow {
   private readonly buckets = new Map<string, { start: number; attempted: number; hard: number }[]>();
-  constructor(private readonly windowMs = 3_600_000, private readonly bucketMs = 60_000) {}
+  constructor(
+    private readonly windowMs = 3_600_000,
+    private readonly bucketMs = 60_000,
+  ) {}
   record(tenant: string, now: number, hard: boolean): void {
     let list = this.buckets.get(tenant);
     if (!list) this.buckets.set(tenant, (list = []));
@@ -89,7 +131,11 @@ export class BounceWindow {
     for (const [tenant, list] of this.buckets) {
       let a = 0;
       let h = 0;
-      for (const b of list) if (b.start > now - this.windowMs) { a += b.attempted; h += b.hard; }
+      for (const b of list)
+        if (b.start > now - this.windowMs) {
+          a += b.attempted;
+          h += b.hard;
+        }
       out.set(tenant, a ? h / a : 0);
     }
     return out;

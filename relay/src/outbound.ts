@@ -50,19 +50,36 @@ export class HopError extends Error {
 }
 
 function oneLine(s: unknown): string {
-  return String(s ?? '').replace(/[\r\n]+/g, ' ').trim().slice(0, 500);
+  return String(s ?? '')
+    .replace(/[\r\n]+/g, ' ')
+    .trim()
+    .slice(0, 500);
 }
 
-type NmError = Error & { code?: string; responseCode?: number; response?: string; command?: string; rejectedErrors?: (NmError & { recipient?: string })[] };
+type NmError = Error & {
+  code?: string;
+  responseCode?: number;
+  response?: string;
+  command?: string;
+  rejectedErrors?: (NmError & { recipient?: string })[];
+};
 
 function toHopError(err: NmError, fallbackStage: HopError['stage']): HopError {
   const cmd = (err.command ?? '').toUpperCase();
   const stage: HopError['stage'] =
-    cmd === 'CONN' || err.code === 'ECONNECTION' || err.code === 'ETIMEDOUT' || err.code === 'EDNS' || err.code === 'ESOCKET'
-      ? fallbackStage === 'data' ? 'data' : 'connect'
-      : cmd.startsWith('MAIL') ? 'mail'
-      : cmd === 'DATA' || cmd === '.' ? 'data'
-      : fallbackStage;
+    cmd === 'CONN' ||
+    err.code === 'ECONNECTION' ||
+    err.code === 'ETIMEDOUT' ||
+    err.code === 'EDNS' ||
+    err.code === 'ESOCKET'
+      ? fallbackStage === 'data'
+        ? 'data'
+        : 'connect'
+      : cmd.startsWith('MAIL')
+        ? 'mail'
+        : cmd === 'DATA' || cmd === '.'
+          ? 'data'
+          : fallbackStage;
   return new HopError(stage, err.responseCode, oneLine(err.response || err.message), err.code);
 }
 
@@ -99,7 +116,11 @@ export class OutboundSession {
       opportunisticTLS: hop.tls === 'opportunistic',
       // Opportunistic STARTTLS cannot verify certificates (MX certificates rarely match, RFC 7435);
       // when TLS is required by a route, the certificate must verify against the route's host name.
-      tls: { rejectUnauthorized: hop.tls === 'required' || hop.tls === 'implicit', servername: hop.name, minVersion: 'TLSv1.2' },
+      tls: {
+        rejectUnauthorized: hop.tls === 'required' || hop.tls === 'implicit',
+        servername: hop.name,
+        minVersion: 'TLSv1.2',
+      },
       localAddress: o.localAddress,
       connectionTimeout: o.connectTimeoutMs,
       greetingTimeout: o.connectTimeoutMs,
@@ -138,17 +159,35 @@ export class OutboundSession {
 
   /** Runs one transaction. Throws HopError when the whole transaction failed (then the session is closed). */
   send(
-    envelope: { from: string; to: string[]; size: number; eightBit: boolean; dsn?: { ret?: string; envid?: string; notify?: string[]; orcpt?: string } },
+    envelope: {
+      from: string;
+      to: string[];
+      size: number;
+      eightBit: boolean;
+      dsn?: { ret?: string; envid?: string; notify?: string[]; orcpt?: string };
+    },
     body: Buffer,
   ): Promise<TxResult> {
     this.transactions++;
     this.lastUsed = Date.now();
-    const dsn = envelope.dsn && (envelope.dsn.ret || envelope.dsn.envid || envelope.dsn.notify || envelope.dsn.orcpt)
-      ? { ret: envelope.dsn.ret, envid: envelope.dsn.envid, notify: envelope.dsn.notify, orcpt: envelope.dsn.orcpt }
-      : undefined;
+    const dsn =
+      envelope.dsn && (envelope.dsn.ret || envelope.dsn.envid || envelope.dsn.notify || envelope.dsn.orcpt)
+        ? {
+            ret: envelope.dsn.ret,
+            envid: envelope.dsn.envid,
+            notify: envelope.dsn.notify,
+            orcpt: envelope.dsn.orcpt,
+          }
+        : undefined;
     return new Promise((resolve, reject) => {
       this.conn.send(
-        { from: envelope.from, to: envelope.to, size: envelope.size, use8BitMime: envelope.eightBit, ...(dsn ? { dsn } : {}) } as SMTPConnection.Envelope,
+        {
+          from: envelope.from,
+          to: envelope.to,
+          size: envelope.size,
+          use8BitMime: envelope.eightBit,
+          ...(dsn ? { dsn } : {}),
+        } as SMTPConnection.Envelope,
         body,
         (err, info) => {
           this.lastUsed = Date.now();
@@ -157,11 +196,17 @@ export class OutboundSession {
             if (e.code === 'EENVELOPE' && e.rejectedErrors?.length) {
               // every recipient refused: report each one's reply. The session is not reused: a RSET racing
               // the next transaction's envelope is not worth the saved handshake on this rare path.
-              const byRcpt = new Map(e.rejectedErrors.map((r) => [String(r.recipient ?? '').toLowerCase(), r]));
+              const byRcpt = new Map(
+                e.rejectedErrors.map((r) => [String(r.recipient ?? '').toLowerCase(), r]),
+              );
               resolve({
                 rcpts: envelope.to.map((t) => {
                   const r = byRcpt.get(t.toLowerCase());
-                  return { ok: false as const, code: r?.responseCode, reply: oneLine(r?.response ?? e.response ?? e.message) };
+                  return {
+                    ok: false as const,
+                    code: r?.responseCode,
+                    reply: oneLine(r?.response ?? e.response ?? e.message),
+                  };
                 }),
               });
               this.close();
@@ -172,13 +217,18 @@ export class OutboundSession {
             return;
           }
           const rejected = new Map(
-            ((info as { rejectedErrors?: NmError[] }).rejectedErrors ?? []).map((r) => [String((r as { recipient?: string }).recipient ?? '').toLowerCase(), r]),
+            ((info as { rejectedErrors?: NmError[] }).rejectedErrors ?? []).map((r) => [
+              String((r as { recipient?: string }).recipient ?? '').toLowerCase(),
+              r,
+            ]),
           );
           const reply = oneLine(info.response);
           resolve({
             rcpts: envelope.to.map((t) => {
               const r = rejected.get(t.toLowerCase());
-              return r ? { ok: false as const, code: r.responseCode, reply: oneLine(r.response ?? r.message) } : { ok: true as const, reply };
+              return r
+                ? { ok: false as const, code: r.responseCode, reply: oneLine(r.response ?? r.message) }
+                : { ok: true as const, reply };
             }),
           });
         },

@@ -10,7 +10,9 @@ export type Cidr = [ipaddr.IPv4 | ipaddr.IPv6, number];
 export function parseIp(ip: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
   try {
     const a = ipaddr.parse(ip.replace(/^\[|\]$/g, ''));
-    return a.kind() === 'ipv6' && (a as ipaddr.IPv6).isIPv4MappedAddress() ? (a as ipaddr.IPv6).toIPv4Address() : a;
+    return a.kind() === 'ipv6' && (a as ipaddr.IPv6).isIPv4MappedAddress()
+      ? (a as ipaddr.IPv6).toIPv4Address()
+      : a;
   } catch {
     return undefined;
   }
@@ -45,7 +47,10 @@ const DOMAIN_RE = new RegExp(`^${LABEL}(?:\\.${LABEL})*$`);
  * source routes, percent hack and bang paths (routing through us), quoted local parts, several `@`,
  * unqualified names and address literals. `allowNull` accepts `<>` (MAIL FROM only).
  */
-export function addressProblem(addr: string, opts: { allowNull?: boolean; allowSingleLabel?: boolean } = {}): string | undefined {
+export function addressProblem(
+  addr: string,
+  opts: { allowNull?: boolean; allowSingleLabel?: boolean } = {},
+): string | undefined {
   if (addr === '') return opts.allowNull ? undefined : 'empty address';
   if (addr.length > 254) return 'address too long';
   if (addr.startsWith('@') || /^@[^:]*:/.test(addr)) return 'source routes are not accepted';

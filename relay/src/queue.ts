@@ -6,7 +6,14 @@
  */
 import type { Logger } from 'pino';
 import type { RelayConfig } from './config.js';
-import { Spool, type Envelope, type DeliveryState, type SpooledMessage, newQueueId, initialState } from './spool.js';
+import {
+  Spool,
+  type Envelope,
+  type DeliveryState,
+  type SpooledMessage,
+  newQueueId,
+  initialState,
+} from './spool.js';
 import { TimeHeap } from './heap.js';
 import { selectRoute, type Route } from './router.js';
 import { OutboundSession, HopError, type Hop, type TxResult } from './outbound.js';
@@ -24,7 +31,13 @@ interface Entry {
   scheduledAt: number;
 }
 
-type Outcome = { result: 'delivered' | 'deferred' | 'bounced'; reply: string; status: string; remoteMta?: string; route: Route['kind'] | 'backup' };
+type Outcome = {
+  result: 'delivered' | 'deferred' | 'bounced';
+  reply: string;
+  status: string;
+  remoteMta?: string;
+  route: Route['kind'] | 'backup';
+};
 
 interface Job {
   entry: Entry;
@@ -38,7 +51,10 @@ class Destination {
   active = 0;
   idle: OutboundSession[] = [];
   idleTimer?: NodeJS.Timeout;
-  constructor(readonly key: string, readonly route: Route) {}
+  constructor(
+    readonly key: string,
+    readonly route: Route,
+  ) {}
 }
 
 export interface EngineDeps {
@@ -89,7 +105,15 @@ export class DeliveryEngine {
     return { depth: this.entries.size, byTenant, oldestArrival: oldest, active: this.activeJobs };
   }
 
-  list(limit = 100): { id: string; tenant: string; from: string; arrivedAt: number; nextAttemptAt: number; attempts: number; rcpts: { address: string; status: string; lastReply?: string }[] }[] {
+  list(limit = 100): {
+    id: string;
+    tenant: string;
+    from: string;
+    arrivedAt: number;
+    nextAttemptAt: number;
+    attempts: number;
+    rcpts: { address: string; status: string; lastReply?: string }[];
+  }[] {
     const out = [];
     for (const e of this.entries.values()) {
       if (out.length >= limit) break;
@@ -100,7 +124,11 @@ export class DeliveryEngine {
         arrivedAt: e.env.arrivedAt,
         nextAttemptAt: e.state.nextAttemptAt,
         attempts: e.state.attempts,
-        rcpts: e.env.rcpts.map((r, i) => ({ address: r.address, status: e.state.rcpts[i].status, lastReply: e.state.rcpts[i].lastReply })),
+        rcpts: e.env.rcpts.map((r, i) => ({
+          address: r.address,
+          status: e.state.rcpts[i].status,
+          lastReply: e.state.rcpts[i].lastReply,
+        })),
       });
     }
     return out;
@@ -108,7 +136,13 @@ export class DeliveryEngine {
 
   /** Adds a durably queued message. `body` (the raw message) saves a read when it is at hand. */
   add(msg: SpooledMessage, body?: Buffer): void {
-    const entry: Entry = { env: msg.env, state: msg.state, bodyOffset: msg.bodyOffset, busy: false, scheduledAt: msg.state.nextAttemptAt };
+    const entry: Entry = {
+      env: msg.env,
+      state: msg.state,
+      bodyOffset: msg.bodyOffset,
+      busy: false,
+      scheduledAt: msg.state.nextAttemptAt,
+    };
     if (body && this.cachedBytes + body.length <= this.maxCachedBytes) {
       entry.body = body;
       this.cachedBytes += body.length;
@@ -201,13 +235,21 @@ export class DeliveryEngine {
         g.rcpts.push(i);
       });
       const results = await Promise.all(
-        [...groups.values()].map((g) => new Promise<Map<number, Outcome>>((resolve) => this.enqueue({ entry, route: g.route, rcpts: g.rcpts, resolve }))),
+        [...groups.values()].map(
+          (g) =>
+            new Promise<Map<number, Outcome>>((resolve) =>
+              this.enqueue({ entry, route: g.route, rcpts: g.rcpts, resolve }),
+            ),
+        ),
       );
       for (const r of results) for (const [i, o] of r) outcomes.set(i, o);
       await this.finish(entry, outcomes);
     } catch (e) {
       // Could not record the outcome (disk trouble): keep the message as it was on disk and try again later.
-      this.d.log.error({ event: 'queue.error', queueId: env.id, err: (e as Error).message }, 'could not record delivery outcome');
+      this.d.log.error(
+        { event: 'queue.error', queueId: env.id, err: (e as Error).message },
+        'could not record delivery outcome',
+      );
       entry.busy = false;
       this.schedule(entry, this.d.now() + this.d.cfg.queue.retry.initialMs);
     }
@@ -246,11 +288,36 @@ export class DeliveryEngine {
     }
   }
 
-  private async hopsFor(route: Route): Promise<{ hops: Hop[] } | { permanent: { status: string; reason: string } } | { temporary: { status: string; reason: string } }> {
-    const backups: Hop[] = this.d.cfg.routing.backups.map((b) => ({ host: b.host, port: b.port, name: b.host, tls: b.tls, credentials: b.credentials, kind: 'backup' }));
+  private async hopsFor(
+    route: Route,
+  ): Promise<
+    | { hops: Hop[] }
+    | { permanent: { status: string; reason: string } }
+    | { temporary: { status: string; reason: string } }
+  > {
+    const backups: Hop[] = this.d.cfg.routing.backups.map((b) => ({
+      host: b.host,
+      port: b.port,
+      name: b.host,
+      tls: b.tls,
+      credentials: b.credentials,
+      kind: 'backup',
+    }));
     if (route.kind !== 'mx') {
       const h = route.host;
-      return { hops: [{ host: h.host, port: h.port, name: h.host, tls: h.tls, credentials: h.credentials, kind: route.kind }, ...backups] };
+      return {
+        hops: [
+          {
+            host: h.host,
+            port: h.port,
+            name: h.host,
+            tls: h.tls,
+            credentials: h.credentials,
+            kind: route.kind,
+          },
+          ...backups,
+        ],
+      };
     }
     const res = await this.d.resolver.resolveDestination(route.domain);
     if (res.kind === 'permanent') return { permanent: { status: res.status, reason: res.reason } };
@@ -258,7 +325,15 @@ export class DeliveryEngine {
       return backups.length ? { hops: backups } : { temporary: { status: res.status, reason: res.reason } };
     }
     const hops: Hop[] = [];
-    for (const h of res.hosts) for (const a of h.addresses) hops.push({ host: a, port: this.d.cfg.dns.mxPort, name: h.exchange, tls: 'opportunistic', kind: 'mx' });
+    for (const h of res.hosts)
+      for (const a of h.addresses)
+        hops.push({
+          host: a,
+          port: this.d.cfg.dns.mxPort,
+          name: h.exchange,
+          tls: 'opportunistic',
+          kind: 'mx',
+        });
     return { hops: [...hops, ...backups] };
   }
 
@@ -277,21 +352,29 @@ export class DeliveryEngine {
   }
 
   private release(dest: Destination, s: OutboundSession): void {
-    if (!this.running || !s.usable || s.transactions >= this.d.cfg.delivery.maxMessagesPerConnection || dest.idle.length >= this.d.cfg.delivery.perDestinationConcurrency) {
+    if (
+      !this.running ||
+      !s.usable ||
+      s.transactions >= this.d.cfg.delivery.maxMessagesPerConnection ||
+      dest.idle.length >= this.d.cfg.delivery.perDestinationConcurrency
+    ) {
       s.quit();
       return;
     }
     dest.idle.push(s);
     if (!dest.idleTimer) {
       const idleMs = this.d.cfg.delivery.connectionIdleMs;
-      dest.idleTimer = setInterval(() => {
-        const cutoff = Date.now() - idleMs;
-        dest.idle = dest.idle.filter((x) => (x.lastUsed < cutoff || !x.usable ? (x.quit(), false) : true));
-        if (!dest.idle.length) {
-          clearInterval(dest.idleTimer);
-          dest.idleTimer = undefined;
-        }
-      }, Math.max(100, Math.floor(idleMs / 2)));
+      dest.idleTimer = setInterval(
+        () => {
+          const cutoff = Date.now() - idleMs;
+          dest.idle = dest.idle.filter((x) => (x.lastUsed < cutoff || !x.usable ? (x.quit(), false) : true));
+          if (!dest.idle.length) {
+            clearInterval(dest.idleTimer);
+            dest.idleTimer = undefined;
+          }
+        },
+        Math.max(100, Math.floor(idleMs / 2)),
+      );
       dest.idleTimer.unref();
     }
   }
@@ -306,8 +389,10 @@ export class DeliveryEngine {
     const started = process.hrtime.bigint();
     try {
       const plan = await this.hopsFor(route);
-      if ('permanent' in plan) return all({ result: 'bounced', status: plan.permanent.status, reply: plan.permanent.reason });
-      if ('temporary' in plan) return all({ result: 'deferred', status: plan.temporary.status, reply: plan.temporary.reason });
+      if ('permanent' in plan)
+        return all({ result: 'bounced', status: plan.permanent.status, reply: plan.permanent.reason });
+      if ('temporary' in plan)
+        return all({ result: 'deferred', status: plan.temporary.status, reply: plan.temporary.reason });
       const body = await this.body(entry);
       const first = env.rcpts[rcpts[0]];
       const envelope = {
@@ -324,10 +409,24 @@ export class DeliveryEngine {
         let session: OutboundSession;
         const wasReused = !!reused;
         try {
-          session = reused ?? (await OutboundSession.open(hop, { ehloName: this.d.cfg.hostname, connectTimeoutMs: this.d.cfg.delivery.connectTimeoutMs, commandTimeoutMs: this.d.cfg.delivery.commandTimeoutMs }));
+          session =
+            reused ??
+            (await OutboundSession.open(hop, {
+              ehloName: this.d.cfg.hostname,
+              connectTimeoutMs: this.d.cfg.delivery.connectTimeoutMs,
+              commandTimeoutMs: this.d.cfg.delivery.commandTimeoutMs,
+            }));
         } catch (e) {
           last = e instanceof HopError ? e : new HopError('connect', undefined, (e as Error).message);
-          this.d.log.info({ event: 'hop.failed', queueId: env.id, hop: `${hop.name}[${hop.host}]:${hop.port}`, reply: last.reply }, 'next hop unavailable');
+          this.d.log.info(
+            {
+              event: 'hop.failed',
+              queueId: env.id,
+              hop: `${hop.name}[${hop.host}]:${hop.port}`,
+              reply: last.reply,
+            },
+            'next hop unavailable',
+          );
           continue;
         }
         reused = undefined;
@@ -342,18 +441,45 @@ export class DeliveryEngine {
           }
           last = he;
           if (he.stage === 'data' || (he.stage === 'mail' && !he.temporary)) {
-            return all({ result: he.temporary ? 'deferred' : 'bounced', status: statusFromReply(he.code, he.reply, '4.4.2'), reply: he.reply, remoteMta: hop.name, route: hop.kind === 'backup' ? 'backup' : route.kind });
+            return all({
+              result: he.temporary ? 'deferred' : 'bounced',
+              status: statusFromReply(he.code, he.reply, '4.4.2'),
+              reply: he.reply,
+              remoteMta: hop.name,
+              route: hop.kind === 'backup' ? 'backup' : route.kind,
+            });
           }
-          this.d.log.info({ event: 'hop.failed', queueId: env.id, hop: `${hop.name}[${hop.host}]:${hop.port}`, reply: he.reply }, 'next hop refused the transaction');
+          this.d.log.info(
+            {
+              event: 'hop.failed',
+              queueId: env.id,
+              hop: `${hop.name}[${hop.host}]:${hop.port}`,
+              reply: he.reply,
+            },
+            'next hop refused the transaction',
+          );
           continue;
         }
         this.release(dest, session);
         tx.rcpts.forEach((r, k) => {
           const kind = hop.kind === 'backup' ? 'backup' : route.kind;
-          if (r.ok) out.set(rcpts[k], { result: 'delivered', status: '2.0.0', reply: r.reply, remoteMta: hop.name, route: kind });
+          if (r.ok)
+            out.set(rcpts[k], {
+              result: 'delivered',
+              status: '2.0.0',
+              reply: r.reply,
+              remoteMta: hop.name,
+              route: kind,
+            });
           else {
             const temporary = r.code === undefined || r.code < 500;
-            out.set(rcpts[k], { result: temporary ? 'deferred' : 'bounced', status: statusFromReply(r.code, r.reply, '4.0.0'), reply: r.reply, remoteMta: hop.name, route: kind });
+            out.set(rcpts[k], {
+              result: temporary ? 'deferred' : 'bounced',
+              status: statusFromReply(r.code, r.reply, '4.0.0'),
+              reply: r.reply,
+              remoteMta: hop.name,
+              route: kind,
+            });
           }
         });
         return;
@@ -362,13 +488,20 @@ export class DeliveryEngine {
       // MAIL): that is a problem of the route, not of the recipients, so defer, even on a 5xx greeting or a
       // refused login; maxAge bounds how long.
       const reason = last ? last.reply : 'no usable next hop';
-      all({ result: 'deferred', status: last?.code ? statusFromReply(last.code, reason, '4.4.1').replace(/^5/, '4') : '4.4.1', reply: reason });
+      all({
+        result: 'deferred',
+        status: last?.code ? statusFromReply(last.code, reason, '4.4.1').replace(/^5/, '4') : '4.4.1',
+        reply: reason,
+      });
     } catch (e) {
       all({ result: 'deferred', status: '4.3.0', reply: `local error: ${(e as Error).message}` });
     } finally {
       const secs = Number(process.hrtime.bigint() - started) / 1e9;
       const anyDelivered = [...out.values()].some((o) => o.result === 'delivered');
-      this.d.metrics.deliveryDuration.observe({ result: anyDelivered ? 'delivered' : [...out.values()][0]?.result ?? 'deferred' }, secs);
+      this.d.metrics.deliveryDuration.observe(
+        { result: anyDelivered ? 'delivered' : ([...out.values()][0]?.result ?? 'deferred') },
+        secs,
+      );
       job.resolve(out);
     }
   }
@@ -390,7 +523,17 @@ export class DeliveryEngine {
       r.lastReply = o.reply;
       r.lastStatus = o.status;
       if (o.remoteMta) r.remoteMta = o.remoteMta;
-      const logBase = { queueId: env.id, tenant: env.tenant, from: env.from, to: rc.address, route: o.route, status: o.status, reply: o.reply, remoteMta: o.remoteMta, attempt: r.attempts };
+      const logBase = {
+        queueId: env.id,
+        tenant: env.tenant,
+        from: env.from,
+        to: rc.address,
+        route: o.route,
+        status: o.status,
+        reply: o.reply,
+        remoteMta: o.remoteMta,
+        attempt: r.attempts,
+      };
       if (o.result === 'delivered') {
         r.status = 'delivered';
         this.d.metrics.delivered.inc({ tenant: env.tenant, route: o.route });
@@ -402,7 +545,15 @@ export class DeliveryEngine {
         this.bounceWindow.record(env.tenant, now, !!o.remoteMta);
         this.d.log.info({ event: 'bounced', ...logBase }, 'bounced');
         if (dsnRecipientsWanted(rc.notify?.join(','), 'failed'))
-          failed.push({ address: rc.address, orcpt: rc.orcpt, action: 'failed', status: o.status, diagnostic: o.reply, remoteMta: o.remoteMta, lastAttemptAt: new Date(now) } as DsnRecipient);
+          failed.push({
+            address: rc.address,
+            orcpt: rc.orcpt,
+            action: 'failed',
+            status: o.status,
+            diagnostic: o.reply,
+            remoteMta: o.remoteMta,
+            lastAttemptAt: new Date(now),
+          } as DsnRecipient);
       } else {
         this.d.metrics.deferred.inc({ tenant: env.tenant });
         this.bounceWindow.record(env.tenant, now, false);
@@ -417,7 +568,13 @@ export class DeliveryEngine {
         entry.busy = false;
         return;
       }
-      const plan = scheduleNext({ attempts: Math.max(1, state.attempts), arrivedAt: env.arrivedAt, now, policy: this.d.cfg.queue.retry, maxAgeMs: this.d.cfg.queue.maxAgeMs });
+      const plan = scheduleNext({
+        attempts: Math.max(1, state.attempts),
+        arrivedAt: env.arrivedAt,
+        now,
+        policy: this.d.cfg.queue.retry,
+        maxAgeMs: this.d.cfg.queue.maxAgeMs,
+      });
       if (plan.kind === 'expire') {
         // this was the last attempt: what is still pending bounces as expired (RFC 3463 4.4.7)
         const hours = Math.round((now - env.arrivedAt) / 3_600_000);
@@ -427,9 +584,29 @@ export class DeliveryEngine {
           r.status = 'expired';
           const reason = `delivery time expired after ${hours}h; last error: ${r.lastReply ?? 'none'}`;
           this.d.metrics.bounced.inc({ tenant: env.tenant, kind: 'expired' });
-          this.d.log.info({ event: 'expired', queueId: env.id, tenant: env.tenant, from: env.from, to: rc.address, status: '4.4.7', reply: r.lastReply, attempt: r.attempts }, 'expired');
+          this.d.log.info(
+            {
+              event: 'expired',
+              queueId: env.id,
+              tenant: env.tenant,
+              from: env.from,
+              to: rc.address,
+              status: '4.4.7',
+              reply: r.lastReply,
+              attempt: r.attempts,
+            },
+            'expired',
+          );
           if (dsnRecipientsWanted(rc.notify?.join(','), 'failed'))
-            failed.push({ address: rc.address, orcpt: rc.orcpt, action: 'failed', status: '4.4.7', diagnostic: reason, remoteMta: r.remoteMta, lastAttemptAt: r.lastAttemptAt ? new Date(r.lastAttemptAt) : undefined } as DsnRecipient);
+            failed.push({
+              address: rc.address,
+              orcpt: rc.orcpt,
+              action: 'failed',
+              status: '4.4.7',
+              diagnostic: reason,
+              remoteMta: r.remoteMta,
+              lastAttemptAt: r.lastAttemptAt ? new Date(r.lastAttemptAt) : undefined,
+            } as DsnRecipient);
         }
         pending = [];
       } else {
@@ -443,7 +620,19 @@ export class DeliveryEngine {
         state.delayWarned = true;
         const delayed = pending
           .filter((i) => dsnRecipientsWanted(env.rcpts[i].notify?.join(','), 'delayed'))
-          .map((i) => ({ address: env.rcpts[i].address, orcpt: env.rcpts[i].orcpt, action: 'delayed', status: state.rcpts[i].lastStatus ?? '4.0.0', diagnostic: state.rcpts[i].lastReply, remoteMta: state.rcpts[i].remoteMta, lastAttemptAt: new Date(now), willRetryUntil: new Date(env.arrivedAt + this.d.cfg.queue.maxAgeMs) }) as DsnRecipient);
+          .map(
+            (i) =>
+              ({
+                address: env.rcpts[i].address,
+                orcpt: env.rcpts[i].orcpt,
+                action: 'delayed',
+                status: state.rcpts[i].lastStatus ?? '4.0.0',
+                diagnostic: state.rcpts[i].lastReply,
+                remoteMta: state.rcpts[i].remoteMta,
+                lastAttemptAt: new Date(now),
+                willRetryUntil: new Date(env.arrivedAt + this.d.cfg.queue.maxAgeMs),
+              }) as DsnRecipient,
+          );
         if (delayed.length) await this.queueDsn(entry, delayed);
       }
     }
@@ -466,7 +655,14 @@ export class DeliveryEngine {
   private async queueDsn(entry: Entry, recipients: DsnRecipient[]): Promise<void> {
     const env = entry.env;
     if (env.from === '' || env.origin === 'dsn') {
-      this.d.log.info({ event: 'dsn.suppressed', queueId: env.id, reason: env.from === '' ? 'null sender' : 'message is a DSN' }, 'no DSN for this message');
+      this.d.log.info(
+        {
+          event: 'dsn.suppressed',
+          queueId: env.id,
+          reason: env.from === '' ? 'null sender' : 'message is a DSN',
+        },
+        'no DSN for this message',
+      );
       return;
     }
     const now = this.d.now();
@@ -501,7 +697,17 @@ export class DeliveryEngine {
     const bodyOffset = await this.d.spool.write(dsnEnv, [raw], { internal: true });
     const action = recipients[0].action;
     this.d.metrics.dsnSent.inc({ action });
-    this.d.log.info({ event: 'dsn.queued', queueId: id, about: env.id, to: env.from, action, recipients: recipients.length }, 'DSN queued');
+    this.d.log.info(
+      {
+        event: 'dsn.queued',
+        queueId: id,
+        about: env.id,
+        to: env.from,
+        action,
+        recipients: recipients.length,
+      },
+      'DSN queued',
+    );
     this.add({ env: dsnEnv, state: initialState(dsnEnv, now), bodyOffset }, raw);
   }
 }

@@ -22,12 +22,35 @@ export class Relay {
   private ready = false;
   private stopping?: Promise<void>;
 
-  constructor(readonly cfg: RelayConfig, private readonly o: RelayOptions) {
+  constructor(
+    readonly cfg: RelayConfig,
+    private readonly o: RelayOptions,
+  ) {
     const now = o.now ?? Date.now;
-    this.spool = new Spool({ dir: cfg.spoolDir, maxMessages: cfg.queue.maxMessages, minFreeBytes: cfg.queue.minFreeBytes, now });
-    const resolver = new MxResolver({ servers: cfg.dns.servers, timeoutMs: cfg.dns.timeoutMs, allowPrivateTargets: cfg.dns.allowPrivateTargets });
-    this.metrics = new RelayMetrics({ queue: () => this.engine.stats(), bounceRates: () => this.engine.bounceWindow.rates(now()), now });
-    const engine = (this.engine = new DeliveryEngine({ cfg, spool: this.spool, resolver, metrics: this.metrics, log: o.log, now }));
+    this.spool = new Spool({
+      dir: cfg.spoolDir,
+      maxMessages: cfg.queue.maxMessages,
+      minFreeBytes: cfg.queue.minFreeBytes,
+      now,
+    });
+    const resolver = new MxResolver({
+      servers: cfg.dns.servers,
+      timeoutMs: cfg.dns.timeoutMs,
+      allowPrivateTargets: cfg.dns.allowPrivateTargets,
+    });
+    this.metrics = new RelayMetrics({
+      queue: () => this.engine.stats(),
+      bounceRates: () => this.engine.bounceWindow.rates(now()),
+      now,
+    });
+    const engine = (this.engine = new DeliveryEngine({
+      cfg,
+      spool: this.spool,
+      resolver,
+      metrics: this.metrics,
+      log: o.log,
+      now,
+    }));
     this.inbound = new Inbound({ cfg, spool: this.spool, engine, metrics: this.metrics, log: o.log, now });
     this.admin = new AdminServer({ metrics: this.metrics, engine, ready: () => this.ready });
   }
@@ -36,12 +59,19 @@ export class Relay {
   async start(): Promise<void> {
     const recovered = await this.spool.open();
     for (const q of this.spool.quarantined)
-      this.o.log.error({ event: 'spool.corrupt', file: q.file, reason: q.reason, movedTo: q.movedTo ?? null }, 'unreadable queue file set aside; it will not be delivered');
+      this.o.log.error(
+        { event: 'spool.corrupt', file: q.file, reason: q.reason, movedTo: q.movedTo ?? null },
+        'unreadable queue file set aside; it will not be delivered',
+      );
     for (const m of recovered) this.engine.add(m);
-    if (recovered.length) this.o.log.info({ event: 'queue.recovered', messages: recovered.length }, 'recovered queued messages');
+    if (recovered.length)
+      this.o.log.info({ event: 'queue.recovered', messages: recovered.length }, 'recovered queued messages');
     this.engine.start();
     const adminPort = await this.admin.start(this.cfg.admin.address, this.cfg.admin.port);
-    this.o.log.info({ event: 'admin.listening', address: this.cfg.admin.address, port: adminPort }, 'admin port ready');
+    this.o.log.info(
+      { event: 'admin.listening', address: this.cfg.admin.address, port: adminPort },
+      'admin port ready',
+    );
     await this.inbound.start();
     this.ready = true;
     this.o.log.info({ event: 'ready', queued: recovered.length }, 'relay ready');

@@ -19,7 +19,12 @@ export function hostKey(h: HostRoute): string {
   return k;
 }
 function computeKey(h: HostRoute): string {
-  const login = h.credentials ? createHash('sha256').update(`${h.credentials.username}\0${h.credentials.password}`).digest('hex').slice(0, 12) : '';
+  const login = h.credentials
+    ? createHash('sha256')
+        .update(`${h.credentials.username}\0${h.credentials.password}`)
+        .digest('hex')
+        .slice(0, 12)
+    : '';
   return `${h.host.toLowerCase()}:${h.port}:${h.tls}:${login}`;
 }
 
@@ -28,11 +33,21 @@ export function selectRoute(routing: RelayConfig['routing'], domain: string): Ro
   let best: (HostRoute & { domain: string }) | undefined;
   for (const r of routing.domains) {
     if (r.domain === d) return { kind: 'domain', key: `route:${hostKey(r)}`, domain: d, host: r };
-    if (r.domain.startsWith('*.') && d.endsWith(r.domain.slice(1)) && (!best || r.domain.length > best.domain.length)) best = r;
+    if (
+      r.domain.startsWith('*.') &&
+      d.endsWith(r.domain.slice(1)) &&
+      (!best || r.domain.length > best.domain.length)
+    )
+      best = r;
   }
   if (best) return { kind: 'domain', key: `route:${hostKey(best)}`, domain: d, host: best };
   if (routing.default.type === 'smarthost') {
-    return { kind: 'smarthost', key: `route:${hostKey(routing.default.smarthost)}`, domain: d, host: routing.default.smarthost };
+    return {
+      kind: 'smarthost',
+      key: `route:${hostKey(routing.default.smarthost)}`,
+      domain: d,
+      host: routing.default.smarthost,
+    };
   }
   return { kind: 'mx', key: `mx:${d}`, domain: d };
 }

@@ -83,12 +83,21 @@ export interface SpoolOptions {
 }
 
 export function initialState(env: Envelope, now: number): DeliveryState {
-  return { v: 1, attempts: 0, nextAttemptAt: now, delayWarned: false, rcpts: env.rcpts.map(() => ({ status: 'pending', attempts: 0 })) };
+  return {
+    v: 1,
+    attempts: 0,
+    nextAttemptAt: now,
+    delayWarned: false,
+    rcpts: env.rcpts.map(() => ({ status: 'pending', attempts: 0 })),
+  };
 }
 
 /** Queue ids: time-ordered, 20 characters of [0-9A-Z], unique without coordination. */
 export function newQueueId(now = Date.now()): string {
-  return (now.toString(36).padStart(9, '0') + randomBytes(8).readBigUInt64BE(0).toString(36).slice(0, 11).padStart(11, '0')).toUpperCase();
+  return (
+    now.toString(36).padStart(9, '0') +
+    randomBytes(8).readBigUInt64BE(0).toString(36).slice(0, 11).padStart(11, '0')
+  ).toUpperCase();
 }
 
 const ID_RE = /^[0-9A-Z]{20}$/;
@@ -159,7 +168,8 @@ export class Spool {
 
   /** Creates the layout, drops unacknowledged temp files, and returns every queued message. */
   async open(): Promise<SpooledMessage[]> {
-    for (const d of [this.dir, this.tmpDir, this.queueDir, this.stateDir]) await fsp.mkdir(d, { recursive: true });
+    for (const d of [this.dir, this.tmpDir, this.queueDir, this.stateDir])
+      await fsp.mkdir(d, { recursive: true });
     for (const f of await fsp.readdir(this.tmpDir)) await fsp.rm(path.join(this.tmpDir, f), { force: true });
     this.quarantined.length = 0;
     const out: SpooledMessage[] = [];
@@ -217,8 +227,10 @@ export class Spool {
 
   /** Synchronous, so that write() can check and reserve a slot with no await in between. */
   private assertCapacity(size: number, internal = false): void {
-    if (!internal && this.count >= this.opts.maxMessages) throw new SpoolBackpressureError(`Queue full (${this.count} messages), try again later`);
-    if (this.freeBytes - size < this.opts.minFreeBytes) throw new SpoolBackpressureError('Insufficient system storage, try again later');
+    if (!internal && this.count >= this.opts.maxMessages)
+      throw new SpoolBackpressureError(`Queue full (${this.count} messages), try again later`);
+    if (this.freeBytes - size < this.opts.minFreeBytes)
+      throw new SpoolBackpressureError('Insufficient system storage, try again later');
   }
 
   /**
@@ -287,7 +299,9 @@ export class Spool {
 
   private async readState(id: string): Promise<DeliveryState | undefined> {
     try {
-      const s = JSON.parse(await fsp.readFile(path.join(this.stateDir, `${id}.json`), 'utf8')) as DeliveryState;
+      const s = JSON.parse(
+        await fsp.readFile(path.join(this.stateDir, `${id}.json`), 'utf8'),
+      ) as DeliveryState;
       return s.v === 1 ? s : undefined;
     } catch {
       return undefined;

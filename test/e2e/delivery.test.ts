@@ -80,18 +80,40 @@ describe('delivery through MX, routes and backups', () => {
 
   test('relays a message byte for byte: dot-stuffed lines, 8-bit body, our Received header first', async () => {
     const original = Buffer.concat([
-      Buffer.from('From: a@sender.test\r\nTo: ok-bytes@ok.test\r\nSubject: exact\r\nMessage-ID: <exact@sender.test>\r\n'),
-      Buffer.from('MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n'),
-      Buffer.from('.leading dot\r\n..two dots\r\n.\r\nnot the end\r\nÜñíçødé – 8 bit\r\n\r\ntrailing\r\n', 'utf8'),
+      Buffer.from(
+        'From: a@sender.test\r\nTo: ok-bytes@ok.test\r\nSubject: exact\r\nMessage-ID: <exact@sender.test>\r\n',
+      ),
+      Buffer.from(
+        'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n',
+      ),
+      Buffer.from(
+        '.leading dot\r\n..two dots\r\n.\r\nnot the end\r\nÜñíçødé – 8 bit\r\n\r\ntrailing\r\n',
+        'utf8',
+      ),
     ]);
-    const info = await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['ok-bytes@ok.test'], raw: original });
+    const info = await sendMail(relay.ports.smtp, {
+      from: 'a@sender.test',
+      to: ['ok-bytes@ok.test'],
+      raw: original,
+    });
     const id = /queued as ([0-9A-Z]{20})/.exec(info.response)?.[1];
     assert.ok(id, `250 reply names the queue id: ${info.response}`);
-    const [msg] = await waitFor(() => (mxA.byRecipient('ok-bytes@ok.test').length ? mxA.byRecipient('ok-bytes@ok.test') : undefined), { what: 'delivery' });
+    const [msg] = await waitFor(
+      () => (mxA.byRecipient('ok-bytes@ok.test').length ? mxA.byRecipient('ok-bytes@ok.test') : undefined),
+      { what: 'delivery' },
+    );
     const text = msg.raw.toString('latin1');
-    assert.match(text, new RegExp(`^Received: from client\\.test \\(\\[127\\.0\\.0\\.1\\]\\)\\r\\n\\tby relay\\.cartero\\.test \\(Cartero\\) with ESMTP id ${id}`));
+    assert.match(
+      text,
+      new RegExp(
+        `^Received: from client\\.test \\(\\[127\\.0\\.0\\.1\\]\\)\\r\\n\\tby relay\\.cartero\\.test \\(Cartero\\) with ESMTP id ${id}`,
+      ),
+    );
     const headerEnd = text.indexOf('\r\n', text.indexOf('; ', text.indexOf('id ' + id))) + 2;
-    assert.ok(msg.raw.subarray(headerEnd).equals(original), 'the message after our Received header is the original, byte for byte');
+    assert.ok(
+      msg.raw.subarray(headerEnd).equals(original),
+      'the message after our Received header is the original, byte for byte',
+    );
     assert.equal(msg.mailFrom, 'a@sender.test');
     assert.equal(msg.mailParams.BODY, '8BITMIME');
   });
@@ -109,10 +131,23 @@ describe('delivery through MX, routes and backups', () => {
   });
 
   test('per-domain and wildcard routes win over MX; recipients of one route share a transaction', async () => {
-    const r = await swaks(['-s', '127.0.0.1', '-p', String(relay.ports.smtp), '-f', 'a@sender.test', '-t', 'ok-1@routed.test,ok-2@routed.test,ok-3@a.wild.test', '--h-Subject', 'routes']);
+    const r = await swaks([
+      '-s',
+      '127.0.0.1',
+      '-p',
+      String(relay.ports.smtp),
+      '-f',
+      'a@sender.test',
+      '-t',
+      'ok-1@routed.test,ok-2@routed.test,ok-3@a.wild.test',
+      '--h-Subject',
+      'routes',
+    ]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     const msgs = await routed.waitForMessages(1);
-    await waitFor(() => routed.messages.flatMap((m) => m.rcptTo).length === 3, { what: 'three routed recipients' });
+    await waitFor(() => routed.messages.flatMap((m) => m.rcptTo).length === 3, {
+      what: 'three routed recipients',
+    });
     const all = routed.messages.flatMap((m) => m.rcptTo).sort();
     assert.deepEqual(all, ['ok-1@routed.test', 'ok-2@routed.test', 'ok-3@a.wild.test']);
     assert.equal(msgs.length, 1, 'one transaction for one route');
@@ -121,7 +156,10 @@ describe('delivery through MX, routes and backups', () => {
 
   test('retries a temporary failure until it is delivered', async () => {
     await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['tempfail-once@ok.test'] });
-    await waitFor(() => mxA.byRecipient('tempfail-once@ok.test')[0], { what: 'delivery after a retry', timeoutMs: 15_000 });
+    await waitFor(() => mxA.byRecipient('tempfail-once@ok.test')[0], {
+      what: 'delivery after a retry',
+      timeoutMs: 15_000,
+    });
     const codes = mxA.rcptAttempts.filter((a) => a.address === 'tempfail-once@ok.test').map((a) => a.code);
     assert.deepEqual(codes, [451, 250]);
     await relay.waitForLog((l) => l.event === 'deferred' && l.to === 'tempfail-once@ok.test');
@@ -134,12 +172,23 @@ describe('delivery through MX, routes and backups', () => {
       subject: 'will partly bounce',
       dsn: { envid: 'ENV-42', ret: 'HDRS' },
     });
-    const delivered = await waitFor(() => mxA.byRecipient('ok-partial@ok.test')[0], { what: 'accepted recipient delivered' });
-    assert.deepEqual(delivered.rcptTo, ['ok-partial@ok.test'], 'the refused recipient is not in the transaction that succeeded');
+    const delivered = await waitFor(() => mxA.byRecipient('ok-partial@ok.test')[0], {
+      what: 'accepted recipient delivered',
+    });
+    assert.deepEqual(
+      delivered.rcptTo,
+      ['ok-partial@ok.test'],
+      'the refused recipient is not in the transaction that succeeded',
+    );
     const bounce = await waitFor(() => mxA.byRecipient('sender-reject@sender.test')[0], { what: 'DSN' });
     assert.equal(bounce.mailFrom, '', 'DSNs are sent from the null sender');
     const parsed = await simpleParser(bounce.raw);
-    assert.match(String(parsed.headers.get('content-type') && (parsed.headers.get('content-type') as { value: string }).value), /multipart\/report/);
+    assert.match(
+      String(
+        parsed.headers.get('content-type') && (parsed.headers.get('content-type') as { value: string }).value,
+      ),
+      /multipart\/report/,
+    );
     assert.equal(parsed.headers.get('auto-submitted'), 'auto-replied');
     const dsn = parseDsn(bounce.raw);
     assert.equal(dsn.reportType, 'delivery-status');
@@ -157,9 +206,23 @@ describe('delivery through MX, routes and backups', () => {
   });
 
   test('null MX and NXDOMAIN bounce with their status codes', async () => {
-    await sendMail(relay.ports.smtp, { from: 'sender-nx@sender.test', to: ['x@nullmx.test', 'y@nosuch.test'] });
-    const bounces = await waitFor(() => (mxA.byRecipient('sender-nx@sender.test').length >= 1 ? mxA.byRecipient('sender-nx@sender.test') : undefined), { what: 'DSNs' });
-    await waitFor(() => bounces.flatMap((b) => parseDsn(b.raw).recipients).length >= 2 || mxA.byRecipient('sender-nx@sender.test').flatMap((b) => parseDsn(b.raw).recipients).length >= 2, { what: 'both recipients reported' });
+    await sendMail(relay.ports.smtp, {
+      from: 'sender-nx@sender.test',
+      to: ['x@nullmx.test', 'y@nosuch.test'],
+    });
+    const bounces = await waitFor(
+      () =>
+        mxA.byRecipient('sender-nx@sender.test').length >= 1
+          ? mxA.byRecipient('sender-nx@sender.test')
+          : undefined,
+      { what: 'DSNs' },
+    );
+    await waitFor(
+      () =>
+        bounces.flatMap((b) => parseDsn(b.raw).recipients).length >= 2 ||
+        mxA.byRecipient('sender-nx@sender.test').flatMap((b) => parseDsn(b.raw).recipients).length >= 2,
+      { what: 'both recipients reported' },
+    );
     const recips = mxA.byRecipient('sender-nx@sender.test').flatMap((b) => parseDsn(b.raw).recipients);
     const byRcpt = Object.fromEntries(recips.map((r) => [r['final-recipient'], r['status']]));
     assert.equal(byRcpt['rfc822; x@nullmx.test'], '5.1.10');
@@ -168,17 +231,25 @@ describe('delivery through MX, routes and backups', () => {
 
   test('never sends a DSN to the null sender', async () => {
     const before = mxA.messages.length;
-    await sendMail(relay.ports.smtp, { from: '', to: ['reject@ok.test'], subject: 'from null sender' }).catch((e: Error) => {
-      throw e;
-    });
+    await sendMail(relay.ports.smtp, { from: '', to: ['reject@ok.test'], subject: 'from null sender' }).catch(
+      (e: Error) => {
+        throw e;
+      },
+    );
     await relay.waitForLog((l) => l.event === 'dsn.suppressed');
     await waitFor(async () => (await queueDepth(relay)) === 0, { what: 'queue empty' });
     assert.equal(mxA.messages.length, before, 'nothing was sent anywhere');
   });
 
   test('passes DSN parameters on to a next hop that supports DSN', async () => {
-    await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['ok-dsn@ok.test'], dsn: { ret: 'HDRS', envid: 'E-1', notify: ['FAILURE', 'DELAY'], orcpt: 'rfc822;orig@ok.test' } });
-    const msg: ReceivedMessage = await waitFor(() => mxA.byRecipient('ok-dsn@ok.test')[0], { what: 'delivery' });
+    await sendMail(relay.ports.smtp, {
+      from: 'a@sender.test',
+      to: ['ok-dsn@ok.test'],
+      dsn: { ret: 'HDRS', envid: 'E-1', notify: ['FAILURE', 'DELAY'], orcpt: 'rfc822;orig@ok.test' },
+    });
+    const msg: ReceivedMessage = await waitFor(() => mxA.byRecipient('ok-dsn@ok.test')[0], {
+      what: 'delivery',
+    });
     assert.equal(msg.mailParams.RET, 'HDRS');
     assert.equal(msg.mailParams.ENVID, 'E-1');
     assert.equal(String(msg.rcptParams[0].NOTIFY), 'FAILURE,DELAY');
@@ -192,17 +263,35 @@ describe('smarthost with AUTH and backup routes', () => {
   let relay: RelayProc;
 
   before(async () => {
-    smarthost = await startTestMx({ address: '127.0.4.5', auth: { username: 'relayuser', password: 's3cret pass' }, name: 'smarthost.test' });
+    smarthost = await startTestMx({
+      address: '127.0.4.5',
+      auth: { username: 'relayuser', password: 's3cret pass' },
+      name: 'smarthost.test',
+    });
     backup = await startTestMx({ address: '127.0.4.6', name: 'backup.test' });
     const down = await closedPort('127.0.4.7');
     relay = await startRelay({
       config: {
         trustedNetworks: ['127.0.0.0/8'],
         routing: {
-          default: { type: 'smarthost', smarthost: { host: '127.0.4.5', port: smarthost.port, tls: 'none', credentials: { username: 'relayuser', passwordFile: 'smarthost.pass' } } },
+          default: {
+            type: 'smarthost',
+            smarthost: {
+              host: '127.0.4.5',
+              port: smarthost.port,
+              tls: 'none',
+              credentials: { username: 'relayuser', passwordFile: 'smarthost.pass' },
+            },
+          },
           domains: [
             { domain: 'viabackup.test', host: '127.0.4.7', port: down, tls: 'none' },
-            { domain: 'badauth.test', host: '127.0.4.5', port: smarthost.port, tls: 'none', credentials: { username: 'relayuser', passwordFile: 'wrong.pass' } },
+            {
+              domain: 'badauth.test',
+              host: '127.0.4.5',
+              port: smarthost.port,
+              tls: 'none',
+              credentials: { username: 'relayuser', passwordFile: 'wrong.pass' },
+            },
           ],
           backups: [{ host: '127.0.4.6', port: backup.port, tls: 'none' }],
         },
@@ -284,7 +373,10 @@ describe('outbound TLS', () => {
   });
 
   test('required TLS never falls back to plaintext: no STARTTLS or a bad certificate defers', async () => {
-    await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['ok@required-plain.test', 'ok@required-selfsigned.test'] });
+    await sendMail(relay.ports.smtp, {
+      from: 'a@sender.test',
+      to: ['ok@required-plain.test', 'ok@required-selfsigned.test'],
+    });
     await relay.waitForLog((l) => l.event === 'deferred' && l.to === 'ok@required-plain.test');
     await relay.waitForLog((l) => l.event === 'deferred' && l.to === 'ok@required-selfsigned.test');
     assert.equal(plainMx.messages.length, 0);

@@ -29,7 +29,9 @@ before(async () => {
       listeners: [{ name: 'smtp', port: 0 }],
       trustedNetworks: ['127.0.0.0/8'],
       queue: { retry: { initial: '10m', factor: 2, max: '4h' }, maxAge: '5d', delayWarningAfter: '4h' },
-      routing: { default: { type: 'smarthost', smarthost: { host: '127.0.4.8', port: mx.port, tls: 'none' } } },
+      routing: {
+        default: { type: 'smarthost', smarthost: { host: '127.0.4.8', port: mx.port, tls: 'none' } },
+      },
       admin: { port: 0 },
     },
     dir,
@@ -51,7 +53,11 @@ function advance(ms: number): void {
 }
 
 test('warns after delayWarningAfter, then bounces as expired after maxAge', async () => {
-  await sendMail(relay.inbound.ports.smtp, { from: 'owner@sender.test', to: ['tempfail@dest.test'], subject: 'stuck' });
+  await sendMail(relay.inbound.ports.smtp, {
+    from: 'owner@sender.test',
+    to: ['tempfail@dest.test'],
+    subject: 'stuck',
+  });
   const attempts = () => mx.rcptAttempts.filter((a) => a.address === 'tempfail@dest.test').length;
   await waitFor(() => attempts() >= 1, { what: 'first attempt' });
   assert.equal(relay.engine.stats().depth, 1);
@@ -66,7 +72,10 @@ test('warns after delayWarningAfter, then bounces as expired after maxAge', asyn
     assert.ok(m.nextAttemptAt > clock, 'the next attempt is scheduled in the future');
     advance(m.nextAttemptAt - clock);
     await waitFor(() => attempts() > n, { what: `retry ${i + 1}` });
-    await waitFor(() => relay.engine.list(1)[0]?.attempts === i + 2 || mx.byRecipient('owner@sender.test').length > 0, { what: 'attempt recorded' });
+    await waitFor(
+      () => relay.engine.list(1)[0]?.attempts === i + 2 || mx.byRecipient('owner@sender.test').length > 0,
+      { what: 'attempt recorded' },
+    );
   }
   const warning = await waitFor(() => mx.byRecipient('owner@sender.test')[0], { what: 'delay warning' });
   const w = parseDsn(warning.raw);
@@ -78,7 +87,10 @@ test('warns after delayWarningAfter, then bounces as expired after maxAge', asyn
 
   // Past maxAge (5 days): the next attempt expires the recipient and bounces it.
   advance(5 * 24 * HOUR);
-  const bounces = await waitFor(() => (mx.byRecipient('owner@sender.test').length >= 2 ? mx.byRecipient('owner@sender.test') : undefined), { what: 'expiry bounce' });
+  const bounces = await waitFor(
+    () => (mx.byRecipient('owner@sender.test').length >= 2 ? mx.byRecipient('owner@sender.test') : undefined),
+    { what: 'expiry bounce' },
+  );
   const b = parseDsn(bounces[1].raw);
   assert.equal(b.recipients[0]['action'], 'failed');
   assert.equal(b.recipients[0]['status'], '4.4.7');

@@ -33,7 +33,9 @@ export function parseDsn(raw: Buffer): ParsedDsn {
     .split(`--${boundary}`)
     .slice(1, -1)
     .map((p) => p.replace(/^\r\n/, ''));
-  const status = parts.find((p) => /^content-type:\s*message\/delivery-status/im.test(p.slice(0, p.indexOf('\r\n\r\n'))));
+  const status = parts.find((p) =>
+    /^content-type:\s*message\/delivery-status/im.test(p.slice(0, p.indexOf('\r\n\r\n'))),
+  );
   if (!status) throw new Error('no message/delivery-status part');
   const body = status.slice(status.indexOf('\r\n\r\n') + 4).replace(/\r\n$/, '');
   const groups = body.split(/\r\n\r\n/).filter((g) => g.trim());

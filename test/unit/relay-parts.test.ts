@@ -34,8 +34,15 @@ describe('selectRoute', () => {
     assert.equal(selectRoute(routing, 'notexample.com').kind, 'mx');
   });
   test('default MX, one destination key per domain; smarthost shares one key', () => {
-    assert.deepEqual(selectRoute(routing, 'other.org'), { kind: 'mx', key: 'mx:other.org', domain: 'other.org' });
-    const sh = { ...routing, default: { type: 'smarthost' as const, smarthost: host('smart.internal', 587) } };
+    assert.deepEqual(selectRoute(routing, 'other.org'), {
+      kind: 'mx',
+      key: 'mx:other.org',
+      domain: 'other.org',
+    });
+    const sh = {
+      ...routing,
+      default: { type: 'smarthost' as const, smarthost: host('smart.internal', 587) },
+    };
     assert.equal(selectRoute(sh, 'a.org').key, selectRoute(sh, 'b.org').key);
     assert.equal(selectRoute(sh, 'a.org').kind, 'smarthost');
   });
@@ -47,7 +54,10 @@ test('TimeHeap pops in time order', () => {
   times.forEach((t, i) => h.push(t, `m${i}`));
   const out: number[] = [];
   for (let x = h.pop(); x; x = h.pop()) out.push(x.at);
-  assert.deepEqual(out, [...times].sort((a, b) => a - b));
+  assert.deepEqual(
+    out,
+    [...times].sort((a, b) => a - b),
+  );
 });
 
 test('BounceWindow: hard bounces over attempts in the window, per tenant', () => {
@@ -66,15 +76,25 @@ describe('greeting delay override (ADR 002)', () => {
    * Connects with setTimeout mocked, so the greeting pause never elapses on its own: returns whether the
    * 220 greeting came without moving the clock, and that it comes once the clock is moved by `tickMs`.
    */
-  async function greeting(greetingDelayMs: number | undefined, tickMs: number): Promise<{ beforeTick: string; afterTick: string }> {
-    const server = new SMTPServer({ logger: false, disableReverseLookup: true, authOptional: true, ...(greetingDelayMs === undefined ? {} : { greetingDelayMs }) } as never);
+  async function greeting(
+    greetingDelayMs: number | undefined,
+    tickMs: number,
+  ): Promise<{ beforeTick: string; afterTick: string }> {
+    const server = new SMTPServer({
+      logger: false,
+      disableReverseLookup: true,
+      authOptional: true,
+      ...(greetingDelayMs === undefined ? {} : { greetingDelayMs }),
+    } as never);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.server.address() as net.AddressInfo).port;
     mock.timers.enable({ apis: ['setTimeout'] });
     const s = net.connect(port, '127.0.0.1');
     let buf = '';
     s.setEncoding('utf8');
-    const got = new Promise<void>((resolve) => s.on('data', (d: string) => ((buf += d), buf.includes('\r\n') && resolve())));
+    const got = new Promise<void>((resolve) =>
+      s.on('data', (d: string) => ((buf += d), buf.includes('\r\n') && resolve())),
+    );
     try {
       await new Promise<void>((r) => s.once('connect', () => r()));
       // let the server handle the connection: a bounded number of event-loop turns, no timers
