@@ -394,3 +394,44 @@ describe('outbound TLS', () => {
     assert.doesNotMatch(text, /required-plain\.test/, 'no recipient in any label');
   });
 });
+
+describe('one slow destination does not hold up the others', () => {
+  let slowMx: TestMx;
+  let fastMx: TestMx;
+  let relay: RelayProc;
+
+  before(async () => {
+    slowMx = await startTestMx({ address: '127.0.4.11', slowMs: 8000 });
+    fastMx = await startTestMx({ address: '127.0.4.12' });
+    relay = await startRelay({
+      config: {
+        trustedNetworks: ['127.0.0.0/8'],
+        delivery: { concurrency: 4, perDestinationConcurrency: 1 },
+        routing: {
+          domains: [
+            { domain: 'slow.test', host: '127.0.4.11', port: slowMx.port, tls: 'none' },
+            { domain: 'fast.test', host: '127.0.4.12', port: fastMx.port, tls: 'none' },
+          ],
+        },
+      },
+    });
+  });
+
+  after(async () => {
+    await slowMx?.close(); // ends the slow transaction, so the relay stops at once
+    await relay?.cleanup();
+    await fastMx?.close();
+  });
+
+  test('mail to a fast domain is delivered while a slow one is still in its transaction', async () => {
+    await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['slow@slow.test'] });
+    await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['slow@slow.test', 'ok-1@fast.test'] });
+    await sendMail(relay.ports.smtp, { from: 'a@sender.test', to: ['ok-2@fast.test'] });
+    await waitFor(() => fastMx.messages.length === 2, { what: 'both fast deliveries' });
+    // the slow MX answers DATA only after 8 s: it has not recorded anything yet, and with one connection
+    // for slow.test its second message is still waiting behind the first
+    assert.equal(slowMx.messages.length, 0, 'the slow destination is still busy');
+    const q = (await (await fetch(`http://127.0.0.1:${relay.adminPort}/queue`)).json()) as { depth: number };
+    assert.equal(q.depth, 2, 'both messages for slow.test are still queued');
+  });
+});
