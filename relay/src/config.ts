@@ -3,6 +3,7 @@
  * renders relay config), loading from YAML/JSON, validation with field paths, and resolution of
  * durations and file paths into a ready-to-use `RelayConfig`.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
@@ -34,6 +35,7 @@ const hostPort = {
   },
 } as const;
 const cidr = { type: 'string', minLength: 1 } as const;
+export const RATE_PATTERN = '^[1-9][0-9]*/(s|m|h|d)$';
 
 export const CONFIG_SCHEMA = {
   $id: 'https://cartero.io/schemas/relay-config-v1.json',
@@ -248,6 +250,192 @@ export const CONFIG_SCHEMA = {
         },
       },
     },
+    tenants: {
+      type: 'array',
+      default: [],
+      description:
+        'Senders sharing this relay. Without tenants, every message belongs to the tenant "default", unlimited.',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name'],
+        properties: {
+          name: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,62}$' },
+          accounts: {
+            type: 'array',
+            default: [],
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['username', 'passwordFile'],
+              properties: {
+                username: { type: 'string', minLength: 1 },
+                passwordFile: { type: 'string', minLength: 1 },
+              },
+            },
+          },
+          trustedNetworks: {
+            type: 'array',
+            items: cidr,
+            default: [],
+            description: 'Clients in these CIDRs send as this tenant without AUTH.',
+          },
+          senderDomains: {
+            type: 'array',
+            items: { type: 'string', pattern: '^(\\*\\.)?[A-Za-z0-9.-]+$' },
+            default: [],
+            description: 'MAIL FROM domains allowed (exact, or *.suffix for subdomains); empty allows any.',
+          },
+          rateLimits: {
+            type: 'array',
+            items: { type: 'string', pattern: RATE_PATTERN },
+            default: [],
+            description: 'e.g. ["10/s", "1000/h", "10000/d"], counted in accepted recipients.',
+          },
+          burst: {
+            type: 'integer',
+            minimum: 1,
+            description: 'Bucket size of per-second and per-minute limits (default: the limit itself).',
+          },
+          ipPool: {
+            type: 'string',
+            description: 'Name of an entry in ipPools; mail of this tenant leaves from its addresses.',
+          },
+          retry: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { initial: duration, factor: { type: 'number', minimum: 1 }, max: duration },
+          },
+          maxAge: duration,
+          quota: {
+            type: 'object',
+            additionalProperties: false,
+            default: {},
+            properties: { messages: { type: 'integer', minimum: 1 }, bytes: { type: 'integer', minimum: 1 } },
+          },
+          bounceRate: {
+            type: 'object',
+            additionalProperties: false,
+            default: {},
+            properties: {
+              warn: { type: 'number', minimum: 0, maximum: 1, default: 0.05 },
+              pause: { type: 'number', minimum: 0, maximum: 1, default: 0.1 },
+              window: { ...duration, default: '24h' },
+              minVolume: { type: 'integer', minimum: 1, default: 100 },
+              cooldown: { ...duration, default: '1h' },
+            },
+          },
+          suppression: {
+            type: 'object',
+            additionalProperties: false,
+            default: {},
+            properties: { enabled: { type: 'boolean', default: true }, ttl: { ...duration, default: '30d' } },
+          },
+        },
+      },
+    },
+    ipPools: {
+      type: 'array',
+      default: [],
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'addresses'],
+        properties: {
+          name: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,62}$' },
+          addresses: {
+            type: 'array',
+            minItems: 1,
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['ip', 'ehlo'],
+              properties: {
+                ip: { type: 'string', minLength: 1 },
+                ehlo: {
+                  type: 'string',
+                  pattern:
+                    '^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$',
+                  description: 'EHLO name; must match the PTR record of ip.',
+                },
+                perHour: { type: 'integer', minimum: 1 },
+                perDay: { type: 'integer', minimum: 1 },
+              },
+            },
+          },
+          warmup: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['start', 'dailyCaps'],
+            properties: {
+              start: {
+                type: 'string',
+                pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}$',
+                description: 'UTC date of day 1.',
+              },
+              dailyCaps: {
+                type: 'array',
+                minItems: 1,
+                items: { type: 'integer', minimum: 1 },
+                description: 'Per-address cap on day 1, 2, ...; none after the last day.',
+              },
+            },
+          },
+        },
+      },
+    },
+    shaping: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        defaults: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            maxConnections: { type: 'integer', minimum: 1, default: 20 },
+            messagesPerConnection: { type: 'integer', minimum: 1, default: 100 },
+            messagesPerSecond: { type: 'number', exclusiveMinimum: 0 },
+          },
+        },
+        rules: {
+          type: 'array',
+          default: [],
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              domain: { type: 'string', pattern: '^(\\*\\.)?[A-Za-z0-9.-]+$' },
+              mx: { type: 'string', pattern: '^(\\*\\.)?[A-Za-z0-9.-]+$' },
+              maxConnections: { type: 'integer', minimum: 1 },
+              messagesPerConnection: { type: 'integer', minimum: 1 },
+              messagesPerSecond: { type: 'number', exclusiveMinimum: 0 },
+            },
+          },
+        },
+        backoff: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: { initial: { ...duration, default: '1m' }, max: { ...duration, default: '30m' } },
+        },
+      },
+    },
+    fleet: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        rateLimitShare: {
+          type: 'number',
+          exclusiveMinimum: 0,
+          maximum: 1,
+          default: 1,
+          description: "This replica's share of every tenant rate limit (1/N in a fleet of N).",
+        },
+      },
+    },
     admin: {
       type: 'object',
       additionalProperties: false,
@@ -255,6 +443,12 @@ export const CONFIG_SCHEMA = {
       properties: {
         address: { type: 'string', default: '127.0.0.1' },
         port: { type: 'integer', minimum: 0, maximum: 65535, default: 9025 },
+        tokenFile: {
+          type: 'string',
+          minLength: 1,
+          description:
+            'File under paths.secrets with the bearer token the admin API requires (metrics and health stay open).',
+        },
       },
     },
     shutdown: {
@@ -293,6 +487,25 @@ export interface ListenerConfig {
   tls: TlsMode;
   auth: 'required' | 'optional';
 }
+export interface TenantConfig {
+  name: string;
+  senderDomains: string[];
+  rateLimits: string[];
+  burst?: number;
+  ipPool?: string;
+  retry?: { initialMs: number; factor: number; maxMs: number };
+  maxAgeMs?: number;
+  quota: { messages?: number; bytes?: number };
+  bounceRate: { warn: number; pause: number; windowMs: number; minVolume: number; cooldownMs: number };
+  suppression: { enabled: boolean; ttlMs: number };
+}
+export interface PoolConfigResolved {
+  name: string;
+  addresses: { ip: string; ehlo: string; perHour?: number; perDay?: number }[];
+  warmup?: { start: string; dailyCaps: number[] };
+}
+export const DEFAULT_TENANT = 'default';
+
 export interface RelayConfig {
   hostname: string;
   spoolDir: string;
@@ -334,7 +547,25 @@ export interface RelayConfig {
     allowPrivateTargets: [ipaddr.IPv4 | ipaddr.IPv6, number][];
     mxPort: number;
   };
-  admin: { address: string; port: number };
+  admin: { address: string; port: number; token?: Buffer };
+  tenants: Map<string, TenantConfig>;
+  /** Clients in these CIDRs send as the tenant named (most specific first); the global trustedNetworks map to 'default'. */
+  tenantNetworks: { net: [ipaddr.IPv4 | ipaddr.IPv6, number]; tenant: string }[];
+  ipPools: PoolConfigResolved[];
+  shaping: {
+    defaults: { maxConnections: number; messagesPerConnection: number; messagesPerSecond?: number };
+    rules: {
+      domain?: string;
+      mx?: string;
+      maxConnections?: number;
+      messagesPerConnection?: number;
+      messagesPerSecond?: number;
+    }[];
+    backoff: { initialMs: number; maxMs: number };
+  };
+  fleet: { rateLimitShare: number };
+  /** sha256 of the config file and every secret it names: which config this relay runs. */
+  hash: string;
   gracePeriodMs: number;
   logLevel: string;
 }
@@ -434,6 +665,12 @@ export function resolveConfig(
   baseDir: string,
   env: NodeJS.ProcessEnv = process.env,
 ): RelayConfig {
+  const hasher = createHash('sha256');
+  const sec = (root: string, file: string, field: string): Buffer => {
+    const b = readSecret(root, file, field);
+    hasher.update(field).update('\0').update(b).update('\0');
+    return b;
+  };
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc))
     throw new ConfigError('/', 'must be a mapping');
   if (!validate(doc)) throw describe(validate.errors![0]);
@@ -462,9 +699,104 @@ export function resolveConfig(
     if (accounts.has(a.username))
       throw new ConfigError(`/accounts/${i}/username`, `duplicate account ${a.username}`);
     accounts.set(a.username, {
-      password: readSecret(secretsDir, a.passwordFile, `/accounts/${i}/passwordFile`),
+      password: sec(secretsDir, a.passwordFile, `/accounts/${i}/passwordFile`),
       tenant: a.tenant,
     });
+  });
+  const tenants = new Map<string, TenantConfig>();
+  const tenantNetworks: RelayConfig['tenantNetworks'] = [];
+  const poolNames = new Set<string>((c.ipPools as { name: string }[]).map((p) => p.name));
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  (c.tenants as any[]).forEach((t, i) => {
+    const f = `/tenants/${i}`;
+    if (tenants.has(t.name)) throw new ConfigError(`${f}/name`, `tenant ${t.name} is defined twice`);
+    if (t.ipPool !== undefined && !poolNames.has(t.ipPool))
+      throw new ConfigError(`${f}/ipPool`, `no ip pool named ${JSON.stringify(t.ipPool)} in /ipPools`);
+    if (t.bounceRate.pause < t.bounceRate.warn)
+      throw new ConfigError(`${f}/bounceRate/pause`, 'must not be below bounceRate.warn');
+    t.rateLimits.forEach((r: string, k: number) => {
+      if (t.rateLimits.findIndex((x: string) => x.split('/')[1] === r.split('/')[1]) !== k)
+        throw new ConfigError(`${f}/rateLimits/${k}`, `a second limit per ${r.split('/')[1]}`);
+    });
+    t.accounts.forEach((a: { username: string; passwordFile: string }, k: number) => {
+      if (accounts.has(a.username))
+        throw new ConfigError(`${f}/accounts/${k}/username`, `duplicate account ${a.username}`);
+      accounts.set(a.username, {
+        password: sec(secretsDir, a.passwordFile, `${f}/accounts/${k}/passwordFile`),
+        tenant: t.name,
+      });
+    });
+    parseCidrs(t.trustedNetworks, `${f}/trustedNetworks`).forEach((net) =>
+      tenantNetworks.push({ net, tenant: t.name }),
+    );
+    tenants.set(t.name, {
+      name: t.name,
+      senderDomains: t.senderDomains.map((d: string) => d.toLowerCase()),
+      rateLimits: t.rateLimits,
+      ...(t.burst !== undefined ? { burst: t.burst } : {}),
+      ...(t.ipPool !== undefined ? { ipPool: t.ipPool } : {}),
+      ...(t.retry
+        ? {
+            retry: {
+              initialMs: parseDuration(t.retry.initial ?? c.queue.retry.initial),
+              factor: t.retry.factor ?? c.queue.retry.factor,
+              maxMs: parseDuration(t.retry.max ?? c.queue.retry.max),
+            },
+          }
+        : {}),
+      ...(t.maxAge ? { maxAgeMs: parseDuration(t.maxAge) } : {}),
+      quota: { ...t.quota },
+      bounceRate: {
+        warn: t.bounceRate.warn,
+        pause: t.bounceRate.pause,
+        windowMs: parseDuration(t.bounceRate.window),
+        minVolume: t.bounceRate.minVolume,
+        cooldownMs: parseDuration(t.bounceRate.cooldown),
+      },
+      suppression: { enabled: t.suppression.enabled, ttlMs: parseDuration(t.suppression.ttl) },
+    });
+  });
+  for (const [user, a] of accounts) {
+    if (tenants.size > 0 && a.tenant !== DEFAULT_TENANT && !tenants.has(a.tenant)) {
+      const i = (c.accounts as { username: string }[]).findIndex((x) => x.username === user);
+      throw new ConfigError(
+        `/accounts/${i}/tenant`,
+        `no tenant named ${JSON.stringify(a.tenant)} in /tenants`,
+      );
+    }
+  }
+  if (!tenants.has(DEFAULT_TENANT)) {
+    tenants.set(DEFAULT_TENANT, {
+      name: DEFAULT_TENANT,
+      senderDomains: [],
+      rateLimits: [],
+      quota: {},
+      bounceRate: { warn: 0.05, pause: 0.1, windowMs: 86_400_000, minVolume: 100, cooldownMs: 3_600_000 },
+      suppression: { enabled: true, ttlMs: 30 * 86_400_000 },
+    });
+  }
+  // most specific network first, so a tenant's /32 wins over a /8
+  tenantNetworks.sort((a, b) => b.net[1] - a.net[1]);
+  const poolSeen = new Set<string>();
+  const ipSeen = new Map<string, string>();
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const ipPools: PoolConfigResolved[] = (c.ipPools as any[]).map((p, i) => {
+    if (poolSeen.has(p.name)) throw new ConfigError(`/ipPools/${i}/name`, `pool ${p.name} is defined twice`);
+    poolSeen.add(p.name);
+    p.addresses.forEach((a: { ip: string }, k: number) => {
+      if (!ipaddr.isValid(a.ip))
+        throw new ConfigError(
+          `/ipPools/${i}/addresses/${k}/ip`,
+          `not an IP address: ${JSON.stringify(a.ip)}`,
+        );
+      const other = ipSeen.get(a.ip);
+      if (other)
+        throw new ConfigError(`/ipPools/${i}/addresses/${k}/ip`, `${a.ip} is already in pool ${other}`);
+      ipSeen.set(a.ip, p.name);
+    });
+    if (p.warmup && Number.isNaN(Date.parse(`${p.warmup.start}T00:00:00Z`)))
+      throw new ConfigError(`/ipPools/${i}/warmup/start`, 'not a valid date');
+    return { name: p.name, addresses: p.addresses, ...(p.warmup ? { warmup: p.warmup } : {}) };
   });
   const hostRoute = (
     r: {
@@ -482,7 +814,7 @@ export function resolveConfig(
       ? {
           credentials: {
             username: r.credentials.username,
-            password: readSecret(
+            password: sec(
               secretsDir,
               r.credentials.passwordFile,
               `${field}/credentials/passwordFile`,
@@ -549,7 +881,27 @@ export function resolveConfig(
       allowPrivateTargets: parseCidrs(c.dns.allowPrivateTargets, '/dns/allowPrivateTargets'),
       mxPort: c.dns.mxPort,
     },
-    admin: { address: expandEnv(c.admin.address, '/admin/address', env), port: c.admin.port },
+    admin: {
+      address: expandEnv(c.admin.address, '/admin/address', env),
+      port: c.admin.port,
+      ...(c.admin.tokenFile ? { token: sec(secretsDir, c.admin.tokenFile, '/admin/tokenFile') } : {}),
+    },
+    tenants,
+    tenantNetworks: [
+      ...tenantNetworks,
+      ...parseCidrs(c.trustedNetworks, '/trustedNetworks').map((net) => ({ net, tenant: DEFAULT_TENANT })),
+    ],
+    ipPools,
+    shaping: {
+      defaults: { ...c.shaping.defaults },
+      rules: c.shaping.rules,
+      backoff: {
+        initialMs: parseDuration(c.shaping.backoff.initial),
+        maxMs: parseDuration(c.shaping.backoff.max),
+      },
+    },
+    fleet: { rateLimitShare: c.fleet.rateLimitShare },
+    hash: '',
     gracePeriodMs: parseDuration(c.shutdown.gracePeriod),
     logLevel: c.logging.level,
   };
@@ -572,10 +924,11 @@ export function resolveConfig(
     throw new ConfigError('/queue/retry/max', 'must not be shorter than /queue/retry/initial');
   if (c.tls) {
     cfg.tls = {
-      cert: readSecret(tlsDir, c.tls.certFile, '/tls/certFile'),
-      key: readSecret(tlsDir, c.tls.keyFile, '/tls/keyFile'),
+      cert: sec(tlsDir, c.tls.certFile, '/tls/certFile'),
+      key: sec(tlsDir, c.tls.keyFile, '/tls/keyFile'),
     };
   }
+  cfg.hash = hasher.update(JSON.stringify(doc)).digest('hex');
   return cfg;
 }
 

@@ -95,6 +95,118 @@ export class DeliveryEngine {
   constructor(private readonly d: EngineDeps) {}
 
   /** Queue figures for metrics and the admin API. */
+  private readonly tenantUse = new Map<string, { messages: number; bytes: number }>();
+
+  private countTenant(env: Envelope, sign: 1 | -1): void {
+    let u = this.tenantUse.get(env.tenant);
+    if (!u) this.tenantUse.set(env.tenant, (u = { messages: 0, bytes: 0 }));
+    u.messages += sign;
+    u.bytes += sign * env.size;
+  }
+
+  /** Messages and bytes a tenant has queued: O(1), for quota checks. */
+  tenantUsage(tenant: string): { messages: number; bytes: number } {
+    return this.tenantUse.get(tenant) ?? { messages: 0, bytes: 0 };
+  }
+
+  /** Queue summary by tenant, destination domain (pending recipients) and state. */
+  summary(): {
+    depth: number;
+    byTenant: Record<string, number>;
+    byDomain: Record<string, number>;
+    byState: Record<'new' | 'deferred' | 'active', number>;
+  } {
+    const byTenant: Record<string, number> = {};
+    const byDomain: Record<string, number> = {};
+    const byState = { new: 0, deferred: 0, active: 0 };
+    for (const e of this.entries.values()) {
+      byTenant[e.env.tenant] = (byTenant[e.env.tenant] ?? 0) + 1;
+      byState[e.busy ? 'active' : e.state.attempts > 0 ? 'deferred' : 'new']++;
+      e.state.rcpts.forEach((r, i) => {
+        if (r.status === 'pending') {
+          const d = domainOf(e.env.rcpts[i].address);
+          byDomain[d] = (byDomain[d] ?? 0) + 1;
+        }
+      });
+    }
+    return { depth: this.entries.size, byTenant, byDomain, byState };
+  }
+
+  /** Pages through queued messages in queue-id (arrival) order, after the id `after`. */
+  page(opts: { after?: string; limit: number; tenant?: string; domain?: string; state?: string }): {
+    messages: ReturnType<DeliveryEngine['list']>;
+    next?: string;
+  } {
+    const ids = [...this.entries.keys()].filter((id) => !opts.after || id > opts.after).sort();
+    const out: ReturnType<DeliveryEngine['list']> = [];
+    let next: string | undefined;
+    for (const id of ids) {
+      const e = this.entries.get(id)!;
+      if (opts.tenant && e.env.tenant !== opts.tenant) continue;
+      if (
+        opts.domain &&
+        !e.env.rcpts.some(
+          (r, i) => e.state.rcpts[i].status === 'pending' && domainOf(r.address) === opts.domain,
+        )
+      )
+        continue;
+      const state = e.busy ? 'active' : e.state.attempts > 0 ? 'deferred' : 'new';
+      if (opts.state && state !== opts.state) continue;
+      if (out.length === opts.limit) {
+        next = out[out.length - 1].id;
+        break;
+      }
+      out.push(this.describe(e));
+    }
+    return { messages: out, ...(next ? { next } : {}) };
+  }
+
+  /**
+   * Deletes a queued message (admin). With `bounce`, its pending recipients are reported to the sender
+   * as failed first. Refused (false) while a delivery attempt for it is in flight.
+   */
+  async delete(id: string, bounce: boolean): Promise<'deleted' | 'busy' | 'missing'> {
+    const e = this.entries.get(id);
+    if (!e) return 'missing';
+    if (e.busy) return 'busy';
+    e.busy = true;
+    try {
+      if (bounce) {
+        const now = this.d.now();
+        const failed = e.state.rcpts
+          .map((r, i) => ({ r, i }))
+          .filter(
+            ({ r, i }) =>
+              r.status === 'pending' && dsnRecipientsWanted(e.env.rcpts[i].notify?.join(','), 'failed'),
+          )
+          .map(
+            ({ r, i }) =>
+              ({
+                address: e.env.rcpts[i].address,
+                orcpt: e.env.rcpts[i].orcpt,
+                action: 'failed',
+                status: '5.0.0',
+                diagnostic: `deleted from the queue by an administrator; last error: ${r.lastReply ?? 'none'}`,
+                lastAttemptAt: new Date(r.lastAttemptAt ?? now),
+              }) as DsnRecipient,
+          );
+        if (failed.length) await this.queueDsn(e, failed);
+      }
+      await this.d.spool.remove(id, e.env.size);
+      this.entries.delete(id);
+      this.countTenant(e.env, -1);
+      if (e.body) this.cachedBytes -= e.body.length;
+      this.d.log.info(
+        { event: 'queue.deleted', queueId: id, tenant: e.env.tenant, bounce },
+        'message deleted by admin',
+      );
+      return 'deleted';
+    } catch (err) {
+      e.busy = false;
+      throw err;
+    }
+  }
+
   stats(): { depth: number; byTenant: Map<string, number>; oldestArrival?: number; active: number } {
     const byTenant = new Map<string, number>();
     let oldest: number | undefined;
@@ -105,7 +217,16 @@ export class DeliveryEngine {
     return { depth: this.entries.size, byTenant, oldestArrival: oldest, active: this.activeJobs };
   }
 
-  list(limit = 100): {
+  list(limit = 100): ReturnType<DeliveryEngine['describe']>[] {
+    const out = [];
+    for (const e of this.entries.values()) {
+      if (out.length >= limit) break;
+      out.push(this.describe(e));
+    }
+    return out;
+  }
+
+  private describe(e: Entry): {
     id: string;
     tenant: string;
     from: string;
@@ -113,25 +234,20 @@ export class DeliveryEngine {
     nextAttemptAt: number;
     attempts: number;
     rcpts: { address: string; status: string; lastReply?: string }[];
-  }[] {
-    const out = [];
-    for (const e of this.entries.values()) {
-      if (out.length >= limit) break;
-      out.push({
-        id: e.env.id,
-        tenant: e.env.tenant,
-        from: e.env.from,
-        arrivedAt: e.env.arrivedAt,
-        nextAttemptAt: e.state.nextAttemptAt,
-        attempts: e.state.attempts,
-        rcpts: e.env.rcpts.map((r, i) => ({
-          address: r.address,
-          status: e.state.rcpts[i].status,
-          lastReply: e.state.rcpts[i].lastReply,
-        })),
-      });
-    }
-    return out;
+  } {
+    return {
+      id: e.env.id,
+      tenant: e.env.tenant,
+      from: e.env.from,
+      arrivedAt: e.env.arrivedAt,
+      nextAttemptAt: e.state.nextAttemptAt,
+      attempts: e.state.attempts,
+      rcpts: e.env.rcpts.map((r, i) => ({
+        address: r.address,
+        status: e.state.rcpts[i].status,
+        lastReply: e.state.rcpts[i].lastReply,
+      })),
+    };
   }
 
   /** Adds a durably queued message. `body` (the raw message) saves a read when it is at hand. */
@@ -148,6 +264,7 @@ export class DeliveryEngine {
       this.cachedBytes += body.length;
     }
     this.entries.set(msg.env.id, entry);
+    this.countTenant(msg.env, 1);
     this.schedule(entry, msg.state.nextAttemptAt);
   }
 
@@ -646,6 +763,7 @@ export class DeliveryEngine {
       await this.d.spool.remove(env.id, env.size);
       entry.state = state;
       this.entries.delete(env.id);
+      this.countTenant(env, -1);
       if (entry.body) this.cachedBytes -= entry.body.length;
       entry.body = undefined;
     }

@@ -52,7 +52,13 @@ export class Relay {
       now,
     }));
     this.inbound = new Inbound({ cfg, spool: this.spool, engine, metrics: this.metrics, log: o.log, now });
-    this.admin = new AdminServer({ metrics: this.metrics, engine, ready: () => this.ready });
+    this.admin = new AdminServer({
+      metrics: this.metrics,
+      engine,
+      ready: () => this.ready,
+      token: () => this.cfg.admin.token,
+      config: () => ({ version: 1, hash: this.cfg.hash }),
+    });
   }
 
   /** Recovers the spool, starts delivery, then the listeners and the admin port. */
