@@ -16,13 +16,16 @@ import { Spool, newQueueId, initialState, type Envelope } from './spool.js';
 import type { DeliveryEngine } from './queue.js';
 import type { RelayMetrics } from './metrics.js';
 import { reply, SmtpReplyError } from './errors.js';
-import { addressProblem, countReceived, mayRelay, secretEquals } from './policy.js';
+import { addressProblem, countReceived, secretEquals } from './policy.js';
+import type { TenantRuntime } from './tenant-runtime.js';
+import { DEFAULT_TENANT } from './config.js';
 import { installGreetingDelayOption } from './smtp-greeting.js';
 
 export interface InboundDeps {
   cfg: RelayConfig;
   spool: Spool;
   engine: DeliveryEngine;
+  tenancy: TenantRuntime;
   metrics: RelayMetrics;
   log: Logger;
   now: () => number;
@@ -196,6 +199,33 @@ export class Inbound {
     if (this.closing) return cb(reply.shuttingDown());
     const problem = addressProblem(address.address, { allowNull: true, allowSingleLabel: true });
     if (problem) return this.refuse(l, 'bad_sender', reply.badSender(address.address, problem), cb);
+    const user = typeof session.user === 'string' ? session.user : undefined;
+    const tenant = this.d.tenancy.dir.tenantForClient(user, session.remoteAddress);
+    // A client with no tenant may not relay: it is refused at RCPT (550 5.7.1), as MTAs do.
+    session.tenant = tenant;
+    if (tenant) {
+      const err = this.d.tenancy.checkMail(tenant, address.address, this.d.engine.tenantUsage(tenant));
+      if (err) {
+        const reason =
+          err.code === 'ERR_TENANT_PAUSED'
+            ? 'tenant_paused'
+            : err.code === 'ERR_SENDER_DOMAIN'
+              ? 'sender_domain'
+              : 'tenant_quota';
+        this.d.log.info(
+          {
+            event: 'mail.refused',
+            listener: l.name,
+            tenant,
+            from: address.address,
+            reason,
+            reply: err.message,
+          },
+          'MAIL FROM refused',
+        );
+        return this.refuse(l, reason, err, cb);
+      }
+    }
     this.d.spool.checkCapacity().then(
       () => cb(),
       (e: Error) => this.refuse(l, 'queue_full', e as SmtpReplyError, cb),
@@ -208,14 +238,8 @@ export class Inbound {
     session: Session,
     cb: (err?: Error | null) => void,
   ): void {
-    const user = typeof session.user === 'string' ? session.user : undefined;
-    if (
-      !mayRelay({
-        authenticatedUser: user,
-        clientIp: session.remoteAddress,
-        trustedNetworks: this.d.cfg.trustedNetworks,
-      })
-    ) {
+    const tenant = session.tenant;
+    if (!tenant) {
       this.d.log.warn(
         { event: 'relay.denied', listener: l.name, client: session.remoteAddress, to: address.address },
         'relay access denied',
@@ -231,6 +255,15 @@ export class Inbound {
         reply.tooManyRecipients(this.d.cfg.limits.maxRecipients),
         cb,
       );
+    }
+    const { err, reason } = this.d.tenancy.checkRcpt(tenant, address.address);
+    if (err) {
+      if (reason === 'rate_limited') this.d.metrics.rateLimited.inc({ tenant });
+      this.d.log.info(
+        { event: 'rcpt.refused', listener: l.name, tenant, to: address.address, reason, reply: err.message },
+        'RCPT TO refused',
+      );
+      return this.refuse(l, reason!, err, cb);
     }
     cb();
   }
@@ -295,7 +328,12 @@ export class Inbound {
     const now = this.d.now();
     const id = newQueueId(now);
     const user = typeof session.user === 'string' ? session.user : undefined;
-    const tenant = session.tenant ?? 'default';
+    const tenant = session.tenant ?? DEFAULT_TENANT;
+    const overQuota = this.d.tenancy.checkQuota(tenant, this.d.engine.tenantUsage(tenant), raw.length);
+    if (overQuota) {
+      this.d.metrics.rejected.inc({ listener: l.name, reason: 'tenant_quota' });
+      throw overQuota;
+    }
     const rcpts = session.envelope.rcptTo;
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
     const helo = (session.hostNameAppearsAs || 'unknown').replace(/[^\x21-\x7e]/g, '?');
@@ -309,7 +347,7 @@ export class Inbound {
       v: 1,
       id,
       tenant,
-      pool: null,
+      pool: this.d.tenancy.poolOf(tenant) ?? null,
       arrivedAt: now,
       from,
       rcpts: rcpts.map((r) => {

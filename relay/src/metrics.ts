@@ -20,8 +20,18 @@ export class RelayMetrics {
   readonly connections: Gauge<'listener'>;
   readonly rejected: Counter<'listener' | 'reason'>;
   readonly dsnSent: Counter<'action'>;
+  readonly rateLimited: Counter<'tenant'>;
+  readonly egressSent: Counter<'pool' | 'ip'>;
+  readonly tenantPaused: Gauge<'tenant'>;
+  readonly egressCapUsage: Gauge<'pool' | 'ip' | 'window'>;
+  readonly suppressed: Gauge;
+  readonly configInfo: Gauge<'hash'>;
+  readonly reloads: Counter<'result'>;
 
   constructor(collectors: {
+    paused?: () => Map<string, boolean>;
+    capUsage?: () => { pool: string; ip: string; hour?: number; day?: number }[];
+    suppressions?: () => number;
     queue: () => { byTenant: Map<string, number>; oldestArrival?: number };
     bounceRates: () => Map<string, number>;
     now: () => number;
@@ -104,6 +114,61 @@ export class RelayMetrics {
       name: 'cartero_dsn_generated_total',
       help: 'Delivery status notifications generated.',
       labelNames: ['action'],
+      registers: [r],
+    });
+    this.rateLimited = new Counter({
+      name: 'cartero_rate_limited_total',
+      help: 'Recipients refused (451 4.7.1) because the tenant reached a rate limit.',
+      labelNames: ['tenant'],
+      registers: [r],
+    });
+    this.egressSent = new Counter({
+      name: 'cartero_egress_sent_total',
+      help: 'Recipients delivered from each pool address.',
+      labelNames: ['pool', 'ip'],
+      registers: [r],
+    });
+    this.tenantPaused = new Gauge({
+      name: 'cartero_tenant_paused',
+      help: '1 while the tenant is paused (bounce-rate guard or admin), else 0.',
+      labelNames: ['tenant'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const [tenant, p] of collectors.paused?.() ?? []) this.set({ tenant }, p ? 1 : 0);
+      },
+    });
+    this.egressCapUsage = new Gauge({
+      name: 'cartero_egress_cap_usage_ratio',
+      help: "Share of a pool address's hourly or daily cap (warm-up included) used in the current window.",
+      labelNames: ['pool', 'ip', 'window'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const u of collectors.capUsage?.() ?? []) {
+          if (u.hour !== undefined) this.set({ pool: u.pool, ip: u.ip, window: 'hour' }, u.hour);
+          if (u.day !== undefined) this.set({ pool: u.pool, ip: u.ip, window: 'day' }, u.day);
+        }
+      },
+    });
+    this.suppressed = new Gauge({
+      name: 'cartero_suppressed_recipients',
+      help: 'Entries in the suppression list (all tenants).',
+      registers: [r],
+      collect() {
+        this.set(collectors.suppressions?.() ?? 0);
+      },
+    });
+    this.configInfo = new Gauge({
+      name: 'cartero_config_info',
+      help: 'Always 1; the hash label names the config (file and secrets) this relay runs.',
+      labelNames: ['hash'],
+      registers: [r],
+    });
+    this.reloads = new Counter({
+      name: 'cartero_config_reloads_total',
+      help: 'Config reloads, by result (applied, invalid).',
+      labelNames: ['result'],
       registers: [r],
     });
   }

@@ -90,6 +90,9 @@ export class OutboundSession {
   transactions = 0;
   lastUsed = Date.now();
 
+  /** The local (egress) address this session is bound to, if any. */
+  localAddress?: string;
+
   private constructor(hop: Hop, conn: SMTPConnection) {
     this.hop = hop;
     this.conn = conn;
@@ -142,7 +145,9 @@ export class OutboundSession {
           if (settled) return;
           settled = true;
           conn.removeListener('error', fail);
-          resolve(new OutboundSession(hop, conn));
+          const session = new OutboundSession(hop, conn);
+          if (o.localAddress) session.localAddress = o.localAddress;
+          resolve(session);
         };
         if (!hop.credentials) return ready();
         conn.login({ user: hop.credentials.username, pass: hop.credentials.password }, (err) => {

@@ -20,7 +20,10 @@ import { OutboundSession, HopError, type Hop, type TxResult } from './outbound.j
 import type { MxResolver } from './dns.js';
 import { scheduleNext } from './retry.js';
 import { renderDsn, dsnRecipientsWanted, type DsnRecipient } from './dsn.js';
-import { BounceWindow, type RelayMetrics } from './metrics.js';
+import type { RelayMetrics } from './metrics.js';
+import type { TenantRuntime } from './tenant-runtime.js';
+import { isHardBounce } from './tenant-runtime.js';
+import { isThrottleReply, type DestinationLimits } from './shaping.js';
 
 interface Entry {
   env: Envelope;
@@ -32,6 +35,8 @@ interface Entry {
 }
 
 type Outcome = {
+  /** Do not try again before this time (pool caps, destination back-off). */
+  notBefore?: number;
   result: 'delivered' | 'deferred' | 'bounced';
   reply: string;
   status: string;
@@ -47,6 +52,8 @@ interface Job {
 }
 
 class Destination {
+  limits!: DestinationLimits;
+  mxChecked = false;
   queue: Job[] = [];
   active = 0;
   idle: OutboundSession[] = [];
@@ -62,6 +69,7 @@ export interface EngineDeps {
   spool: Spool;
   resolver: MxResolver;
   metrics: RelayMetrics;
+  tenancy: TenantRuntime;
   log: Logger;
   now: () => number;
 }
@@ -90,7 +98,6 @@ export class DeliveryEngine {
   private inFlight = new Set<Promise<void>>();
   private cachedBytes = 0;
   private readonly maxCachedBytes = 64 * 1024 * 1024;
-  readonly bounceWindow = new BounceWindow();
 
   constructor(private readonly d: EngineDeps) {}
 
@@ -375,14 +382,18 @@ export class DeliveryEngine {
   private enqueue(job: Job): void {
     if (!this.running) return job.resolve(new Map());
     let dest = this.dests.get(job.route.key);
-    if (!dest) this.dests.set(job.route.key, (dest = new Destination(job.route.key, job.route)));
+    if (!dest) {
+      this.dests.set(job.route.key, (dest = new Destination(job.route.key, job.route)));
+      dest.limits = this.d.tenancy.shaper.limitsFor(job.route.domain);
+    }
     dest.queue.push(job);
     this.pump(dest);
   }
 
   private pump(dest: Destination): void {
     const cfg = this.d.cfg.delivery;
-    while (dest.queue.length && dest.active < cfg.perDestinationConcurrency) {
+    const cap = Math.min(cfg.perDestinationConcurrency, dest.limits.maxConnections);
+    while (dest.queue.length && dest.active < cap) {
       if (this.activeJobs >= cfg.concurrency) {
         this.starved.add(dest);
         return;
@@ -403,6 +414,17 @@ export class DeliveryEngine {
         }),
       );
     }
+  }
+
+  private backupHops(): Hop[] {
+    return this.d.cfg.routing.backups.map((b) => ({
+      host: b.host,
+      port: b.port,
+      name: b.host,
+      tls: b.tls,
+      credentials: b.credentials,
+      kind: 'backup',
+    }));
   }
 
   private async hopsFor(
@@ -459,11 +481,23 @@ export class DeliveryEngine {
     return this.d.spool.readBody(entry.env.id, entry.bodyOffset);
   }
 
-  private takeIdle(dest: Destination): OutboundSession | undefined {
-    while (dest.idle.length) {
-      const s = dest.idle.pop()!;
-      if (s.usable && s.transactions < this.d.cfg.delivery.maxMessagesPerConnection) return s;
-      s.quit();
+  private perConnection(dest: Destination): number {
+    return Math.min(this.d.cfg.delivery.maxMessagesPerConnection, dest.limits.messagesPerConnection);
+  }
+
+  /** An idle session of this destination bound to the same egress address, if any. */
+  private takeIdle(dest: Destination, localAddress: string | undefined): OutboundSession | undefined {
+    for (let i = dest.idle.length - 1; i >= 0; i--) {
+      const s = dest.idle[i];
+      if (!s.usable || s.transactions >= this.perConnection(dest)) {
+        dest.idle.splice(i, 1);
+        s.quit();
+        continue;
+      }
+      if (s.localAddress === localAddress) {
+        dest.idle.splice(i, 1);
+        return s;
+      }
     }
     return undefined;
   }
@@ -472,8 +506,8 @@ export class DeliveryEngine {
     if (
       !this.running ||
       !s.usable ||
-      s.transactions >= this.d.cfg.delivery.maxMessagesPerConnection ||
-      dest.idle.length >= this.d.cfg.delivery.perDestinationConcurrency
+      s.transactions >= this.perConnection(dest) ||
+      dest.idle.length >= Math.min(this.d.cfg.delivery.perDestinationConcurrency, dest.limits.maxConnections)
     ) {
       s.quit();
       return;
@@ -504,8 +538,33 @@ export class DeliveryEngine {
       for (const i of rcpts) out.set(i, { route: route.kind, ...o });
     };
     const started = process.hrtime.bigint();
+    const shaper = this.d.tenancy.shaper;
     try {
-      const plan = await this.hopsFor(route);
+      const until = shaper.backoffUntil(dest.key);
+      const backedOff = until !== undefined && until > this.d.now();
+      if (backedOff && this.d.cfg.routing.backups.length === 0) {
+        return all({
+          result: 'deferred',
+          status: '4.4.5',
+          reply: `destination backed off after a throttling reply, until ${new Date(until).toISOString()}`,
+          notBefore: until,
+        });
+      }
+      const pool = this.d.tenancy.poolOf(env.tenant);
+      let egress: { ip: string; ehlo: string } | undefined;
+      if (pool && this.d.tenancy.pools.has(pool)) {
+        const pick = this.d.tenancy.pools.pick(pool);
+        if (!pick.ok)
+          return all({
+            result: 'deferred',
+            status: '4.4.5',
+            reply: `ip pool ${pool}: ${pick.reason}`,
+            notBefore: pick.retryAt,
+          });
+        egress = { ip: pick.ip, ehlo: pick.ehlo };
+      }
+      // while the destination is backed off, only the backup routes are tried
+      const plan = backedOff ? { hops: this.backupHops() } : await this.hopsFor(route);
       if ('permanent' in plan)
         return all({ result: 'bounced', status: plan.permanent.status, reply: plan.permanent.reason });
       if ('temporary' in plan)
@@ -520,7 +579,12 @@ export class DeliveryEngine {
         dsn: { ret: env.dsn.ret, envid: env.dsn.envid, notify: first.notify, orcpt: first.orcpt },
       };
       let last: HopError | undefined;
-      let reused = this.takeIdle(dest);
+      if (route.kind === 'mx' && !dest.mxChecked && plan.hops[0]?.kind === 'mx') {
+        // shaping rules may name the MX host (e.g. every domain hosted at one provider)
+        dest.mxChecked = true;
+        dest.limits = shaper.limitsFor(route.domain, plan.hops[0].name);
+      }
+      let reused = this.takeIdle(dest, egress?.ip);
       for (let h = 0; h < plan.hops.length; h++) {
         const hop = reused?.hop ?? plan.hops[h];
         let session: OutboundSession;
@@ -529,12 +593,14 @@ export class DeliveryEngine {
           session =
             reused ??
             (await OutboundSession.open(hop, {
-              ehloName: this.d.cfg.hostname,
+              ehloName: egress?.ehlo ?? this.d.cfg.hostname,
+              ...(egress ? { localAddress: egress.ip } : {}),
               connectTimeoutMs: this.d.cfg.delivery.connectTimeoutMs,
               commandTimeoutMs: this.d.cfg.delivery.commandTimeoutMs,
             }));
         } catch (e) {
           last = e instanceof HopError ? e : new HopError('connect', undefined, (e as Error).message);
+          if (isThrottleReply(last.code, last.reply)) shaper.onThrottle(dest.key);
           this.d.log.info(
             {
               event: 'hop.failed',
@@ -548,10 +614,16 @@ export class DeliveryEngine {
         }
         reused = undefined;
         let tx: TxResult;
+        for (let i = 0; i < 1000; i++) {
+          const t = shaper.takeSend(dest.key, dest.limits);
+          if (t.ok || !this.running) break;
+          await new Promise((r) => setTimeout(r, Math.min(t.waitMs, 1000)));
+        }
         try {
           tx = await session.send(envelope, body);
         } catch (e) {
           const he = e instanceof HopError ? e : new HopError('data', undefined, (e as Error).message);
+          if (isThrottleReply(he.code, he.reply)) shaper.onThrottle(dest.key);
           if (wasReused && he.code === undefined && he.stage !== 'data') {
             h--; // a cached session that died while idle: dial the same hop again
             continue;
@@ -578,6 +650,13 @@ export class DeliveryEngine {
           continue;
         }
         this.release(dest, session);
+        const delivered = tx.rcpts.filter((r) => r.ok).length;
+        if (delivered) shaper.onSuccess(dest.key);
+        if (egress && pool && delivered) {
+          this.d.tenancy.pools.record(pool, egress.ip, delivered);
+          this.d.metrics.egressSent.inc({ pool, ip: egress.ip }, delivered);
+        }
+        if (tx.rcpts.some((r) => !r.ok && isThrottleReply(r.code, r.reply))) shaper.onThrottle(dest.key);
         tx.rcpts.forEach((r, k) => {
           const kind = hop.kind === 'backup' ? 'backup' : route.kind;
           if (r.ok)
@@ -654,12 +733,10 @@ export class DeliveryEngine {
       if (o.result === 'delivered') {
         r.status = 'delivered';
         this.d.metrics.delivered.inc({ tenant: env.tenant, route: o.route });
-        this.bounceWindow.record(env.tenant, now, false);
         this.d.log.info({ event: 'delivered', ...logBase }, 'delivered');
       } else if (o.result === 'bounced') {
         r.status = 'bounced';
-        this.d.metrics.bounced.inc({ tenant: env.tenant, kind: o.remoteMta ? 'hard' : 'soft' });
-        this.bounceWindow.record(env.tenant, now, !!o.remoteMta);
+        this.d.metrics.bounced.inc({ tenant: env.tenant, kind: isHardBounce(o.status) ? 'hard' : 'soft' });
         this.d.log.info({ event: 'bounced', ...logBase }, 'bounced');
         if (dsnRecipientsWanted(rc.notify?.join(','), 'failed'))
           failed.push({
@@ -673,12 +750,17 @@ export class DeliveryEngine {
           } as DsnRecipient);
       } else {
         this.d.metrics.deferred.inc({ tenant: env.tenant });
-        this.bounceWindow.record(env.tenant, now, false);
         this.d.log.info({ event: 'deferred', ...logBase }, 'deferred');
       }
     }
+    // The tenant's reputation: our own DSNs do not count (a bad sender address is not a bad list).
+    if (env.origin !== 'dsn') {
+      for (const [i, o] of outcomes)
+        await this.d.tenancy.onOutcome(env.tenant, env.rcpts[i].address, o.result, o.status, o.reply);
+    }
     let pending = state.rcpts.map((r, i) => (r.status === 'pending' ? i : -1)).filter((i) => i >= 0);
     let next: number | undefined;
+    const retry = this.d.tenancy.retryPolicy(env.tenant);
     if (pending.length) {
       if (!this.running && outcomes.size === 0) {
         // shutting down: the attempt never ran; leave the message as it is on disk
@@ -689,8 +771,8 @@ export class DeliveryEngine {
         attempts: Math.max(1, state.attempts),
         arrivedAt: env.arrivedAt,
         now,
-        policy: this.d.cfg.queue.retry,
-        maxAgeMs: this.d.cfg.queue.maxAgeMs,
+        policy: retry.policy,
+        maxAgeMs: retry.maxAgeMs,
       });
       if (plan.kind === 'expire') {
         // this was the last attempt: what is still pending bounces as expired (RFC 3463 4.4.7)
@@ -727,7 +809,8 @@ export class DeliveryEngine {
         }
         pending = [];
       } else {
-        next = plan.at;
+        const notBefore = Math.max(0, ...[...outcomes.values()].map((o) => o.notBefore ?? 0));
+        next = Math.max(plan.at, notBefore);
         state.nextAttemptAt = next;
       }
     }
@@ -747,7 +830,7 @@ export class DeliveryEngine {
                 diagnostic: state.rcpts[i].lastReply,
                 remoteMta: state.rcpts[i].remoteMta,
                 lastAttemptAt: new Date(now),
-                willRetryUntil: new Date(env.arrivedAt + this.d.cfg.queue.maxAgeMs),
+                willRetryUntil: new Date(env.arrivedAt + retry.maxAgeMs),
               }) as DsnRecipient,
           );
         if (delayed.length) await this.queueDsn(entry, delayed);

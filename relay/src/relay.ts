@@ -2,8 +2,9 @@
 import type { Logger } from 'pino';
 import type { RelayConfig } from './config.js';
 import { Spool } from './spool.js';
-import { DeliveryEngine } from './queue.js';
-import { Inbound } from './inbound.js';
+import { DeliveryEngine, type EngineDeps } from './queue.js';
+import { Inbound, type InboundDeps } from './inbound.js';
+import { TenantRuntime } from './tenant-runtime.js';
 import { AdminServer } from './admin.js';
 import { RelayMetrics } from './metrics.js';
 import { MxResolver } from './dns.js';
@@ -13,17 +14,25 @@ export interface RelayOptions {
   log: Logger;
 }
 
+type RelayDeps = EngineDeps & InboundDeps;
+
 export class Relay {
   readonly spool: Spool;
   readonly engine: DeliveryEngine;
   readonly inbound: Inbound;
   readonly admin: AdminServer;
   readonly metrics: RelayMetrics;
+  readonly deps: RelayDeps;
   private ready = false;
+
+  /** The config in force (replaced by a reload). */
+  get cfg(): RelayConfig {
+    return this.deps.cfg;
+  }
   private stopping?: Promise<void>;
 
   constructor(
-    readonly cfg: RelayConfig,
+    cfg: RelayConfig,
     private readonly o: RelayOptions,
   ) {
     const now = o.now ?? Date.now;
@@ -40,18 +49,40 @@ export class Relay {
     });
     this.metrics = new RelayMetrics({
       queue: () => this.engine.stats(),
-      bounceRates: () => this.engine.bounceWindow.rates(now()),
+      bounceRates: () => this.deps.tenancy?.guard.rates() ?? new Map(),
+      paused: () =>
+        new Map(
+          this.deps.tenancy
+            ? [...this.cfg.tenants.keys()].map((t) => [
+                t,
+                this.deps.tenancy.guard.state(t).state === 'paused',
+              ])
+            : [],
+        ),
+      capUsage: () =>
+        (this.deps.tenancy?.pools.usage() ?? []).map((u) => ({
+          pool: u.pool,
+          ip: u.ip,
+          ...(u.hourCap ? { hour: u.hourUsed / u.hourCap } : {}),
+          ...(u.dayCap ? { day: u.dayUsed / u.dayCap } : {}),
+        })),
+      suppressions: () => this.deps.tenancy?.suppressions.size ?? 0,
       now,
     });
-    const engine = (this.engine = new DeliveryEngine({
+    // One dependency object shared by the parts: the tenancy runtime is set in start(), and a config
+    // reload replaces `cfg` here for all of them at once.
+    this.deps = {
       cfg,
       spool: this.spool,
       resolver,
       metrics: this.metrics,
       log: o.log,
       now,
-    }));
-    this.inbound = new Inbound({ cfg, spool: this.spool, engine, metrics: this.metrics, log: o.log, now });
+      tenancy: undefined as unknown as TenantRuntime,
+    } as RelayDeps;
+    const engine = (this.engine = new DeliveryEngine(this.deps));
+    this.deps.engine = engine;
+    this.inbound = new Inbound(this.deps);
     this.admin = new AdminServer({
       metrics: this.metrics,
       engine,
@@ -63,6 +94,8 @@ export class Relay {
 
   /** Recovers the spool, starts delivery, then the listeners and the admin port. */
   async start(): Promise<void> {
+    this.deps.tenancy = await TenantRuntime.open(this.cfg, this.deps.now, this.o.log);
+    this.metrics.configInfo.set({ hash: this.cfg.hash }, 1);
     const recovered = await this.spool.open();
     for (const q of this.spool.quarantined)
       this.o.log.error(
@@ -90,6 +123,7 @@ export class Relay {
       const deadline = Date.now() + graceMs;
       await this.inbound.stop(graceMs);
       await this.engine.stop(Math.max(0, deadline - Date.now()));
+      await this.deps.tenancy?.close();
       await this.admin.stop();
       this.o.log.info({ event: 'stopped', queued: this.spool.size }, 'relay stopped');
     })();

@@ -91,7 +91,8 @@ export const BUILTIN_RULES: ShapingRule[] = [
 
 /*
  * Throttle texts: Gmail "4.7.28 ... has been temporarily rate limited", "4.7.0 ... unusual rate";
- * Outlook "4.7.500 Server busy. Please try again later", "4.7.650 ... temporarily rate limited";
+ * Outlook "4.7.500 Server busy. Please try again later" (matched by "server busy": "try again later" alone
+ * ends many replies that are not throttles), "4.7.650 ... temporarily rate limited";
  * Yahoo "[TSS04] Messages from ... temporarily deferred due to unexpected volume or user complaints";
  * generic MTAs "Too many connections", "too many concurrent SMTP connections", "slow down",
  * "throttled", "rate limit exceeded". "Too many recipients" is a per-message limit, not a throttle.
@@ -104,7 +105,6 @@ const THROTTLE_TEXT = new RegExp(
     String.raw`rate[- ]?limit`,
     String.raw`unusual rate`,
     String.raw`throttl`,
-    String.raw`try again later`,
     String.raw`server (?:is )?busy`,
     String.raw`temporarily deferred`,
     String.raw`\bTSS0\d\b`,

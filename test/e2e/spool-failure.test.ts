@@ -30,6 +30,8 @@ function relayConfig(mx: TestMx, queue: Record<string, unknown> = {}): Record<st
     hostname: 'relay.spool.test',
     trustedNetworks: ['127.0.0.0/8'],
     queue: { retry: { initial: '1s', max: '2s' }, ...queue },
+    // the down MX answers 421, a throttle signal: keep its back-off as short as the retries here
+    shaping: { backoff: { initial: '1s', max: '2s' } },
     routing: { default: { type: 'smarthost', smarthost: { host: '127.0.0.1', port: mx.port, tls: 'none' } } },
   };
 }

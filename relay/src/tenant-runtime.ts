@@ -1,0 +1,305 @@
+/**
+ * The live state of tenancy: rate limiters, the bounce-rate guard, the suppression list, IP pool counters
+ * and destination shaping, built from the config, persisted under the spool directory, and consulted by
+ * the inbound policy and the delivery engine. Policy answers are SMTP reply errors (or undefined).
+ */
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { RelayConfig, TenantConfig } from './config.js';
+import { SmtpReplyError } from './errors.js';
+import { TenantDirectory } from './tenancy.js';
+import { RateLimiter, RateUsageStore, PeriodicSaver, parseRateSpec, type WindowUsage } from './ratelimit.js';
+import { BounceGuard, type GuardConfig, type PauseRecord, type TenantState } from './guard.js';
+import { SuppressionStore } from './suppression.js';
+import { PoolManager, type AddressUsage } from './pools.js';
+import { Shaper, type ShapingConfig } from './shaping.js';
+
+interface PersistedState {
+  v: 1;
+  pools: AddressUsage[];
+  pauses: PauseRecord[];
+}
+
+/** Durable small JSON file: temp, fsync, rename, directory fsync. */
+async function writeJsonDurable(file: string, data: unknown): Promise<void> {
+  const tmp = `${file}.tmp`;
+  const fh = await fsp.open(tmp, 'w');
+  try {
+    await fh.writeFile(JSON.stringify(data));
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+  await fsp.rename(tmp, file);
+  const dir = await fsp.open(path.dirname(file), 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}
+
+/** Recipients that bounced for a reason about the address itself (RFC 3463 X.1.x) count as hard bounces. */
+export function isHardBounce(status: string): boolean {
+  return /^5\.1\.\d+$/.test(status);
+}
+
+function shapingConfig(cfg: RelayConfig): ShapingConfig {
+  return { defaults: cfg.shaping.defaults, rules: cfg.shaping.rules, backoff: cfg.shaping.backoff };
+}
+
+export class TenantRuntime {
+  dir: TenantDirectory;
+  readonly guard: BounceGuard;
+  readonly suppressions: SuppressionStore;
+  pools: PoolManager;
+  readonly shaper: Shaper;
+  private readonly limiters = new Map<string, RateLimiter>();
+  private readonly rateStore: RateUsageStore;
+  private readonly stateFile: string;
+  private saver?: PeriodicSaver;
+  private cfg: RelayConfig;
+  onStateChange?: (tenant: string, state: TenantState) => void;
+
+  private constructor(
+    cfg: RelayConfig,
+    private readonly now: () => number,
+    private readonly log: Logger,
+    persisted: { rates: Record<string, WindowUsage[]>; state?: PersistedState },
+  ) {
+    this.cfg = cfg;
+    this.dir = new TenantDirectory(cfg);
+    this.rateStore = new RateUsageStore(path.join(cfg.spoolDir, 'rate-usage.json'));
+    this.stateFile = path.join(cfg.spoolDir, 'tenancy-state.json');
+    for (const t of cfg.tenants.values())
+      this.limiters.set(t.name, this.newLimiter(t, persisted.rates[t.name]));
+    this.guard = new BounceGuard((t) => this.guardConfig(t), now, persisted.state?.pauses);
+    this.guard.onExpire = (tenant, st) => this.changed(tenant, st);
+    this.suppressions = new SuppressionStore({ dir: path.join(cfg.spoolDir, 'suppressions'), now });
+    this.pools = new PoolManager(cfg.ipPools, now, persisted.state?.pools);
+    this.shaper = new Shaper(shapingConfig(cfg), now);
+  }
+
+  /** Builds the runtime and loads what survived the last run (rate windows, pauses, pool counters, suppressions). */
+  static async open(cfg: RelayConfig, now: () => number, log: Logger): Promise<TenantRuntime> {
+    await fsp.mkdir(cfg.spoolDir, { recursive: true });
+    const rates = await new RateUsageStore(path.join(cfg.spoolDir, 'rate-usage.json')).load();
+    let state: PersistedState | undefined;
+    try {
+      const s = JSON.parse(
+        await fsp.readFile(path.join(cfg.spoolDir, 'tenancy-state.json'), 'utf8'),
+      ) as PersistedState;
+      if (s.v === 1) state = s;
+    } catch {
+      /* first start, or an unreadable file: start from zero counters */
+    }
+    const rt = new TenantRuntime(cfg, now, log, { rates, state });
+    await rt.suppressions.open();
+    rt.saver = new PeriodicSaver(
+      () => rt.save(),
+      1000,
+      (e) =>
+        log.warn({ event: 'tenancy.save.failed', err: (e as Error).message }, 'could not save tenancy state'),
+    );
+    rt.saver.start();
+    return rt;
+  }
+
+  private newLimiter(t: TenantConfig, initial?: WindowUsage[]): RateLimiter {
+    return new RateLimiter(
+      {
+        limits: t.rateLimits.map(parseRateSpec),
+        ...(t.burst ? { burst: t.burst } : {}),
+        share: this.cfg.fleet.rateLimitShare,
+      },
+      this.now,
+      initial,
+    );
+  }
+
+  private guardConfig(tenant: string): GuardConfig {
+    const b = this.cfg.tenants.get(tenant)?.bounceRate ?? this.cfg.tenants.get('default')!.bounceRate;
+    return {
+      warn: b.warn,
+      pause: b.pause,
+      windowMs: b.windowMs,
+      minVolume: b.minVolume,
+      cooldownMs: b.cooldownMs,
+    };
+  }
+
+  private changed(tenant: string, st: TenantState): void {
+    this.log.warn(
+      {
+        event: `tenant.${st.state}`,
+        tenant,
+        rate: st.rate,
+        attempted: st.attempted,
+        hard: st.hard,
+        reason: st.reason,
+        by: st.by,
+      },
+      `tenant ${tenant} is ${st.state}`,
+    );
+    this.onStateChange?.(tenant, st);
+  }
+
+  async save(): Promise<void> {
+    const rates: Record<string, WindowUsage[]> = {};
+    for (const [t, l] of this.limiters) rates[t] = l.usage().filter((u) => u.unit === 'h' || u.unit === 'd');
+    await this.rateStore.save(rates);
+    await writeJsonDurable(this.stateFile, {
+      v: 1,
+      pools: this.pools.usage(),
+      pauses: this.guard.pauses(),
+    } satisfies PersistedState);
+  }
+
+  async close(): Promise<void> {
+    await this.saver?.stop();
+    await this.suppressions.close();
+  }
+
+  /** Hot reload: new tenants, limits, pools and shaping; counters of what still exists carry on. */
+  reconfigure(cfg: RelayConfig): void {
+    const pools = new PoolManager(cfg.ipPools, this.now, this.pools.usage()); // validates before anything changes
+    this.shaper.reconfigure(shapingConfig(cfg));
+    this.cfg = cfg;
+    this.dir = new TenantDirectory(cfg);
+    this.pools = pools;
+    for (const t of cfg.tenants.values()) {
+      const l = this.limiters.get(t.name);
+      const lc = {
+        limits: t.rateLimits.map(parseRateSpec),
+        ...(t.burst ? { burst: t.burst } : {}),
+        share: cfg.fleet.rateLimitShare,
+      };
+      if (l) l.reconfigure(lc);
+      else this.limiters.set(t.name, this.newLimiter(t));
+    }
+    for (const name of [...this.limiters.keys()]) if (!cfg.tenants.has(name)) this.limiters.delete(name);
+  }
+
+  tenant(name: string): TenantConfig | undefined {
+    return this.cfg.tenants.get(name);
+  }
+
+  limiter(name: string): RateLimiter | undefined {
+    return this.limiters.get(name);
+  }
+
+  /** MAIL FROM: is the tenant paused, may it use this sender domain, is it over its queue quota? */
+  checkMail(
+    tenant: string,
+    from: string,
+    queued: { messages: number; bytes: number },
+  ): SmtpReplyError | undefined {
+    const st = this.guard.state(tenant);
+    if (st.state === 'paused') {
+      return new SmtpReplyError(
+        'ERR_TENANT_PAUSED',
+        451,
+        '4.7.1',
+        `Tenant ${tenant} is paused: ${st.reason ?? 'by an administrator'}; try again later`,
+      );
+    }
+    const sp = this.dir.senderProblem(tenant, from);
+    if (sp) return new SmtpReplyError('ERR_SENDER_DOMAIN', 550, '5.7.1', `<${from}>: ${sp}`);
+    return this.checkQuota(tenant, queued, 0);
+  }
+
+  /** Is the tenant over its spool quota (with `size` more bytes)? */
+  checkQuota(
+    tenant: string,
+    queued: { messages: number; bytes: number },
+    size: number,
+  ): SmtpReplyError | undefined {
+    const q = this.cfg.tenants.get(tenant)?.quota;
+    if (!q) return undefined;
+    if (
+      (q.messages !== undefined && queued.messages >= q.messages) ||
+      (q.bytes !== undefined && queued.bytes + size > q.bytes)
+    ) {
+      return new SmtpReplyError(
+        'ERR_TENANT_QUOTA',
+        452,
+        '4.3.1',
+        `Tenant ${tenant} is over its queue quota (${queued.messages} messages, ${queued.bytes} bytes queued); try again later`,
+      );
+    }
+    return undefined;
+  }
+
+  /** RCPT TO: suppressed recipient, or over the tenant's rate limit (takes one recipient from the limits when accepted). */
+  checkRcpt(tenant: string, rcpt: string): { err?: SmtpReplyError; reason?: 'suppressed' | 'rate_limited' } {
+    const t = this.cfg.tenants.get(tenant);
+    if (t?.suppression.enabled) {
+      const s = this.suppressions.isSuppressed(tenant, rcpt);
+      if (s) {
+        return {
+          reason: 'suppressed',
+          err: new SmtpReplyError(
+            'ERR_SUPPRESSED',
+            550,
+            '5.1.1',
+            `<${rcpt}>: recipient is suppressed for tenant ${tenant} since ${new Date(s.createdAt).toISOString()} (${s.reason})`,
+          ),
+        };
+      }
+    }
+    const r = this.limiters.get(tenant)?.tryTake(1);
+    if (r && !r.ok) {
+      const secs = Math.max(1, Math.ceil(r.retryAfterMs / 1000));
+      return {
+        reason: 'rate_limited',
+        err: new SmtpReplyError(
+          'ERR_RATE_LIMITED',
+          451,
+          '4.7.1',
+          `Rate limit ${r.limit} reached for tenant ${tenant}; try again in ${secs} s`,
+        ),
+      };
+    }
+    return {};
+  }
+
+  /** A recipient's final or temporary outcome: feeds the bounce guard and the suppression list. */
+  async onOutcome(
+    tenant: string,
+    rcpt: string,
+    outcome: 'delivered' | 'bounced' | 'deferred',
+    status: string,
+    reply: string,
+  ): Promise<void> {
+    const hard = outcome === 'bounced' && isHardBounce(status);
+    const st = this.guard.record(
+      tenant,
+      outcome === 'delivered' ? 'delivered' : outcome === 'deferred' ? 'deferred' : hard ? 'hard' : 'soft',
+    );
+    if (st) this.changed(tenant, st);
+    const t = this.cfg.tenants.get(tenant);
+    if (hard && t?.suppression.enabled) {
+      await this.suppressions.add({
+        tenant,
+        address: rcpt,
+        reason: reply.slice(0, 300),
+        source: 'bounce',
+        ttlMs: t.suppression.ttlMs,
+      });
+      this.log.info(
+        { event: 'suppression.added', tenant, to: rcpt, reason: reply },
+        'recipient suppressed after a hard bounce',
+      );
+    }
+  }
+
+  retryPolicy(tenant: string): { policy: RelayConfig['queue']['retry']; maxAgeMs: number } {
+    const t = this.cfg.tenants.get(tenant);
+    return { policy: t?.retry ?? this.cfg.queue.retry, maxAgeMs: t?.maxAgeMs ?? this.cfg.queue.maxAgeMs };
+  }
+
+  poolOf(tenant: string): string | undefined {
+    return this.cfg.tenants.get(tenant)?.ipPool;
+  }
+}
