@@ -5,7 +5,8 @@ import { Spool } from './spool.js';
 import { DeliveryEngine, type EngineDeps } from './queue.js';
 import { Inbound, type InboundDeps } from './inbound.js';
 import { TenantRuntime } from './tenant-runtime.js';
-import { AdminServer } from './admin.js';
+import { AdminServer, HttpError } from './admin.js';
+import { parseDuration } from './duration.js';
 import { RelayMetrics } from './metrics.js';
 import { MxResolver } from './dns.js';
 
@@ -96,6 +97,7 @@ export class Relay {
   async start(): Promise<void> {
     this.deps.tenancy = await TenantRuntime.open(this.cfg, this.deps.now, this.o.log);
     this.metrics.configInfo.set({ hash: this.cfg.hash }, 1);
+    this.tenancyRoutes();
     const recovered = await this.spool.open();
     for (const q of this.spool.quarantined)
       this.o.log.error(
@@ -114,6 +116,136 @@ export class Relay {
     await this.inbound.start();
     this.ready = true;
     this.o.log.info({ event: 'ready', queued: recovered.length }, 'relay ready');
+  }
+
+  /** Admin endpoints for tenants, rate limits and suppressions (registered once tenancy is open). */
+  private tenancyRoutes(): void {
+    const a = this.admin;
+    const t = () => this.deps.tenancy;
+    const known = (name: string) => {
+      if (!this.cfg.tenants.has(name)) throw new HttpError(404, `no tenant named ${name}`);
+      return name;
+    };
+    const tenantView = (name: string) => ({
+      name,
+      ...t().guard.state(name),
+      queue: this.engine.tenantUsage(name),
+      rateLimits: t().limiter(name)?.usage() ?? [],
+    });
+    a.route('GET', '/tenants', () => [200, { tenants: [...this.cfg.tenants.keys()].map(tenantView) }]);
+    a.route('GET', '/tenants/([a-z0-9-]+)', (r) => [200, tenantView(known(r.params[0]))]);
+    a.route('POST', '/tenants/([a-z0-9-]+)/pause', async (r) => {
+      const name = known(r.params[0]);
+      const body = await r.body();
+      const reason =
+        typeof body.reason === 'string' && body.reason
+          ? body.reason.slice(0, 300)
+          : 'paused by an administrator';
+      let until: number | undefined;
+      if (body.until !== undefined) {
+        until = typeof body.until === 'number' ? body.until : Date.parse(String(body.until));
+        if (!Number.isFinite(until))
+          throw new HttpError(400, 'until must be a time (ISO 8601 or epoch milliseconds)');
+      }
+      t().guard.pause(name, reason, until, body.source === 'fleet' ? 'fleet' : 'admin');
+      this.o.log.warn(
+        {
+          event: 'tenant.paused',
+          tenant: name,
+          reason,
+          until,
+          by: body.source === 'fleet' ? 'fleet' : 'admin',
+        },
+        `tenant ${name} paused`,
+      );
+      await t().save();
+      return [200, tenantView(name)];
+    });
+    a.route('POST', '/tenants/([a-z0-9-]+)/resume', async (r) => {
+      const name = known(r.params[0]);
+      const body = await r.body();
+      t().guard.resume(name, body.source === 'fleet' ? 'fleet' : 'admin');
+      this.o.log.warn(
+        { event: 'tenant.active', tenant: name, by: body.source === 'fleet' ? 'fleet' : 'admin' },
+        `tenant ${name} resumed`,
+      );
+      await t().save();
+      return [200, tenantView(name)];
+    });
+    a.route('GET', '/ratelimits', () => [
+      200,
+      {
+        share: this.cfg.fleet.rateLimitShare,
+        tenants: Object.fromEntries(
+          [...this.cfg.tenants.keys()].map((n) => [n, t().limiter(n)?.usage() ?? []]),
+        ),
+      },
+    ]);
+    a.route('POST', '/ratelimits/([a-z0-9-]+)', async (r) => {
+      const name = known(r.params[0]);
+      const body = await r.body();
+      if (
+        (body.unit !== 'h' && body.unit !== 'd') ||
+        !Number.isInteger(body.used) ||
+        (body.used as number) < 0
+      ) {
+        throw new HttpError(400, 'body must be {"unit": "h" | "d", "used": <non-negative integer>}');
+      }
+      t()
+        .limiter(name)
+        ?.addUsed(body.unit, body.used as number);
+      await t().save();
+      return [200, { tenant: name, rateLimits: t().limiter(name)?.usage() ?? [] }];
+    });
+    a.route('GET', '/suppressions', (r) => [
+      200,
+      t().suppressions.list({
+        tenant: r.query.get('tenant') ?? undefined,
+        after: r.query.get('after') ?? undefined,
+        limit: Math.min(Math.max(Number(r.query.get('limit') ?? 100) || 100, 1), 1000),
+      }),
+    ]);
+    a.route('GET', '/suppressions/changes', (r) => {
+      const since = Number(r.query.get('since') ?? 0);
+      if (!Number.isInteger(since) || since < 0)
+        throw new HttpError(400, 'since must be a non-negative integer');
+      return [
+        200,
+        t().suppressions.changesSince(since, Math.min(Number(r.query.get('limit') ?? 1000) || 1000, 10_000)),
+      ];
+    });
+    a.route('POST', '/suppressions', async (r) => {
+      const body = await r.body();
+      const name = known(String(body.tenant ?? ''));
+      const address = String(body.address ?? '').trim();
+      if (!/^[^@\s]+@[^@\s]+$/.test(address)) throw new HttpError(400, 'address must be an email address');
+      let ttlMs = this.cfg.tenants.get(name)!.suppression.ttlMs;
+      if (body.ttl !== undefined) {
+        try {
+          ttlMs = parseDuration(String(body.ttl));
+        } catch (e) {
+          throw new HttpError(400, `ttl: ${(e as Error).message}`);
+        }
+      }
+      const source = body.source === 'fleet' ? 'fleet' : 'admin';
+      const change = await t().suppressions.add({
+        tenant: name,
+        address,
+        reason: String(body.reason ?? `added by ${source}`),
+        source,
+        ttlMs,
+      });
+      return [201, change];
+    });
+    a.route('DELETE', '/suppressions/([a-z0-9-]+)/([^/]+)', async (r) => {
+      const change = await t().suppressions.remove(
+        known(r.params[0]),
+        r.params[1],
+        r.query.get('source') ?? 'admin',
+      );
+      if (!change) throw new HttpError(404, `${r.params[1]} is not suppressed for tenant ${r.params[0]}`);
+      return [200, change];
+    });
   }
 
   /** Graceful stop: refuse new mail, let open transactions finish, stop delivery, close the admin port. */
