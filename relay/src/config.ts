@@ -566,6 +566,8 @@ export interface RelayConfig {
   fleet: { rateLimitShare: number };
   /** sha256 of the config file and every secret it names: which config this relay runs. */
   hash: string;
+  /** Folders whose changes may change the config (secrets, TLS): watched for hot reload. */
+  watchPaths: string[];
   gracePeriodMs: number;
   logLevel: string;
 }
@@ -902,6 +904,7 @@ export function resolveConfig(
     },
     fleet: { rateLimitShare: c.fleet.rateLimitShare },
     hash: '',
+    watchPaths: [secretsDir, tlsDir],
     gracePeriodMs: parseDuration(c.shutdown.gracePeriod),
     logLevel: c.logging.level,
   };

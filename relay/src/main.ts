@@ -11,6 +11,7 @@ import { loadConfigFile } from './config.js';
 import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
 import { Relay } from './relay.js';
+import { ConfigWatcher } from './reload.js';
 
 const USAGE = 'usage: cartero-relay --config FILE [--check]';
 
@@ -63,10 +64,17 @@ async function main(argv: string[]): Promise<number> {
     throw e;
   }
   let stopping = false;
+  const watcher = new ConfigWatcher({
+    file: values.config,
+    current: () => relay.cfg,
+    apply: (next) => relay.reload(next),
+    invalid: (err) => relay.reloadFailed(err),
+  });
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ event: 'shutdown', signal, gracePeriodMs: cfg.gracePeriodMs }, 'shutting down');
+    watcher.stop();
     const hard = setTimeout(() => {
       log.error(
         { event: 'shutdown.timeout' },
@@ -90,8 +98,10 @@ async function main(argv: string[]): Promise<number> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', () => watcher.check());
   try {
     await relay.start();
+    watcher.start(cfg.watchPaths);
   } catch (e) {
     log.fatal({ event: 'start.failed', err: (e as Error).message }, 'relay failed to start');
     log.flush();

@@ -280,6 +280,15 @@ export class DeliveryEngine {
     this.arm();
   }
 
+  /** After a config reload: destination limits are recomputed from the new shaping rules. */
+  reconfigure(): void {
+    for (const dest of this.dests.values()) {
+      dest.limits = this.d.tenancy.shaper.limitsFor(dest.route.domain);
+      dest.mxChecked = false;
+      this.pump(dest);
+    }
+  }
+
   /** Makes every queued message due now (admin flush). */
   flush(): void {
     const now = this.d.now();

@@ -118,6 +118,58 @@ export class Relay {
     this.o.log.info({ event: 'ready', queued: recovered.length }, 'relay ready');
   }
 
+  /**
+   * Applies a new config without dropping connections or queued mail: tenants, accounts, limits, routes,
+   * pools, shaping, retries and the admin token change at once. Listeners, the spool folder and the admin
+   * address need a restart; a change to them is logged and otherwise ignored. Throws (and changes nothing)
+   * when the new config cannot be applied.
+   */
+  reload(next: RelayConfig): void {
+    const cur = this.cfg;
+    const restartNeeded: string[] = [];
+    if (JSON.stringify(next.listeners) !== JSON.stringify(cur.listeners)) restartNeeded.push('listeners');
+    if (next.spoolDir !== cur.spoolDir) restartNeeded.push('paths.spool');
+    if (next.admin.address !== cur.admin.address || next.admin.port !== cur.admin.port)
+      restartNeeded.push('admin address/port');
+    if (
+      !!next.tls !== !!cur.tls ||
+      (next.tls && cur.tls && (!next.tls.cert.equals(cur.tls.cert) || !next.tls.key.equals(cur.tls.key)))
+    )
+      restartNeeded.push('tls');
+    this.deps.tenancy.reconfigure(next); // validates pools and limits first; throws before anything changed
+    if (JSON.stringify(next.dns) !== JSON.stringify(cur.dns)) {
+      this.deps.resolver = new MxResolver({
+        servers: next.dns.servers,
+        timeoutMs: next.dns.timeoutMs,
+        allowPrivateTargets: next.dns.allowPrivateTargets,
+      });
+    }
+    this.deps.cfg = next;
+    this.engine.reconfigure();
+    this.metrics.configInfo.reset();
+    this.metrics.configInfo.set({ hash: next.hash }, 1);
+    this.metrics.reloads.inc({ result: 'applied' });
+    this.o.log.info(
+      { event: 'config.reloaded', hash: next.hash, previous: cur.hash, restartNeeded },
+      'config reloaded',
+    );
+    if (restartNeeded.length) {
+      this.o.log.warn(
+        { event: 'config.restart-needed', fields: restartNeeded },
+        `these changes take effect at the next restart: ${restartNeeded.join(', ')}`,
+      );
+    }
+  }
+
+  /** A config that could not be loaded or applied: the running one stays. */
+  reloadFailed(err: Error): void {
+    this.metrics.reloads.inc({ result: 'invalid' });
+    this.o.log.error(
+      { event: 'config.invalid', err: err.message, keeping: this.cfg.hash },
+      'new config refused; the running config stays',
+    );
+  }
+
   /** Admin endpoints for tenants, rate limits and suppressions (registered once tenancy is open). */
   private tenancyRoutes(): void {
     const a = this.admin;
