@@ -422,6 +422,17 @@ export const CONFIG_SCHEMA = {
         },
       },
     },
+    peer: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['username', 'passwordFile'],
+      description:
+        'The account relays of one fleet use with each other to hand off queued mail when draining.',
+      properties: {
+        username: { type: 'string', minLength: 1 },
+        passwordFile: { type: 'string', minLength: 1 },
+      },
+    },
     fleet: {
       type: 'object',
       additionalProperties: false,
@@ -564,6 +575,7 @@ export interface RelayConfig {
     backoff: { initialMs: number; maxMs: number };
   };
   fleet: { rateLimitShare: number };
+  peer?: { username: string; password: Buffer };
   /** sha256 of the config file and every secret it names: which config this relay runs. */
   hash: string;
   /** Folders whose changes may change the config (secrets, TLS): watched for hot reload. */
@@ -758,6 +770,8 @@ export function resolveConfig(
       suppression: { enabled: t.suppression.enabled, ttlMs: parseDuration(t.suppression.ttl) },
     });
   });
+  if (c.peer && accounts.has(c.peer.username))
+    throw new ConfigError('/peer/username', `${c.peer.username} is also a tenant account`);
   for (const [user, a] of accounts) {
     if (tenants.size > 0 && a.tenant !== DEFAULT_TENANT && !tenants.has(a.tenant)) {
       const i = (c.accounts as { username: string }[]).findIndex((x) => x.username === user);
@@ -903,6 +917,14 @@ export function resolveConfig(
       },
     },
     fleet: { rateLimitShare: c.fleet.rateLimitShare },
+    ...(c.peer
+      ? {
+          peer: {
+            username: c.peer.username,
+            password: sec(secretsDir, c.peer.passwordFile, '/peer/passwordFile'),
+          },
+        }
+      : {}),
     hash: '',
     watchPaths: [secretsDir, tlsDir],
     gracePeriodMs: parseDuration(c.shutdown.gracePeriod),

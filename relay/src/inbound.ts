@@ -19,6 +19,7 @@ import { reply, SmtpReplyError } from './errors.js';
 import { addressProblem, countReceived, secretEquals } from './policy.js';
 import type { TenantRuntime } from './tenant-runtime.js';
 import { DEFAULT_TENANT } from './config.js';
+import type { HandoffMeta } from './queue.js';
 import { installGreetingDelayOption } from './smtp-greeting.js';
 
 export interface InboundDeps {
@@ -38,7 +39,12 @@ interface Listening {
   port: number;
 }
 
-type Session = SMTPServerSession & { user?: string; tenant?: string; carteroListener?: string };
+type Session = SMTPServerSession & {
+  user?: string;
+  tenant?: string;
+  carteroListener?: string;
+  peer?: boolean;
+};
 
 function rfc5322Date(d: Date): string {
   // e.g. "Sun, 29 Nov 2026 10:00:00 +0000"
@@ -91,6 +97,11 @@ export class Inbound {
     }
   }
 
+  /** Drain: the listeners stay up but every new connection and every new transaction gets 421. */
+  stopAccepting(): void {
+    this.closing = true;
+  }
+
   /**
    * Stops accepting (the listening sockets close, so new connections are refused), tells idle sessions
    * 421 at once, and lets sessions inside DATA finish. Resolves when every listener closed, or at the deadline.
@@ -128,7 +139,7 @@ export class Inbound {
       ...(tls && l.tls !== 'none' ? { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' } : {}),
       disabledCommands: [
         ...(l.tls === 'none' ? ['STARTTLS'] : []),
-        ...(cfg.accounts.size === 0 ? ['AUTH'] : []),
+        ...(cfg.accounts.size === 0 && !cfg.peer ? ['AUTH'] : []),
       ],
       authMethods: ['PLAIN', 'LOGIN'],
       authOptional: l.auth === 'optional',
@@ -174,6 +185,19 @@ export class Inbound {
     session: Session,
     cb: (err: Error | null | undefined, res?: { user: string }) => void,
   ): void {
+    const peer = this.d.cfg.peer;
+    if (peer && auth.username === peer.username) {
+      if (!secretEquals(peer.password, auth.password ?? '')) {
+        this.d.log.warn(
+          { event: 'auth.failed', listener: l.name, client: session.remoteAddress, username: auth.username },
+          'authentication failed',
+        );
+        this.d.metrics.rejected.inc({ listener: l.name, reason: 'auth' });
+        return cb(new SmtpReplyError('ERR_AUTH', 535, '5.7.8', 'Authentication credentials invalid'));
+      }
+      session.peer = true;
+      return cb(null, { user: auth.username });
+    }
     const acct = auth.username ? this.d.cfg.accounts.get(auth.username) : undefined;
     // compare even for unknown users, so timing does not tell which usernames exist
     const ok =
@@ -200,6 +224,13 @@ export class Inbound {
     const problem = addressProblem(address.address, { allowNull: true, allowSingleLabel: true });
     if (problem) return this.refuse(l, 'bad_sender', reply.badSender(address.address, problem), cb);
     const user = typeof session.user === 'string' ? session.user : undefined;
+    if (session.peer) {
+      // a peer relay handing off queued mail: its tenant travels with each message; tenant limits do not apply
+      return void this.d.spool.checkCapacity().then(
+        () => cb(),
+        (e: Error) => this.refuse(l, 'queue_full', e as SmtpReplyError, cb),
+      );
+    }
     const tenant = this.d.tenancy.dir.tenantForClient(user, session.remoteAddress);
     // A client with no tenant may not relay: it is refused at RCPT (550 5.7.1), as MTAs do.
     session.tenant = tenant;
@@ -239,6 +270,11 @@ export class Inbound {
     cb: (err?: Error | null) => void,
   ): void {
     const tenant = session.tenant;
+    if (session.peer) {
+      const problem = addressProblem(address.address);
+      if (problem) return this.refuse(l, 'bad_recipient', reply.badAddress(address.address, problem), cb);
+      return cb();
+    }
     if (!tenant) {
       this.d.log.warn(
         { event: 'relay.denied', listener: l.name, client: session.remoteAddress, to: address.address },
@@ -318,6 +354,76 @@ export class Inbound {
     });
   }
 
+  /** A message handed off by a peer relay: keeps its tenant, arrival time, attempts and DSN parameters. */
+  private async acceptHandoff(
+    l: ListenerConfig,
+    raw: Buffer,
+    session: Session,
+    meta: HandoffMeta | undefined,
+    id: string,
+    now: number,
+  ): Promise<string> {
+    const rcpts = session.envelope.rcptTo.map((r) => r.address);
+    const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+    const byAddr = new Map((meta?.rcpts ?? []).map((r) => [r.address.toLowerCase(), r]));
+    const env: Envelope = {
+      v: 1,
+      id,
+      tenant:
+        meta?.tenant && this.d.cfg.tenants.has(meta.tenant) ? meta.tenant : (meta?.tenant ?? DEFAULT_TENANT),
+      pool: meta ? (this.d.tenancy.poolOf(meta.tenant) ?? null) : null,
+      arrivedAt: meta?.arrivedAt ?? now,
+      from,
+      rcpts: rcpts.map((a) => {
+        const m = byAddr.get(a.toLowerCase());
+        return {
+          address: a,
+          ...(m?.notify ? { notify: m.notify } : {}),
+          ...(m?.orcpt ? { orcpt: m.orcpt } : {}),
+        };
+      }),
+      dsn: meta?.dsn ?? {},
+      size: raw.length,
+      eightBit: hasEightBit(raw),
+      smtpUtf8: /[\u0080-\uffff]/.test(from + rcpts.join('')),
+      origin: meta?.origin ?? 'smtp',
+      client: {
+        address: session.remoteAddress,
+        helo: (session.hostNameAppearsAs || 'unknown').replace(/[^\x21-\x7e]/g, '?'),
+        user: typeof session.user === 'string' ? session.user : undefined,
+        listener: l.name,
+      },
+    };
+    const state = initialState(env, now);
+    state.attempts = meta?.attempts ?? 0;
+    state.delayWarned = meta?.delayWarned ?? false;
+    env.rcpts.forEach((r, i) => {
+      const m = byAddr.get(r.address.toLowerCase());
+      if (m) {
+        state.rcpts[i].attempts = m.attempts;
+        if (m.lastReply) state.rcpts[i].lastReply = m.lastReply;
+      }
+    });
+    const bodyOffset = await this.d.spool.write(env, [raw]);
+    if (state.attempts > 0) await this.d.spool.saveState(id, state);
+    this.d.log.info(
+      {
+        event: 'received',
+        queueId: id,
+        tenant: env.tenant,
+        from,
+        rcpts: rcpts.length,
+        size: env.size,
+        client: session.remoteAddress,
+        handoffFrom: meta?.from,
+        listener: l.name,
+      },
+      'queued (handed off by a peer)',
+    );
+    this.d.engine.add({ env, state, bodyOffset }, raw);
+    return id;
+  }
+
   private async accept(l: ListenerConfig, raw: Buffer, session: Session): Promise<string> {
     const cfg = this.d.cfg;
     const hops = countReceived(raw);
@@ -328,6 +434,10 @@ export class Inbound {
     const now = this.d.now();
     const id = newQueueId(now);
     const user = typeof session.user === 'string' ? session.user : undefined;
+    // The hand-off header is believed only from an authenticated peer, and stripped from anyone's mail.
+    const { raw: stripped, meta } = takeHandoffHeader(raw);
+    raw = stripped;
+    if (session.peer) return this.acceptHandoff(l, raw, session, meta, id, now);
     const tenant = session.tenant ?? DEFAULT_TENANT;
     const overQuota = this.d.tenancy.checkQuota(tenant, this.d.engine.tenantUsage(tenant), raw.length);
     if (overQuota) {
@@ -387,6 +497,41 @@ export class Inbound {
     this.d.engine.add({ env, state: initialState(env, now), bodyOffset }, Buffer.concat([received, raw]));
     return id;
   }
+}
+
+/**
+ * Finds and removes every X-Cartero-Handoff field in the header section; returns the decoded metadata
+ * of the first valid one. Cheap when absent (one search in the header section).
+ */
+export function takeHandoffHeader(raw: Buffer): { raw: Buffer; meta?: HandoffMeta } {
+  let end = raw.indexOf('\r\n\r\n');
+  if (end < 0) end = raw.length;
+  const head = raw.subarray(0, end).toString('latin1');
+  if (!/(^|\n)x-cartero-handoff:/i.test(head)) return { raw };
+  let meta: HandoffMeta | undefined;
+  const lines = head.split('\r\n');
+  const kept: string[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    if (/^x-cartero-handoff:/i.test(lines[i])) {
+      let value = lines[i].slice(lines[i].indexOf(':') + 1);
+      while (i + 1 < lines.length && /^[ \t]/.test(lines[i + 1])) value += lines[++i].trim();
+      if (!meta) {
+        try {
+          const m = JSON.parse(Buffer.from(value.trim(), 'base64url').toString('utf8')) as HandoffMeta;
+          if (m && m.v === 1 && typeof m.tenant === 'string' && Array.isArray(m.rcpts)) meta = m;
+        } catch {
+          /* not ours: dropped */
+        }
+      }
+      continue;
+    }
+    kept.push(lines[i]);
+  }
+  const rest = raw.subarray(end);
+  return {
+    raw: kept.length ? Buffer.concat([Buffer.from(kept.join('\r\n'), 'latin1'), rest]) : rest.subarray(2),
+    meta,
+  };
 }
 
 function hasEightBit(b: Buffer): boolean {

@@ -4,7 +4,7 @@
  */
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
 
-export type RouteKind = 'mx' | 'smarthost' | 'domain' | 'backup';
+export type RouteKind = 'mx' | 'smarthost' | 'domain' | 'backup' | 'handoff';
 export type BounceKind = 'hard' | 'soft' | 'expired';
 
 export class RelayMetrics {

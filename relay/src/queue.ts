@@ -35,16 +35,36 @@ interface Entry {
 }
 
 type Outcome = {
+  /** Overrides the retry schedule (drain: try the peers again soon). */
+  retryAt?: number;
   /** Do not try again before this time (pool caps, destination back-off). */
   notBefore?: number;
   result: 'delivered' | 'deferred' | 'bounced';
   reply: string;
   status: string;
   remoteMta?: string;
-  route: Route['kind'] | 'backup';
+  route: Route['kind'] | 'backup' | 'handoff';
 };
 
+export const HANDOFF_HEADER = 'X-Cartero-Handoff';
+
+/** What travels with a message handed to a peer relay (base64url JSON in the X-Cartero-Handoff header). */
+export interface HandoffMeta {
+  v: 1;
+  tenant: string;
+  arrivedAt: number;
+  origin: Envelope['origin'];
+  dsn: Envelope['dsn'];
+  delayWarned: boolean;
+  attempts: number;
+  rcpts: { address: string; notify?: string[]; orcpt?: string; attempts: number; lastReply?: string }[];
+  /** Queue id on the relay that handed it off. */
+  from: string;
+}
+
 interface Job {
+  /** Set when the relay drains: the recipients go to a peer relay, metadata and all. */
+  handoff?: boolean;
   entry: Entry;
   route: Route;
   rcpts: number[];
@@ -356,6 +376,22 @@ export class DeliveryEngine {
     const { env, state } = entry;
     const outcomes = new Map<number, Outcome>();
     try {
+      if (this.drainPeers?.length) {
+        // draining: every pending recipient goes to a peer relay in one transaction
+        const rcpts = state.rcpts.map((r, i) => (r.status === 'pending' ? i : -1)).filter((i) => i >= 0);
+        const route: Route = {
+          kind: 'domain',
+          key: 'handoff',
+          domain: 'handoff',
+          host: { host: 'peers', port: 0, tls: 'none' },
+        };
+        const r = await new Promise<Map<number, Outcome>>((resolve) =>
+          this.enqueue({ handoff: true, entry, route, rcpts, resolve }),
+        );
+        for (const [i, o] of r) outcomes.set(i, o);
+        await this.finish(entry, outcomes);
+        return;
+      }
       // group pending recipients by route and by their DSN parameters (nodemailer sends one NOTIFY/ORCPT per transaction)
       const groups = new Map<string, { route: Route; rcpts: number[] }>();
       state.rcpts.forEach((r, i) => {
@@ -540,6 +576,7 @@ export class DeliveryEngine {
   }
 
   private async runJob(dest: Destination, job: Job): Promise<void> {
+    if (job.handoff) return this.runHandoff(dest, job);
     const { entry, route, rcpts } = job;
     const env = entry.env;
     const out = new Map<number, Outcome>();
@@ -711,6 +748,129 @@ export class DeliveryEngine {
     }
   }
 
+  // ---- drain: hand queued mail to peer relays ----
+
+  private drainPeers?: Hop[];
+  /** Recipients handed to peers since the drain began (this process). */
+  handedOff = 0;
+
+  /** Starts handing every queued message to the peers (in order, the next one when one fails). */
+  startDrain(peers: Hop[]): void {
+    this.drainPeers = peers;
+    this.flush();
+  }
+
+  get draining(): boolean {
+    return this.drainPeers !== undefined;
+  }
+
+  /** The metadata a peer needs to carry on where we left off; only peers may send it (inbound checks AUTH). */
+  static handoffHeader(env: Envelope, state: DeliveryState, rcpts: number[]): Buffer {
+    const meta: HandoffMeta = {
+      v: 1,
+      tenant: env.tenant,
+      arrivedAt: env.arrivedAt,
+      origin: env.origin,
+      dsn: env.dsn,
+      delayWarned: state.delayWarned,
+      attempts: state.attempts,
+      rcpts: rcpts.map((i) => ({
+        ...env.rcpts[i],
+        attempts: state.rcpts[i].attempts,
+        lastReply: state.rcpts[i].lastReply,
+      })),
+      from: env.id,
+    };
+    return Buffer.from(`${HANDOFF_HEADER}: ${Buffer.from(JSON.stringify(meta)).toString('base64url')}\r\n`);
+  }
+
+  private async runHandoff(dest: Destination, job: Job): Promise<void> {
+    const { entry, rcpts } = job;
+    const env = entry.env;
+    const out = new Map<number, Outcome>();
+    const retryAt = this.d.now() + 5000;
+    try {
+      const peers = this.drainPeers ?? [];
+      const body = Buffer.concat([
+        DeliveryEngine.handoffHeader(env, entry.state, rcpts),
+        await this.body(entry),
+      ]);
+      let last = 'no peer relay given';
+      for (const hop of peers) {
+        let session: OutboundSession;
+        try {
+          session =
+            this.takeIdle(dest, undefined) ??
+            (await OutboundSession.open(hop, {
+              ehloName: this.d.cfg.hostname,
+              connectTimeoutMs: this.d.cfg.delivery.connectTimeoutMs,
+              commandTimeoutMs: this.d.cfg.delivery.commandTimeoutMs,
+            }));
+        } catch (e) {
+          last = e instanceof HopError ? e.reply : (e as Error).message;
+          continue;
+        }
+        let tx: TxResult;
+        try {
+          tx = await session.send(
+            {
+              from: env.from,
+              to: rcpts.map((i) => env.rcpts[i].address),
+              size: body.length,
+              eightBit: env.eightBit,
+            },
+            body,
+          );
+        } catch (e) {
+          last = e instanceof HopError ? e.reply : (e as Error).message;
+          continue;
+        }
+        this.release(dest, session);
+        tx.rcpts.forEach((r, k) =>
+          out.set(
+            rcpts[k],
+            r.ok
+              ? {
+                  result: 'delivered',
+                  status: '2.0.0',
+                  reply: r.reply,
+                  remoteMta: hop.name,
+                  route: 'handoff',
+                }
+              : {
+                  result: 'deferred',
+                  status: '4.0.0',
+                  reply: r.reply,
+                  remoteMta: hop.name,
+                  route: 'handoff',
+                  retryAt,
+                },
+          ),
+        );
+        return;
+      }
+      for (const i of rcpts)
+        out.set(i, {
+          result: 'deferred',
+          status: '4.4.1',
+          reply: `hand-off failed: ${last}`,
+          route: 'handoff',
+          retryAt,
+        });
+    } catch (e) {
+      for (const i of rcpts)
+        out.set(i, {
+          result: 'deferred',
+          status: '4.3.0',
+          reply: `hand-off failed: ${(e as Error).message}`,
+          route: 'handoff',
+          retryAt,
+        });
+    } finally {
+      job.resolve(out);
+    }
+  }
+
   /** Applies outcomes: state, metrics, logs, DSNs, then saves or removes. Nothing is forgotten before it is durable. */
   private async finish(entry: Entry, outcomes: Map<number, Outcome>): Promise<void> {
     const env = entry.env;
@@ -739,7 +899,12 @@ export class DeliveryEngine {
         remoteMta: o.remoteMta,
         attempt: r.attempts,
       };
-      if (o.result === 'delivered') {
+      if (o.result === 'delivered' && o.route === 'handoff') {
+        r.status = 'delivered';
+        this.handedOff++;
+        this.d.metrics.delivered.inc({ tenant: env.tenant, route: 'handoff' });
+        this.d.log.info({ event: 'handed-off', ...logBase }, 'handed off to a peer relay');
+      } else if (o.result === 'delivered') {
         r.status = 'delivered';
         this.d.metrics.delivered.inc({ tenant: env.tenant, route: o.route });
         this.d.log.info({ event: 'delivered', ...logBase }, 'delivered');
@@ -765,7 +930,8 @@ export class DeliveryEngine {
     // The tenant's reputation: our own DSNs do not count (a bad sender address is not a bad list).
     if (env.origin !== 'dsn') {
       for (const [i, o] of outcomes)
-        await this.d.tenancy.onOutcome(env.tenant, env.rcpts[i].address, o.result, o.status, o.reply);
+        if (o.route !== 'handoff')
+          await this.d.tenancy.onOutcome(env.tenant, env.rcpts[i].address, o.result, o.status, o.reply);
     }
     let pending = state.rcpts.map((r, i) => (r.status === 'pending' ? i : -1)).filter((i) => i >= 0);
     let next: number | undefined;
@@ -819,7 +985,10 @@ export class DeliveryEngine {
         pending = [];
       } else {
         const notBefore = Math.max(0, ...[...outcomes.values()].map((o) => o.notBefore ?? 0));
-        next = Math.max(plan.at, notBefore);
+        const overrides = [...outcomes.values()]
+          .filter((o) => o.retryAt !== undefined)
+          .map((o) => o.retryAt!);
+        next = overrides.length ? Math.min(...overrides) : Math.max(plan.at, notBefore);
         state.nextAttemptAt = next;
       }
     }

@@ -1,6 +1,8 @@
 /** Builds and wires the relay's parts from a resolved config; owns start and shutdown order. */
 import type { Logger } from 'pino';
-import type { RelayConfig } from './config.js';
+import type { OutboundTls, RelayConfig } from './config.js';
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { Spool } from './spool.js';
 import { DeliveryEngine, type EngineDeps } from './queue.js';
 import { Inbound, type InboundDeps } from './inbound.js';
@@ -98,6 +100,28 @@ export class Relay {
     this.deps.tenancy = await TenantRuntime.open(this.cfg, this.deps.now, this.o.log);
     this.metrics.configInfo.set({ hash: this.cfg.hash }, 1);
     this.tenancyRoutes();
+    this.admin.route('GET', '/drain', () => [200, this.drainStatus()]);
+    this.admin.route('POST', '/drain', async (r) => {
+      const body = await r.body();
+      const peers = Array.isArray(body.peers) ? body.peers : [];
+      const ok = peers.every((p: unknown) => {
+        const q = p as { host?: unknown; port?: unknown; tls?: unknown };
+        return (
+          typeof q.host === 'string' &&
+          Number.isInteger(q.port) &&
+          (q.port as number) > 0 &&
+          (q.port as number) < 65536 &&
+          (q.tls === undefined || ['none', 'opportunistic', 'required', 'implicit'].includes(q.tls as string))
+        );
+      });
+      if (!ok)
+        throw new HttpError(
+          400,
+          'peers must be [{"host": "...", "port": N, "tls"?: "none"|"opportunistic"|"required"|"implicit"}]',
+        );
+      await this.drain(peers as { host: string; port: number; tls?: OutboundTls }[]);
+      return [202, this.drainStatus()];
+    });
     const recovered = await this.spool.open();
     for (const q of this.spool.quarantined)
       this.o.log.error(
@@ -113,8 +137,14 @@ export class Relay {
       { event: 'admin.listening', address: this.cfg.admin.address, port: adminPort },
       'admin port ready',
     );
+    const pending = await readFile(this.drainFile(), 'utf8').then(
+      (t) => JSON.parse(t) as { peers: { host: string; port: number; tls?: OutboundTls }[]; since: number },
+      () => undefined,
+    );
+    if (pending) this.inbound.stopAccepting(); // before the first connection can land
     await this.inbound.start();
     this.ready = true;
+    if (pending) this.applyDrain(pending.peers ?? [], pending.since ?? Date.now());
     this.o.log.info({ event: 'ready', queued: recovered.length }, 'relay ready');
   }
 
@@ -168,6 +198,66 @@ export class Relay {
       { event: 'config.invalid', err: err.message, keeping: this.cfg.hash },
       'new config refused; the running config stays',
     );
+  }
+
+  // ---- drain ----
+
+  private drainFile(): string {
+    return path.join(this.cfg.spoolDir, 'drain.json');
+  }
+
+  /**
+   * Stops accepting mail for good and empties the queue: to the peers given (hand-off over SMTP as the
+   * peer account, with tenant, attempts, arrival time and DSN parameters), or by delivering it when no
+   * peer is given. Persisted, so a relay restarted while draining goes on draining. Idempotent.
+   */
+  async drain(peers: { host: string; port: number; tls?: OutboundTls }[]): Promise<void> {
+    if (peers.length && !this.cfg.peer)
+      throw new HttpError(409, 'hand-off needs the peer account (config: peer)');
+    const file = this.drainFile();
+    const tmp = `${file}.tmp`;
+    await writeFile(tmp, JSON.stringify({ v: 1, peers, since: this.drainSince ?? Date.now() }));
+    await rename(tmp, file);
+    this.applyDrain(peers, this.drainSince ?? Date.now());
+  }
+
+  private drainSince?: number;
+  private drainPeers: { host: string; port: number; tls?: OutboundTls }[] = [];
+
+  private applyDrain(peers: { host: string; port: number; tls?: OutboundTls }[], since: number): void {
+    this.ready = false;
+    this.drainSince = since;
+    this.drainPeers = peers;
+    this.inbound.stopAccepting();
+    const peer = this.cfg.peer;
+    if (peers.length && peer) {
+      this.engine.startDrain(
+        peers.map((p) => ({
+          host: p.host,
+          port: p.port,
+          name: p.host,
+          tls: p.tls ?? 'none',
+          credentials: { username: peer.username, password: peer.password.toString('utf8') },
+          kind: 'backup' as const,
+        })),
+      );
+    } else this.engine.flush();
+    this.o.log.warn(
+      { event: 'drain', peers: peers.map((p) => `${p.host}:${p.port}`), queued: this.engine.stats().depth },
+      'draining: no new mail is accepted',
+    );
+  }
+
+  drainStatus(): Record<string, unknown> {
+    const depth = this.engine.stats().depth;
+    return {
+      draining: this.drainSince !== undefined,
+      since: this.drainSince ? new Date(this.drainSince).toISOString() : null,
+      peers: this.drainPeers,
+      queued: depth,
+      handedOff: this.engine.handedOff,
+      done: this.drainSince !== undefined && depth === 0,
+    };
   }
 
   /** Admin endpoints for tenants, rate limits and suppressions (registered once tenancy is open). */
