@@ -320,7 +320,7 @@ export const CONFIG_SCHEMA = {
             properties: {
               warn: { type: 'number', minimum: 0, maximum: 1, default: 0.05 },
               pause: { type: 'number', minimum: 0, maximum: 1, default: 0.1 },
-              window: { ...duration, default: '24h' },
+              window: { ...duration, default: '1h' },
               minVolume: { type: 'integer', minimum: 1, default: 100 },
               cooldown: { ...duration, default: '1h' },
             },
@@ -787,7 +787,7 @@ export function resolveConfig(
       senderDomains: [],
       rateLimits: [],
       quota: {},
-      bounceRate: { warn: 0.05, pause: 0.1, windowMs: 86_400_000, minVolume: 100, cooldownMs: 3_600_000 },
+      bounceRate: { warn: 0.05, pause: 0.1, windowMs: 3_600_000, minVolume: 100, cooldownMs: 3_600_000 },
       suppression: { enabled: true, ttlMs: 30 * 86_400_000 },
     });
   }
