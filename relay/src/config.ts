@@ -11,6 +11,8 @@ import YAML from 'yaml';
 import ipaddr from 'ipaddr.js';
 import { ConfigError } from './errors.js';
 import { DURATION_PATTERN, parseDuration } from './duration.js';
+import { PoolManager } from './pools.js';
+import { Shaper } from './shaping.js';
 
 const duration = { type: 'string', pattern: DURATION_PATTERN } as const;
 const tlsMode = { type: 'string', enum: ['none', 'starttls', 'implicit'] } as const;
@@ -810,8 +812,12 @@ export function resolveConfig(
         throw new ConfigError(`/ipPools/${i}/addresses/${k}/ip`, `${a.ip} is already in pool ${other}`);
       ipSeen.set(a.ip, p.name);
     });
-    if (p.warmup && Number.isNaN(Date.parse(`${p.warmup.start}T00:00:00Z`)))
-      throw new ConfigError(`/ipPools/${i}/warmup/start`, 'not a valid date');
+    if (p.warmup) {
+      // Date.parse rolls 2024-02-30 over to March 1st: only a date that reads back the same is valid
+      const start = Date.parse(`${p.warmup.start}T00:00:00Z`);
+      if (Number.isNaN(start) || new Date(start).toISOString().slice(0, 10) !== p.warmup.start)
+        throw new ConfigError(`/ipPools/${i}/warmup/start`, 'not a valid date');
+    }
     return { name: p.name, addresses: p.addresses, ...(p.warmup ? { warmup: p.warmup } : {}) };
   });
   const hostRoute = (
@@ -952,6 +958,18 @@ export function resolveConfig(
       cert: sec(tlsDir, c.tls.certFile, '/tls/certFile'),
       key: sec(tlsDir, c.tls.keyFile, '/tls/keyFile'),
     };
+  }
+  // What the relay builds from the config at start and at every reload must not fail later: a config
+  // that passes here but not there would pass --check, then fail to start (or be refused at each reload).
+  try {
+    new PoolManager(cfg.ipPools, Date.now);
+  } catch (e) {
+    throw new ConfigError('/ipPools', (e as Error).message);
+  }
+  try {
+    new Shaper(cfg.shaping, Date.now);
+  } catch (e) {
+    throw new ConfigError('/shaping', (e as Error).message);
   }
   cfg.hash = hasher.update(JSON.stringify(doc)).digest('hex');
   return cfg;

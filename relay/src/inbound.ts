@@ -34,6 +34,7 @@ export interface InboundDeps {
 
 interface Listening {
   name: string;
+  config: ListenerConfig;
   server: SMTPServer;
   address: string;
   port: number;
@@ -89,7 +90,7 @@ export class Inbound {
       });
       const addr = server.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : l.port;
-      this.listening.push({ name: l.name, server, address: l.address, port });
+      this.listening.push({ name: l.name, config: l, server, address: l.address, port });
       this.d.log.info(
         { event: 'listening', listener: l.name, address: l.address, port, tls: l.tls, auth: l.auth },
         'SMTP listener ready',
@@ -129,6 +130,36 @@ export class Inbound {
     );
   }
 
+  /**
+   * After a config reload. smtp-server reads these options as it goes, so new connections get the new
+   * hostname, message size (SIZE), connection limit, idle timeout and greeting delay, and AUTH is offered
+   * once the config has accounts (and no longer when it has none). Listeners and TLS need a restart.
+   */
+  reconfigure(): void {
+    const cfg = this.d.cfg;
+    for (const l of this.listening) {
+      const o = l.server.options as SMTPServerOptions & {
+        disabledCommands: string[];
+        greetingDelayMs?: number;
+      };
+      o.name = cfg.hostname;
+      o.size = cfg.limits.maxMessageSize;
+      o.maxClients = cfg.limits.maxConnections;
+      o.socketTimeout = cfg.limits.idleTimeoutMs;
+      o.closeTimeout = cfg.gracePeriodMs;
+      o.greetingDelayMs = cfg.limits.greetingDelayMs;
+      o.disabledCommands = this.disabledCommands(l.config);
+    }
+  }
+
+  private disabledCommands(l: ListenerConfig): string[] {
+    const cfg = this.d.cfg;
+    return [
+      ...(l.tls === 'none' ? ['STARTTLS'] : []),
+      ...(cfg.accounts.size === 0 && !cfg.peer ? ['AUTH'] : []),
+    ];
+  }
+
   private options(l: ListenerConfig): SMTPServerOptions {
     const cfg = this.d.cfg;
     const tls = cfg.tls;
@@ -137,10 +168,7 @@ export class Inbound {
       banner: 'Cartero',
       secure: l.tls === 'implicit',
       ...(tls && l.tls !== 'none' ? { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' } : {}),
-      disabledCommands: [
-        ...(l.tls === 'none' ? ['STARTTLS'] : []),
-        ...(cfg.accounts.size === 0 && !cfg.peer ? ['AUTH'] : []),
-      ],
+      disabledCommands: this.disabledCommands(l),
       authMethods: ['PLAIN', 'LOGIN'],
       authOptional: l.auth === 'optional',
       // On a plaintext listener (in-cluster traffic) AUTH is allowed without TLS; with starttls it needs TLS first.

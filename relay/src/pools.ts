@@ -3,8 +3,10 @@
  * with per-address hourly and daily caps and an optional warm-up schedule for new addresses.
  *
  * `pick` chooses an address without counting; the caller counts with `record` once a transaction
- * was accepted, so failed attempts do not eat into the caps. Concurrent picks may therefore overshoot
- * a cap by the number of transactions in flight, which is the price of never counting a message twice.
+ * was accepted, so failed attempts do not eat into the caps. So that concurrent transactions do not
+ * overshoot a cap (every message picked before the first one is recorded), `pick(pool, n)` also
+ * reserves room for `n` messages, which the caller gives back with `release` when the attempt is over
+ * (after `record`). Reservations live in memory only.
  * Windows are aligned to UTC hours and days (epoch ms are UTC, so `floor(t / HOUR) * HOUR` is the
  * start of the UTC hour). Counters roll over lazily when the window they belong to has passed.
  */
@@ -62,6 +64,8 @@ interface AddressState {
   hourUsed: number;
   dayStart: number;
   dayUsed: number;
+  /** Messages picked for transactions still in flight (see `pick` and `release`). */
+  reserved: number;
 }
 
 interface PoolState {
@@ -110,6 +114,7 @@ function buildPool(p: PoolConfig, index: number): PoolState {
       hourUsed: 0,
       dayStart: 0,
       dayUsed: 0,
+      reserved: 0,
     };
   });
   let warmup: PoolState['warmup'];
@@ -182,9 +187,11 @@ export class PoolManager {
    * ties go round robin), without counting it. When every address is at a cap, returns when the
    * earliest one has room again: the next UTC hour for an hourly cap, the next UTC day for a daily
    * one. The caller should defer the delivery until then, never bounce it.
+   * With `reserve` > 0, room for that many messages is held on the chosen address (counted against its
+   * caps, like sent ones) until `release`; room held this way is not counted as sent.
    * @throws CarteroError `ERR_POOL_UNKNOWN` for a pool that is not configured (check with `has`).
    */
-  pick(pool: string): Pick {
+  pick(pool: string, reserve = 0): Pick {
     const p = this.pools.get(pool);
     if (!p) throw new CarteroError('ERR_POOL_UNKNOWN', `unknown IP pool ${JSON.stringify(pool)}`);
     const t = this.now();
@@ -203,8 +210,8 @@ export class PoolManager {
       const a = p.addresses[i];
       roll(a, hourStart, dayStart);
       const dayCap = minCap(a.perDay, warm);
-      const hourLeft = a.perHour === undefined ? Infinity : a.perHour - a.hourUsed;
-      const dayLeft = dayCap === undefined ? Infinity : dayCap - a.dayUsed;
+      const hourLeft = a.perHour === undefined ? Infinity : a.perHour - a.hourUsed - a.reserved;
+      const dayLeft = dayCap === undefined ? Infinity : dayCap - a.dayUsed - a.reserved;
       const left = Math.min(hourLeft, dayLeft);
       if (left > 0) {
         if (best < 0 || left > bestLeft) {
@@ -222,6 +229,7 @@ export class PoolManager {
     if (best >= 0) {
       p.rr = (best + 1) % n;
       const a = p.addresses[best];
+      if (reserve > 0) a.reserved += reserve;
       return { ok: true, ip: a.ip, ehlo: a.ehlo };
     }
     const parts = [];
@@ -246,6 +254,12 @@ export class PoolManager {
     roll(a, Math.floor(t / HOUR) * HOUR, Math.floor(t / DAY) * DAY);
     a.hourUsed += n;
     a.dayUsed += n;
+  }
+
+  /** Gives back room reserved by `pick(pool, n)` once the attempt is over (call `record` first). */
+  release(pool: string, ip: string, n: number): void {
+    const a = this.pools.get(pool)?.addresses.find((x) => x.ip === ip);
+    if (a) a.reserved = Math.max(0, a.reserved - n);
   }
 
   /** Every configured address with its counters for the current windows and its current caps. */
@@ -293,6 +307,7 @@ export class PoolManager {
         a.hourUsed = o.hourUsed;
         a.dayStart = o.dayStart;
         a.dayUsed = o.dayUsed;
+        a.reserved = o.reserved;
       }
     }
     this.pools = next;

@@ -376,6 +376,14 @@ export class DeliveryEngine {
     const { env, state } = entry;
     const outcomes = new Map<number, Outcome>();
     try {
+      const paused = this.d.tenancy.guard.state(env.tenant);
+      if (paused.state === 'paused' && env.origin !== 'dsn' && !this.drainPeers?.length) {
+        // a paused tenant's queued mail stays queued: it is held, not attempted, until the pause ends
+        // (checked every minute, so an admin resume takes effect within a minute)
+        entry.busy = false;
+        this.schedule(entry, Math.min(paused.pausedUntil ?? Infinity, this.d.now() + 60_000));
+        return;
+      }
       if (this.drainPeers?.length) {
         // draining: every pending recipient goes to a peer relay in one transaction
         const rcpts = state.rcpts.map((r, i) => (r.status === 'pending' ? i : -1)).filter((i) => i >= 0);
@@ -585,6 +593,8 @@ export class DeliveryEngine {
     };
     const started = process.hrtime.bigint();
     const shaper = this.d.tenancy.shaper;
+    /** Room held on a pool address for this attempt (so concurrent attempts cannot overshoot its caps). */
+    let reserved: { pool: string; ip: string } | undefined;
     try {
       const until = shaper.backoffUntil(dest.key);
       const backedOff = until !== undefined && until > this.d.now();
@@ -599,7 +609,7 @@ export class DeliveryEngine {
       const pool = this.d.tenancy.poolOf(env.tenant);
       let egress: { ip: string; ehlo: string } | undefined;
       if (pool && this.d.tenancy.pools.has(pool)) {
-        const pick = this.d.tenancy.pools.pick(pool);
+        const pick = this.d.tenancy.pools.pick(pool, rcpts.length);
         if (!pick.ok)
           return all({
             result: 'deferred',
@@ -608,6 +618,7 @@ export class DeliveryEngine {
             notBefore: pick.retryAt,
           });
         egress = { ip: pick.ip, ehlo: pick.ehlo };
+        reserved = { pool, ip: pick.ip };
       }
       // while the destination is backed off, only the backup routes are tried
       const plan = backedOff ? { hops: this.backupHops() } : await this.hopsFor(route);
@@ -738,6 +749,7 @@ export class DeliveryEngine {
     } catch (e) {
       all({ result: 'deferred', status: '4.3.0', reply: `local error: ${(e as Error).message}` });
     } finally {
+      if (reserved) this.d.tenancy.pools.release(reserved.pool, reserved.ip, rcpts.length);
       const secs = Number(process.hrtime.bigint() - started) / 1e9;
       const anyDelivered = [...out.values()].some((o) => o.result === 'delivered');
       this.d.metrics.deliveryDuration.observe(

@@ -175,6 +175,7 @@ export class Relay {
       });
     }
     this.deps.cfg = next;
+    this.inbound.reconfigure();
     this.engine.reconfigure();
     this.metrics.configInfo.reset();
     this.metrics.configInfo.set({ hash: next.hash }, 1);

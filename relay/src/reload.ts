@@ -62,14 +62,22 @@ export class ConfigWatcher {
       }
       return 'invalid';
     }
-    this.lastInvalid = '';
-    if (cfg.hash === this.o.current().hash) return 'unchanged';
+    if (cfg.hash === this.o.current().hash) {
+      this.lastInvalid = '';
+      return 'unchanged';
+    }
     try {
       this.o.apply(cfg);
     } catch (e) {
-      this.o.invalid(e as Error);
+      // a config that loads but cannot be applied fails the same way at every poll: report it once too
+      const key = `${cfg.hash} ${(e as Error).message}`;
+      if (key !== this.lastInvalid) {
+        this.lastInvalid = key;
+        this.o.invalid(e as Error);
+      }
       return 'invalid';
     }
+    this.lastInvalid = '';
     return 'applied';
   }
 
