@@ -295,3 +295,20 @@ describe('PoolManager persistence and reload', () => {
     assert.equal(pm.has('v6'), true);
   });
 });
+
+describe('PoolManager reservations (deliveries in flight)', () => {
+  it('holds room for picks not yet recorded, so concurrent deliveries cannot overshoot a cap', () => {
+    const c = clock('2025-03-10T12:00:00Z');
+    const pm = new PoolManager([{ name: 'p', addresses: [addr('10.0.0.1', { perDay: 3 })] }], c.now);
+    const held = [pm.pick('p', 1), pm.pick('p', 1), pm.pick('p', 1)];
+    assert.ok(held.every((p) => p.ok));
+    const fourth = pm.pick('p', 1);
+    assert.equal(fourth.ok, false, 'three in flight fill a cap of three');
+    // one delivery fails: its room comes back; one succeeds: recorded and released
+    pm.release('p', '10.0.0.1', 1);
+    pm.record('p', '10.0.0.1', 1);
+    pm.release('p', '10.0.0.1', 1);
+    assert.ok(pm.pick('p', 1).ok, 'the failed one left room for another');
+    assert.equal(pm.pick('p', 1).ok, false);
+  });
+});
