@@ -88,13 +88,16 @@ export interface RunningRelay {
   alive(): boolean;
   /** Peak RSS in MiB, where the figure is meaningful (one process). */
   peakRssMiB(): number | undefined;
+  /** Port of the relay's admin HTTP server on 127.0.0.1 (/metrics), when the benchmark fixed one. */
+  readonly adminPort?: number;
   /** Stops the relay and empties its queue. */
   stop(): Promise<void>;
 }
 
 /** A relay the benchmark can start afresh, with an empty queue, for every run. */
 export interface RelaySystem {
-  readonly name: 'postfix' | 'cartero';
+  /** postfix, cartero, or a named variant of the Cartero config. */
+  readonly name: string;
   /** The sink port this system must relay to, if fixed by its configuration. */
   readonly fixedSinkPort?: number;
   /** One-time preparation (files, port checks); throws if the system cannot run at all. */
@@ -227,13 +230,23 @@ function postfixIds(): { uid: number; gid: number } {
   }
 }
 
+/** A variant of the benchmark's Cartero config: a name, and what it adds to the base config. */
+export interface CarteroVariant {
+  /** System name in results and log file names, and the folder under the scratch dir. Default: cartero. */
+  name?: string;
+  /** Top-level config sections added to (or replacing those of) the base config below. */
+  extraConfig?: () => Record<string, unknown>;
+  /** Give the admin HTTP port a fixed free port (RunningRelay.adminPort) instead of 0. */
+  adminPort?: boolean;
+}
+
 /**
  * The Cartero relay, `node dist/relay/src/main.js --config FILE`, configured as a smarthost relay to
  * the sink with a fresh spool for every run. Ready when it logs a line with `"event":"ready"` (or
  * answers on its listener, see waitForReady).
  */
 export class CarteroRelay implements RelaySystem {
-  readonly name = 'cartero';
+  readonly name: string;
   private readonly root: string;
   private readonly mainJs: string;
   private current?: ChildProcess;
@@ -242,8 +255,10 @@ export class CarteroRelay implements RelaySystem {
   constructor(
     private readonly repoRoot: string,
     base: string,
+    private readonly variant: CarteroVariant = {},
   ) {
-    this.root = path.join(base, 'cartero');
+    this.name = variant.name ?? 'cartero';
+    this.root = path.join(base, this.name);
     this.mainJs = path.join(repoRoot, 'dist', 'relay', 'src', 'main.js');
   }
 
@@ -253,7 +268,7 @@ export class CarteroRelay implements RelaySystem {
   }
 
   /** The relay config for one run (see docs/benchmarks.md). */
-  private config(port: number, sinkPort: number): object {
+  private config(port: number, sinkPort: number, adminPort: number): object {
     return {
       version: 1,
       hostname: 'bench.cartero.test',
@@ -266,16 +281,18 @@ export class CarteroRelay implements RelaySystem {
       delivery: { concurrency: 100, perDestinationConcurrency: 50 },
       limits: { maxConnections: 1000 },
       logging: { level: 'warn' },
-      admin: { port: 0 },
+      admin: { port: adminPort },
+      ...this.variant.extraConfig?.(),
     };
   }
 
   async start(sinkPort: number, logFile: string): Promise<RunningRelay> {
     const port = await freePort();
+    const adminPort = this.variant.adminPort ? await freePort() : 0;
     emptyDir(path.join(this.root, 'spool'));
     const configFile = path.join(this.root, 'relay.yaml');
     // JSON is YAML: the relay's YAML loader reads it as is.
-    writeFileSync(configFile, JSON.stringify(this.config(port, sinkPort), null, 2) + '\n');
+    writeFileSync(configFile, JSON.stringify(this.config(port, sinkPort, adminPort), null, 2) + '\n');
     const child = spawnTracked(process.execPath, [this.mainJs, '--config', configFile], {
       cwd: this.repoRoot,
     });
@@ -302,6 +319,7 @@ export class CarteroRelay implements RelaySystem {
     }
     return {
       port,
+      ...(adminPort ? { adminPort } : {}),
       pid: child.pid!,
       alive: () => isRunning(child),
       peakRssMiB: () => peakRssMiB(child.pid!),
