@@ -195,11 +195,27 @@ export class Inbound {
       onClose: () => {
         this.d.metrics.connections.dec({ listener: l.name });
       },
-      onAuth: (auth, session, cb) => this.onAuth(l, auth, session as Session, cb),
-      onMailFrom: (address, session, cb) => this.onMailFrom(l, address, session as Session, cb),
-      onRcptTo: (address, session, cb) => this.onRcptTo(l, address, session as Session, cb),
+      onAuth: (auth, session, cb) =>
+        this.guarded(l, 'AUTH', cb, () => this.onAuth(l, auth, session as Session, cb)),
+      onMailFrom: (address, session, cb) =>
+        this.guarded(l, 'MAIL', cb, () => this.onMailFrom(l, address, session as Session, cb)),
+      onRcptTo: (address, session, cb) =>
+        this.guarded(l, 'RCPT', cb, () => this.onRcptTo(l, address, session as Session, cb)),
       onData: (stream, session, cb) => this.onData(l, stream, session as Session, cb),
     } as SMTPServerOptions;
+  }
+
+  /** A bug in a handler must not go unseen: log it and answer 451 (the client retries later). */
+  private guarded(l: ListenerConfig, command: string, cb: (err: Error) => void, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.d.log.error(
+        { event: 'smtp.handler.error', listener: l.name, command, err: (e as Error).stack ?? String(e) },
+        'internal error in an SMTP handler',
+      );
+      cb(new SmtpReplyError('ERR_LOCAL', 451, '4.3.0', 'Local error in processing, try again later'));
+    }
   }
 
   private refuse(l: ListenerConfig, reason: string, err: SmtpReplyError, cb: (e: Error) => void): void {

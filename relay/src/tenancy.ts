@@ -29,7 +29,7 @@ export class TenantDirectory {
       t = null;
       if (a) {
         for (const n of this.cfg.tenantNetworks) {
-          if (n.net[0].kind() === a.kind() && a.match(n.net as never, n.net[1])) {
+          if (n.net[0].kind() === a.kind() && a.match(n.net[0] as never, n.net[1])) {
             t = n.tenant;
             break;
           }
