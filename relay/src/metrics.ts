@@ -27,6 +27,7 @@ export class RelayMetrics {
   readonly suppressed: Gauge;
   readonly configInfo: Gauge<'hash'>;
   readonly reloads: Counter<'result'>;
+  readonly ptrMatches: Gauge<'pool' | 'ip'>;
 
   constructor(collectors: {
     paused?: () => Map<string, boolean>;
@@ -163,6 +164,12 @@ export class RelayMetrics {
       name: 'cartero_config_info',
       help: 'Always 1; the hash label names the config (file and secrets) this relay runs.',
       labelNames: ['hash'],
+      registers: [r],
+    });
+    this.ptrMatches = new Gauge({
+      name: 'cartero_egress_ptr_match',
+      help: "1 when a pool address's PTR record names its EHLO hostname, 0 when it does not (checked at start and reload).",
+      labelNames: ['pool', 'ip'],
       registers: [r],
     });
     this.reloads = new Counter({

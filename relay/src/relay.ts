@@ -146,6 +146,7 @@ export class Relay {
     this.ready = true;
     if (pending) this.applyDrain(pending.peers ?? [], pending.since ?? Date.now());
     this.o.log.info({ event: 'ready', queued: recovered.length }, 'relay ready');
+    void this.checkPtrRecords();
   }
 
   /**
@@ -180,6 +181,8 @@ export class Relay {
     this.metrics.configInfo.reset();
     this.metrics.configInfo.set({ hash: next.hash }, 1);
     this.metrics.reloads.inc({ result: 'applied' });
+    this.metrics.ptrMatches.reset();
+    void this.checkPtrRecords();
     this.o.log.info(
       { event: 'config.reloaded', hash: next.hash, previous: cur.hash, restartNeeded },
       'config reloaded',
@@ -190,6 +193,32 @@ export class Relay {
         `these changes take effect at the next restart: ${restartNeeded.join(', ')}`,
       );
     }
+  }
+
+  /**
+   * Providers judge a sending address by its PTR record, which must name the EHLO hostname we announce
+   * from it. Checked in the background at start and after each reload; a mismatch is logged and shown
+   * as cartero_egress_ptr_match 0 (mail is still sent: the PTR is outside the relay's control).
+   */
+  checkPtrRecords(): Promise<void> {
+    const cfg = this.cfg;
+    const resolver = this.deps.resolver;
+    return Promise.all(
+      cfg.ipPools.flatMap((p) =>
+        p.addresses.map(async (a) => {
+          const names = await resolver.reverse(a.ip);
+          const ok = names.includes(a.ehlo.toLowerCase());
+          if (this.cfg !== cfg) return; // a reload happened meanwhile: its own check reports
+          this.metrics.ptrMatches.set({ pool: p.name, ip: a.ip }, ok ? 1 : 0);
+          if (!ok) {
+            this.o.log.warn(
+              { event: 'pool.ptr.mismatch', pool: p.name, ip: a.ip, ehlo: a.ehlo, ptr: names },
+              `the PTR record of ${a.ip} does not name ${a.ehlo}; receivers may reject or junk its mail`,
+            );
+          }
+        }),
+      ),
+    ).then(() => undefined);
   }
 
   /** A config that could not be loaded or applied: the running one stays. */
