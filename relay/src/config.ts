@@ -728,6 +728,12 @@ export function resolveConfig(
     if (tenants.has(t.name)) throw new ConfigError(`${f}/name`, `tenant ${t.name} is defined twice`);
     if (t.ipPool !== undefined && !poolNames.has(t.ipPool))
       throw new ConfigError(`${f}/ipPool`, `no ip pool named ${JSON.stringify(t.ipPool)} in /ipPools`);
+    if (
+      t.retry &&
+      parseDuration(t.retry.max ?? c.queue.retry.max) <
+        parseDuration(t.retry.initial ?? c.queue.retry.initial)
+    )
+      throw new ConfigError(`${f}/retry/max`, 'must not be shorter than retry.initial');
     if (t.bounceRate.pause < t.bounceRate.warn)
       throw new ConfigError(`${f}/bounceRate/pause`, 'must not be below bounceRate.warn');
     t.rateLimits.forEach((r: string, k: number) => {

@@ -82,7 +82,7 @@ async function main(argv: string[]): Promise<number> {
       );
       log.flush();
       process.exit(1);
-    }, cfg.gracePeriodMs + 2000);
+    }, relay.cfg.gracePeriodMs + 2000);
     hard.unref();
     relay.stop().then(
       () => {

@@ -772,6 +772,11 @@ export class DeliveryEngine {
     this.flush();
   }
 
+  /** Back to normal delivery (a drain asked again without peers). */
+  stopHandoff(): void {
+    this.drainPeers = undefined;
+  }
+
   get draining(): boolean {
     return this.drainPeers !== undefined;
   }

@@ -260,6 +260,7 @@ export class Relay {
     this.drainPeers = peers;
     this.inbound.stopAccepting();
     const peer = this.cfg.peer;
+    if (!peers.length) this.engine.stopHandoff(); // asked again without peers: deliver what is left
     if (peers.length && peer) {
       this.engine.startDrain(
         peers.map((p) => ({
@@ -398,6 +399,7 @@ export class Relay {
         } catch (e) {
           throw new HttpError(400, `ttl: ${(e as Error).message}`);
         }
+        if (ttlMs <= 0) throw new HttpError(400, 'ttl must be longer than 0');
       }
       const source = body.source === 'fleet' ? 'fleet' : 'admin';
       const change = await t().suppressions.add({

@@ -158,6 +158,12 @@ export class Spool {
     this.now = opts.now ?? Date.now;
   }
 
+  /** Hot reload of the limits (queue.maxMessages, queue.minFreeBytes). */
+  setLimits(maxMessages: number, minFreeBytes: number): void {
+    this.opts.maxMessages = maxMessages;
+    this.opts.minFreeBytes = minFreeBytes;
+  }
+
   /** Messages currently in the spool. */
   get size(): number {
     return this.count;
