@@ -23,6 +23,7 @@ export class RelayMetrics {
   readonly rateLimited: Counter<'tenant'>;
   readonly egressSent: Counter<'pool' | 'ip'>;
   readonly tenantPaused: Gauge<'tenant'>;
+  readonly tenantWarning: Gauge<'tenant'>;
   readonly egressCapUsage: Gauge<'pool' | 'ip' | 'window'>;
   readonly suppressed: Gauge;
   readonly configInfo: Gauge<'hash'>;
@@ -31,6 +32,7 @@ export class RelayMetrics {
 
   constructor(collectors: {
     paused?: () => Map<string, boolean>;
+    warning?: () => Map<string, boolean>;
     capUsage?: () => { pool: string; ip: string; hour?: number; day?: number }[];
     suppressions?: () => number;
     queue: () => { byTenant: Map<string, number>; oldestArrival?: number };
@@ -137,6 +139,16 @@ export class RelayMetrics {
       collect() {
         this.reset();
         for (const [tenant, p] of collectors.paused?.() ?? []) this.set({ tenant }, p ? 1 : 0);
+      },
+    });
+    this.tenantWarning = new Gauge({
+      name: 'cartero_tenant_bounce_warning',
+      help: "1 while the tenant's bounce rate is above its warn threshold (and below pause), else 0.",
+      labelNames: ['tenant'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const [tenant, w] of collectors.warning?.() ?? []) this.set({ tenant }, w ? 1 : 0);
       },
     });
     this.egressCapUsage = new Gauge({

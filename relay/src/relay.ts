@@ -53,6 +53,15 @@ export class Relay {
     this.metrics = new RelayMetrics({
       queue: () => this.engine.stats(),
       bounceRates: () => this.deps.tenancy?.guard.rates() ?? new Map(),
+      warning: () =>
+        new Map(
+          this.deps.tenancy
+            ? [...this.cfg.tenants.keys()].map((t) => [
+                t,
+                this.deps.tenancy.guard.state(t).state === 'warning',
+              ])
+            : [],
+        ),
       paused: () =>
         new Map(
           this.deps.tenancy
