@@ -469,6 +469,13 @@ export class DeliveryEngine {
     }
   }
 
+  private hopFailed(queueId: string, hop: Hop, reply: string, msg: string): void {
+    this.d.log.info(
+      { event: 'hop.failed', queueId, hop: `${hop.name}[${hop.host}]:${hop.port}`, reply },
+      msg,
+    );
+  }
+
   private backupHops(): Hop[] {
     return this.d.cfg.routing.backups.map((b) => ({
       host: b.host,
@@ -658,15 +665,7 @@ export class DeliveryEngine {
         } catch (e) {
           last = e instanceof HopError ? e : new HopError('connect', undefined, (e as Error).message);
           if (isThrottleReply(last.code, last.reply)) shaper.onThrottle(dest.key);
-          this.d.log.info(
-            {
-              event: 'hop.failed',
-              queueId: env.id,
-              hop: `${hop.name}[${hop.host}]:${hop.port}`,
-              reply: last.reply,
-            },
-            'next hop unavailable',
-          );
+          this.hopFailed(env.id, hop, last.reply, 'next hop unavailable');
           continue;
         }
         reused = undefined;
@@ -695,15 +694,7 @@ export class DeliveryEngine {
               route: hop.kind === 'backup' ? 'backup' : route.kind,
             });
           }
-          this.d.log.info(
-            {
-              event: 'hop.failed',
-              queueId: env.id,
-              hop: `${hop.name}[${hop.host}]:${hop.port}`,
-              reply: he.reply,
-            },
-            'next hop refused the transaction',
-          );
+          this.hopFailed(env.id, hop, he.reply, 'next hop refused the transaction');
           continue;
         }
         this.release(dest, session);
