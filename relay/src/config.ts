@@ -22,19 +22,25 @@ const outboundTls = {
   description:
     'opportunistic: STARTTLS when offered (certificate not verified, as MTAs do); required: STARTTLS with a verified certificate or defer; none: never; implicit: TLS from the first byte (port 465).',
 } as const;
+/** A username and the file (under paths.secrets) holding its password. */
+const login = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['username', 'passwordFile'],
+  properties: {
+    username: { type: 'string', minLength: 1 },
+    passwordFile: {
+      type: 'string',
+      minLength: 1,
+      description: 'File under paths.secrets holding the password.',
+    },
+  },
+} as const;
 const hostPort = {
   host: { type: 'string', minLength: 1 },
   port: { type: 'integer', minimum: 1, maximum: 65535, default: 25 },
   tls: { ...outboundTls, default: 'opportunistic' },
-  credentials: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['username', 'passwordFile'],
-    properties: {
-      username: { type: 'string', minLength: 1 },
-      passwordFile: { type: 'string', minLength: 1 },
-    },
-  },
+  credentials: login,
 } as const;
 const cidr = { type: 'string', minLength: 1 } as const;
 export const RATE_PATTERN = '^[1-9][0-9]*/(s|m|h|d)$';
@@ -266,15 +272,7 @@ export const CONFIG_SCHEMA = {
           accounts: {
             type: 'array',
             default: [],
-            items: {
-              type: 'object',
-              additionalProperties: false,
-              required: ['username', 'passwordFile'],
-              properties: {
-                username: { type: 'string', minLength: 1 },
-                passwordFile: { type: 'string', minLength: 1 },
-              },
-            },
+            items: login,
           },
           trustedNetworks: {
             type: 'array',
@@ -425,15 +423,9 @@ export const CONFIG_SCHEMA = {
       },
     },
     peer: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['username', 'passwordFile'],
+      ...login,
       description:
         'The account relays of one fleet use with each other to hand off queued mail when draining.',
-      properties: {
-        username: { type: 'string', minLength: 1 },
-        passwordFile: { type: 'string', minLength: 1 },
-      },
     },
     fleet: {
       type: 'object',
