@@ -1,0 +1,239 @@
+/** Per-kind defaulting and validation run as the first admission step (what kube-apiserver's strategies do). */
+import { badRequest, invalid, type StatusCause } from './errors.js';
+import { isObject, jsonEqual, nowTimestamp, type KObject } from './objects.js';
+import { acceptedNames, type CrdNames, type ResourceType } from './resources.js';
+import type { AdmitFn } from './store.js';
+
+export const CRD_CLEANUP_FINALIZER = 'customresourcecleanup.apiextensions.k8s.io';
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+function nameCauses(t: ResourceType, name: string | undefined): StatusCause[] {
+  if (!name)
+    return [
+      {
+        reason: 'FieldValueRequired',
+        message: 'Required value: name or generateName is required',
+        field: 'metadata.name',
+      },
+    ];
+  const label = t.group === '' && (t.kind === 'Namespace' || t.kind === 'Service');
+  if (t.group === 'rbac.authorization.k8s.io') {
+    if (name === '.' || name === '..' || /[/%]/.test(name))
+      return [
+        {
+          reason: 'FieldValueInvalid',
+          message: `Invalid value: "${name}": may not contain '/' or '%'`,
+          field: 'metadata.name',
+        },
+      ];
+    return [];
+  }
+  const ok = label
+    ? name.length <= 63 && DNS_LABEL.test(name)
+    : name.length <= 253 && DNS_SUBDOMAIN.test(name);
+  if (ok) return [];
+  const what = label ? 'a lowercase RFC 1123 label' : 'a lowercase RFC 1123 subdomain';
+  return [
+    {
+      reason: 'FieldValueInvalid',
+      message: `Invalid value: "${name}": must be ${what} (lowercase alphanumerics, '-'${label ? '' : " or '.'"}, starting and ending with an alphanumeric)`,
+      field: 'metadata.name',
+    },
+  ];
+}
+
+function labelCauses(obj: KObject): StatusCause[] {
+  const causes: StatusCause[] = [];
+  for (const [field, map] of [
+    ['metadata.labels', obj.metadata.labels],
+    ['metadata.annotations', obj.metadata.annotations],
+  ] as const) {
+    if (map === undefined || map === null) continue;
+    if (!isObject(map) || Object.values(map).some((v) => typeof v !== 'string'))
+      causes.push({ reason: 'FieldValueInvalid', message: 'Invalid value: values must be strings', field });
+  }
+  return causes;
+}
+
+function defaultNamespace(obj: KObject): void {
+  const name = obj.metadata.name ?? '';
+  obj.metadata.labels = { ...obj.metadata.labels, 'kubernetes.io/metadata.name': name };
+  const spec = (isObject(obj.spec) ? obj.spec : {}) as { finalizers?: string[] };
+  spec.finalizers ??= ['kubernetes'];
+  obj.spec = spec;
+  if (!isObject(obj.status) || !obj.status.phase) obj.status = { phase: 'Active' };
+}
+
+function defaultSecret(obj: KObject): void {
+  obj.type ??= 'Opaque';
+  if (isObject(obj.stringData)) {
+    const data = (isObject(obj.data) ? obj.data : {}) as Record<string, string>;
+    for (const [k, v] of Object.entries(obj.stringData)) data[k] = Buffer.from(String(v)).toString('base64');
+    obj.data = data;
+  }
+  delete obj.stringData;
+}
+
+/** Allocates Service cluster IPs from 127.0.2.0/24 (the test address plan). */
+class ClusterIpAllocator {
+  private next = 1;
+  allocate(): string {
+    const ip = `127.0.2.${this.next}`;
+    this.next = this.next >= 254 ? 1 : this.next + 1;
+    return ip;
+  }
+}
+
+function defaultService(obj: KObject, old: KObject | undefined, ips: ClusterIpAllocator): void {
+  const spec = (isObject(obj.spec) ? obj.spec : {}) as Record<string, unknown>;
+  spec.type ??= 'ClusterIP';
+  spec.sessionAffinity ??= 'None';
+  const oldSpec = (old?.spec ?? {}) as Record<string, unknown>;
+  if (spec.type !== 'ExternalName' && !spec.clusterIP) spec.clusterIP = oldSpec.clusterIP ?? ips.allocate();
+  if (spec.clusterIP && !spec.clusterIPs) spec.clusterIPs = [spec.clusterIP];
+  if (Array.isArray(spec.ports))
+    for (const p of spec.ports as Record<string, unknown>[]) {
+      p.protocol ??= 'TCP';
+      p.targetPort ??= p.port;
+    }
+  obj.spec = spec;
+}
+
+function crdCauses(obj: KObject): StatusCause[] {
+  const spec = obj.spec as Record<string, unknown> | undefined;
+  const causes: StatusCause[] = [];
+  const req = (field: string) =>
+    causes.push({ reason: 'FieldValueRequired', message: 'Required value', field });
+  if (!isObject(spec)) return [{ reason: 'FieldValueRequired', message: 'Required value', field: 'spec' }];
+  const names = spec.names as CrdNames | undefined;
+  if (typeof spec.group !== 'string' || !spec.group.includes('.'))
+    causes.push({
+      reason: 'FieldValueInvalid',
+      message: 'Invalid value: should be a domain with at least one dot',
+      field: 'spec.group',
+    });
+  if (!names?.plural) req('spec.names.plural');
+  if (!names?.kind) req('spec.names.kind');
+  if (spec.scope !== 'Namespaced' && spec.scope !== 'Cluster')
+    causes.push({
+      reason: 'FieldValueNotSupported',
+      message: 'Unsupported value: supported values: "Cluster", "Namespaced"',
+      field: 'spec.scope',
+    });
+  const versions = Array.isArray(spec.versions) ? (spec.versions as { storage?: boolean }[]) : [];
+  if (!versions.length) req('spec.versions');
+  else if (versions.filter((v) => v.storage).length !== 1)
+    causes.push({
+      reason: 'FieldValueInvalid',
+      message: 'Invalid value: must have exactly one version marked as storage version',
+      field: 'spec.versions',
+    });
+  if (
+    names?.plural &&
+    typeof spec.group === 'string' &&
+    obj.metadata.name !== `${names.plural}.${spec.group}`
+  )
+    causes.push({
+      reason: 'FieldValueInvalid',
+      message: `Invalid value: "${obj.metadata.name}": must be spec.names.plural+"."+spec.group`,
+      field: 'metadata.name',
+    });
+  return causes;
+}
+
+function crdStatus(obj: KObject, old: KObject | undefined): void {
+  const spec = obj.spec as { names: CrdNames; versions: { name: string; storage?: boolean }[] };
+  const now = nowTimestamp();
+  const oldStatus = (old?.status ?? {}) as {
+    conditions?: { type: string; lastTransitionTime?: string }[];
+    storedVersions?: string[];
+  };
+  const since = (type: string) =>
+    oldStatus.conditions?.find((c) => c.type === type)?.lastTransitionTime ?? now;
+  const storage = spec.versions.find((v) => v.storage)?.name ?? spec.versions[0].name;
+  obj.status = {
+    conditions: [
+      {
+        type: 'NamesAccepted',
+        status: 'True',
+        reason: 'NoConflicts',
+        message: 'no conflicts found',
+        lastTransitionTime: since('NamesAccepted'),
+      },
+      {
+        type: 'Established',
+        status: 'True',
+        reason: 'InitialNamesAccepted',
+        message: 'the initial names have been accepted',
+        lastTransitionTime: since('Established'),
+      },
+    ],
+    acceptedNames: acceptedNames(spec.names),
+    storedVersions: [...new Set([...(oldStatus.storedVersions ?? []), storage])],
+  };
+  if (!old)
+    obj.metadata.finalizers = [...new Set([...(obj.metadata.finalizers ?? []), CRD_CLEANUP_FINALIZER])];
+}
+
+function defaultReplicas(obj: KObject): void {
+  if (isObject(obj.spec) && obj.spec.replicas === undefined) obj.spec.replicas = 1;
+}
+
+const STS_MUTABLE = [
+  'replicas',
+  'ordinals',
+  'template',
+  'updateStrategy',
+  'persistentVolumeClaimRetentionPolicy',
+  'minReadySeconds',
+];
+
+/** Fields a real server refuses to change after create. */
+function immutableCauses(t: ResourceType, obj: KObject, old: KObject): StatusCause[] {
+  const forbidden = (field: string, message: string): StatusCause[] => [
+    { reason: 'FieldValueForbidden', message, field },
+  ];
+  const spec = (o: KObject) => (isObject(o.spec) ? o.spec : {});
+  if (t.group === '' && (t.kind === 'ConfigMap' || t.kind === 'Secret') && old.immutable === true) {
+    const same =
+      obj.immutable === true && jsonEqual(obj.data, old.data) && jsonEqual(obj.binaryData, old.binaryData);
+    if (!same) return forbidden('data', 'Forbidden: field is immutable when `immutable` is set');
+  }
+  if (t.group === 'apps' && t.kind === 'StatefulSet') {
+    const strip = (o: KObject) =>
+      Object.fromEntries(Object.entries(spec(o)).filter(([k]) => !STS_MUTABLE.includes(k)));
+    if (!jsonEqual(strip(obj), strip(old)))
+      return forbidden(
+        'spec',
+        `Forbidden: updates to statefulset spec for fields other than ${STS_MUTABLE.map((f) => `'${f}'`).join(', ')} are forbidden`,
+      );
+  }
+  if (t.group === 'apps' && !jsonEqual(spec(obj).selector, spec(old).selector))
+    return [
+      { reason: 'FieldValueInvalid', message: 'Invalid value: field is immutable', field: 'spec.selector' },
+    ];
+  return [];
+}
+
+/** The built-in admission step: names, per-kind defaults, CRD checks and status. */
+export function builtinAdmission(): AdmitFn {
+  const ips = new ClusterIpAllocator();
+  return (t, obj, old, op) => {
+    if (!isObject(obj.metadata)) throw badRequest('metadata must be an object');
+    const causes = [...(op === 'CREATE' ? nameCauses(t, obj.metadata.name) : []), ...labelCauses(obj)];
+    if (t.group === 'apiextensions.k8s.io' && t.kind === 'CustomResourceDefinition')
+      causes.push(...crdCauses(obj));
+    if (old) causes.push(...immutableCauses(t, obj, old));
+    if (causes.length) throw invalid(t.kind, obj.metadata.name ?? '', causes, t.group);
+    if (t.group === '') {
+      if (t.kind === 'Namespace') defaultNamespace(obj);
+      if (t.kind === 'Secret') defaultSecret(obj);
+      if (t.kind === 'Service') defaultService(obj, old, ips);
+      if (t.kind === 'Pod' && op === 'CREATE') obj.status = { phase: 'Pending' };
+    }
+    if (t.group === 'apps') defaultReplicas(obj);
+    if (t.group === 'apiextensions.k8s.io' && t.kind === 'CustomResourceDefinition') crdStatus(obj, old);
+  };
+}
