@@ -9,6 +9,7 @@ command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
 { command -v smtp-source >/dev/null 2>&1 && command -v smtp-sink >/dev/null 2>&1; } || need+=(postfix)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v unzip >/dev/null 2>&1 || need+=(unzip)
 # swaks needs these for --tls
 perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)
 perl -MIO::Socket::SSL -e1 >/dev/null 2>&1 || need+=(libio-socket-ssl-perl)
