@@ -60,6 +60,8 @@ test('warns after delayWarningAfter, then bounces as expired after maxAge', asyn
   });
   const attempts = () => mx.rcptAttempts.filter((a) => a.address === 'tempfail@dest.test').length;
   await waitFor(() => attempts() >= 1, { what: 'first attempt' });
+  // the MX saw the attempt; wait until the relay has recorded it (and scheduled the next one)
+  await waitFor(() => relay.engine.list(1)[0]?.attempts === 1, { what: 'first attempt recorded' });
   assert.equal(relay.engine.stats().depth, 1);
 
   // Jump from one scheduled retry to the next until more than 4 hours have passed: the first retry past
