@@ -1,0 +1,506 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { waitFor } from '../helpers/poll.js';
+import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
+import type { KObject } from './apiserver/objects.js';
+import type { ResourceType } from './apiserver/resources.js';
+import { startApiServer, type ApiServer } from './apiserver/server.js';
+import {
+  isRunningAndReady,
+  loopbackAddresses,
+  POD_NAME_LABEL,
+  REVISION_LABEL,
+  startKubelet,
+  type Kubelet,
+} from './kubelet/kubelet.js';
+
+const FIXTURE = fileURLToPath(new URL('./fixtures/podserver.js', import.meta.url));
+const IMAGE = 'cartero.test/podserver:1';
+
+function kubectl(server: ApiServer, dir: string, args: string[], input?: string): Promise<string> {
+  const all = ['--kubeconfig', server.kubeconfig, '--cache-dir', path.join(dir, 'cache'), ...args];
+  return new Promise((resolve, reject) => {
+    const child = execFile('kubectl', all, { timeout: 60_000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`kubectl ${args.join(' ')} failed: ${stderr}`));
+      else resolve(stdout);
+    });
+    child.stdin?.end(input ?? '');
+  });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const manifest = (opts: { replicas: number; greeting: string }) => `
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: x-config}
+data:
+  greeting.txt: "${opts.greeting}"
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: x}
+spec:
+  replicas: ${opts.replicas}
+  serviceName: x
+  updateStrategy: {type: RollingUpdate}
+  selector: {matchLabels: {app: x}}
+  template:
+    metadata:
+      labels: {app: x}
+      annotations: {greeting: "${opts.greeting}"}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+        - name: server
+          image: ${IMAGE}
+          args: [--port, "8080", --file, /etc/podserver/greeting.txt]
+          ports: [{name: http, containerPort: 8080}]
+          env:
+            - {name: GREETING, value: "${opts.greeting}"}
+            - {name: GREETING_TWICE, value: "$(GREETING)$(GREETING)"}
+            - name: MY_NAME
+              valueFrom: {fieldRef: {fieldPath: metadata.name}}
+            - name: MY_NAMESPACE
+              valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+            - name: MY_IP
+              valueFrom: {fieldRef: {fieldPath: status.podIP}}
+            - name: MY_NODE
+              valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+          volumeMounts:
+            - {name: config, mountPath: /etc/podserver}
+          readinessProbe:
+            httpGet: {path: /readyz, port: http}
+            periodSeconds: 1
+      volumes:
+        - name: config
+          configMap: {name: x-config}
+`;
+
+interface PodInfo {
+  pid: number;
+  env: Record<string, string>;
+  argv: string[];
+  content: string;
+}
+
+describe('process kubelet: StatefulSets to local processes', () => {
+  let dir: string;
+  let server: ApiServer;
+  let kubelet: Kubelet;
+  const errors: unknown[] = [];
+  let podT: ResourceType;
+  let stsT: ResourceType;
+  const k = (...args: string[]) => kubectl(server, dir, args);
+  const apply = (text: string) => kubectl(server, dir, ['apply', '-f', '-'], text);
+  const pod = (name: string): KObject | undefined => {
+    try {
+      return server.store.get(podT, 'default', name);
+    } catch {
+      return undefined;
+    }
+  };
+  const ipOf = (name: string) => (pod(name)?.status as { podIP: string }).podIP;
+  const info = async (name: string): Promise<PodInfo> => {
+    const res = await fetch(`http://${ipOf(name)}:8080/`);
+    return (await res.json()) as PodInfo;
+  };
+  const stsStatus = () => server.store.get(stsT, 'default', 'x').status as Record<string, unknown>;
+  const podEvents: { type: string; name: string; x0Ready: boolean }[] = [];
+
+  before(async () => {
+    dir = await makeTmpDir('cartero-kubelet-test-');
+    server = await startApiServer({ dir: path.join(dir, 'api') });
+    podT = server.registry.find('', 'v1', 'pods')!;
+    stsT = server.registry.find('apps', 'v1', 'statefulsets')!;
+    server.store.subscribe((e) => {
+      if (e.key !== '/pods' || e.type === 'MODIFIED') return;
+      const x0 = e.object.metadata.name === 'x-0' ? undefined : pod('x-0');
+      podEvents.push({
+        type: e.type,
+        name: e.object.metadata.name ?? '',
+        x0Ready: !!x0 && isRunningAndReady(x0),
+      });
+    });
+    kubelet = startKubelet({
+      server,
+      images: { [IMAGE]: { command: process.execPath, args: [FIXTURE] } },
+      dir: path.join(dir, 'pods'),
+      onError: (err) => errors.push(err),
+      // Per test process, so concurrently running test files do not share pod addresses.
+      podAddresses: loopbackAddresses(
+        `127.0.${10 + (process.pid % 240)}`,
+      ) /* 127.0.0-9.x: the project's address plan (DESIGN §5) */,
+    });
+  });
+
+  after(async () => {
+    await kubelet?.stop();
+    await server?.stop();
+    if (dir) await removeTmpDir(dir);
+    assert.deepEqual(errors, [], 'the kubelet hit no errors');
+  });
+
+  it('starts pods in order as processes that become Ready and answer at their pod IP', async () => {
+    await apply(manifest({ replicas: 2, greeting: 'hello' }));
+    await waitFor(() => pod('x-0'), { what: 'pod x-0' });
+    await k('wait', '--for=condition=Ready', 'pod/x-0', '--timeout=30s');
+    await waitFor(() => pod('x-1'), { what: 'pod x-1' });
+    await k('wait', '--for=condition=Ready', 'pod/x-1', '--timeout=30s');
+    assert.deepEqual(
+      podEvents.filter((e) => e.type === 'ADDED').map((e) => [e.name, e.x0Ready]),
+      [
+        ['x-0', false],
+        ['x-1', true],
+      ],
+      'x-1 is created only once x-0 is Ready',
+    );
+
+    const p0 = pod('x-0')!;
+    const sts = server.store.get(stsT, 'default', 'x');
+    assert.equal(p0.metadata.labels?.app, 'x');
+    assert.equal(p0.metadata.labels?.[POD_NAME_LABEL], 'x-0');
+    assert.match(p0.metadata.labels?.[REVISION_LABEL] ?? '', /^x-[0-9a-f]{10}$/);
+    assert.deepEqual(
+      p0.metadata.ownerReferences?.map((r) => [r.kind, r.name, r.uid, r.controller]),
+      [['StatefulSet', 'x', sts.metadata.uid, true]],
+    );
+    const ip0 = ipOf('x-0');
+    const ip1 = ipOf('x-1');
+    assert.match(ip0, /^127\.0\.\d+\.\d+$/);
+    assert.notEqual(ip0, ip1);
+
+    const i0 = await info('x-0');
+    assert.equal(i0.env.POD_NAME, 'x-0');
+    assert.equal(i0.env.POD_NAMESPACE, 'default');
+    assert.equal(i0.env.POD_IP, ip0);
+    assert.equal(i0.env.MY_NAME, 'x-0');
+    assert.equal(i0.env.MY_NAMESPACE, 'default');
+    assert.equal(i0.env.MY_IP, ip0);
+    assert.equal(i0.env.MY_NODE, i0.env.NODE_NAME);
+    assert.equal(i0.env.GREETING, 'hello');
+    assert.equal(i0.env.GREETING_TWICE, 'hellohello');
+    assert.equal(i0.content, 'hello', 'the ConfigMap volume is readable at the rewritten mountPath');
+    assert.equal(
+      i0.argv[3],
+      path.join(kubelet.pods().find((p) => p.name === 'x-0')!.dir, 'mounts/etc/podserver/greeting.txt'),
+    );
+    assert.equal((await info('x-1')).env.POD_NAME, 'x-1');
+    const log = await readFile(kubelet.logPath('default', 'x-0')!, 'utf8');
+    assert.match(log, /podserver env .*"POD_NAME":"x-0"/);
+
+    await waitFor(() => stsStatus().readyReplicas === 2, { what: 'readyReplicas 2' });
+    const st = stsStatus();
+    assert.equal(st.replicas, 2);
+    assert.equal(st.currentReplicas, 2);
+    assert.equal(st.updatedReplicas, 2);
+    assert.equal(st.availableReplicas, 2);
+    assert.equal(st.currentRevision, st.updateRevision);
+    assert.equal(st.updateRevision, p0.metadata.labels?.[REVISION_LABEL]);
+    assert.equal(st.observedGeneration, sts.metadata.generation);
+    await k('rollout', 'status', 'statefulset/x', '--timeout=30s');
+    assert.match(await k('get', 'pods'), /x-0\s+1\/1\s+Running\s+0/);
+    assert.match(await k('get', 'statefulset', 'x'), /x\s+2\/2/);
+  });
+
+  it('restarts a process that exits', async () => {
+    const before = await info('x-0');
+    await fetch(`http://${ipOf('x-0')}:8080/exit`);
+    const restarted = await waitFor(
+      () => {
+        const cs = (pod('x-0')?.status as { containerStatuses?: { restartCount: number; ready: boolean }[] })
+          ?.containerStatuses?.[0];
+        return cs && cs.restartCount === 1 && cs.ready && cs;
+      },
+      { what: 'x-0 restarted and Ready', timeoutMs: 20_000 },
+    );
+    assert.equal(restarted.restartCount, 1);
+    const after = await info('x-0');
+    assert.notEqual(after.pid, before.pid);
+    assert.ok(!alive(before.pid));
+  });
+
+  it('follows the readiness probe', async () => {
+    const readyCondition = () =>
+      (pod('x-1')?.status as { conditions: { type: string; status: string }[] }).conditions.find(
+        (c) => c.type === 'Ready',
+      )?.status;
+    await fetch(`http://${ipOf('x-1')}:8080/unready`);
+    await waitFor(() => readyCondition() === 'False' && stsStatus().readyReplicas === 1, {
+      what: 'x-1 not Ready',
+      timeoutMs: 20_000,
+    });
+    await fetch(`http://${ipOf('x-1')}:8080/ready`);
+    await waitFor(() => readyCondition() === 'True' && stsStatus().readyReplicas === 2, {
+      what: 'x-1 Ready again',
+      timeoutMs: 20_000,
+    });
+  });
+
+  it('rolls a template change from the highest ordinal down', async () => {
+    const oldRevision = stsStatus().updateRevision;
+    const oldPids = [(await info('x-0')).pid, (await info('x-1')).pid];
+    podEvents.length = 0;
+    await apply(manifest({ replicas: 2, greeting: 'bonjour' }));
+    await waitFor(() => stsStatus().updateRevision !== oldRevision, { what: 'new updateRevision' });
+    await k('rollout', 'status', 'statefulset/x', '--timeout=60s');
+    const st = stsStatus();
+    assert.equal(st.currentRevision, st.updateRevision);
+    assert.equal(st.updatedReplicas, 2);
+    assert.deepEqual(
+      podEvents.map((e) => `${e.type} ${e.name}`),
+      ['DELETED x-1', 'ADDED x-1', 'DELETED x-0', 'ADDED x-0'],
+    );
+    for (const name of ['x-0', 'x-1']) {
+      assert.equal(pod(name)?.metadata.labels?.[REVISION_LABEL], st.updateRevision);
+      const i = await info(name);
+      assert.equal(i.env.GREETING, 'bonjour');
+      assert.equal(i.content, 'bonjour');
+    }
+    for (const pid of oldPids) assert.ok(!alive(pid), `old process ${pid} is gone`);
+  });
+
+  it('scales 2 -> 1 by removing x-1 and its process', async () => {
+    const pid1 = (await info('x-1')).pid;
+    await k('scale', 'statefulset/x', '--replicas=1');
+    await waitFor(() => !pod('x-1'), { what: 'x-1 deleted' });
+    await waitFor(() => !alive(pid1), { what: 'x-1 process gone' });
+    await waitFor(() => stsStatus().replicas === 1 && stsStatus().readyReplicas === 1, {
+      what: 'status 1/1',
+    });
+    assert.ok(pod('x-0'));
+    assert.deepEqual(
+      kubelet.pods().map((p) => p.name),
+      ['x-0'],
+    );
+  });
+
+  it('updates ConfigMap volume files of a running pod', async () => {
+    const before = await info('x-0');
+    await k('patch', 'configmap', 'x-config', '--type=merge', '-p', '{"data":{"greeting.txt":"hola"}}');
+    const after = await waitFor(
+      async () => {
+        const i = await info('x-0');
+        return i.content === 'hola' && i;
+      },
+      { what: 'updated greeting file' },
+    );
+    assert.equal(after.pid, before.pid);
+  });
+
+  it('leaves no process behind when stopped', async () => {
+    const pids = kubelet.spawnedPids();
+    assert.ok(pids.length >= 5);
+    await kubelet.stop();
+    for (const pid of pids) assert.ok(!alive(pid), `process ${pid} is gone`);
+    assert.deepEqual(kubelet.pods(), []);
+  });
+});
+
+describe('process kubelet: Parallel pods, grace periods, unknown images', () => {
+  let dir: string;
+  let server: ApiServer;
+  let kubelet: Kubelet;
+  const errors: unknown[] = [];
+  let podT: ResourceType;
+  const k = (...args: string[]) => kubectl(server, dir, args);
+  const pod = (name: string): KObject | undefined => {
+    try {
+      return server.store.get(podT, 'default', name);
+    } catch {
+      return undefined;
+    }
+  };
+  const ready = (name: string) => {
+    const p = pod(name);
+    return !!p && isRunningAndReady(p);
+  };
+
+  before(async () => {
+    dir = await makeTmpDir('cartero-kubelet-test-');
+    server = await startApiServer({ dir: path.join(dir, 'api') });
+    podT = server.registry.find('', 'v1', 'pods')!;
+    kubelet = startKubelet({
+      server,
+      images: { [IMAGE]: { command: process.execPath, args: [FIXTURE] } },
+      dir: path.join(dir, 'pods'),
+      onError: (err) => errors.push(err),
+      podAddresses: loopbackAddresses(`127.1.${2 + (process.pid % 250)}`),
+    });
+  });
+
+  after(async () => {
+    await kubelet?.stop();
+    await server?.stop();
+    if (dir) await removeTmpDir(dir);
+    assert.deepEqual(errors, [], 'the kubelet hit no errors');
+  });
+
+  it('creates Parallel pods at once, kills SIGTERM-deaf processes after the grace period', async () => {
+    await kubectl(
+      server,
+      dir,
+      ['apply', '-f', '-'],
+      `apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: par}
+spec:
+  replicas: 3
+  serviceName: par
+  podManagementPolicy: Parallel
+  selector: {matchLabels: {app: par}}
+  template:
+    metadata: {labels: {app: par}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: server
+          image: ${IMAGE}
+          args: [--port, "9090", --ignore-sigterm, --state=/var/lib/podserver]
+          readinessProbe: {tcpSocket: {port: 9090}, periodSeconds: 1}
+          volumeMounts: [{name: data, mountPath: /var/lib/podserver}]
+  volumeClaimTemplates:
+    - metadata: {name: data}
+      spec:
+        accessModes: [ReadWriteOnce]
+        resources: {requests: {storage: 1Mi}}
+`,
+    );
+    await waitFor(() => pod('par-0') && pod('par-1') && pod('par-2'), { what: 'three pods' });
+    await waitFor(() => ready('par-0') && ready('par-1') && ready('par-2'), {
+      what: 'three Ready',
+      timeoutMs: 20_000,
+    });
+    const pvc = server.store.get(
+      server.registry.find('', 'v1', 'persistentvolumeclaims')!,
+      'default',
+      'data-par-0',
+    );
+    assert.equal((pvc.status as { phase: string }).phase, 'Bound');
+    const starts = async () => {
+      const res = await fetch(`http://${(pod('par-0')?.status as { podIP: string }).podIP}:9090/`);
+      return ((await res.json()) as PodInfo & { starts: string }).starts;
+    };
+    assert.equal(await starts(), 'started par-0\n');
+    const uid0 = pod('par-0')?.metadata.uid;
+    const pid0 = kubelet.pods().find((p) => p.name === 'par-0')?.pid ?? 0;
+    const started = Date.now();
+    await k('delete', 'pod', 'par-0', '--wait=true', '--timeout=30s');
+    assert.ok(Date.now() - started >= 900, 'deletion waited for the grace period');
+    assert.ok(!alive(pid0), 'SIGKILL after the grace period');
+    await waitFor(() => pod('par-0') && pod('par-0')?.metadata.uid !== uid0 && ready('par-0'), {
+      what: 'par-0 recreated and Ready',
+      timeoutMs: 20_000,
+    });
+    assert.equal(await starts(), 'started par-0\nstarted par-0\n', 'the claim outlives the pod');
+    await k('scale', 'statefulset/par', '--replicas=1');
+    await waitFor(() => !pod('par-1') && !pod('par-2'), { what: 'par-1 and par-2 gone' });
+    assert.deepEqual(
+      kubelet.pods().map((p) => p.name),
+      ['par-0'],
+    );
+    const pid = kubelet.pods()[0].pid ?? 0;
+    await k('delete', 'statefulset', 'par', '--wait=true', '--timeout=30s');
+    await waitFor(() => !pod('par-0') && !alive(pid) && kubelet.pods().length === 0, {
+      what: 'pods of the deleted StatefulSet gone',
+    });
+  });
+
+  it('restarts a container whose liveness probe fails', async () => {
+    await kubectl(
+      server,
+      dir,
+      ['apply', '-f', '-'],
+      `apiVersion: v1
+kind: Pod
+metadata: {name: lively}
+spec:
+  nodeName: cartero-kubelet
+  terminationGracePeriodSeconds: 2
+  containers:
+    - name: server
+      image: ${IMAGE}
+      args: [--port, "9091"]
+      livenessProbe: {httpGet: {path: /livez, port: 9091}, periodSeconds: 0.2, failureThreshold: 2}
+`,
+    );
+    const restarts = () =>
+      (pod('lively')?.status as { containerStatuses?: { restartCount: number }[] } | undefined)
+        ?.containerStatuses?.[0]?.restartCount;
+    await waitFor(() => ready('lively'), { what: 'lively Ready' });
+    const ip = (pod('lively')?.status as { podIP: string }).podIP;
+    // Without a readiness probe the pod is Ready once started, maybe before it listens.
+    const get = (p: string) =>
+      fetch(`http://${ip}:9091${p}`).then(
+        (r) => r.ok,
+        () => false,
+      );
+    await waitFor(() => get('/unlive'), { what: 'lively answering' });
+    await waitFor(() => restarts() === 1 && ready('lively'), { what: 'lively restarted', timeoutMs: 20_000 });
+    await waitFor(() => get('/livez'), { what: 'restarted lively live' });
+    assert.equal(restarts(), 1);
+    await k('delete', 'pod', 'lively', '--wait=true', '--timeout=30s');
+    await waitFor(() => kubelet.pods().every((p) => p.name !== 'lively'), { what: 'lively process gone' });
+  });
+
+  it('starts a pod once the ConfigMap its volume needs exists', async () => {
+    await kubectl(
+      server,
+      dir,
+      ['apply', '-f', '-'],
+      `apiVersion: v1
+kind: Pod
+metadata: {name: waiting}
+spec:
+  nodeName: cartero-kubelet
+  containers:
+    - name: server
+      image: ${IMAGE}
+      args: [--port, "9092", --file=/config/a]
+      readinessProbe: {httpGet: {path: /readyz, port: 9092}, periodSeconds: 0.2}
+      volumeMounts: [{name: c, mountPath: /config}]
+  volumes: [{name: c, configMap: {name: late}}]
+`,
+    );
+    await waitFor(
+      () =>
+        (pod('waiting')?.status as { containerStatuses?: { state: { waiting?: { reason: string } } }[] })
+          ?.containerStatuses?.[0]?.state.waiting?.reason === 'CreateContainerConfigError',
+      { what: 'CreateContainerConfigError' },
+    );
+    await k('create', 'configmap', 'late', '--from-literal=a=finally');
+    await waitFor(() => ready('waiting'), { what: 'waiting Ready' });
+    const res = await fetch(`http://${(pod('waiting')?.status as { podIP: string }).podIP}:9092/`);
+    assert.equal(((await res.json()) as PodInfo).content, 'finally');
+    await k('delete', 'pod', 'waiting', '--wait=true', '--timeout=30s');
+  });
+
+  it('leaves a pod with an unmapped image Pending with ErrImagePull', async () => {
+    await k(
+      'run',
+      'stray',
+      '--image=nowhere/unknown:1',
+      '--overrides={"spec":{"nodeName":"cartero-kubelet"}}',
+    );
+    const status = await waitFor(
+      () =>
+        (pod('stray')?.status as { containerStatuses?: { state: { waiting?: { reason: string } } }[] })
+          ?.containerStatuses?.[0],
+      { what: 'stray status' },
+    );
+    assert.equal(status.state.waiting?.reason, 'ErrImagePull');
+    assert.equal((pod('stray')?.status as { phase: string }).phase, 'Pending');
+    await k('delete', 'pod', 'stray', '--wait=true', '--timeout=30s');
+  });
+});

@@ -1,0 +1,1121 @@
+/**
+ * A "process kubelet" for tests: plays kube-controller-manager (the StatefulSet controller) and a
+ * kubelet beside the test API server, so `kubectl apply` of a StatefulSet ends in real local
+ * processes.
+ *
+ * It talks to the server through its in-process store API (the kubelet lives in the test process):
+ * it subscribes to store events and reads and writes objects with `store.get/list/create/update/delete`.
+ * Store writes are synchronous, so the controller is too; only process handling is asynchronous.
+ *
+ * Pods it runs carry the finalizer `kubelet.cartero.test/process`: deleting a pod sets its
+ * deletionTimestamp, the kubelet sends SIGTERM (SIGKILL after `terminationGracePeriodSeconds`), and
+ * the pod disappears once the process is gone, as with a real kubelet.
+ *
+ * Mapping a container to a process:
+ * - image -> `images[image]`: `command` and `args` act as the image's ENTRYPOINT; the container's
+ *   `args` are appended; a container `command` replaces the entrypoint (run as a local executable).
+ * - `$(VAR)` in command, args and env values is expanded from the container's environment.
+ * - volumes (ConfigMap, Secret, emptyDir; a `subPath` of one of them is a single file) are files
+ *   under `<podDir>/mounts/<mountPath>`. A PersistentVolumeClaim (from `volumeClaimTemplates`; the
+ *   controller creates the claims, Bound, and keeps them on scale-down) is a symlink there to
+ *   `<dir>/volumes/<ns>/<claim>`, which survives pod deletion and recreation.
+ * - processes cannot mount, so every command/arg/env value that is a mountPath or lies under one
+ *   (as the whole value or after `=`, e.g. `--config=/etc/x/a.yaml`) is rewritten to the host path.
+ *   File contents are not rewritten. ConfigMap/Secret changes reach running pods' files (not
+ *   `subPath` ones), each file replaced atomically. `CARTERO_POD_ROOT` names `<podDir>/mounts`; cwd is the pod dir.
+ * - env: `PATH` and `HOME` from the host, `HOSTNAME`, `POD_NAME`, `POD_NAMESPACE`, `POD_IP`,
+ *   `NODE_NAME`, then the container's `envFrom` and `env` (literals, fieldRef, configMapKeyRef,
+ *   secretKeyRef).
+ * - stdout and stderr go to `<podDir>/<container>.log` (appended across restarts).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { closeSync, openSync } from 'node:fs';
+import { mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import path from 'node:path';
+import type { ApiServer } from '../apiserver/server.js';
+import type { KObject } from '../apiserver/objects.js';
+import { isObject, nowTimestamp } from '../apiserver/objects.js';
+import type { ResourceType } from '../apiserver/resources.js';
+import type { StoreEvent } from '../apiserver/store.js';
+import { ApiError } from '../apiserver/errors.js';
+
+export const KUBELET_FINALIZER = 'kubelet.cartero.test/process';
+export const POD_NAME_LABEL = 'statefulset.kubernetes.io/pod-name';
+export const REVISION_LABEL = 'controller-revision-hash';
+export const POD_INDEX_LABEL = 'apps.kubernetes.io/pod-index';
+
+export interface ImageCommand {
+  command: string;
+  args?: string[];
+}
+
+export interface KubeletOptions {
+  server: Pick<ApiServer, 'store' | 'registry'>;
+  /** image -> local command (the image's entrypoint). */
+  images: Record<string, ImageCommand>;
+  /** Where pod directories go (`<dir>/<namespace>_<name>_<uid>`). */
+  dir: string;
+  /** Hands out pod addresses (default 127.0.1.N, N cycling 1..254, skipping live pods' addresses). */
+  podAddresses?: () => string;
+  /** spec.nodeName of the pods it runs (default `cartero-kubelet`). */
+  nodeName?: string;
+  /** Restart back-off: first delay and cap (default 200 ms, 5 000 ms). */
+  backoff?: { initialMs?: number; maxMs?: number };
+  /** Called with errors the controller or kubelet hit (default: console.error). */
+  onError?: (err: unknown) => void;
+}
+
+export interface PodProcess {
+  namespace: string;
+  name: string;
+  uid: string;
+  ip: string;
+  dir: string;
+  pid: number | undefined;
+  restartCount: number;
+  ready: boolean;
+}
+
+export interface Kubelet {
+  /** The pods with a runtime (running, restarting or terminating). */
+  pods(): PodProcess[];
+  /** Every pid the kubelet ever spawned (to check nothing is left behind). */
+  spawnedPids(): number[];
+  /** Path of a pod's container log (first container). */
+  logPath(namespace: string, name: string): string | undefined;
+  /**
+   * Terminates all processes (SIGTERM, then SIGKILL after the pod's grace period, or `graceSeconds`
+   * when given) and drops its finalizers from the pods left in the store.
+   */
+  stop(opts?: { graceSeconds?: number }): Promise<void>;
+}
+
+interface Container {
+  name?: string;
+  image?: string;
+  command?: string[];
+  args?: string[];
+  env?: EnvVar[];
+  envFrom?: { prefix?: string; configMapRef?: NameRef; secretRef?: NameRef }[];
+  ports?: { name?: string; containerPort?: number }[];
+  volumeMounts?: { name: string; mountPath: string; subPath?: string; readOnly?: boolean }[];
+  readinessProbe?: Probe;
+  livenessProbe?: Probe;
+}
+
+interface NameRef {
+  name?: string;
+  optional?: boolean;
+}
+
+interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: {
+    fieldRef?: { fieldPath: string };
+    configMapKeyRef?: NameRef & { key: string };
+    secretKeyRef?: NameRef & { key: string };
+  };
+}
+
+interface Probe {
+  httpGet?: { path?: string; port: number | string; host?: string; scheme?: string };
+  tcpSocket?: { port: number | string; host?: string };
+  initialDelaySeconds?: number;
+  periodSeconds?: number;
+  timeoutSeconds?: number;
+  successThreshold?: number;
+  failureThreshold?: number;
+}
+
+interface Volume {
+  name: string;
+  configMap?: { name?: string; items?: KeyPath[]; optional?: boolean; defaultMode?: number };
+  secret?: { secretName?: string; items?: KeyPath[]; optional?: boolean; defaultMode?: number };
+  emptyDir?: object;
+  persistentVolumeClaim?: { claimName: string };
+}
+
+interface KeyPath {
+  key: string;
+  path: string;
+  mode?: number;
+}
+
+interface PodSpec {
+  containers?: Container[];
+  volumes?: Volume[];
+  nodeName?: string;
+  restartPolicy?: string;
+  terminationGracePeriodSeconds?: number;
+  hostname?: string;
+  subdomain?: string;
+  serviceAccountName?: string;
+}
+
+interface Condition {
+  type: string;
+  status: string;
+  lastTransitionTime?: string;
+  lastProbeTime?: null;
+}
+
+interface Runtime {
+  uid: string;
+  namespace: string;
+  name: string;
+  ip: string;
+  dir: string;
+  log: string;
+  container: Container;
+  child?: ChildProcess;
+  pid?: number;
+  startedAt?: string;
+  restartCount: number;
+  ready: boolean;
+  successes: number;
+  failures: number;
+  /** Why the container is not running: ErrImagePull, CrashLoopBackOff, ContainerCreating. */
+  waiting?: { reason: string; message?: string };
+  lastTerminated?: { exitCode: number; signal?: string; startedAt?: string; finishedAt: string };
+  terminating: boolean;
+  graceSeconds: number;
+  restartPolicy: string;
+  timers: Set<NodeJS.Timeout>;
+  /** Resolves when the current process has exited (or at once when none runs). */
+  exited: Promise<void>;
+  done?: Promise<void>;
+  startMs: number;
+  /** Files written per ConfigMap/Secret mount target (to remove keys that go away). */
+  volumeFiles: Map<string, Set<string>>;
+  volumesWritten: boolean;
+  volumeUpdates: Promise<void>;
+}
+
+/** JSON with sorted keys: the basis of the template hash. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (isObject(v))
+    return `{${Object.keys(v)
+      .filter((k) => v[k] !== undefined)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`)
+      .join(',')}}`;
+  return JSON.stringify(v);
+}
+
+/** The controller-revision-hash of a pod template (`<sts>-<hash>`). */
+export function revisionOf(stsName: string, template: unknown): string {
+  return `${stsName}-${createHash('sha256').update(canonical(template)).digest('hex').slice(0, 10)}`;
+}
+
+function condition(pod: KObject, type: string): Condition | undefined {
+  const status = pod.status as { conditions?: Condition[] } | undefined;
+  return status?.conditions?.find((c) => c.type === type);
+}
+
+export function isRunningAndReady(pod: KObject): boolean {
+  const phase = (pod.status as { phase?: string } | undefined)?.phase;
+  return phase === 'Running' && condition(pod, 'Ready')?.status === 'True' && !pod.metadata.deletionTimestamp;
+}
+
+/** Hands out `<prefix>.N`, N cycling 1..254 (the kubelet skips addresses its live pods hold). */
+export function loopbackAddresses(prefix = '127.0.1'): () => string {
+  let n = 0;
+  return () => {
+    n = (n % 254) + 1;
+    return `${prefix}.${n}`;
+  };
+}
+
+/** SIGKILLs what is left of a process group (never a lone pid: it may have been reused). */
+function killGroup(pgid: number): void {
+  try {
+    process.kill(-pgid, 'SIGKILL');
+  } catch {
+    // none left
+  }
+}
+
+function expand(text: string, env: Record<string, string>): string {
+  return text.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)/g, (m, name: string | undefined) =>
+    name === undefined ? '$' : (env[name] ?? m),
+  );
+}
+
+/** Signals a pod's process group (its process leads one: spawned detached). */
+function signalOf(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, sig);
+  } catch {
+    // gone
+  }
+}
+
+export function startKubelet(opts: KubeletOptions): Kubelet {
+  const { store, registry } = opts.server;
+  const podT = registry.find('', 'v1', 'pods') as ResourceType;
+  const stsT = registry.find('apps', 'v1', 'statefulsets') as ResourceType;
+  const cmT = registry.find('', 'v1', 'configmaps') as ResourceType;
+  const secretT = registry.find('', 'v1', 'secrets') as ResourceType;
+  const pvcT = registry.find('', 'v1', 'persistentvolumeclaims') as ResourceType;
+  const nodeName = opts.nodeName ?? 'cartero-kubelet';
+  const initialBackoff = opts.backoff?.initialMs ?? 200;
+  const maxBackoff = opts.backoff?.maxMs ?? 5_000;
+  const onError = opts.onError ?? ((err: unknown) => console.error('kubelet:', err));
+  const runtimes = new Map<string, Runtime>();
+  const pids = new Set<number>();
+  let stopped = false;
+  const allocate = opts.podAddresses ?? loopbackAddresses();
+
+  const guard = (fn: () => void) => {
+    try {
+      fn();
+    } catch (err) {
+      if (!stopped) onError(err);
+    }
+  };
+
+  // ---------------------------------------------------------------- scheduling of sync passes
+  let scheduled = false;
+  const schedule = () => {
+    if (scheduled || stopped) return;
+    scheduled = true;
+    setImmediate(() => {
+      scheduled = false;
+      if (stopped) return;
+      guard(reconcileAll);
+      guard(syncPods);
+    });
+  };
+  const unsubscribe = store.subscribe((e: StoreEvent) => {
+    if (e.key === 'apps/statefulsets' || e.key === '/pods') schedule();
+    if ((e.key === '/configmaps' || e.key === '/secrets') && !stopped) setImmediate(() => refreshVolumes(e));
+  });
+
+  // ---------------------------------------------------------------- StatefulSet controller
+  function ownedPods(sts: KObject): Map<number, KObject> {
+    const name = sts.metadata.name ?? '';
+    const byOrdinal = new Map<number, KObject>();
+    const re = new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}-(\\d+)$`);
+    for (const pod of store.list(podT, { namespace: sts.metadata.namespace }).items) {
+      if (!pod.metadata.ownerReferences?.some((r) => r.uid === sts.metadata.uid && r.controller)) continue;
+      const m = re.exec(pod.metadata.name ?? '');
+      if (m) byOrdinal.set(Number(m[1]), pod);
+    }
+    return byOrdinal;
+  }
+
+  function podFor(sts: KObject, ordinal: number, revision: string): KObject {
+    const spec = sts.spec as {
+      template?: { metadata?: KObject['metadata']; spec?: PodSpec };
+      serviceName?: string;
+    };
+    const tmpl = structuredClone(spec.template ?? {});
+    const name = `${sts.metadata.name}-${ordinal}`;
+    const podSpec: PodSpec & Record<string, unknown> = { ...(tmpl.spec ?? {}) };
+    podSpec.hostname = name;
+    if (spec.serviceName) podSpec.subdomain = spec.serviceName;
+    podSpec.nodeName = nodeName;
+    const volumes = [...(podSpec.volumes ?? [])];
+    for (const claim of ensureClaims(sts, ordinal))
+      if (!volumes.some((v) => v.name === claim.volume))
+        volumes.push({ name: claim.volume, persistentVolumeClaim: { claimName: claim.claimName } });
+    if (volumes.length) podSpec.volumes = volumes;
+    return {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: {
+        name,
+        namespace: sts.metadata.namespace,
+        labels: {
+          ...(tmpl.metadata?.labels ?? {}),
+          [POD_NAME_LABEL]: name,
+          [REVISION_LABEL]: revision,
+          [POD_INDEX_LABEL]: String(ordinal),
+        },
+        ...(tmpl.metadata?.annotations ? { annotations: tmpl.metadata.annotations } : {}),
+        ownerReferences: [
+          {
+            apiVersion: 'apps/v1',
+            kind: 'StatefulSet',
+            name: sts.metadata.name ?? '',
+            uid: sts.metadata.uid ?? '',
+            controller: true,
+            blockOwnerDeletion: true,
+          },
+        ],
+        finalizers: [KUBELET_FINALIZER],
+      },
+      spec: podSpec,
+    };
+  }
+
+  /** Creates the PersistentVolumeClaims of `volumeClaimTemplates` for an ordinal (kept on scale-down). */
+  function ensureClaims(sts: KObject, ordinal: number): { volume: string; claimName: string }[] {
+    const spec = sts.spec as {
+      volumeClaimTemplates?: KObject[];
+      selector?: { matchLabels?: Record<string, string> };
+    };
+    const ns = sts.metadata.namespace ?? '';
+    const out: { volume: string; claimName: string }[] = [];
+    for (const tmpl of spec.volumeClaimTemplates ?? []) {
+      const volume = tmpl.metadata?.name ?? '';
+      const claimName = `${volume}-${sts.metadata.name}-${ordinal}`;
+      out.push({ volume, claimName });
+      try {
+        store.get(pvcT, ns, claimName);
+        continue;
+      } catch {
+        // create it
+      }
+      const pvcSpec = (tmpl.spec ?? {}) as { accessModes?: string[]; resources?: { requests?: object } };
+      store.create(pvcT, ns, {
+        apiVersion: 'v1',
+        kind: 'PersistentVolumeClaim',
+        metadata: {
+          name: claimName,
+          labels: { ...(tmpl.metadata?.labels ?? {}), ...(spec.selector?.matchLabels ?? {}) },
+        },
+        spec: { ...pvcSpec, volumeName: `pv-${claimName}` },
+      });
+      const created = store.get(pvcT, ns, claimName);
+      store.update(
+        pvcT,
+        ns,
+        claimName,
+        {
+          ...created,
+          status: {
+            phase: 'Bound',
+            accessModes: pvcSpec.accessModes ?? ['ReadWriteOnce'],
+            capacity: pvcSpec.resources?.requests ?? {},
+          },
+        },
+        { subresource: 'status' },
+      );
+    }
+    return out;
+  }
+
+  function exists(ns: string, name: string): boolean {
+    try {
+      store.get(podT, ns, name);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  function deletePod(pod: KObject): void {
+    try {
+      store.delete(podT, pod.metadata.namespace ?? '', pod.metadata.name ?? '', {
+        preconditions: { uid: pod.metadata.uid },
+      });
+    } catch (err) {
+      if (!(err instanceof ApiError && (err.code === 404 || err.code === 409))) throw err;
+    }
+  }
+
+  function reconcileAll(): void {
+    for (const sts of store.list(stsT).items) guard(() => reconcile(sts));
+  }
+
+  function reconcile(sts: KObject): void {
+    if (sts.metadata.deletionTimestamp) return; // owner GC deletes the pods
+    const spec = sts.spec as {
+      replicas?: number;
+      podManagementPolicy?: string;
+      template?: unknown;
+      updateStrategy?: { type?: string; rollingUpdate?: { partition?: number } };
+    };
+    const replicas = spec.replicas ?? 1;
+    const parallel = spec.podManagementPolicy === 'Parallel';
+    const updateRevision = revisionOf(sts.metadata.name ?? '', spec.template);
+    const ns = sts.metadata.namespace ?? '';
+    let pods = ownedPods(sts);
+    const terminating = (p: KObject) => !!p.metadata.deletionTimestamp;
+
+    // Failed pods are replaced.
+    for (const pod of pods.values())
+      if ((pod.status as { phase?: string } | undefined)?.phase === 'Failed' && !terminating(pod))
+        deletePod(pod);
+
+    // Create missing pods: in order, each after the previous is Ready (OrderedReady), or all at once.
+    let blocked = false;
+    for (let o = 0; o < replicas; o++) {
+      const pod = pods.get(o);
+      if (!pod) {
+        // A pod of that name it does not own (no adoption yet) blocks the ordinal.
+        if (!exists(ns, `${sts.metadata.name}-${o}`)) store.create(podT, ns, podFor(sts, o, updateRevision));
+        if (!parallel) {
+          blocked = true;
+          break;
+        }
+        continue;
+      }
+      if (!parallel && (terminating(pod) || !isRunningAndReady(pod))) {
+        blocked = true;
+        break;
+      }
+    }
+
+    // Scale down: highest ordinal first, one at a time (all at once when Parallel).
+    const extra = [...pods.keys()].filter((o) => o >= replicas).sort((a, b) => b - a);
+    if (parallel) {
+      for (const o of extra) if (!terminating(pods.get(o)!)) deletePod(pods.get(o)!);
+    } else if (extra.length && !extra.some((o) => terminating(pods.get(o)!))) {
+      deletePod(pods.get(extra[0])!);
+    }
+
+    // Rolling update: when everything is in place and Ready, replace the highest outdated pod.
+    pods = ownedPods(sts);
+    const strategy = spec.updateStrategy?.type ?? 'RollingUpdate';
+    const partition = spec.updateStrategy?.rollingUpdate?.partition ?? 0;
+    const settled =
+      !blocked &&
+      [...pods.values()].every((p) => !terminating(p)) &&
+      Array.from({ length: replicas }, (_, o) => pods.get(o)).every((p) => p && isRunningAndReady(p));
+    if (strategy === 'RollingUpdate' && settled)
+      for (let o = replicas - 1; o >= partition; o--) {
+        const pod = pods.get(o);
+        if (pod && pod.metadata.labels?.[REVISION_LABEL] !== updateRevision) {
+          deletePod(pod);
+          break;
+        }
+      }
+
+    writeStsStatus(sts, ownedPods(sts), replicas, updateRevision);
+  }
+
+  function writeStsStatus(
+    sts: KObject,
+    pods: Map<number, KObject>,
+    replicas: number,
+    updateRevision: string,
+  ): void {
+    const old = (sts.status ?? {}) as Record<string, unknown>;
+    let currentRevision = typeof old.currentRevision === 'string' ? old.currentRevision : updateRevision;
+    let created = 0;
+    let ready = 0;
+    let current = 0;
+    let updated = 0;
+    for (const pod of pods.values()) {
+      created++;
+      if (isRunningAndReady(pod)) ready++;
+      if (pod.metadata.deletionTimestamp) continue;
+      const rev = pod.metadata.labels?.[REVISION_LABEL];
+      if (rev === currentRevision) current++;
+      if (rev === updateRevision) updated++;
+    }
+    if (updated === replicas && ready === replicas && created === replicas) {
+      currentRevision = updateRevision;
+      current = updated;
+    }
+    const status = {
+      ...old,
+      observedGeneration: sts.metadata.generation,
+      replicas: created,
+      readyReplicas: ready,
+      currentReplicas: current,
+      updatedReplicas: updated,
+      availableReplicas: ready,
+      currentRevision,
+      updateRevision,
+      collisionCount: (old.collisionCount as number | undefined) ?? 0,
+    };
+    store.update(
+      stsT,
+      sts.metadata.namespace ?? '',
+      sts.metadata.name ?? '',
+      { ...sts, metadata: { ...sts.metadata, resourceVersion: undefined }, status },
+      { subresource: 'status' },
+    );
+  }
+
+  // ---------------------------------------------------------------- kubelet: pods -> processes
+  function mine(pod: KObject): boolean {
+    const spec = pod.spec as PodSpec | undefined;
+    return spec?.nodeName === nodeName;
+  }
+
+  function syncPods(): void {
+    const seen = new Set<string>();
+    for (const pod of store.list(podT).items) {
+      if (!mine(pod)) continue;
+      const uid = pod.metadata.uid ?? '';
+      seen.add(uid);
+      const rt = runtimes.get(uid);
+      if (pod.metadata.deletionTimestamp) {
+        if (rt) void terminate(rt);
+        else dropFinalizer(pod);
+      } else if (!rt) start(pod);
+    }
+    for (const rt of runtimes.values()) if (!seen.has(rt.uid)) void terminate(rt);
+  }
+
+  function dropFinalizer(pod: KObject): void {
+    if (!pod.metadata.finalizers?.includes(KUBELET_FINALIZER)) return;
+    const next = structuredClone(pod);
+    next.metadata.finalizers = (next.metadata.finalizers ?? []).filter((f) => f !== KUBELET_FINALIZER);
+    try {
+      store.update(podT, pod.metadata.namespace ?? '', pod.metadata.name ?? '', {
+        ...next,
+        metadata: { ...next.metadata, resourceVersion: undefined },
+      });
+    } catch (err) {
+      if (!(err instanceof ApiError && err.code === 404)) throw err;
+    }
+  }
+
+  function currentPod(rt: Runtime): KObject | undefined {
+    try {
+      const pod = store.get(podT, rt.namespace, rt.name);
+      return pod.metadata.uid === rt.uid ? pod : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  function writePodStatus(rt: Runtime): void {
+    if (stopped) return;
+    const pod = currentPod(rt);
+    if (!pod) return;
+    const old = (pod.status ?? {}) as { conditions?: Condition[]; startTime?: string };
+    const now = nowTimestamp();
+    const cond = (type: string, ok: boolean): Condition => {
+      const status = ok ? 'True' : 'False';
+      const prev = old.conditions?.find((c) => c.type === type);
+      return {
+        type,
+        status,
+        lastProbeTime: null,
+        lastTransitionTime: prev?.status === status ? prev.lastTransitionTime : now,
+      };
+    };
+    const running = rt.child !== undefined && rt.child.exitCode === null && rt.child.signalCode === null;
+    const c = rt.container;
+    const containerStatus: Record<string, unknown> = {
+      name: c.name ?? 'main',
+      image: c.image ?? '',
+      imageID: '',
+      containerID: rt.pid ? `process://${rt.pid}` : '',
+      ready: rt.ready,
+      started: running,
+      restartCount: rt.restartCount,
+      state: running
+        ? { running: { startedAt: rt.startedAt } }
+        : { waiting: rt.waiting ?? { reason: 'ContainerCreating' } },
+    };
+    if (rt.lastTerminated)
+      containerStatus.lastState = {
+        terminated: {
+          exitCode: rt.lastTerminated.exitCode,
+          reason: rt.lastTerminated.exitCode === 0 ? 'Completed' : 'Error',
+          ...(rt.lastTerminated.signal ? { signal: rt.lastTerminated.signal } : {}),
+          startedAt: rt.lastTerminated.startedAt,
+          finishedAt: rt.lastTerminated.finishedAt,
+        },
+      };
+    const reason = rt.waiting?.reason;
+    const phase =
+      reason === 'Completed'
+        ? 'Succeeded'
+        : reason === 'Error'
+          ? 'Failed'
+          : reason === 'ErrImagePull' || rt.startedAt === undefined
+            ? 'Pending'
+            : 'Running';
+    const status = {
+      phase,
+      conditions: [
+        cond('PodReadyToStartContainers', true),
+        cond('Initialized', true),
+        cond('Ready', rt.ready),
+        cond('ContainersReady', rt.ready),
+        cond('PodScheduled', true),
+      ],
+      hostIP: '127.0.0.1',
+      hostIPs: [{ ip: '127.0.0.1' }],
+      podIP: rt.ip,
+      podIPs: [{ ip: rt.ip }],
+      startTime: old.startTime ?? now,
+      containerStatuses: [containerStatus],
+      qosClass: 'BestEffort',
+    };
+    try {
+      store.update(podT, rt.namespace, rt.name, { ...pod, status }, { subresource: 'status' });
+    } catch (err) {
+      if (!(err instanceof ApiError && err.code === 404)) throw err;
+    }
+  }
+
+  function lookupKey(
+    t: ResourceType,
+    ns: string,
+    ref: NameRef & { key?: string },
+    kind: string,
+  ): Record<string, string> | undefined {
+    try {
+      const obj = store.get(t, ns, ref.name ?? '');
+      const out: Record<string, string> = {};
+      for (const [k, v] of Object.entries((obj.data ?? {}) as Record<string, string>))
+        out[k] = t === secretT ? Buffer.from(v, 'base64').toString('utf8') : v;
+      return out;
+    } catch (err) {
+      if (ref.optional) return undefined;
+      throw new Error(`${kind} ${ns}/${ref.name} not found`, { cause: err });
+    }
+  }
+
+  function buildEnv(pod: KObject, rt: Runtime): Record<string, string> {
+    const spec = pod.spec as PodSpec;
+    const ns = rt.namespace;
+    const env: Record<string, string> = {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: process.env.HOME ?? '/',
+      HOSTNAME: rt.name,
+      POD_NAME: rt.name,
+      POD_NAMESPACE: ns,
+      POD_IP: rt.ip,
+      NODE_NAME: nodeName,
+      CARTERO_POD_ROOT: path.join(rt.dir, 'mounts'),
+    };
+    for (const from of rt.container.envFrom ?? []) {
+      const data = from.configMapRef
+        ? lookupKey(cmT, ns, from.configMapRef, 'configmap')
+        : from.secretRef
+          ? lookupKey(secretT, ns, from.secretRef, 'secret')
+          : undefined;
+      for (const [k, v] of Object.entries(data ?? {})) env[`${from.prefix ?? ''}${k}`] = v;
+    }
+    const field = (p: string): string => {
+      const m = /^metadata\.(labels|annotations)\['([^']+)'\]$/.exec(p);
+      if (m) return (pod.metadata[m[1]] as Record<string, string> | undefined)?.[m[2]] ?? '';
+      switch (p) {
+        case 'metadata.name':
+          return rt.name;
+        case 'metadata.namespace':
+          return ns;
+        case 'metadata.uid':
+          return rt.uid;
+        case 'status.podIP':
+          return rt.ip;
+        case 'status.hostIP':
+          return '127.0.0.1';
+        case 'spec.nodeName':
+          return nodeName;
+        case 'spec.serviceAccountName':
+          return spec.serviceAccountName ?? 'default';
+        default:
+          throw new Error(`unsupported fieldRef ${p}`);
+      }
+    };
+    for (const e of rt.container.env ?? []) {
+      const from = e.valueFrom;
+      if (!from) env[e.name] = expand(e.value ?? '', env);
+      else if (from.fieldRef) env[e.name] = field(from.fieldRef.fieldPath);
+      else if (from.configMapKeyRef) {
+        const v = lookupKey(cmT, ns, from.configMapKeyRef, 'configmap')?.[from.configMapKeyRef.key];
+        if (v !== undefined) env[e.name] = v;
+        else if (!from.configMapKeyRef.optional)
+          throw new Error(`configmap key ${from.configMapKeyRef.key} missing`);
+      } else if (from.secretKeyRef) {
+        const v = lookupKey(secretT, ns, from.secretKeyRef, 'secret')?.[from.secretKeyRef.key];
+        if (v !== undefined) env[e.name] = v;
+        else if (!from.secretKeyRef.optional) throw new Error(`secret key ${from.secretKeyRef.key} missing`);
+      }
+    }
+    return env;
+  }
+
+  /**
+   * Writes ConfigMap/Secret volumes as files under `<podDir>/mounts/<mountPath>` (one file for a
+   * `subPath`), makes emptyDirs, and links PersistentVolumeClaims to `<dir>/volumes/<ns>/<claim>`,
+   * which outlives the pod.
+   */
+  async function writeVolumes(pod: KObject, rt: Runtime, refresh = false): Promise<void> {
+    const spec = pod.spec as PodSpec;
+    for (const mount of rt.container.volumeMounts ?? []) {
+      const vol = spec.volumes?.find((v) => v.name === mount.name);
+      if (!vol) throw new Error(`volume ${mount.name} not found`);
+      const target = path.join(rt.dir, 'mounts', mount.mountPath);
+      if (refresh && (mount.subPath || !(vol.configMap || vol.secret))) continue;
+      if (rt.terminating) return;
+      await mkdir(path.dirname(target), { recursive: true });
+      if (vol.persistentVolumeClaim) {
+        const claimDir = path.join(opts.dir, 'volumes', rt.namespace, vol.persistentVolumeClaim.claimName);
+        const source = mount.subPath ? path.join(claimDir, mount.subPath) : claimDir;
+        await mkdir(source, { recursive: true });
+        await symlink(source, target);
+        continue;
+      }
+      let data: Record<string, string> | undefined;
+      let items: KeyPath[] | undefined;
+      let mode: number | undefined;
+      if (vol.configMap) {
+        data = lookupKey(cmT, rt.namespace, vol.configMap, 'configmap');
+        items = vol.configMap.items;
+        mode = vol.configMap.defaultMode;
+      } else if (vol.secret) {
+        data = lookupKey(
+          secretT,
+          rt.namespace,
+          { name: vol.secret.secretName, optional: vol.secret.optional },
+          'secret',
+        );
+        items = vol.secret.items;
+        mode = vol.secret.defaultMode;
+      }
+      const entries =
+        items ??
+        Object.keys(data ?? {}).map((key) => ({ key, path: key, mode: undefined as number | undefined }));
+      if (mount.subPath) {
+        const item = entries.find((e) => e.path === mount.subPath);
+        if (data && item && data[item.key] !== undefined)
+          await writeFile(target, data[item.key], { mode: item.mode ?? mode ?? 0o644 });
+        else await mkdir(target, { recursive: true });
+        continue;
+      }
+      await mkdir(target, { recursive: true });
+      const written = new Set<string>();
+      for (const item of data ? entries : []) {
+        if (data?.[item.key] === undefined) continue;
+        const file = path.join(target, item.path);
+        written.add(file);
+        await mkdir(path.dirname(file), { recursive: true });
+        // Atomic replacement, so a process never reads a half-written file.
+        const tmp = `${file}.${process.pid}.tmp`;
+        await writeFile(tmp, data[item.key], { mode: item.mode ?? mode ?? 0o644 });
+        await rename(tmp, file);
+      }
+      for (const file of rt.volumeFiles.get(target) ?? [])
+        if (!written.has(file)) await rm(file, { force: true });
+      rt.volumeFiles.set(target, written);
+    }
+  }
+
+  /** Rewrites the ConfigMap/Secret volumes of running pods that use a changed object. */
+  function refreshVolumes(e: StoreEvent): void {
+    const name = e.object.metadata.name;
+    for (const rt of runtimes.values()) {
+      if (rt.terminating || !rt.volumesWritten || rt.namespace !== e.namespace) continue;
+      const pod = currentPod(rt);
+      const uses = ((pod?.spec as PodSpec | undefined)?.volumes ?? []).some((v) =>
+        e.key === '/configmaps' ? v.configMap?.name === name : v.secret?.secretName === name,
+      );
+      if (!pod || !uses) continue;
+      rt.volumeUpdates = rt.volumeUpdates
+        .then(() => writeVolumes(pod, rt, true))
+        .catch((err: unknown) => {
+          if (!stopped && !rt.terminating) onError(err);
+        });
+    }
+  }
+
+  /** Rewrites values that are mountPaths (or lie under one) to their host paths. */
+  function rewritePaths(value: string, rt: Runtime): string {
+    const mounts = [...(rt.container.volumeMounts ?? [])].sort(
+      (a, b) => b.mountPath.length - a.mountPath.length,
+    );
+    const one = (v: string): string => {
+      for (const m of mounts) {
+        const mp = m.mountPath.replace(/\/+$/, '');
+        if (v === mp || v.startsWith(`${mp}/`)) return path.join(rt.dir, 'mounts', mp) + v.slice(mp.length);
+      }
+      return v;
+    };
+    const eq = value.indexOf('=');
+    if (eq > 0 && value.slice(eq + 1).startsWith('/'))
+      return value.slice(0, eq + 1) + one(value.slice(eq + 1));
+    return one(value);
+  }
+
+  function start(pod: KObject): void {
+    const spec = pod.spec as PodSpec;
+    const container = spec.containers?.[0] ?? {};
+    const uid = pod.metadata.uid ?? '';
+    const name = pod.metadata.name ?? '';
+    const namespace = pod.metadata.namespace ?? '';
+    let ip = allocate();
+    const used = new Set([...runtimes.values()].map((r) => r.ip));
+    for (let i = 0; i < 254 && used.has(ip); i++) ip = allocate();
+    const dir = path.join(opts.dir, `${namespace}_${name}_${uid.slice(0, 8)}`);
+    const rt: Runtime = {
+      uid,
+      namespace,
+      name,
+      ip,
+      dir,
+      log: path.join(dir, `${container.name ?? 'main'}.log`),
+      container,
+      restartCount: 0,
+      ready: false,
+      successes: 0,
+      failures: 0,
+      terminating: false,
+      graceSeconds: spec.terminationGracePeriodSeconds ?? 30,
+      restartPolicy: spec.restartPolicy ?? 'Always',
+      timers: new Set(),
+      exited: Promise.resolve(),
+      startMs: 0,
+      volumeFiles: new Map(),
+      volumesWritten: false,
+      volumeUpdates: Promise.resolve(),
+    };
+    runtimes.set(uid, rt);
+    const image = container.image ? opts.images[container.image] : undefined;
+    if (!image) {
+      rt.waiting = { reason: 'ErrImagePull', message: `no local command for image ${container.image ?? ''}` };
+      writePodStatus(rt);
+      return;
+    }
+    // Prepares volumes and starts the process; retried every second while that fails (a missing
+    // ConfigMap, say), as a kubelet does.
+    const prepare = async (current: KObject) => {
+      await rm(path.join(dir, 'mounts'), { recursive: true, force: true });
+      await mkdir(dir, { recursive: true });
+      await writeVolumes(current, rt);
+      rt.volumesWritten = true;
+      if (rt.terminating || stopped) return;
+      spawnProcess(current, rt, image);
+      startProbes(rt);
+    };
+    const attempt = (current: KObject) =>
+      prepare(current).catch((err: unknown) => {
+        if (rt.terminating || stopped) return;
+        rt.waiting = { reason: 'CreateContainerConfigError', message: String(err) };
+        guard(() => writePodStatus(rt));
+        const timer = setTimeout(() => {
+          rt.timers.delete(timer);
+          const latest = currentPod(rt);
+          if (latest && !rt.terminating && !stopped) void attempt(latest);
+        }, 1_000);
+        rt.timers.add(timer);
+      });
+    void attempt(pod);
+  }
+
+  function spawnProcess(pod: KObject, rt: Runtime, image: ImageCommand): void {
+    if (rt.terminating || stopped) return;
+    const env = buildEnv(pod, rt);
+    const c = rt.container;
+    const fix = (s: string) => rewritePaths(expand(s, env), rt);
+    const argv = c.command?.length
+      ? [...c.command, ...(c.args ?? [])].map(fix)
+      : [image.command, ...(image.args ?? []), ...(c.args ?? []).map(fix)];
+    for (const [k, v] of Object.entries(env)) env[k] = rewritePaths(v, rt);
+    const fd = openSync(rt.log, 'a');
+    let child: ChildProcess;
+    try {
+      child = spawn(argv[0], argv.slice(1), { cwd: rt.dir, env, stdio: ['ignore', fd, fd], detached: true });
+    } finally {
+      closeSync(fd);
+    }
+    rt.child = child;
+    rt.pid = child.pid;
+    if (child.pid) pids.add(child.pid);
+    rt.startMs = Date.now();
+    const startedAt = nowTimestamp();
+    let resolveExit!: () => void;
+    rt.exited = new Promise<void>((resolve) => (resolveExit = resolve));
+    child.on('error', (err) => {
+      rt.waiting = { reason: 'RunContainerError', message: err.message };
+    });
+    child.on('spawn', () => {
+      rt.startedAt = startedAt;
+      rt.waiting = undefined;
+      if (!c.readinessProbe) rt.ready = true;
+      guard(() => writePodStatus(rt));
+    });
+    child.on('close', (code, signal) => {
+      if (child.pid) killGroup(child.pid); // leftovers of the process group
+      rt.ready = false;
+      rt.successes = 0;
+      rt.lastTerminated = {
+        exitCode: code ?? 128 + (signal ? 9 : 0),
+        ...(signal ? { signal } : {}),
+        startedAt,
+        finishedAt: nowTimestamp(),
+      };
+      rt.child = undefined;
+      resolveExit();
+      if (rt.terminating || stopped) return;
+      const restart = rt.restartPolicy === 'Always' || (rt.restartPolicy === 'OnFailure' && code !== 0);
+      if (!restart) {
+        rt.waiting = { reason: code === 0 ? 'Completed' : 'Error' };
+        guard(() => writePodStatus(rt));
+        return;
+      }
+      const ranMs = Date.now() - rt.startMs;
+      const delay =
+        ranMs > 10_000
+          ? initialBackoff
+          : Math.min(maxBackoff, initialBackoff * 2 ** Math.min(rt.restartCount, 20));
+      rt.restartCount++;
+      rt.waiting = { reason: 'CrashLoopBackOff', message: `back-off ${delay}ms restarting failed container` };
+      guard(() => writePodStatus(rt));
+      const timer = setTimeout(() => {
+        rt.timers.delete(timer);
+        const current = currentPod(rt);
+        if (current && !rt.terminating) guard(() => spawnProcess(current, rt, image));
+      }, delay);
+      rt.timers.add(timer);
+    });
+  }
+
+  function probeOnce(rt: Runtime, probe: Probe): Promise<boolean> {
+    const portOf = (p: number | string) =>
+      typeof p === 'number' ? p : (rt.container.ports?.find((x) => x.name === p)?.containerPort ?? Number(p));
+    const timeoutMs = (probe.timeoutSeconds ?? 1) * 1000;
+    return new Promise<boolean>((resolve) => {
+      if (probe.httpGet) {
+        const req = http.get(
+          {
+            host: probe.httpGet.host ?? rt.ip,
+            port: portOf(probe.httpGet.port),
+            path: probe.httpGet.path ?? '/',
+            agent: false,
+            timeout: timeoutMs,
+          },
+          (res) => {
+            res.resume();
+            resolve((res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 400);
+          },
+        );
+        req.on('timeout', () => req.destroy());
+        req.on('error', () => resolve(false));
+      } else if (probe.tcpSocket) {
+        const sock = net.connect({ host: probe.tcpSocket.host ?? rt.ip, port: portOf(probe.tcpSocket.port) });
+        sock.setTimeout(timeoutMs, () => sock.destroy());
+        sock.on('connect', () => (sock.destroy(), resolve(true)));
+        sock.on('error', () => resolve(false));
+        sock.on('close', () => resolve(false));
+      } else resolve(true); // exec probes are not supported: treated as passing
+    });
+  }
+
+  /** Runs `fn` every `periodSeconds` (after `initialDelaySeconds`) until the pod terminates. */
+  function every(rt: Runtime, probe: Probe, fn: () => Promise<void>): void {
+    const periodMs = Math.max(100, (probe.periodSeconds ?? 10) * 1000);
+    const tick = async () => {
+      if (rt.terminating || stopped) return;
+      await fn().catch((err: unknown) => onError(err));
+      if (rt.terminating || stopped) return;
+      const timer = setTimeout(() => {
+        rt.timers.delete(timer);
+        void tick();
+      }, periodMs);
+      rt.timers.add(timer);
+    };
+    const first = setTimeout(
+      () => {
+        rt.timers.delete(first);
+        void tick();
+      },
+      (probe.initialDelaySeconds ?? 0) * 1000,
+    );
+    rt.timers.add(first);
+  }
+
+  const isRunning = (child: ChildProcess | undefined): child is ChildProcess =>
+    child !== undefined && child.exitCode === null && child.signalCode === null;
+
+  function startProbes(rt: Runtime): void {
+    const readiness = rt.container.readinessProbe;
+    if (readiness)
+      every(rt, readiness, async () => {
+        const child = rt.child;
+        if (!isRunning(child)) return;
+        const ok = await probeOnce(rt, readiness);
+        if (rt.terminating || stopped || rt.child !== child) return;
+        if (ok && isRunning(child)) {
+          rt.failures = 0;
+          if (++rt.successes >= (readiness.successThreshold ?? 1)) rt.ready = true;
+        } else {
+          rt.successes = 0;
+          if (++rt.failures >= (readiness.failureThreshold ?? 3) || !isRunning(child)) rt.ready = false;
+        }
+        guard(() => writePodStatus(rt));
+      });
+    const liveness = rt.container.livenessProbe;
+    let probed: ChildProcess | undefined;
+    let failures = 0;
+    if (liveness)
+      every(rt, liveness, async () => {
+        const child = rt.child;
+        if (!isRunning(child) || !child.pid) return;
+        if (child !== probed) {
+          probed = child;
+          failures = 0;
+        }
+        if (Date.now() - rt.startMs < (liveness.initialDelaySeconds ?? 0) * 1000) return;
+        const ok = await probeOnce(rt, liveness);
+        if (rt.terminating || stopped || rt.child !== child || !isRunning(child)) return;
+        if (ok) failures = 0;
+        else if (++failures >= (liveness.failureThreshold ?? 3)) {
+          // Like a kubelet: kill the container; the restart policy brings it back.
+          failures = 0;
+          const pid = child.pid;
+          signalOf(pid, 'SIGTERM');
+          const kill = setTimeout(() => {
+            rt.timers.delete(kill);
+            if (isRunning(child)) signalOf(pid, 'SIGKILL');
+          }, rt.graceSeconds * 1000);
+          rt.timers.add(kill);
+        }
+      });
+  }
+
+  /** SIGTERM, SIGKILL after the grace period; then removes the pod dir and the finalizer. */
+  function terminate(rt: Runtime, graceSeconds?: number): Promise<void> {
+    if (rt.done) return rt.done;
+    rt.terminating = true;
+    rt.ready = false;
+    for (const t of rt.timers) clearTimeout(t);
+    rt.timers.clear();
+    rt.done = (async () => {
+      const child = rt.child;
+      if (child?.pid && child.exitCode === null && child.signalCode === null) {
+        const pid = child.pid;
+        signalOf(pid, 'SIGTERM');
+        const kill = setTimeout(() => signalOf(pid, 'SIGKILL'), (graceSeconds ?? rt.graceSeconds) * 1000);
+        await rt.exited;
+        clearTimeout(kill);
+      }
+      await rm(rt.dir, { recursive: true, force: true, maxRetries: 3 }).catch(() => undefined);
+      runtimes.delete(rt.uid);
+      const pod = currentPod(rt);
+      if (pod?.metadata.deletionTimestamp || (pod && stopped)) guard(() => dropFinalizer(pod));
+      if (!stopped) schedule();
+    })();
+    return rt.done;
+  }
+
+  schedule();
+
+  return {
+    pods: () =>
+      [...runtimes.values()].map((rt) => ({
+        namespace: rt.namespace,
+        name: rt.name,
+        uid: rt.uid,
+        ip: rt.ip,
+        dir: rt.dir,
+        pid: rt.child?.pid,
+        restartCount: rt.restartCount,
+        ready: rt.ready,
+      })),
+    spawnedPids: () => [...pids],
+    logPath: (namespace, name) =>
+      [...runtimes.values()].find((rt) => rt.namespace === namespace && rt.name === name)?.log,
+    async stop(stopOpts = {}) {
+      stopped = true;
+      unsubscribe();
+      await Promise.all([...runtimes.values()].map((rt) => terminate(rt, stopOpts.graceSeconds)));
+    },
+  };
+}
