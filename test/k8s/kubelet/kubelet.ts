@@ -1,7 +1,7 @@
 /**
- * A "process kubelet" for tests: plays kube-controller-manager (the StatefulSet controller) and a
- * kubelet beside the test API server, so `kubectl apply` of a StatefulSet ends in real local
- * processes.
+ * A "process kubelet" for tests: plays kube-controller-manager (the StatefulSet, Deployment and
+ * ReplicaSet controllers) and a kubelet beside the test API server, so `kubectl apply` of a
+ * StatefulSet or Deployment ends in real local processes.
  *
  * It talks to the server through its in-process store API (the kubelet lives in the test process):
  * it subscribes to store events and reads and writes objects with `store.get/list/create/update/delete`.
@@ -46,6 +46,8 @@ export const KUBELET_FINALIZER = 'kubelet.cartero.test/process';
 export const POD_NAME_LABEL = 'statefulset.kubernetes.io/pod-name';
 export const REVISION_LABEL = 'controller-revision-hash';
 export const POD_INDEX_LABEL = 'apps.kubernetes.io/pod-index';
+export const TEMPLATE_HASH_LABEL = 'pod-template-hash';
+export const REVISION_ANNOTATION = 'deployment.kubernetes.io/revision';
 
 export interface ImageCommand {
   command: string;
@@ -262,6 +264,8 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
   const cmT = registry.find('', 'v1', 'configmaps') as ResourceType;
   const secretT = registry.find('', 'v1', 'secrets') as ResourceType;
   const pvcT = registry.find('', 'v1', 'persistentvolumeclaims') as ResourceType;
+  const deployT = registry.find('apps', 'v1', 'deployments') as ResourceType;
+  const rsT = registry.find('apps', 'v1', 'replicasets') as ResourceType;
   const nodeName = opts.nodeName ?? 'cartero-kubelet';
   const initialBackoff = opts.backoff?.initialMs ?? 200;
   const maxBackoff = opts.backoff?.maxMs ?? 5_000;
@@ -288,11 +292,19 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
       scheduled = false;
       if (stopped) return;
       guard(reconcileAll);
+      guard(reconcileDeployments);
+      guard(reconcileReplicaSets);
       guard(syncPods);
     });
   };
   const unsubscribe = store.subscribe((e: StoreEvent) => {
-    if (e.key === 'apps/statefulsets' || e.key === '/pods') schedule();
+    if (
+      e.key === 'apps/statefulsets' ||
+      e.key === 'apps/deployments' ||
+      e.key === 'apps/replicasets' ||
+      e.key === '/pods'
+    )
+      schedule();
     if ((e.key === '/configmaps' || e.key === '/secrets') && !stopped) setImmediate(() => refreshVolumes(e));
   });
 
@@ -532,6 +544,297 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
       sts.metadata.namespace ?? '',
       sts.metadata.name ?? '',
       { ...sts, metadata: { ...sts.metadata, resourceVersion: undefined }, status },
+      { subresource: 'status' },
+    );
+  }
+
+  // ---------------------------------------------------------------- Deployment and ReplicaSet controllers
+  type RsSpec = { replicas?: number; template?: { metadata?: KObject['metadata']; spec?: PodSpec } };
+  const specReplicas = (o: KObject) => (o.spec as { replicas?: number } | undefined)?.replicas ?? 1;
+  const ownedBy = (owner: KObject) => (o: KObject) =>
+    !!o.metadata.ownerReferences?.some((r) => r.uid === owner.metadata.uid && r.controller);
+  const isFailed = (p: KObject) => (p.status as { phase?: string } | undefined)?.phase === 'Failed';
+
+  /** Percent (of `replicas`) or absolute value of maxSurge/maxUnavailable. */
+  function intOrPercent(v: number | string | undefined, dflt: string, replicas: number, up: boolean): number {
+    const val = v ?? dflt;
+    if (typeof val === 'number') return val;
+    const m = /^(\d+)%$/.exec(val);
+    if (!m) return Number(val) || 0;
+    const raw = (Number(m[1]) * replicas) / 100;
+    return up ? Math.ceil(raw) : Math.floor(raw);
+  }
+
+  function reconcileDeployments(): void {
+    for (const d of store.list(deployT).items) guard(() => reconcileDeployment(d));
+  }
+
+  function reconcileReplicaSets(): void {
+    for (const rs of store.list(rsT).items) guard(() => reconcileReplicaSet(rs));
+  }
+
+  function scaleRs(rs: KObject, replicas: number): void {
+    if (specReplicas(rs) === replicas) return;
+    const next = structuredClone(rs);
+    (next.spec as RsSpec).replicas = replicas;
+    store.update(rsT, rs.metadata.namespace ?? '', rs.metadata.name ?? '', {
+      ...next,
+      metadata: { ...next.metadata, resourceVersion: undefined },
+    });
+  }
+
+  function reconcileDeployment(d: KObject): void {
+    if (d.metadata.deletionTimestamp) return; // owner GC deletes the ReplicaSets
+    const ns = d.metadata.namespace ?? '';
+    const spec = d.spec as {
+      replicas?: number;
+      paused?: boolean;
+      template?: { metadata?: KObject['metadata']; spec?: PodSpec };
+      selector?: { matchLabels?: Record<string, string>; matchExpressions?: unknown[] };
+      strategy?: {
+        type?: string;
+        rollingUpdate?: { maxSurge?: number | string; maxUnavailable?: number | string };
+      };
+    };
+    const replicas = spec.replicas ?? 1;
+    const hash = createHash('sha256').update(canonical(spec.template)).digest('hex').slice(0, 10);
+    const all = store.list(rsT, { namespace: ns }).items.filter(ownedBy(d));
+    let newRs = all.find((rs) => rs.metadata.labels?.[TEMPLATE_HASH_LABEL] === hash);
+    const revisionOfRs = (rs: KObject) => Number(rs.metadata.annotations?.[REVISION_ANNOTATION] ?? 0);
+    const maxRevision = Math.max(0, ...all.map(revisionOfRs));
+    const rolling = (spec.strategy?.type ?? 'RollingUpdate') === 'RollingUpdate';
+    let maxSurge = rolling ? intOrPercent(spec.strategy?.rollingUpdate?.maxSurge, '25%', replicas, true) : 0;
+    const maxUnavailable = rolling
+      ? intOrPercent(spec.strategy?.rollingUpdate?.maxUnavailable, '25%', replicas, false)
+      : replicas;
+    if (maxSurge === 0 && maxUnavailable === 0) maxSurge = 1;
+    if (!newRs && !spec.paused) {
+      const name = `${d.metadata.name}-${hash}`;
+      const tmpl = structuredClone(spec.template ?? {});
+      const labels = { ...(tmpl.metadata?.labels ?? {}), [TEMPLATE_HASH_LABEL]: hash };
+      store.create(rsT, ns, {
+        apiVersion: 'apps/v1',
+        kind: 'ReplicaSet',
+        metadata: {
+          name,
+          labels,
+          annotations: {
+            [REVISION_ANNOTATION]: String(maxRevision + 1),
+            'deployment.kubernetes.io/desired-replicas': String(replicas),
+            'deployment.kubernetes.io/max-replicas': String(replicas + maxSurge),
+          },
+          ownerReferences: [
+            {
+              apiVersion: 'apps/v1',
+              kind: 'Deployment',
+              name: d.metadata.name ?? '',
+              uid: d.metadata.uid ?? '',
+              controller: true,
+              blockOwnerDeletion: true,
+            },
+          ],
+        },
+        spec: {
+          replicas: 0,
+          selector: {
+            ...(spec.selector ?? {}),
+            matchLabels: { ...(spec.selector?.matchLabels ?? {}), [TEMPLATE_HASH_LABEL]: hash },
+          },
+          template: { ...tmpl, metadata: { ...(tmpl.metadata ?? {}), labels } },
+        },
+      });
+      newRs = store.get(rsT, ns, name);
+    }
+    const olds = () =>
+      store
+        .list(rsT, { namespace: ns })
+        .items.filter(ownedBy(d))
+        .filter((rs) => rs.metadata.uid !== newRs?.metadata.uid)
+        .sort((a, b) => revisionOfRs(a) - revisionOfRs(b));
+    // Available pods per ReplicaSet, counted from the pods (fresher than the ReplicaSets' status).
+    const availableOf = (rs: KObject) =>
+      Math.min(
+        specReplicas(rs),
+        rsPods(rs).filter((p) => !p.metadata.deletionTimestamp && isRunningAndReady(p)).length,
+      );
+    const existingOf = (rs: KObject) => rsPods(rs).length; // terminating pods included
+
+    if (newRs && !spec.paused) {
+      if (!rolling) {
+        // Recreate: old pods all gone first, then the new ReplicaSet scales up.
+        for (const rs of olds()) scaleRs(rs, 0);
+        if (olds().every((rs) => existingOf(rs) === 0)) scaleRs(newRs, replicas);
+      } else {
+        // Scale up the new ReplicaSet within maxSurge.
+        const total = () => [newRs!, ...olds()].reduce((n, rs) => n + specReplicas(rs), 0);
+        const newReplicas = specReplicas(newRs);
+        if (newReplicas > replicas) scaleRs(newRs, replicas);
+        else if (newReplicas < replicas) {
+          const room = replicas + maxSurge - total();
+          if (room > 0) scaleRs(newRs, Math.min(replicas, newReplicas + room));
+        }
+        newRs = store.get(rsT, ns, newRs.metadata.name ?? '');
+        // Scale down old ReplicaSets: unavailable replicas first, then within maxUnavailable.
+        let oldSets = olds();
+        for (const rs of oldSets) {
+          const unhealthy = specReplicas(rs) - availableOf(rs);
+          if (unhealthy > 0) scaleRs(rs, specReplicas(rs) - unhealthy);
+        }
+        oldSets = olds();
+        const minAvailable = replicas - maxUnavailable;
+        const available = [newRs, ...oldSets].reduce((n, rs) => n + availableOf(rs), 0);
+        let canScaleDown = Math.max(0, available - minAvailable);
+        for (const rs of oldSets) {
+          if (canScaleDown <= 0) break;
+          const n = Math.min(canScaleDown, specReplicas(rs));
+          if (n > 0) scaleRs(rs, specReplicas(rs) - n);
+          canScaleDown -= n;
+        }
+      }
+    }
+    writeDeploymentStatus(d, newRs, replicas, maxUnavailable);
+  }
+
+  function rsPods(rs: KObject): KObject[] {
+    return store.list(podT, { namespace: rs.metadata.namespace }).items.filter(ownedBy(rs));
+  }
+
+  function writeDeploymentStatus(
+    d: KObject,
+    newRs: KObject | undefined,
+    replicas: number,
+    maxUnavailable: number,
+  ) {
+    const ns = d.metadata.namespace ?? '';
+    const sets = store.list(rsT, { namespace: ns }).items.filter(ownedBy(d));
+    let total = 0;
+    let ready = 0;
+    let available = 0;
+    let updated = 0;
+    for (const rs of sets) {
+      const pods = rsPods(rs).filter((p) => !p.metadata.deletionTimestamp);
+      total += pods.length;
+      const r = pods.filter(isRunningAndReady).length;
+      ready += r;
+      available += r;
+      if (rs.metadata.uid === newRs?.metadata.uid) updated = pods.length;
+    }
+    const newAvailable = newRs
+      ? rsPods(newRs).filter((p) => !p.metadata.deletionTimestamp && isRunningAndReady(p)).length
+      : 0;
+    const old = (d.status ?? {}) as { conditions?: Record<string, unknown>[] };
+    const now = nowTimestamp();
+    const cond = (type: string, ok: boolean, reason: string, message: string) => {
+      const status = ok ? 'True' : 'False';
+      const prev = old.conditions?.find((c) => c.type === type);
+      const same = prev?.status === status && prev.reason === reason;
+      return {
+        type,
+        status,
+        lastUpdateTime: same ? prev.lastUpdateTime : now,
+        lastTransitionTime: prev?.status === status ? prev.lastTransitionTime : now,
+        reason,
+        message,
+      };
+    };
+    const complete = !!newRs && updated === replicas && total === replicas && newAvailable === replicas;
+    const availableOk = available >= replicas - maxUnavailable;
+    const status: Record<string, unknown> = {
+      observedGeneration: d.metadata.generation,
+      replicas: total,
+      updatedReplicas: updated,
+      readyReplicas: ready,
+      availableReplicas: available,
+      conditions: [
+        cond(
+          'Available',
+          availableOk,
+          availableOk ? 'MinimumReplicasAvailable' : 'MinimumReplicasUnavailable',
+          availableOk
+            ? 'Deployment has minimum availability.'
+            : 'Deployment does not have minimum availability.',
+        ),
+        cond(
+          'Progressing',
+          true,
+          complete ? 'NewReplicaSetAvailable' : 'ReplicaSetUpdated',
+          complete
+            ? `ReplicaSet "${newRs?.metadata.name}" has successfully progressed.`
+            : `ReplicaSet "${newRs?.metadata.name}" is progressing.`,
+        ),
+      ],
+    };
+    if (replicas > available) status.unavailableReplicas = replicas - available;
+    store.update(
+      deployT,
+      ns,
+      d.metadata.name ?? '',
+      { ...d, metadata: { ...d.metadata, resourceVersion: undefined }, status },
+      { subresource: 'status' },
+    );
+  }
+
+  const RAND_CHARS = 'bcdfghjklmnpqrstvwxz2456789';
+  const randomSuffix = () =>
+    Array.from({ length: 5 }, () => RAND_CHARS[Math.floor(Math.random() * RAND_CHARS.length)]).join('');
+
+  function reconcileReplicaSet(rs: KObject): void {
+    if (rs.metadata.deletionTimestamp) return;
+    const ns = rs.metadata.namespace ?? '';
+    const replicas = specReplicas(rs);
+    for (const p of rsPods(rs)) if (isFailed(p) && !p.metadata.deletionTimestamp) deletePod(p);
+    let active = rsPods(rs).filter((p) => !p.metadata.deletionTimestamp);
+    const tmpl = structuredClone((rs.spec as RsSpec).template ?? {});
+    for (let i = active.length; i < replicas; i++) {
+      let name = `${rs.metadata.name}-${randomSuffix()}`;
+      while (exists(ns, name)) name = `${rs.metadata.name}-${randomSuffix()}`;
+      store.create(podT, ns, {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: {
+          name,
+          labels: { ...(tmpl.metadata?.labels ?? {}) },
+          ...(tmpl.metadata?.annotations ? { annotations: tmpl.metadata.annotations } : {}),
+          ownerReferences: [
+            {
+              apiVersion: 'apps/v1',
+              kind: 'ReplicaSet',
+              name: rs.metadata.name ?? '',
+              uid: rs.metadata.uid ?? '',
+              controller: true,
+              blockOwnerDeletion: true,
+            },
+          ],
+          finalizers: [KUBELET_FINALIZER],
+        },
+        spec: { ...(tmpl.spec ?? {}), nodeName },
+      });
+    }
+    if (active.length > replicas) {
+      // Not-ready pods first, then the newest.
+      const order = [...active].sort((a, b) => {
+        const ra = isRunningAndReady(a) ? 1 : 0;
+        const rb = isRunningAndReady(b) ? 1 : 0;
+        if (ra !== rb) return ra - rb;
+        return (b.metadata.creationTimestamp ?? '').localeCompare(a.metadata.creationTimestamp ?? '');
+      });
+      for (const p of order.slice(0, active.length - replicas)) deletePod(p);
+    }
+    active = rsPods(rs).filter((p) => !p.metadata.deletionTimestamp);
+    const ready = active.filter(isRunningAndReady).length;
+    const status = {
+      ...((rs.status ?? {}) as Record<string, unknown>),
+      observedGeneration: rs.metadata.generation,
+      replicas: active.length,
+      fullyLabeledReplicas: active.length,
+      readyReplicas: ready,
+      availableReplicas: ready,
+    };
+    store.update(
+      rsT,
+      ns,
+      rs.metadata.name ?? '',
+      { ...rs, metadata: { ...rs.metadata, resourceVersion: undefined }, status },
       { subresource: 'status' },
     );
   }
