@@ -494,14 +494,7 @@ export class DeliveryEngine {
     | { permanent: { status: string; reason: string } }
     | { temporary: { status: string; reason: string } }
   > {
-    const backups: Hop[] = this.d.cfg.routing.backups.map((b) => ({
-      host: b.host,
-      port: b.port,
-      name: b.host,
-      tls: b.tls,
-      credentials: b.credentials,
-      kind: 'backup',
-    }));
+    const backups = this.backupHops();
     if (route.kind !== 'mx') {
       const h = route.host;
       return {

@@ -11,8 +11,9 @@
  *
  * `tryTake` runs on every RCPT: it allocates nothing when it succeeds and never touches the disk.
  */
-import { promises as fsp, constants as fsc } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { writeFileDurable } from './durable.js';
 
 export type RateUnit = 's' | 'm' | 'h' | 'd';
 
@@ -410,21 +411,7 @@ export class RateUsageStore {
       await fsp.mkdir(dir, { recursive: true });
       this.dirReady = true;
     }
-    const tmp = `${this.file}.tmp`;
-    const fh = await fsp.open(tmp, 'w');
-    try {
-      await fh.writeFile(json);
-      await fh.datasync();
-    } finally {
-      await fh.close();
-    }
-    await fsp.rename(tmp, this.file);
-    const dh = await fsp.open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
-    try {
-      await dh.sync();
-    } finally {
-      await dh.close();
-    }
+    await writeFileDurable(this.file, json);
   }
 }
 

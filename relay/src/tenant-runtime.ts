@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { RelayConfig, TenantConfig } from './config.js';
 import { SmtpReplyError } from './errors.js';
+import { writeFileDurable } from './durable.js';
 import { TenantDirectory } from './tenancy.js';
 import { RateLimiter, RateUsageStore, PeriodicSaver, parseRateSpec, type WindowUsage } from './ratelimit.js';
 import { BounceGuard, type GuardConfig, type PauseRecord, type TenantState } from './guard.js';
@@ -19,25 +20,6 @@ interface PersistedState {
   v: 1;
   pools: AddressUsage[];
   pauses: PauseRecord[];
-}
-
-/** Durable small JSON file: temp, fsync, rename, directory fsync. */
-async function writeJsonDurable(file: string, data: unknown): Promise<void> {
-  const tmp = `${file}.tmp`;
-  const fh = await fsp.open(tmp, 'w');
-  try {
-    await fh.writeFile(JSON.stringify(data));
-    await fh.datasync();
-  } finally {
-    await fh.close();
-  }
-  await fsp.rename(tmp, file);
-  const dir = await fsp.open(path.dirname(file), 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
 }
 
 /** Recipients that bounced for a reason about the address itself (RFC 3463 X.1.x) count as hard bounces. */
@@ -149,11 +131,14 @@ export class TenantRuntime {
     const rates: Record<string, WindowUsage[]> = {};
     for (const [t, l] of this.limiters) rates[t] = l.usage().filter((u) => u.unit === 'h' || u.unit === 'd');
     await this.rateStore.save(rates);
-    await writeJsonDurable(this.stateFile, {
-      v: 1,
-      pools: this.pools.usage(),
-      pauses: this.guard.pauses(),
-    } satisfies PersistedState);
+    await writeFileDurable(
+      this.stateFile,
+      JSON.stringify({
+        v: 1,
+        pools: this.pools.usage(),
+        pauses: this.guard.pauses(),
+      } satisfies PersistedState),
+    );
   }
 
   async close(): Promise<void> {

@@ -1,11 +1,11 @@
 /** Admin API queue operations: paged listing, summary by state and domain, delete with and without a bounce. */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { startTestMx, type TestMx } from '../helpers/testmx.js';
 import { startRelay, type RelayProc } from '../helpers/relay.js';
 import { sendMail } from '../helpers/swaks.js';
 import { waitFor } from '../helpers/poll.js';
+import { unusedPort } from '../helpers/ports.js';
 import { parseDsn } from '../helpers/dsn.js';
 
 let mx: TestMx;
@@ -18,10 +18,7 @@ async function api(method: string, p: string): Promise<{ status: number; json: R
 
 before(async () => {
   mx = await startTestMx({ address: '127.0.4.80' });
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.4.81', r));
-  const down = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
+  const down = await unusedPort('127.0.4.81');
   relay = await startRelay({
     config: {
       trustedNetworks: ['127.0.0.0/8'],

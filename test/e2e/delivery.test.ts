@@ -5,24 +5,15 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { simpleParser } from 'mailparser';
 import { startDns, type DnsServer } from '../helpers/dnsmasq.js';
 import { startTestMx, type TestMx, type ReceivedMessage } from '../helpers/testmx.js';
 import { startRelay, type RelayProc } from '../helpers/relay.js';
 import { sendMail, swaks } from '../helpers/swaks.js';
 import { waitFor } from '../helpers/poll.js';
+import { unusedPort } from '../helpers/ports.js';
 import { parseDsn } from '../helpers/dsn.js';
 import { makeSelfSignedCert } from '../helpers/certs.js';
-
-/** A port that nothing listens on (bound, read, closed). */
-async function closedPort(address: string): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, address, r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 async function queueDepth(relay: RelayProc): Promise<number> {
   const res = await fetch(`http://127.0.0.1:${relay.adminPort}/queue`);
@@ -271,7 +262,7 @@ describe('smarthost with AUTH and backup routes', () => {
       name: 'smarthost.test',
     });
     backup = await startTestMx({ address: '127.0.4.6', name: 'backup.test' });
-    const down = await closedPort('127.0.4.7');
+    const down = await unusedPort('127.0.4.7');
     relay = await startRelay({
       config: {
         trustedNetworks: ['127.0.0.0/8'],

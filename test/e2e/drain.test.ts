@@ -5,11 +5,11 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { startTestMx, type TestMx } from '../helpers/testmx.js';
 import { startRelay, type RelayProc } from '../helpers/relay.js';
 import { sendMail } from '../helpers/swaks.js';
 import { waitFor } from '../helpers/poll.js';
+import { unusedPort } from '../helpers/ports.js';
 
 const TOKEN = 'drain-test-admin-token';
 
@@ -25,15 +25,6 @@ async function admin(
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
-}
-
-/** Reserves a port on an address (bound, then closed: nothing listens until the test MX takes it). */
-async function freePort(address: string): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, address, r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 function relayConfig(mxPort: number, name: string): Record<string, unknown> {
@@ -58,7 +49,7 @@ describe('drain', () => {
   let b: RelayProc;
 
   before(async () => {
-    mxPort = await freePort('127.0.4.30'); // the destination is down until the test starts it
+    mxPort = await unusedPort('127.0.4.30'); // the destination is down until the test starts it
     a = await startRelay({ config: relayConfig(mxPort, 'relay-a'), secrets });
     b = await startRelay({ config: relayConfig(mxPort, 'relay-b'), secrets });
   });

@@ -22,6 +22,7 @@ import {
   TEMPLATE_HASH_LABEL,
   type Kubelet,
 } from './kubelet/kubelet.js';
+import { processAlive } from '../helpers/ports.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/podserver.js', import.meta.url));
 const HELM = fileURLToPath(new URL('../../../.tmp/tools/helm/helm', import.meta.url));
@@ -41,15 +42,6 @@ function run(cmd: string, args: string[], env: Record<string, string>, input?: s
     );
     child.stdin?.end(input ?? '');
   });
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 const deployment = (greeting: string) => `
@@ -137,7 +129,7 @@ describe('process kubelet: Deployments and ReplicaSets', () => {
     await kubelet?.stop({ graceSeconds: 5 });
     await server?.stop();
     if (dir) await removeTmpDir(dir);
-    for (const pid of pids) assert.ok(!alive(pid), `process ${pid} is gone`);
+    for (const pid of pids) assert.ok(!processAlive(pid), `process ${pid} is gone`);
     assert.deepEqual(errors, [], 'the kubelet hit no errors');
   });
 
@@ -169,7 +161,7 @@ describe('process kubelet: Deployments and ReplicaSets', () => {
         [['ReplicaSet', rs.metadata.name, rs.metadata.uid]],
       );
       const pid = pidOf(p);
-      assert.ok(pid && alive(pid), 'each pod is a live process');
+      assert.ok(pid && processAlive(pid), 'each pod is a live process');
       const i = await info(p);
       assert.equal(i.pid, pid);
       assert.equal(i.env.POD_NAME, p.metadata.name);
@@ -237,7 +229,7 @@ describe('process kubelet: Deployments and ReplicaSets', () => {
       (server.store.get(rsT, 'default', oldRs.metadata.name ?? '').spec as { replicas: number }).replicas,
       0,
     );
-    await waitFor(() => oldPids.every((pid) => !alive(pid)), {
+    await waitFor(() => oldPids.every((pid) => !processAlive(pid)), {
       what: 'old processes gone',
       timeoutMs: 20_000,
     });
@@ -257,7 +249,7 @@ describe('process kubelet: Deployments and ReplicaSets', () => {
 
     const pids = podsOf(newRs).map((p) => pidOf(p)!);
     await k('delete', 'deployment', 'x', '--wait=true', '--timeout=30s');
-    await waitFor(() => pids.every((pid) => !alive(pid)), {
+    await waitFor(() => pids.every((pid) => !processAlive(pid)), {
       what: 'processes of the deleted Deployment gone',
       timeoutMs: 20_000,
     });
@@ -299,7 +291,7 @@ describe('process kubelet: Deployments and ReplicaSets', () => {
     } finally {
       unsubscribe();
     }
-    assert.ok(!alive(oldPid), 'the old process is gone');
+    assert.ok(!processAlive(oldPid), 'the old process is gone');
     assert.equal(added.length, 1);
     assert.equal(added[0].oldPods, 0, 'the new pod was created once the old one was gone');
     const newPods = replicaSets(deploy('recreate'))
@@ -309,7 +301,7 @@ describe('process kubelet: Deployments and ReplicaSets', () => {
     assert.equal((await info(newPods[0])).env.GREETING, 'two');
     const pid = pidOf(newPods[0])!;
     await k('delete', 'deployment', 'recreate', '--wait=true', '--timeout=30s');
-    await waitFor(() => !alive(pid), { what: 'y process gone', timeoutMs: 20_000 });
+    await waitFor(() => !processAlive(pid), { what: 'y process gone', timeoutMs: 20_000 });
   });
 
   it('helm install --wait of a chart with a Deployment succeeds', async () => {
@@ -353,7 +345,7 @@ describe('process kubelet: Deployments and ReplicaSets', () => {
     const pids = pods.map((p) => pidOf(p)!);
     for (const p of pods) assert.ok(isRunningAndReady(p));
     await helm('uninstall', 'rel', '-n', 'default', '--wait', '--timeout', '60s');
-    await waitFor(() => pids.every((pid) => !alive(pid)), {
+    await waitFor(() => pids.every((pid) => !processAlive(pid)), {
       what: 'chart processes gone',
       timeoutMs: 20_000,
     });

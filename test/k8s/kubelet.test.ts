@@ -17,6 +17,7 @@ import {
   startKubelet,
   type Kubelet,
 } from './kubelet/kubelet.js';
+import { processAlive } from '../helpers/ports.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/podserver.js', import.meta.url));
 const IMAGE = 'cartero.test/podserver:1';
@@ -30,15 +31,6 @@ function kubectl(server: ApiServer, dir: string, args: string[], input?: string)
     });
     child.stdin?.end(input ?? '');
   });
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 const manifest = (opts: { replicas: number; greeting: string }) => `
@@ -228,7 +220,7 @@ describe('process kubelet: StatefulSets to local processes', () => {
     assert.equal(restarted.restartCount, 1);
     const after = await info('x-0');
     assert.notEqual(after.pid, before.pid);
-    assert.ok(!alive(before.pid));
+    assert.ok(!processAlive(before.pid));
   });
 
   it('follows the readiness probe', async () => {
@@ -268,14 +260,14 @@ describe('process kubelet: StatefulSets to local processes', () => {
       assert.equal(i.env.GREETING, 'bonjour');
       assert.equal(i.content, 'bonjour');
     }
-    for (const pid of oldPids) assert.ok(!alive(pid), `old process ${pid} is gone`);
+    for (const pid of oldPids) assert.ok(!processAlive(pid), `old process ${pid} is gone`);
   });
 
   it('scales 2 -> 1 by removing x-1 and its process', async () => {
     const pid1 = (await info('x-1')).pid;
     await k('scale', 'statefulset/x', '--replicas=1');
     await waitFor(() => !pod('x-1'), { what: 'x-1 deleted' });
-    await waitFor(() => !alive(pid1), { what: 'x-1 process gone' });
+    await waitFor(() => !processAlive(pid1), { what: 'x-1 process gone' });
     await waitFor(() => stsStatus().replicas === 1 && stsStatus().readyReplicas === 1, {
       what: 'status 1/1',
     });
@@ -303,7 +295,7 @@ describe('process kubelet: StatefulSets to local processes', () => {
     const pids = kubelet.spawnedPids();
     assert.ok(pids.length >= 5);
     await kubelet.stop();
-    for (const pid of pids) assert.ok(!alive(pid), `process ${pid} is gone`);
+    for (const pid of pids) assert.ok(!processAlive(pid), `process ${pid} is gone`);
     assert.deepEqual(kubelet.pods(), []);
   });
 });
@@ -398,7 +390,7 @@ spec:
     const started = Date.now();
     await k('delete', 'pod', 'par-0', '--wait=true', '--timeout=30s');
     assert.ok(Date.now() - started >= 900, 'deletion waited for the grace period');
-    assert.ok(!alive(pid0), 'SIGKILL after the grace period');
+    assert.ok(!processAlive(pid0), 'SIGKILL after the grace period');
     await waitFor(() => pod('par-0') && pod('par-0')?.metadata.uid !== uid0 && ready('par-0'), {
       what: 'par-0 recreated and Ready',
       timeoutMs: 20_000,
@@ -412,7 +404,7 @@ spec:
     );
     const pid = kubelet.pods()[0].pid ?? 0;
     await k('delete', 'statefulset', 'par', '--wait=true', '--timeout=30s');
-    await waitFor(() => !pod('par-0') && !alive(pid) && kubelet.pods().length === 0, {
+    await waitFor(() => !pod('par-0') && !processAlive(pid) && kubelet.pods().length === 0, {
       what: 'pods of the deleted StatefulSet gone',
     });
   });
