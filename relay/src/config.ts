@@ -360,6 +360,18 @@ export const CONFIG_SCHEMA = {
                 },
                 perHour: { type: 'integer', minimum: 1 },
                 perDay: { type: 'integer', minimum: 1 },
+                pod: {
+                  type: 'string',
+                  minLength: 1,
+                  description:
+                    'Use the address only in the relay whose POD_NAME environment variable equals this (a fleet shares one config).',
+                },
+                bind: {
+                  type: 'boolean',
+                  default: true,
+                  description:
+                    'false: do not bind to the address (an egress gateway maps the pod to it); its EHLO name and caps still apply.',
+                },
               },
             },
           },
@@ -799,7 +811,7 @@ export function resolveConfig(
   const ipPools: PoolConfigResolved[] = (c.ipPools as any[]).map((p, i) => {
     if (poolSeen.has(p.name)) throw new ConfigError(`/ipPools/${i}/name`, `pool ${p.name} is defined twice`);
     poolSeen.add(p.name);
-    p.addresses.forEach((a: { ip: string }, k: number) => {
+    p.addresses.forEach((a: { ip: string; pod?: string }, k: number) => {
       if (!ipaddr.isValid(a.ip))
         throw new ConfigError(
           `/ipPools/${i}/addresses/${k}/ip`,
@@ -816,7 +828,17 @@ export function resolveConfig(
       if (Number.isNaN(start) || new Date(start).toISOString().slice(0, 10) !== p.warmup.start)
         throw new ConfigError(`/ipPools/${i}/warmup/start`, 'not a valid date');
     }
-    return { name: p.name, addresses: p.addresses, ...(p.warmup ? { warmup: p.warmup } : {}) };
+    // A fleet shares one config: each relay keeps the addresses allocated to its own pod name.
+    const mine = p.addresses.filter((a: { pod?: string }) => a.pod === undefined || a.pod === env.POD_NAME);
+    if (mine.length === 0)
+      throw new ConfigError(
+        `/ipPools/${i}/addresses`,
+        env.POD_NAME
+          ? `no address of pool ${p.name} is allocated to pod ${env.POD_NAME}`
+          : `every address of pool ${p.name} names a pod, and POD_NAME is not set`,
+      );
+    const addresses = mine.map(({ pod: _pod, ...a }: { pod?: string }) => a);
+    return { name: p.name, addresses, ...(p.warmup ? { warmup: p.warmup } : {}) };
   });
   const hostRoute = (
     r: {

@@ -22,6 +22,8 @@ export interface PoolAddressConfig {
   perHour?: number;
   /** At most this many messages per UTC day from this address. */
   perDay?: number;
+  /** false: connect without binding to `ip` (an egress gateway gives the pod this address). */
+  bind?: boolean;
 }
 
 export interface PoolConfig {
@@ -35,7 +37,8 @@ export interface PoolConfig {
   warmup?: { start: string; dailyCaps: number[] };
 }
 
-export type Pick = { ok: true; ip: string; ehlo: string } | { ok: false; retryAt: number; reason: string };
+export type Pick =
+  { ok: true; ip: string; ehlo: string; bind: boolean } | { ok: false; retryAt: number; reason: string };
 
 /** One address's counters and current caps (for metrics, the admin API and persistence). */
 export interface AddressUsage {
@@ -58,6 +61,7 @@ const DAY = 86_400_000;
 interface AddressState {
   ip: string;
   ehlo: string;
+  bind: boolean;
   perHour?: number;
   perDay?: number;
   hourStart: number;
@@ -108,6 +112,7 @@ function buildPool(p: PoolConfig, index: number): PoolState {
     return {
       ip: a.ip,
       ehlo: a.ehlo,
+      bind: a.bind !== false,
       perHour: a.perHour,
       perDay: a.perDay,
       hourStart: 0,
@@ -230,7 +235,7 @@ export class PoolManager {
       p.rr = (best + 1) % n;
       const a = p.addresses[best];
       if (reserve > 0) a.reserved += reserve;
-      return { ok: true, ip: a.ip, ehlo: a.ehlo };
+      return { ok: true, ip: a.ip, ehlo: a.ehlo, bind: a.bind };
     }
     const parts = [];
     if (hourFull) parts.push(`${hourFull} at the hourly cap`);

@@ -607,7 +607,7 @@ export class DeliveryEngine {
         });
       }
       const pool = this.d.tenancy.poolOf(env.tenant);
-      let egress: { ip: string; ehlo: string } | undefined;
+      let egress: { ip: string; ehlo: string; bind: boolean } | undefined;
       if (pool && this.d.tenancy.pools.has(pool)) {
         const pick = this.d.tenancy.pools.pick(pool, rcpts.length);
         if (!pick.ok)
@@ -617,7 +617,7 @@ export class DeliveryEngine {
             reply: `ip pool ${pool}: ${pick.reason}`,
             notBefore: pick.retryAt,
           });
-        egress = { ip: pick.ip, ehlo: pick.ehlo };
+        egress = { ip: pick.ip, ehlo: pick.ehlo, bind: pick.bind };
         reserved = { pool, ip: pick.ip };
       }
       // while the destination is backed off, only the backup routes are tried
@@ -641,7 +641,8 @@ export class DeliveryEngine {
         dest.mxChecked = true;
         dest.limits = shaper.limitsFor(route.domain, plan.hops[0].name);
       }
-      let reused = this.takeIdle(dest, egress?.ip);
+      const localAddress = egress?.bind ? egress.ip : undefined;
+      let reused = this.takeIdle(dest, localAddress);
       for (let h = 0; h < plan.hops.length; h++) {
         const hop = reused?.hop ?? plan.hops[h];
         let session: OutboundSession;
@@ -651,7 +652,7 @@ export class DeliveryEngine {
             reused ??
             (await OutboundSession.open(hop, {
               ehloName: egress?.ehlo ?? this.d.cfg.hostname,
-              ...(egress ? { localAddress: egress.ip } : {}),
+              ...(localAddress ? { localAddress } : {}),
               connectTimeoutMs: this.d.cfg.delivery.connectTimeoutMs,
               commandTimeoutMs: this.d.cfg.delivery.commandTimeoutMs,
             }));

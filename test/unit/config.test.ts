@@ -306,3 +306,35 @@ describe('resolveConfig with a bad config names the field and the reason', () =>
     expectConfigError(() => loadConfigFile(file), '/', /not valid YAML/);
   });
 });
+
+describe('ipPools shared by a fleet', () => {
+  const pools = {
+    ipPools: [
+      {
+        name: 'bulk',
+        addresses: [
+          { ip: '192.0.2.1', ehlo: 'a.example.com', pod: 'relay-0' },
+          { ip: '192.0.2.2', ehlo: 'b.example.com', pod: 'relay-1', bind: false },
+        ],
+      },
+    ],
+  };
+  it('each relay keeps the addresses allocated to its POD_NAME', () => {
+    const one = resolveConfig(doc(pools), base, { POD_NAME: 'relay-1' });
+    assert.deepEqual(one.ipPools[0].addresses, [{ ip: '192.0.2.2', ehlo: 'b.example.com', bind: false }]);
+    const zero = resolveConfig(doc(pools), base, { POD_NAME: 'relay-0' });
+    assert.deepEqual(zero.ipPools[0].addresses, [{ ip: '192.0.2.1', ehlo: 'a.example.com', bind: true }]);
+  });
+  it('a pod with no address in a pool is a config error naming the pod', () => {
+    expectConfigError(
+      () => resolveConfig(doc(pools), base, { POD_NAME: 'relay-2' }),
+      '/ipPools/0/addresses',
+      /no address of pool bulk is allocated to pod relay-2/,
+    );
+    expectConfigError(
+      () => resolveConfig(doc(pools), base, {}),
+      '/ipPools/0/addresses',
+      /POD_NAME is not set/,
+    );
+  });
+});

@@ -46,7 +46,7 @@ describe('PoolManager.pick', () => {
     assert.deepEqual(ips, ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.1', '10.0.0.2', '10.0.0.3']);
     assert.ok(pm.usage().every((u) => u.hourUsed === 0 && u.dayUsed === 0));
     const p = pm.pick('p');
-    assert.deepEqual(p, { ok: true, ip: '10.0.0.1', ehlo: 'mta-1.example.test' });
+    assert.deepEqual(p, { ok: true, ip: '10.0.0.1', ehlo: 'mta-1.example.test', bind: true });
   });
 
   it('chooses the address with the most remaining capacity, round robin on ties', () => {
@@ -228,7 +228,7 @@ describe('PoolManager persistence and reload', () => {
       { pool: 'gone', ip: '10.9.9.9', hourStart: 0, hourUsed: 1, dayStart: 0, dayUsed: 1 },
     ]);
     assert.deepEqual(b.usage(), a.usage());
-    assert.deepEqual(b.pick('p'), { ok: true, ip: '10.0.0.2', ehlo: 'mta-2.example.test' });
+    assert.deepEqual(b.pick('p'), { ok: true, ip: '10.0.0.2', ehlo: 'mta-2.example.test', bind: true });
 
     c.t += H; // next hour: hourly counters restart, daily ones carry on
     const d = new PoolManager(cfg, c.now, saved);
@@ -310,5 +310,25 @@ describe('PoolManager reservations (deliveries in flight)', () => {
     pm.release('p', '10.0.0.1', 1);
     assert.ok(pm.pick('p', 1).ok, 'the failed one left room for another');
     assert.equal(pm.pick('p', 1).ok, false);
+  });
+});
+
+describe('egress gateway addresses', () => {
+  it('a pool address marked bind: false is picked with bind false; others bind', () => {
+    const c = clock('2025-03-10T12:00:00Z');
+    const pm = new PoolManager(
+      [
+        { name: 'gw', addresses: [{ ip: '192.0.2.7', ehlo: 'gw.example.com', bind: false }] },
+        { name: 'own', addresses: [addr('10.0.0.1')] },
+      ],
+      c.now,
+    );
+    const gw = pm.pick('gw');
+    assert.ok(gw.ok);
+    assert.equal(gw.bind, false);
+    assert.equal(gw.ehlo, 'gw.example.com');
+    const own = pm.pick('own');
+    assert.ok(own.ok);
+    assert.equal(own.bind, true);
   });
 });
