@@ -620,7 +620,7 @@ describe('serverSideApply', () => {
     );
     assert.deepEqual((status.details as Obj).causes, [
       {
-        type: 'FieldManagerConflict',
+        reason: 'FieldManagerConflict',
         message: `conflict with "kube-controller-manager" using apps/v1 at ${T2}`,
         field: '.spec.replicas',
       },

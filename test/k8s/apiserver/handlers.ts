@@ -84,6 +84,18 @@ function dryRun(query: URLSearchParams): boolean {
   return query.getAll('dryRun').includes('All');
 }
 
+/**
+ * A body without a namespace takes the request's (before validation, as kube-apiserver's
+ * EnsureObjectNamespaceMatchesRequestNamespace does); a different one is a 400.
+ */
+function fillNamespace(call: Call, obj: KObject): void {
+  const ns = obj.metadata.namespace;
+  if (!call.t.namespaced || !call.rr.namespace) return;
+  if (!ns) obj.metadata.namespace = call.rr.namespace;
+  else if (ns !== call.rr.namespace)
+    throw badRequest('the namespace of the provided object does not match the namespace sent on the request');
+}
+
 async function readObject(call: Call): Promise<KObject> {
   const body = decodeBody(call.ctx, call.req, await readBody(call.req), call.t, call.rr.version);
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
@@ -91,9 +103,7 @@ async function readObject(call: Call): Promise<KObject> {
   if (!isObject(obj.metadata)) obj.metadata = {};
   if (obj.kind !== undefined && obj.kind !== call.t.kind && !call.rr.subresource)
     throw badRequest(`the kind ${String(obj.kind)} in the body does not match ${call.t.kind}`);
-  const ns = obj.metadata.namespace;
-  if (call.t.namespaced && ns && call.rr.namespace && ns !== call.rr.namespace)
-    throw badRequest('the namespace of the provided object does not match the namespace sent on the request');
+  fillNamespace(call, obj);
   if (call.rr.name && obj.metadata.name && obj.metadata.name !== call.rr.name && !call.rr.subresource)
     throw badRequest('the name of the object does not match the name on the URL');
   return obj;
@@ -252,7 +262,7 @@ async function handlePatch(call: Call): Promise<void> {
   }
   let patched: KObject;
   try {
-    patched = patcher(current, body, { t, version: rr.version, query, user });
+    patched = patcher(current, body, { t, version: rr.version, query, user, subresource: rr.subresource });
   } catch (err) {
     if (err instanceof ApiError && err.code === 404) throw notFound(t, name);
     throw err;
@@ -261,6 +271,7 @@ async function handlePatch(call: Call): Promise<void> {
   if (patched.metadata.name && patched.metadata.name !== name)
     throw badRequest('the name of the object cannot be changed by a patch');
   patched.metadata.name = name;
+  fillNamespace(call, patched);
   patched = validated(call, patched);
   if (type !== 'application/apply-patch+yaml') patched = track(call, current, patched);
   const opts = {

@@ -18,7 +18,7 @@ export type BodyDecoder = (body: Buffer, ctx: { t?: ResourceType; version?: stri
 export type Patcher = (
   current: KObject | undefined,
   body: Buffer,
-  ctx: { t: ResourceType; version: string; query: URLSearchParams; user: string },
+  ctx: { t: ResourceType; version: string; query: URLSearchParams; user: string; subresource?: string },
 ) => KObject;
 
 /** Renders an object or a list as a meta.k8s.io Table (for `kubectl get` columns). */
@@ -55,8 +55,10 @@ export interface ServerContext {
   tableRenderer?: TableRenderer;
   fieldTracker?: FieldTracker;
   validator?: BodyValidator;
-  /** Ends every open watch (on stop). */
-  watches: Set<() => void>;
+  /** Ends every open watch (on stop); `reset` drops the connection instead of ending the stream. */
+  watches: Set<(reset?: boolean) => void>;
+  /** How often watches with allowWatchBookmarks get a BOOKMARK (default 30 s). */
+  bookmarkIntervalMs?: number;
 }
 
 export function mediaType(header: string | undefined): string {

@@ -69,7 +69,7 @@ const patchers: [string, Patcher][] = [
   ],
   [
     'application/apply-patch+yaml',
-    (current, body, { t, version, query }) => {
+    (current, body, { t, version, query, subresource }) => {
       const manager = query.get('fieldManager');
       if (!manager) throw badRequest('PATCH with apply requires the fieldManager query parameter');
       const applied = guarded(() => parseYaml(body.toString('utf8')) as unknown);
@@ -81,6 +81,7 @@ const patchers: [string, Patcher][] = [
           kind: { group: t.group, version, kind: t.kind },
           now: nowTimestamp(),
           statusSubresource: t.statusSubresource,
+          subresource: subresource === 'status' ? 'status' : undefined,
         }),
       );
       if (result.conflicts.length) {

@@ -817,8 +817,9 @@ export function applyConflictStatus(conflicts: ApplyConflict[]): Obj {
     message,
     reason: 'Conflict',
     details: {
+      // metav1.StatusCause's Type is serialized as `reason`.
       causes: conflicts.map(({ by, field }) => ({
-        type: 'FieldManagerConflict',
+        reason: 'FieldManagerConflict',
         message: `conflict with ${by}`,
         field,
       })),

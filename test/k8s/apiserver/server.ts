@@ -71,6 +71,8 @@ export interface ApiServerOptions {
    * kubeconfig's bearer token to a plain-http server, so its requests arrive anonymous.
    */
   anonymousUser?: string;
+  /** How often watches with allowWatchBookmarks get a BOOKMARK (default 30 s). */
+  bookmarkIntervalMs?: number;
 }
 
 export interface ApiServer {
@@ -87,6 +89,12 @@ export interface ApiServer {
   decoders: Map<string, BodyDecoder>;
   patchers: Map<string, Patcher>;
   setTableRenderer(renderer: TableRenderer | undefined): void;
+  /**
+   * Test hook: ends every open watch stream, cleanly (`end`, as a real server does at its request
+   * timeout or on a graceful shutdown) or by dropping the connection (`reset`, as a crash or a
+   * network failure does); returns how many were open. `store.compact()` makes their resourceVersions expire.
+   */
+  closeWatches(how?: 'end' | 'reset'): number;
   stop(): Promise<void>;
 }
 
@@ -291,6 +299,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     decoders: defaultDecoders(),
     patchers: defaultPatchers(),
     watches: new Set(),
+    bookmarkIntervalMs: opts.bookmarkIntervalMs,
   };
   installPatchers(ctx.patchers);
   installProtobuf(ctx.decoders);
@@ -358,6 +367,11 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     decoders: ctx.decoders,
     patchers: ctx.patchers,
     setTableRenderer: (r) => (ctx.tableRenderer = r),
+    closeWatches(how = 'end') {
+      const open = [...ctx.watches];
+      for (const finish of open) finish(how === 'reset');
+      return open.length;
+    },
     async stop() {
       stopCrds();
       for (const finish of [...ctx.watches]) finish();

@@ -120,6 +120,15 @@ export class Store {
     return this.droppedUpTo;
   }
 
+  /**
+   * Test hook: forgets the event log, as etcd compaction does, so a watch from any resourceVersion
+   * older than the current one is answered 410 Expired (clients must relist).
+   */
+  compact(): void {
+    this.log.length = 0;
+    this.droppedUpTo = this.rv;
+  }
+
   stop(): void {
     this.stopped = true;
     this.listeners.clear();
@@ -291,10 +300,13 @@ export class Store {
     return obj;
   }
 
+  /** The new object for a write to /status: the old one with the new status (and the managedFields tracking it). */
   private statusUpdate(old: KObject, input: KObject): KObject {
     const obj = structuredClone(old);
     if (input.status === undefined) delete obj.status;
     else obj.status = structuredClone(input.status);
+    const managedFields = input.metadata?.managedFields;
+    if (managedFields !== undefined) obj.metadata.managedFields = structuredClone(managedFields);
     return obj;
   }
 

@@ -217,11 +217,52 @@ function immutableCauses(t: ResourceType, obj: KObject, old: KObject): StatusCau
   return [];
 }
 
+const RFC3339_MICRO = '2006-01-02T15:04:05.000000Z07:00';
+const MICRO_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$/;
+
+/** Fields of type metav1.MicroTime, by `group/kind`. */
+const MICRO_TIME_FIELDS: Record<string, string[][]> = {
+  'coordination.k8s.io/Lease': [
+    ['spec', 'acquireTime'],
+    ['spec', 'renewTime'],
+  ],
+  '/Event': [['eventTime'], ['series', 'lastObservedTime']],
+  'events.k8s.io/Event': [['eventTime'], ['series', 'lastObservedTime']],
+};
+
+/** Go's time.Parse error for a MicroTime that is not RFC 3339 with exactly six fractional digits. */
+function microTimeError(value: unknown): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') return `json: cannot unmarshal ${typeof value} into Go value of type string`;
+  if (MICRO_TIME.test(value)) return undefined;
+  const why = (elem: string, layoutElem: string) =>
+    `parsing time ${JSON.stringify(value)} as "${RFC3339_MICRO}": cannot parse ${JSON.stringify(elem)} as "${layoutElem}"`;
+  const head = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/.exec(value);
+  if (!head) return why(value, RFC3339_MICRO);
+  const rest = value.slice(head[0].length);
+  if (!/^\.\d{6}/.test(rest)) return why(rest, '.000000');
+  return why(rest.slice(7), 'Z07:00');
+}
+
+/**
+ * kube-apiserver decodes MicroTime fields with the layout RFC3339Micro, so a time without exactly six
+ * fractional digits (JavaScript's `Date#toISOString()` has three) fails decoding with a 400.
+ */
+function checkMicroTimes(t: ResourceType, obj: KObject): void {
+  for (const path of MICRO_TIME_FIELDS[`${t.group}/${t.kind}`] ?? []) {
+    let value: unknown = obj;
+    for (const p of path) value = isObject(value) ? value[p] : undefined;
+    const err = microTimeError(value);
+    if (err) throw badRequest(`${t.kind} in version "v1" cannot be handled as a ${t.kind}: ${err}`);
+  }
+}
+
 /** The built-in admission step: names, per-kind defaults, CRD checks and status. */
 export function builtinAdmission(): AdmitFn {
   const ips = new ClusterIpAllocator();
   return (t, obj, old, op) => {
     if (!isObject(obj.metadata)) throw badRequest('metadata must be an object');
+    checkMicroTimes(t, obj);
     const causes = [...(op === 'CREATE' ? nameCauses(t, obj.metadata.name) : []), ...labelCauses(obj)];
     if (t.group === 'apiextensions.k8s.io' && t.kind === 'CustomResourceDefinition')
       causes.push(...crdCauses(obj));

@@ -69,12 +69,14 @@ export function handleWatch(call: Call): void {
   const timers: NodeJS.Timeout[] = [];
   let unsubscribe = () => {};
   let ended = false;
-  const finish = () => {
+  const finish = (reset?: boolean) => {
+    if (ended) return;
     ended = true;
     unsubscribe();
     for (const timer of timers) clearTimeout(timer);
     ctx.watches.delete(finish);
-    if (!res.writableEnded) res.end();
+    if (reset) res.destroy();
+    else if (!res.writableEnded) res.end();
   };
   const deliver = (e: StoreEvent) => {
     if (ended) return;
@@ -110,10 +112,11 @@ export function handleWatch(call: Call): void {
     }
   }
   ctx.watches.add(finish);
-  if (p.timeoutMs) timers.push(setTimeout(finish, p.timeoutMs));
-  if (p.bookmarks) timers.push(setInterval(() => bookmark(), BOOKMARK_INTERVAL_MS).unref());
-  req.on('close', finish);
-  res.on('close', finish);
+  if (p.timeoutMs) timers.push(setTimeout(() => finish(), p.timeoutMs));
+  if (p.bookmarks)
+    timers.push(setInterval(() => bookmark(), ctx.bookmarkIntervalMs ?? BOOKMARK_INTERVAL_MS).unref());
+  req.on('close', () => finish());
+  res.on('close', () => finish());
   unsubscribe = ctx.store.subscribe(deliver);
   for (const e of backlog) deliver(e);
 }
