@@ -75,11 +75,14 @@ describe('process kubelet: preStop hooks', () => {
     const p = pod(name);
     return !!p && isRunningAndReady(p);
   };
-  /** Deletes a pod as kubectl does (waiting until it is gone); how long that took, in ms. */
+  /** When each pod got its deletionTimestamp and when it was gone (ms), seen in the store. */
+  const deletions = new Map<string, { marked?: number; gone?: number }>();
+  /** Deletes a pod as kubectl does (waiting until it is gone); ms from deletionTimestamp to gone. */
   const timedDelete = async (name: string) => {
-    const started = Date.now();
     await k('delete', 'pod', name, '--wait=true', '--timeout=60s');
-    return Date.now() - started;
+    const d = deletions.get(name);
+    assert.ok(d?.marked && d.gone, `deletion of ${name} seen`);
+    return d.gone - d.marked;
   };
 
   before(async () => {
@@ -89,6 +92,14 @@ describe('process kubelet: preStop hooks', () => {
       serviceClusterIpRange: `127.4.${SLOT}.0/24`,
     });
     podT = server.registry.find('', 'v1', 'pods')!;
+    server.store.subscribe((e) => {
+      if (e.key !== '/pods') return;
+      const name = e.object.metadata.name ?? '';
+      const d = deletions.get(name) ?? {};
+      if (e.type === 'MODIFIED' && e.object.metadata.deletionTimestamp) d.marked ??= Date.now();
+      if (e.type === 'DELETED') d.gone = Date.now();
+      deletions.set(name, d);
+    });
     kubelet = startKubelet({
       server,
       images: { [IMAGE]: { command: process.execPath, args: [PODSERVER] } },
@@ -146,7 +157,7 @@ spec:
     assert.equal(hook.cwd, podDir);
     assert.equal(hook.argv.at(-1), path.join(podDir, 'mounts/etc/hook/greeting'));
     assert.equal(hook.content, 'bye now', 'the volume is still there while the hook runs');
-    assert.ok(took < 9_000, `deletion took ${took} ms: SIGTERM right after the hook`);
+    assert.ok(took < 5_000, `deletion took ${took} ms: SIGTERM right after the hook`);
   });
 
   it('GETs an httpGet hook from the pod before SIGTERM', async () => {
@@ -207,7 +218,7 @@ spec:
     const [, prestop, sigterm] = ev;
     assert.ok(sigterm.at - prestop.at >= 1_400, 'SIGTERM once the hook answered');
     // 4 s in all (hook 1.5 s + the rest of the grace period), not 1.5 + 4 s.
-    assert.ok(took >= 3_800 && took < 5_400, `deletion took ${took} ms`);
+    assert.ok(took >= 3_900 && took < 5_000, `deletion took ${took} ms`);
     assert.ok(!processAlive(pid), 'SIGKILLed at the deadline');
   });
 
@@ -239,7 +250,7 @@ spec:
     const [, hook, sigterm] = ev;
     assert.ok(sigterm.at - hook.at >= 1_500, 'SIGTERM only at the end of the grace period');
     // 2 s grace used up by the hook, then the kubelet's minimum 2 s for SIGTERM before SIGKILL.
-    assert.ok(took >= 3_600 && took < 6_500, `deletion took ${took} ms`);
+    assert.ok(took >= 3_900 && took < 5_000, `deletion took ${took} ms`);
     await waitFor(() => !processAlive(hook.pid), { what: 'the hook process killed' });
   });
 });

@@ -1,6 +1,7 @@
 /**
  * Services in the process kubelet: cluster IPs allocated by the API server, Endpoints and
  * EndpointSlices maintained from the pods, and TCP forwarded from clusterIP:port to Ready pods.
+ * Service ports are 1024 and up, so the tests also run without root.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -103,7 +104,7 @@ kind: Service
 metadata: {name: web, labels: {tier: front}}
 spec:
   selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: http}]
+  ports: [{name: http, port: 8000, targetPort: http}]
 `;
 
 describe('process kubelet: Services', () => {
@@ -140,6 +141,15 @@ describe('process kubelet: Services', () => {
       .flatMap((s) => s.addresses ?? [])
       .map((a) => a.ip)
       .sort();
+  /** Waits until the proxy listens for `service` with `n` backends. */
+  const proxied = (service: string, n: number) =>
+    waitFor(
+      () =>
+        kubelet.services
+          ?.listeners()
+          .some((l) => l.service === service && l.listening && l.backends.length === n),
+      { what: `${service} proxied to ${n} pods` },
+    );
   /** Asks `n` times; the pods that answered, and how often. */
   const spread = async (ip: string, port: number, n: number) => {
     const seen = new Map<string, number>();
@@ -272,7 +282,8 @@ describe('process kubelet: Services', () => {
       new RegExp(`web-\\w+\\s+IPv4\\s+8080\\s+${want[0].replace(/\./g, '\\.')}`),
     );
 
-    const seen = await spread(ip, 80, 6);
+    await proxied('web', 3);
+    const seen = await spread(ip, 8000, 6);
     assert.deepEqual(
       [...seen.keys()].sort(),
       pods.map((p) => p.metadata.name).sort(),
@@ -291,7 +302,8 @@ describe('process kubelet: Services', () => {
         readyAddresses('web').length === 2,
       { what: 'the unready pod in notReadyAddresses' },
     );
-    const seen = await spread(ip, 80, 6);
+    await proxied('web', 2);
+    const seen = await spread(ip, 8000, 6);
     assert.deepEqual([...seen.keys()].sort(), rest.map((p) => p.metadata.name).sort());
     const slice = server.store
       .list(sliceT, { namespace: 'default' })
@@ -302,14 +314,15 @@ describe('process kubelet: Services', () => {
 
     await fetch(`http://${podIp(out)}:8080/ready`);
     await waitFor(() => readyAddresses('web').length === 3, { what: 'three Ready addresses again' });
-    assert.equal((await spread(ip, 80, 3)).size, 3);
+    await proxied('web', 3);
+    assert.equal((await spread(ip, 8000, 3)).size, 3);
   });
 
   it('sticks a client to one pod with sessionAffinity ClientIP', async () => {
     await k('patch', 'service', 'web', '-p', '{"spec":{"sessionAffinity":"ClientIP"}}');
     await waitFor(() => kubelet.services?.listeners().some((l) => l.service === 'web'), { what: 'listener' });
     // The patch reaches the proxy on its next pass; the first answer may still be round robin.
-    await waitFor(async () => (await spread(clusterIp('web'), 80, 4)).size === 1, {
+    await waitFor(async () => (await spread(clusterIp('web'), 8000, 4)).size === 1, {
       what: 'one pod for one client',
     });
     await k('patch', 'service', 'web', '-p', '{"spec":{"sessionAffinity":"None"}}');
@@ -323,7 +336,8 @@ describe('process kubelet: Services', () => {
       timeoutMs: 20_000,
     });
     const [last] = readyPods('web');
-    assert.deepEqual([...(await spread(ip, 80, 3)).keys()], [last.metadata.name]);
+    await proxied('web', 1);
+    assert.deepEqual([...(await spread(ip, 8000, 3)).keys()], [last.metadata.name]);
     assert.match(
       await k('get', 'endpoints', 'web'),
       new RegExp(`web\\s+${podIp(last).replace(/\./g, '\\.')}:8080\\s`),
@@ -332,13 +346,13 @@ describe('process kubelet: Services', () => {
     await fetch(`http://${podIp(last)}:8080/unready`);
     await waitFor(() => readyAddresses('web').length === 0, { what: 'no Ready address' });
     const started = Date.now();
-    await waitFor(async () => (await connectOutcome(ip, 80)) === 'ECONNREFUSED', { what: 'refused' });
+    await waitFor(async () => (await connectOutcome(ip, 8000)) === 'ECONNREFUSED', { what: 'refused' });
     assert.ok(Date.now() - started < 3_000, 'refused promptly');
     assert.equal(kubelet.services?.listeners().find((l) => l.service === 'web')?.listening, false);
 
     await fetch(`http://${podIp(last)}:8080/ready`);
-    await waitFor(async () => (await connectOutcome(ip, 80)) === 'connected', { what: 'open again' });
-    assert.equal((await ask(ip, 80)).pod, last.metadata.name);
+    await waitFor(async () => (await connectOutcome(ip, 8000)) === 'connected', { what: 'open again' });
+    assert.equal((await ask(ip, 8000)).pod, last.metadata.name);
   });
 
   it('removes Endpoints, slices and the listener with the Service', async () => {
@@ -352,7 +366,7 @@ describe('process kubelet: Services', () => {
           .items.some((s) => s.metadata.labels?.[SERVICE_NAME_LABEL] === 'web'),
       { what: 'Endpoints and slices gone' },
     );
-    await waitFor(async () => (await connectOutcome(ip, 80)) === 'ECONNREFUSED', { what: 'closed' });
+    await waitFor(async () => (await connectOutcome(ip, 8000)) === 'ECONNREFUSED', { what: 'closed' });
     assert.ok(!kubelet.services?.listeners().some((l) => l.service === 'web'));
     await k('delete', 'deployment', 'web', '--wait=true');
   });
@@ -403,6 +417,7 @@ spec:
     );
     const ip = clusterIp('db-rw');
     await waitFor(() => readyAddresses('db-rw').length === 2, { what: 'db-rw Endpoints' });
+    await proxied('db-rw', 2);
     assert.deepEqual([...(await spread(ip, 5432, 4)).keys()].sort(), ['db-0', 'db-1']);
     await k('delete', 'statefulset', 'db', '--wait=true');
     await waitFor(() => !subsets('db-rw').length && !subsets('db').length, { what: 'empty Endpoints' });
@@ -420,7 +435,7 @@ apiVersion: v1
 kind: Service
 metadata: {name: outside}
 spec:
-  ports: [{name: smtp, port: 25, targetPort: ${port}}]
+  ports: [{name: smtp, port: 2500, targetPort: ${port}}]
 ---
 apiVersion: v1
 kind: Endpoints
@@ -433,7 +448,7 @@ subsets:
       const text = await waitFor(
         () =>
           new Promise<string | false>((resolve) => {
-            const s = net.connect({ host: ip, port: 25 });
+            const s = net.connect({ host: ip, port: 2500 });
             let got = '';
             s.setEncoding('utf8');
             s.on('data', (d: string) => (got += d));

@@ -19,6 +19,8 @@
  *   selector forwards to the addresses of its hand-written Endpoints object. Established
  *   connections are left alone when endpoints change (conntrack); they end with either side.
  *
+ * Ports below 1024 can only be bound by root (or with `net.ipv4.ip_unprivileged_port_start=0`).
+ *
  * Not here: UDP/SCTP ports, NodePorts and load balancers (the cluster IP is the only address),
  * topology hints, `internalTrafficPolicy: Local`, more than 100 endpoints per slice (one slice per
  * port set, however large).
@@ -507,8 +509,14 @@ export function startServiceProxy(opts: ServiceProxyOptions): ServiceProxy {
         });
       });
     } catch (err) {
+      const why =
+        (err as NodeJS.ErrnoException).code === 'EACCES' && l.port < 1024
+          ? ' (ports below 1024 need root or sysctl net.ipv4.ip_unprivileged_port_start=0)'
+          : '';
       if (!stopped)
-        onError(new Error(`service ${l.namespace}/${l.service}: cannot listen on ${l.key}`, { cause: err }));
+        onError(
+          new Error(`service ${l.namespace}/${l.service}: cannot listen on ${l.key}${why}`, { cause: err }),
+        );
       clearTimeout(l.retry);
       l.retry = setTimeout(() => void converge(l), 1_000);
       return;
