@@ -655,6 +655,8 @@ test('built-in kinds are all there, with schemas', () => {
     'ConfigMap',
     'CustomResourceDefinition',
     'Deployment',
+    'EndpointSlice',
+    'Endpoints',
     'Event',
     'Lease',
     'Namespace',

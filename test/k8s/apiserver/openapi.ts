@@ -226,6 +226,30 @@ export const BUILTIN_KINDS: ServedKind[] = [
     }),
   ),
   core(
+    'Endpoints',
+    'endpoints',
+    true,
+    kindSchema('Endpoints is a collection of endpoints that implement the actual service.', {
+      subsets: { type: 'array', items: open('EndpointSubset (not modelled in detail)') },
+    }),
+  ),
+  {
+    group: 'discovery.k8s.io',
+    version: 'v1',
+    kind: 'EndpointSlice',
+    plural: 'endpointslices',
+    namespaced: true,
+    schema: kindSchema(
+      'EndpointSlice represents a subset of the endpoints that implement a service.',
+      {
+        addressType: str(),
+        endpoints: { type: 'array', items: open('Endpoint (not modelled in detail)') },
+        ports: { type: 'array', items: open('EndpointPort (not modelled in detail)') },
+      },
+      ['addressType', 'endpoints'],
+    ),
+  },
+  core(
     'PersistentVolumeClaim',
     'persistentvolumeclaims',
     true,
@@ -1583,7 +1607,49 @@ function servicePorts(o: Json): string {
     .join(',');
 }
 
+/** kubectl's ENDPOINTS column of Endpoints: ready `ip:port`s, three at most, then `+ N more...`. */
+function endpointsColumn(o: Json): string {
+  const subsets = (get(o, 'subsets') as unknown[] | undefined) ?? [];
+  if (subsets.length === 0) return '<none>';
+  const list: string[] = [];
+  let count = 0;
+  for (const ss of subsets) {
+    const addresses = ((get(ss, 'addresses') as unknown[] | undefined) ?? []).map((a) =>
+      String(get(a, 'ip')),
+    );
+    const ports = (get(ss, 'ports') as unknown[] | undefined) ?? [];
+    const entries = ports.length
+      ? ports.flatMap((p) => addresses.map((ip) => `${ip}:${String(get(p, 'port'))}`))
+      : addresses;
+    count += entries.length;
+    for (const e of entries) if (list.length < 3) list.push(e);
+  }
+  return count > 3 ? `${list.join(',')} + ${count - 3} more...` : list.join(',');
+}
+
+/** kubectl's PORTS and ENDPOINTS columns of EndpointSlices (three at most, then `+ N more...`). */
+function sliceColumn(values: string[]): string {
+  if (values.length === 0) return '<unset>';
+  const shown = values.slice(0, 3).join(',');
+  return values.length > 3 ? `${shown} + ${values.length - 3} more...` : shown;
+}
+
 const BUILTIN_COLUMNS: Record<string, BuiltinColumn[]> = {
+  Endpoints: [col('Endpoints', 'string', endpointsColumn), ageCol],
+  EndpointSlice: [
+    col('AddressType', 'string', (o) => get(o, 'addressType') ?? ''),
+    col('Ports', 'string', (o) =>
+      sliceColumn(((get(o, 'ports') as unknown[] | undefined) ?? []).map((p) => String(get(p, 'port')))),
+    ),
+    col('Endpoints', 'string', (o) =>
+      sliceColumn(
+        ((get(o, 'endpoints') as unknown[] | undefined) ?? []).flatMap((e) =>
+          ((get(e, 'addresses') as unknown[] | undefined) ?? []).map(String),
+        ),
+      ),
+    ),
+    ageCol,
+  ],
   Namespace: [col('Status', 'string', (o) => get(o, 'status', 'phase') ?? 'Active'), ageCol],
   ConfigMap: [col('Data', 'integer', (o) => count(o.data) + count(o.binaryData)), ageCol],
   Secret: [

@@ -1,7 +1,7 @@
 /**
  * A minimal reader (and a test-only writer) for the Kubernetes protobuf wire format, enough for the test
  * API server to accept what Helm and client-go send as `application/vnd.kubernetes.protobuf`: Secrets,
- * ConfigMaps and DeleteOptions. Pure: no I/O, no dependencies.
+ * ConfigMaps, DeleteOptions and TokenRequests. Pure: no I/O, no dependencies.
  *
  * The envelope (k8s.io/apimachinery/pkg/runtime/serializer/protobuf/protobuf.go): the 4 bytes
  * `0x6b 0x38 0x73 0x00` ("k8s\0"), then a proto2 `runtime.Unknown` message whose `raw` holds the object.
@@ -237,8 +237,45 @@ const STRING_ENTRY = MAP_ENTRY('string');
 const BYTES_ENTRY = MAP_ENTRY('bytes');
 
 /** The kinds this reader decodes. DeleteOptions is registered in every group version (metav1.AddToGroupVersion). */
+// authentication/v1 (kubectl create token sends it; status = 3 is not read):
+//   TokenRequest { metadata = 1; spec = 2 }
+//   TokenRequestSpec { audiences = 1 (repeated); boundObjectRef = 3; expirationSeconds = 4 }
+//   BoundObjectReference { kind = 1; apiVersion = 2; name = 3; uid = 4 }
+const BOUND_OBJECT_REFERENCE: MessageSpec = {
+  name: 'BoundObjectReference',
+  fields: [
+    { no: 1, json: 'kind', type: STRING, omitEmpty: true },
+    { no: 2, json: 'apiVersion', type: STRING, omitEmpty: true },
+    { no: 3, json: 'name', type: STRING, omitEmpty: true },
+    { no: 4, json: 'uid', type: STRING, omitEmpty: true },
+  ],
+};
+
+const TOKEN_REQUEST: MessageSpec = {
+  name: 'TokenRequest',
+  fields: [
+    METADATA,
+    {
+      no: 2,
+      json: 'spec',
+      type: {
+        t: 'message',
+        m: {
+          name: 'TokenRequestSpec',
+          fields: [
+            { no: 1, json: 'audiences', type: STRING, repeated: true },
+            { no: 4, json: 'expirationSeconds', type: INT64 },
+            { no: 3, json: 'boundObjectRef', type: { t: 'message', m: BOUND_OBJECT_REFERENCE } },
+          ],
+        },
+      },
+    },
+  ],
+};
+
 function specFor(apiVersion: string, kind: string): MessageSpec | undefined {
   if (kind === 'DeleteOptions') return DELETE_OPTIONS;
+  if (apiVersion === 'authentication.k8s.io/v1' && kind === 'TokenRequest') return TOKEN_REQUEST;
   if (apiVersion === 'v1' && kind === 'Secret') return SECRET;
   if (apiVersion === 'v1' && kind === 'ConfigMap') return CONFIG_MAP;
   return undefined;

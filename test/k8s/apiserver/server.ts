@@ -2,14 +2,14 @@
  * A Kubernetes API server for tests, in process: discovery, CRUD, watch, status/scale subresources,
  * CRDs, finalizers and garbage collection over an in-memory store. Real kubectl works against it.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import { makeTmpDir, removeTmpDir } from '../../helpers/tmp.js';
-import { ApiError } from './errors.js';
+import { ApiError, conflict, invalid } from './errors.js';
 import {
   aggregated,
   AGGREGATED_V2,
@@ -23,7 +23,9 @@ import {
 import { handleResource, verbOf, type ResourceRequest, type Verb } from './handlers.js';
 import { defaultPatchers } from './handlers.js';
 import {
+  decodeBody,
   defaultDecoders,
+  readBody,
   sendError,
   sendJson,
   type BodyDecoder,
@@ -41,7 +43,7 @@ import {
   type ValidationMode,
 } from './openapi-serve.js';
 import { Store, type StoreEvent } from './store.js';
-import { builtinAdmission, CRD_CLEANUP_FINALIZER } from './strategies.js';
+import { builtinAdmission, CRD_CLEANUP_FINALIZER, DEFAULT_SERVICE_RANGE } from './strategies.js';
 
 export interface RequestRecord {
   method: string;
@@ -73,6 +75,19 @@ export interface ApiServerOptions {
   anonymousUser?: string;
   /** How often watches with allowWatchBookmarks get a BOOKMARK (default 30 s). */
   bookmarkIntervalMs?: number;
+  /**
+   * Where Service cluster IPs come from (kube-apiserver's `--service-cluster-ip-range`; default
+   * 127.0.2.0/24). Test processes that run at the same time and proxy Services pick their own range.
+   */
+  serviceClusterIpRange?: string;
+}
+
+export interface ServiceAccountTokenOptions {
+  /** The pod the token is bound to: it stops working when that pod is gone. */
+  pod?: { name: string; uid: string };
+  /** Lifetime (default: none for tokens the kubelet asks for; TokenRequest defaults to 3600). */
+  expirationSeconds?: number;
+  audiences?: string[];
 }
 
 export interface ApiServer {
@@ -85,6 +100,15 @@ export interface ApiServer {
   requests: RequestRecord[];
   store: Store;
   registry: Registry;
+  /** The range Service cluster IPs are allocated from. */
+  serviceClusterIpRange: string;
+  /**
+   * Issues a bearer token for ServiceAccount `<namespace>/<name>` (which must exist): requests with it
+   * are recorded as `system:serviceaccount:<namespace>:<name>`. Like a bound token it stops working
+   * when the ServiceAccount (or the pod it is bound to) is deleted. Also served over HTTP as the
+   * TokenRequest subresource (`kubectl create token`).
+   */
+  serviceAccountToken(namespace: string, name: string, opts?: ServiceAccountTokenOptions): string;
   /** Seams for other media types: body decoders (protobuf), patchers (JSON patch, SSA), Tables. */
   decoders: Map<string, BodyDecoder>;
   patchers: Map<string, Patcher>;
@@ -123,13 +147,153 @@ export function parseResourcePath(pathname: string): ResourceRequest | undefined
   return { group, version, plural, namespace, name, subresource, watchPath };
 }
 
-function userOf(req: IncomingMessage, tokens: Map<string, string>, anonymous: string): string {
+function userOf(
+  req: IncomingMessage,
+  tokens: Map<string, string>,
+  anonymous: string,
+  serviceAccount: (token: string) => string | undefined,
+): string {
   const auth = req.headers.authorization ?? '';
   const m = /^Bearer\s+(.+)$/i.exec(auth);
   if (!m) return anonymous;
-  const user = tokens.get(m[1].trim());
+  const user = tokens.get(m[1].trim()) ?? serviceAccount(m[1].trim());
   if (!user) throw new ApiError(401, 'Unauthorized', 'Unauthorized');
   return user;
+}
+
+interface IssuedToken {
+  user: string;
+  namespace: string;
+  saUid: string;
+  pod?: { name: string; uid: string };
+  /** ms since the epoch; undefined = no expiry. */
+  expires?: number;
+}
+
+/**
+ * ServiceAccount tokens: JWT-shaped (the claims a real bound token carries, a random signature), each
+ * mapped to its identity; valid while the ServiceAccount (and the bound pod) still exist.
+ */
+function serviceAccountTokens(store: Store, registry: Registry) {
+  const saT = registry.find('', 'v1', 'serviceaccounts')!;
+  const podT = registry.find('', 'v1', 'pods')!;
+  const issued = new Map<string, IssuedToken>();
+  const uidOf = (t: typeof saT, ns: string, name: string) => {
+    try {
+      return store.get(t, ns, name).metadata.uid;
+    } catch {
+      return undefined;
+    }
+  };
+  const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  return {
+    issue(namespace: string, name: string, opts: ServiceAccountTokenOptions = {}) {
+      const sa = store.get(saT, namespace, name); // 404 when missing
+      const iat = Math.floor(Date.now() / 1000);
+      const exp = opts.expirationSeconds ? iat + opts.expirationSeconds : undefined;
+      const user = `system:serviceaccount:${namespace}:${name}`;
+      const claims = {
+        aud: opts.audiences ?? ['https://kubernetes.default.svc.cluster.local'],
+        exp: exp ?? iat + 365 * 86_400,
+        iat,
+        nbf: iat,
+        iss: 'https://kubernetes.default.svc.cluster.local',
+        jti: randomUUID(),
+        sub: user,
+        'kubernetes.io': {
+          namespace,
+          serviceaccount: { name, uid: sa.metadata.uid },
+          ...(opts.pod ? { pod: { name: opts.pod.name, uid: opts.pod.uid } } : {}),
+        },
+      };
+      const token = `${b64({ alg: 'RS256', kid: 'cartero-test' })}.${b64(claims)}.${randomBytes(32).toString('base64url')}`;
+      issued.set(token, {
+        user,
+        namespace,
+        saUid: sa.metadata.uid ?? '',
+        pod: opts.pod,
+        expires: exp && exp * 1000,
+      });
+      return {
+        token,
+        expirationTimestamp: new Date((exp ?? claims.exp) * 1000).toISOString().replace(/\.\d+Z$/, 'Z'),
+      };
+    },
+    /** The identity of a token, or undefined when it is unknown or no longer valid. */
+    user(token: string): string | undefined {
+      const t = issued.get(token);
+      if (!t) return undefined;
+      const name = t.user.split(':')[3];
+      const valid =
+        (t.expires === undefined || Date.now() < t.expires) &&
+        uidOf(saT, t.namespace, name) === t.saUid &&
+        (!t.pod || uidOf(podT, t.namespace, t.pod.name) === t.pod.uid);
+      return valid ? t.user : undefined;
+    },
+  };
+}
+
+/** POST .../serviceaccounts/<name>/token: a TokenRequest answered with a new token. */
+async function handleTokenRequest(
+  ctx: ServerContext,
+  req: IncomingMessage,
+  res: ServerResponse,
+  rr: ResourceRequest,
+  tokens: ReturnType<typeof serviceAccountTokens>,
+): Promise<void> {
+  const { store, registry } = ctx;
+  const raw = await readBody(req);
+  const body = (raw.length ? decodeBody(ctx, req, raw) : {}) as {
+    spec?: {
+      audiences?: string[];
+      expirationSeconds?: number;
+      boundObjectRef?: { kind?: string; name?: string; uid?: string; apiVersion?: string };
+    };
+  };
+  const spec = body.spec ?? {};
+  const expirationSeconds = spec.expirationSeconds ?? 3600;
+  if (expirationSeconds < 600)
+    throw invalid(
+      'TokenRequest',
+      rr.name ?? '',
+      [
+        {
+          reason: 'FieldValueInvalid',
+          message: `Invalid value: ${expirationSeconds}: may not specify a duration less than 10 minutes`,
+          field: 'spec.expirationSeconds',
+        },
+      ],
+      'authentication.k8s.io',
+    );
+  let pod: { name: string; uid: string } | undefined;
+  const ref = spec.boundObjectRef;
+  if (ref?.kind === 'Pod') {
+    const p = store.get(registry.find('', 'v1', 'pods')!, rr.namespace, ref.name ?? '');
+    if (ref.uid && ref.uid !== p.metadata.uid)
+      throw conflict(
+        { group: '', plural: 'pods' },
+        ref.name ?? '',
+        'the UID in the bound object reference does not match',
+      );
+    pod = { name: ref.name ?? '', uid: p.metadata.uid ?? '' };
+  }
+  const audiences = spec.audiences?.length ? spec.audiences : undefined;
+  const { token, expirationTimestamp } = tokens.issue(rr.namespace, rr.name ?? '', {
+    pod,
+    expirationSeconds,
+    audiences,
+  });
+  sendJson(res, 201, {
+    kind: 'TokenRequest',
+    apiVersion: 'authentication.k8s.io/v1',
+    metadata: { name: rr.name, namespace: rr.namespace, creationTimestamp: null },
+    spec: {
+      audiences: audiences ?? ['https://kubernetes.default.svc.cluster.local'],
+      expirationSeconds,
+      boundObjectRef: ref ?? null,
+    },
+    status: { token, expirationTimestamp },
+  });
 }
 
 function wantsAggregated(req: IncomingMessage): string | undefined {
@@ -211,6 +375,7 @@ async function route(
   res: ServerResponse,
   record: RequestRecord,
   address: string,
+  tokens: ReturnType<typeof serviceAccountTokens>,
 ): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://localhost');
   const method = req.method ?? 'GET';
@@ -231,6 +396,16 @@ async function route(
   });
   const t = ctx.registry.find(rr.group, rr.version, rr.plural);
   if (!t) throw NOT_FOUND;
+  if (
+    t.kind === 'ServiceAccount' &&
+    rr.group === '' &&
+    rr.subresource === 'token' &&
+    rr.name &&
+    method === 'POST'
+  ) {
+    record.verb = 'create';
+    return handleTokenRequest(ctx, req, res, rr, tokens);
+  }
   if (!verb)
     throw new ApiError(
       405,
@@ -292,7 +467,17 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
   const registry = new Registry();
   const store = new Store(opts.eventLogSize);
   for (const t of registry.all()) store.register(t);
-  store.admit.push(builtinAdmission());
+  const serviceT = registry.find('', 'v1', 'services')!;
+  const serviceClusterIpRange = opts.serviceClusterIpRange ?? DEFAULT_SERVICE_RANGE;
+  store.admit.push(
+    builtinAdmission({
+      serviceClusterIpRange,
+      clusterIpsInUse: () =>
+        store
+          .list(serviceT)
+          .items.map((svc) => String((svc.spec as { clusterIP?: string })?.clusterIP ?? '')),
+    }),
+  );
   const ctx: ServerContext = {
     store,
     registry,
@@ -316,6 +501,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
 
   const token = randomBytes(24).toString('hex');
   const tokens = new Map<string, string>([[token, 'admin'], ...Object.entries(opts.tokens ?? {})]);
+  const saTokens = serviceAccountTokens(store, registry);
   const requests: RequestRecord[] = [];
   let address = '';
 
@@ -337,8 +523,8 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     res.on('finish', () => (record.code = res.statusCode));
     Promise.resolve()
       .then(() => {
-        record.user = userOf(req, tokens, opts.anonymousUser ?? 'admin');
-        return route(ctx, req, res, record, address);
+        record.user = userOf(req, tokens, opts.anonymousUser ?? 'admin', (t) => saTokens.user(t));
+        return route(ctx, req, res, record, address, saTokens);
       })
       .catch((err: unknown) => sendError(res, err));
   });
@@ -364,6 +550,8 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     requests,
     store,
     registry,
+    serviceClusterIpRange,
+    serviceAccountToken: (namespace, name, tokenOpts) => saTokens.issue(namespace, name, tokenOpts).token,
     decoders: ctx.decoders,
     patchers: ctx.patchers,
     setTableRenderer: (r) => (ctx.tableRenderer = r),

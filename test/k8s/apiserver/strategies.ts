@@ -1,10 +1,12 @@
 /** Per-kind defaulting and validation run as the first admission step (what kube-apiserver's strategies do). */
-import { badRequest, invalid, type StatusCause } from './errors.js';
+import { ApiError, badRequest, invalid, type StatusCause } from './errors.js';
 import { isObject, jsonEqual, nowTimestamp, type KObject } from './objects.js';
 import { acceptedNames, type CrdNames, type ResourceType } from './resources.js';
 import type { AdmitFn } from './store.js';
 
 export const CRD_CLEANUP_FINALIZER = 'customresourcecleanup.apiextensions.k8s.io';
+/** Service cluster IPs (DESIGN.md §5); tests running in parallel pass a range of their own. */
+export const DEFAULT_SERVICE_RANGE = '127.0.2.0/24';
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -76,23 +78,104 @@ function defaultSecret(obj: KObject): void {
   delete obj.stringData;
 }
 
-/** Allocates Service cluster IPs from 127.0.2.0/24 (the test address plan). */
-class ClusterIpAllocator {
-  private next = 1;
+const ipToInt = (ip: string): number => ip.split('.').reduce((n, part) => n * 256 + Number(part), 0);
+const intToIp = (n: number): string => [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+/** Parses an IPv4 CIDR (`127.0.2.0/24`) into its first and last host address (as integers). */
+export function parseIpv4Cidr(cidr: string): { first: number; last: number } {
+  const m = /^([\d.]+)\/(\d{1,2})$/.exec(cidr);
+  const bits = Number(m?.[2]);
+  if (!m || !IPV4.test(m[1]) || bits > 32) throw new Error(`not an IPv4 CIDR: ${cidr}`);
+  const size = 2 ** (32 - bits);
+  const base = Math.floor(ipToInt(m[1]) / size) * size;
+  // Network and broadcast addresses are not handed out (unless the range is that small).
+  return size > 2 ? { first: base + 1, last: base + size - 2 } : { first: base, last: base + size - 1 };
+}
+
+/**
+ * Allocates Service cluster IPs from a range (default 127.0.2.0/24, the test address plan), as
+ * kube-apiserver's allocator does: an address named by the Service must lie in the range and be free;
+ * otherwise the next free one after the last handed out (so a released address is not reused at once).
+ * Which addresses are taken is read from the stored Services (`inUse`).
+ */
+export class ClusterIpAllocator {
+  private readonly first: number;
+  private readonly last: number;
+  private next: number;
+
+  constructor(
+    readonly range: string,
+    private readonly inUse: () => Iterable<string>,
+  ) {
+    ({ first: this.first, last: this.last } = parseIpv4Cidr(range));
+    this.next = this.first;
+  }
+
   allocate(): string {
-    const ip = `127.0.2.${this.next}`;
-    this.next = this.next >= 254 ? 1 : this.next + 1;
-    return ip;
+    const taken = new Set(this.inUse());
+    const size = this.last - this.first + 1;
+    for (let i = 0; i < size; i++) {
+      const n = this.first + ((this.next - this.first + i) % size);
+      const ip = intToIp(n);
+      if (taken.has(ip)) continue;
+      this.next = n === this.last ? this.first : n + 1;
+      return ip;
+    }
+    throw new ApiError(
+      500,
+      'InternalError',
+      'Internal error occurred: failed to allocate a serviceIP: range is full',
+    );
+  }
+
+  /** Why `ip` cannot be given to a new Service (undefined when it can). */
+  refuse(ip: string): string | undefined {
+    if (!IPV4.test(ip)) return 'must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)';
+    const n = ipToInt(ip);
+    if (n < this.first || n > this.last)
+      return `failed to allocate IP ${ip}: the provided IP (${ip}) is not in the valid range. The range of valid IPs is ${this.range}`;
+    if (new Set(this.inUse()).has(ip)) return `failed to allocate IP ${ip}: provided IP is already allocated`;
+    return undefined;
   }
 }
 
+/** Service defaults; cluster IPs are allocated at create and may not change afterwards. */
 function defaultService(obj: KObject, old: KObject | undefined, ips: ClusterIpAllocator): void {
   const spec = (isObject(obj.spec) ? obj.spec : {}) as Record<string, unknown>;
   spec.type ??= 'ClusterIP';
   spec.sessionAffinity ??= 'None';
   const oldSpec = (old?.spec ?? {}) as Record<string, unknown>;
-  if (spec.type !== 'ExternalName' && !spec.clusterIP) spec.clusterIP = oldSpec.clusterIP ?? ips.allocate();
-  if (spec.clusterIP && !spec.clusterIPs) spec.clusterIPs = [spec.clusterIP];
+  const bad = (field: string, value: unknown, why: string) =>
+    invalid('Service', obj.metadata.name ?? '', [
+      { reason: 'FieldValueInvalid', message: `Invalid value: ${JSON.stringify(value)}: ${why}`, field },
+    ]);
+  if (spec.type === 'ExternalName') {
+    delete spec.clusterIP;
+    delete spec.clusterIPs;
+  } else {
+    const oldIp =
+      old && oldSpec.type !== 'ExternalName' && typeof oldSpec.clusterIP === 'string' && oldSpec.clusterIP
+        ? oldSpec.clusterIP
+        : undefined;
+    const given =
+      (typeof spec.clusterIP === 'string' && spec.clusterIP) ||
+      (Array.isArray(spec.clusterIPs) && typeof spec.clusterIPs[0] === 'string' && spec.clusterIPs[0]) ||
+      undefined;
+    if (oldIp && given && given !== oldIp)
+      throw bad('spec.clusterIPs[0]', [given], 'may not change once set');
+    let ip = given ?? oldIp;
+    if (!ip) ip = ips.allocate();
+    else if (ip !== 'None' && ip !== oldIp) {
+      const why = ips.refuse(ip);
+      if (why) throw bad('spec.clusterIPs', [ip], why);
+    }
+    spec.clusterIP = ip;
+    spec.clusterIPs = [ip];
+    spec.ipFamilies ??= ['IPv4'];
+    spec.ipFamilyPolicy ??= 'SingleStack';
+    spec.internalTrafficPolicy ??= 'Cluster';
+  }
   if (Array.isArray(spec.ports))
     for (const p of spec.ports as Record<string, unknown>[]) {
       p.protocol ??= 'TCP';
@@ -258,8 +341,18 @@ function checkMicroTimes(t: ResourceType, obj: KObject): void {
 }
 
 /** The built-in admission step: names, per-kind defaults, CRD checks and status. */
-export function builtinAdmission(): AdmitFn {
-  const ips = new ClusterIpAllocator();
+export function builtinAdmission(
+  opts: {
+    /** Where Service cluster IPs come from (default 127.0.2.0/24). */
+    serviceClusterIpRange?: string;
+    /** The cluster IPs stored Services hold. */
+    clusterIpsInUse?: () => Iterable<string>;
+  } = {},
+): AdmitFn {
+  const ips = new ClusterIpAllocator(
+    opts.serviceClusterIpRange ?? DEFAULT_SERVICE_RANGE,
+    opts.clusterIpsInUse ?? (() => []),
+  );
   return (t, obj, old, op) => {
     if (!isObject(obj.metadata)) throw badRequest('metadata must be an object');
     checkMicroTimes(t, obj);

@@ -1,15 +1,18 @@
 /**
- * A "process kubelet" for tests: plays kube-controller-manager (the StatefulSet, Deployment and
- * ReplicaSet controllers) and a kubelet beside the test API server, so `kubectl apply` of a
- * StatefulSet or Deployment ends in real local processes.
+ * A "process kubelet" for tests: plays kube-controller-manager (the StatefulSet, Deployment,
+ * ReplicaSet and ServiceAccount controllers; the endpoints controllers in `services.ts`), a kubelet
+ * and kube-proxy (`services.ts`) beside the test API server, so `kubectl apply` of a StatefulSet or
+ * Deployment ends in real local processes reachable through their Services.
  *
  * It talks to the server through its in-process store API (the kubelet lives in the test process):
  * it subscribes to store events and reads and writes objects with `store.get/list/create/update/delete`.
  * Store writes are synchronous, so the controller is too; only process handling is asynchronous.
  *
- * Pods it runs carry the finalizer `kubelet.cartero.test/process`: deleting a pod sets its
- * deletionTimestamp, the kubelet sends SIGTERM (SIGKILL after `terminationGracePeriodSeconds`), and
- * the pod disappears once the process is gone, as with a real kubelet.
+ * Pods it runs carry the finalizer `kubelet.cartero.test/process` (added to pods made without a
+ * controller too): deleting a pod sets its deletionTimestamp, the kubelet runs the container's
+ * `lifecycle.preStop` hook, sends SIGTERM, then SIGKILL at the end of `terminationGracePeriodSeconds`
+ * (the hook's time included; at least 2 s after a hook), and the pod disappears once the process is
+ * gone, as with a real kubelet.
  *
  * Mapping a container to a process:
  * - image -> `images[image]`: `command` and `args` act as the image's ENTRYPOINT; the container's
@@ -23,24 +26,32 @@
  *   (as the whole value or after `=`, e.g. `--config=/etc/x/a.yaml`) is rewritten to the host path.
  *   File contents are not rewritten. ConfigMap/Secret changes reach running pods' files (not
  *   `subPath` ones), each file replaced atomically. `CARTERO_POD_ROOT` names `<podDir>/mounts`; cwd is the pod dir.
+ * - also projected (serviceAccountToken, configMap, secret, downwardAPI sources) and downwardAPI
+ *   volumes.
+ * - ServiceAccount: a token for the pod's ServiceAccount (bound to the pod), `namespace` and `ca.crt`
+ *   (when the server has a CA) in `<podDir>/mounts/var/run/secrets/kubernetes.io/serviceaccount`
+ *   (an implicit mount, so paths under it are rewritten too), and `<podDir>/kubeconfig` with the
+ *   server URL and that token file, named by `KUBECONFIG` (see writeServiceAccount).
  * - env: `PATH` and `HOME` from the host, `HOSTNAME`, `POD_NAME`, `POD_NAMESPACE`, `POD_IP`,
- *   `NODE_NAME`, then the container's `envFrom` and `env` (literals, fieldRef, configMapKeyRef,
- *   secretKeyRef).
+ *   `NODE_NAME`, `KUBERNETES_SERVICE_HOST`/`_PORT` (the API server), `KUBECONFIG`, then the
+ *   container's `envFrom` and `env` (literals, fieldRef, configMapKeyRef, secretKeyRef).
  * - stdout and stderr go to `<podDir>/<container>.log` (appended across restarts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import { mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
+import { stringify as toYaml } from 'yaml';
 import type { ApiServer } from '../apiserver/server.js';
 import type { KObject } from '../apiserver/objects.js';
 import { isObject, nowTimestamp } from '../apiserver/objects.js';
 import type { ResourceType } from '../apiserver/resources.js';
 import type { StoreEvent } from '../apiserver/store.js';
 import { ApiError } from '../apiserver/errors.js';
+import { startServiceProxy, type ServiceProxy } from './services.js';
 
 export const KUBELET_FINALIZER = 'kubelet.cartero.test/process';
 export const POD_NAME_LABEL = 'statefulset.kubernetes.io/pod-name';
@@ -48,6 +59,10 @@ export const REVISION_LABEL = 'controller-revision-hash';
 export const POD_INDEX_LABEL = 'apps.kubernetes.io/pod-index';
 export const TEMPLATE_HASH_LABEL = 'pod-template-hash';
 export const REVISION_ANNOTATION = 'deployment.kubernetes.io/revision';
+/** Where a real pod finds its ServiceAccount token, namespace and CA (the pod dir holds it here). */
+export const SERVICEACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
+/** The kubelet's minimum shutdown window after a preStop hook (as kubelet's minimumGracePeriodInSeconds). */
+const MIN_GRACE_AFTER_HOOK_MS = 2_000;
 
 export interface ImageCommand {
   command: string;
@@ -55,7 +70,12 @@ export interface ImageCommand {
 }
 
 export interface KubeletOptions {
-  server: Pick<ApiServer, 'store' | 'registry'>;
+  /**
+   * The API server. With `url` and `serviceAccountToken` pods get ServiceAccount credentials (token
+   * files, `KUBECONFIG`, `KUBERNETES_SERVICE_HOST`/`_PORT`); `caCert` (PEM) goes to their `ca.crt`.
+   */
+  server: Pick<ApiServer, 'store' | 'registry'> &
+    Partial<Pick<ApiServer, 'url' | 'serviceAccountToken'>> & { caCert?: string };
   /** image -> local command (the image's entrypoint). */
   images: Record<string, ImageCommand>;
   /** Where pod directories go (`<dir>/<namespace>_<name>_<uid>`). */
@@ -68,6 +88,13 @@ export interface KubeletOptions {
   backoff?: { initialMs?: number; maxMs?: number };
   /** Called with errors the controller or kubelet hit (default: console.error). */
   onError?: (err: unknown) => void;
+  /**
+   * Run the endpoints/EndpointSlice controllers and the Service proxy (`services.ts`; default true):
+   * ClusterIP Services answer on their cluster IP.
+   */
+  services?: boolean;
+  /** Play the ServiceAccount controller: a `default` ServiceAccount in every namespace (default true). */
+  serviceAccounts?: boolean;
 }
 
 export interface PodProcess {
@@ -88,6 +115,8 @@ export interface Kubelet {
   spawnedPids(): number[];
   /** Path of a pod's container log (first container). */
   logPath(namespace: string, name: string): string | undefined;
+  /** The Service proxy (undefined with `services: false`). */
+  services: ServiceProxy | undefined;
   /**
    * Terminates all processes (SIGTERM, then SIGKILL after the pod's grace period, or `graceSeconds`
    * when given) and drops its finalizers from the pods left in the store.
@@ -106,6 +135,19 @@ interface Container {
   volumeMounts?: { name: string; mountPath: string; subPath?: string; readOnly?: boolean }[];
   readinessProbe?: Probe;
   livenessProbe?: Probe;
+  lifecycle?: { preStop?: LifecycleHandler };
+}
+
+interface LifecycleHandler {
+  exec?: { command?: string[] };
+  httpGet?: {
+    path?: string;
+    port: number | string;
+    host?: string;
+    scheme?: string;
+    httpHeaders?: { name: string; value: string }[];
+  };
+  sleep?: { seconds: number };
 }
 
 interface NameRef {
@@ -139,11 +181,32 @@ interface Volume {
   secret?: { secretName?: string; items?: KeyPath[]; optional?: boolean; defaultMode?: number };
   emptyDir?: object;
   persistentVolumeClaim?: { claimName: string };
+  projected?: { sources?: ProjectedSource[]; defaultMode?: number };
+  downwardAPI?: { items?: DownwardItem[]; defaultMode?: number };
+}
+
+interface DownwardItem {
+  path: string;
+  fieldRef?: { fieldPath: string };
+  mode?: number;
+}
+
+interface ProjectedSource {
+  serviceAccountToken?: { path: string; audience?: string; expirationSeconds?: number };
+  configMap?: { name?: string; items?: KeyPath[]; optional?: boolean };
+  secret?: { name?: string; items?: KeyPath[]; optional?: boolean };
+  downwardAPI?: { items?: DownwardItem[] };
 }
 
 interface KeyPath {
   key: string;
   path: string;
+  mode?: number;
+}
+
+interface VolumeFile {
+  path: string;
+  content: string;
   mode?: number;
 }
 
@@ -156,6 +219,8 @@ interface PodSpec {
   hostname?: string;
   subdomain?: string;
   serviceAccountName?: string;
+  serviceAccount?: string;
+  automountServiceAccountToken?: boolean;
 }
 
 interface Condition {
@@ -195,6 +260,16 @@ interface Runtime {
   volumeFiles: Map<string, Set<string>>;
   volumesWritten: boolean;
   volumeUpdates: Promise<void>;
+  /** The environment the process was last started with (preStop exec hooks get it too). */
+  env?: Record<string, string>;
+  /** The per-pod kubeconfig (ServiceAccount credentials), when the token is mounted. */
+  kubeconfig?: string;
+  /** Mount paths the kubelet adds itself (the ServiceAccount directory). */
+  implicitMounts: string[];
+  /** The ServiceAccount token issued for the pod. */
+  saToken?: string;
+  /** Set while a container is being stopped (preStop, SIGTERM, SIGKILL) for one process. */
+  killing?: { child: ChildProcess; done: Promise<void> };
 }
 
 /** JSON with sorted keys: the basis of the template hash. */
@@ -274,6 +349,10 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
   const pids = new Set<number>();
   let stopped = false;
   const allocate = opts.podAddresses ?? loopbackAddresses();
+  const saT = registry.find('', 'v1', 'serviceaccounts') as ResourceType;
+  const nsT = registry.find('', 'v1', 'namespaces') as ResourceType;
+  const apiUrl = opts.server.url ? new URL(opts.server.url) : undefined;
+  const services = opts.services === false ? undefined : startServiceProxy({ server: opts.server, onError });
 
   const guard = (fn: () => void) => {
     try {
@@ -294,6 +373,7 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
       guard(reconcileAll);
       guard(reconcileDeployments);
       guard(reconcileReplicaSets);
+      guard(ensureServiceAccounts);
       guard(syncPods);
     });
   };
@@ -302,11 +382,35 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
       e.key === 'apps/statefulsets' ||
       e.key === 'apps/deployments' ||
       e.key === 'apps/replicasets' ||
-      e.key === '/pods'
+      e.key === '/pods' ||
+      (opts.serviceAccounts !== false && (e.key === '/namespaces' || e.key === '/serviceaccounts'))
     )
       schedule();
     if ((e.key === '/configmaps' || e.key === '/secrets') && !stopped) setImmediate(() => refreshVolumes(e));
   });
+
+  // ---------------------------------------------------------------- ServiceAccount controller
+  /** A `default` ServiceAccount in every namespace that is not terminating. */
+  function ensureServiceAccounts(): void {
+    if (opts.serviceAccounts === false) return;
+    for (const ns of store.list(nsT).items)
+      if (!ns.metadata.deletionTimestamp) ensureServiceAccount(ns.metadata.name ?? '', 'default');
+  }
+
+  function ensureServiceAccount(ns: string, name: string): void {
+    try {
+      store.get(saT, ns, name);
+      return;
+    } catch {
+      // create it
+    }
+    try {
+      store.create(saT, ns, { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name } });
+    } catch (err) {
+      // Lost a race, or the namespace is going away.
+      if (!(err instanceof ApiError && [403, 404, 409].includes(err.code))) throw err;
+    }
+  }
 
   // ---------------------------------------------------------------- StatefulSet controller
   function ownedPods(sts: KObject): Map<number, KObject> {
@@ -853,11 +957,27 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
       seen.add(uid);
       const rt = runtimes.get(uid);
       if (pod.metadata.deletionTimestamp) {
-        if (rt) void terminate(rt);
+        if (rt) void terminate(rt, undefined, true);
         else dropFinalizer(pod);
-      } else if (!rt) start(pod);
+      } else if (!rt) {
+        // Pods made without a controller (kubectl run/apply) get the finalizer too, so their
+        // deletion waits for the process (preStop, SIGTERM, SIGKILL) as a graceful deletion does.
+        if (!pod.metadata.finalizers?.includes(KUBELET_FINALIZER)) addFinalizer(pod);
+        start(pod);
+      }
     }
     for (const rt of runtimes.values()) if (!seen.has(rt.uid)) void terminate(rt);
+  }
+
+  function addFinalizer(pod: KObject): void {
+    const next = structuredClone(pod);
+    next.metadata.finalizers = [...(next.metadata.finalizers ?? []), KUBELET_FINALIZER];
+    try {
+      store.update(podT, pod.metadata.namespace ?? '', pod.metadata.name ?? '', next);
+    } catch (err) {
+      // Changed meanwhile: the next pass sees the new version (the runtime exists by then).
+      if (!(err instanceof ApiError && (err.code === 404 || err.code === 409))) throw err;
+    }
   }
 
   function dropFinalizer(pod: KObject): void {
@@ -974,8 +1094,40 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
     }
   }
 
-  function buildEnv(pod: KObject, rt: Runtime): Record<string, string> {
+  /** The value of a downward API `fieldRef` (env and downwardAPI volumes). */
+  function fieldRefValue(pod: KObject, rt: Runtime, p: string): string {
     const spec = pod.spec as PodSpec;
+    const m = /^metadata\.(labels|annotations)\['([^']+)'\]$/.exec(p);
+    if (m) return (pod.metadata[m[1]] as Record<string, string> | undefined)?.[m[2]] ?? '';
+    switch (p) {
+      case 'metadata.name':
+        return rt.name;
+      case 'metadata.namespace':
+        return rt.namespace;
+      case 'metadata.uid':
+        return rt.uid;
+      case 'metadata.labels':
+      case 'metadata.annotations': {
+        const map = (p === 'metadata.labels' ? pod.metadata.labels : pod.metadata.annotations) ?? {};
+        return Object.keys(map)
+          .sort()
+          .map((k) => `${k}=${JSON.stringify(map[k])}`)
+          .join('\n');
+      }
+      case 'status.podIP':
+        return rt.ip;
+      case 'status.hostIP':
+        return '127.0.0.1';
+      case 'spec.nodeName':
+        return nodeName;
+      case 'spec.serviceAccountName':
+        return serviceAccountName(spec);
+      default:
+        throw new Error(`unsupported fieldRef ${p}`);
+    }
+  }
+
+  function buildEnv(pod: KObject, rt: Runtime): Record<string, string> {
     const ns = rt.namespace;
     const env: Record<string, string> = {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
@@ -986,6 +1138,10 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
       POD_IP: rt.ip,
       NODE_NAME: nodeName,
       CARTERO_POD_ROOT: path.join(rt.dir, 'mounts'),
+      // Where the API server is (a real pod gets the `kubernetes` Service's address here).
+      ...(apiUrl ? { KUBERNETES_SERVICE_HOST: apiUrl.hostname, KUBERNETES_SERVICE_PORT: apiUrl.port } : {}),
+      // client-node's loadFromDefault() reads this before it would try the in-cluster files.
+      ...(rt.kubeconfig ? { KUBECONFIG: rt.kubeconfig } : {}),
     };
     for (const from of rt.container.envFrom ?? []) {
       const data = from.configMapRef
@@ -995,28 +1151,7 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
           : undefined;
       for (const [k, v] of Object.entries(data ?? {})) env[`${from.prefix ?? ''}${k}`] = v;
     }
-    const field = (p: string): string => {
-      const m = /^metadata\.(labels|annotations)\['([^']+)'\]$/.exec(p);
-      if (m) return (pod.metadata[m[1]] as Record<string, string> | undefined)?.[m[2]] ?? '';
-      switch (p) {
-        case 'metadata.name':
-          return rt.name;
-        case 'metadata.namespace':
-          return ns;
-        case 'metadata.uid':
-          return rt.uid;
-        case 'status.podIP':
-          return rt.ip;
-        case 'status.hostIP':
-          return '127.0.0.1';
-        case 'spec.nodeName':
-          return nodeName;
-        case 'spec.serviceAccountName':
-          return spec.serviceAccountName ?? 'default';
-        default:
-          throw new Error(`unsupported fieldRef ${p}`);
-      }
-    };
+    const field = (p: string) => fieldRefValue(pod, rt, p);
     for (const e of rt.container.env ?? []) {
       const from = e.valueFrom;
       if (!from) env[e.name] = expand(e.value ?? '', env);
@@ -1035,10 +1170,131 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
     return env;
   }
 
+  /** The files of a ConfigMap or Secret (`items` or every key). */
+  function keyFiles(
+    data: Record<string, string> | undefined,
+    items: KeyPath[] | undefined,
+    mode: number | undefined,
+  ): VolumeFile[] {
+    const entries = items ?? Object.keys(data ?? {}).map((key) => ({ key, path: key, mode: undefined }));
+    return entries
+      .filter((e) => data?.[e.key] !== undefined)
+      .map((e) => ({ path: e.path, content: data?.[e.key] ?? '', mode: e.mode ?? mode }));
+  }
+
+  function downwardFiles(pod: KObject, rt: Runtime, items: DownwardItem[] | undefined, mode?: number) {
+    return (items ?? [])
+      .filter((i) => i.fieldRef)
+      .map((i) => ({
+        path: i.path,
+        content: fieldRefValue(pod, rt, i.fieldRef?.fieldPath ?? ''),
+        mode: i.mode ?? mode,
+      }));
+  }
+
+  /** The files of a projected volume (ServiceAccount token, ConfigMap, Secret, downward API sources). */
+  function projectedFiles(pod: KObject, rt: Runtime, vol: NonNullable<Volume['projected']>): VolumeFile[] {
+    const out: VolumeFile[] = [];
+    const mode = vol.defaultMode;
+    for (const src of vol.sources ?? []) {
+      if (src.serviceAccountToken)
+        out.push({
+          path: src.serviceAccountToken.path,
+          content: podToken(pod, rt, src.serviceAccountToken.audience),
+          mode,
+        });
+      else if (src.configMap)
+        out.push(
+          ...keyFiles(lookupKey(cmT, rt.namespace, src.configMap, 'configmap'), src.configMap.items, mode),
+        );
+      else if (src.secret)
+        out.push(...keyFiles(lookupKey(secretT, rt.namespace, src.secret, 'secret'), src.secret.items, mode));
+      else if (src.downwardAPI) out.push(...downwardFiles(pod, rt, src.downwardAPI.items, mode));
+    }
+    return out;
+  }
+
+  // ---------------------------------------------------------------- ServiceAccount credentials
+  const serviceAccountName = (spec: PodSpec) => spec.serviceAccountName ?? spec.serviceAccount ?? 'default';
+
+  /** The pod's ServiceAccount (`default` is created when missing, as its controller would). */
+  function serviceAccountOf(pod: KObject, rt: Runtime): KObject {
+    const name = serviceAccountName(pod.spec as PodSpec);
+    if (name === 'default' && opts.serviceAccounts !== false) ensureServiceAccount(rt.namespace, name);
+    try {
+      return store.get(saT, rt.namespace, name);
+    } catch (err) {
+      throw new Error(`serviceaccount ${rt.namespace}/${name} not found`, { cause: err });
+    }
+  }
+
+  /** A token for the pod's ServiceAccount, bound to the pod (one per pod, or per audience). */
+  function podToken(pod: KObject, rt: Runtime, audience?: string): string {
+    const issue = opts.server.serviceAccountToken;
+    if (!issue) throw new Error('the kubelet was given no way to issue ServiceAccount tokens');
+    const sa = serviceAccountOf(pod, rt);
+    const bind = { pod: { name: rt.name, uid: rt.uid } };
+    if (audience) return issue(rt.namespace, sa.metadata.name ?? '', { ...bind, audiences: [audience] });
+    rt.saToken ??= issue(rt.namespace, sa.metadata.name ?? '', bind);
+    return rt.saToken;
+  }
+
   /**
-   * Writes ConfigMap/Secret volumes as files under `<podDir>/mounts/<mountPath>` (one file for a
-   * `subPath`), makes emptyDirs, and links PersistentVolumeClaims to `<dir>/volumes/<ns>/<claim>`,
-   * which outlives the pod.
+   * ServiceAccount credentials, as the ServiceAccount admission plugin and a kubelet provide them:
+   * unless `automountServiceAccountToken` is false (pod, then ServiceAccount), `token`, `namespace`
+   * and (when the server has one) `ca.crt` in `<podDir>/mounts/var/run/secrets/kubernetes.io/serviceaccount`
+   * (unless the container mounts a volume there itself), and a kubeconfig `<podDir>/kubeconfig` with
+   * the API server's URL and that token file, named by `KUBECONFIG`: the in-cluster loaders read the
+   * fixed path and use https, which local processes cannot share, while `loadFromDefault()` reads
+   * `KUBECONFIG` first, so the same program runs here and in a real cluster.
+   */
+  async function writeServiceAccount(pod: KObject, rt: Runtime): Promise<void> {
+    rt.kubeconfig = undefined;
+    rt.implicitMounts = [];
+    if (!opts.server.serviceAccountToken || !opts.server.url) return;
+    const spec = pod.spec as PodSpec;
+    const sa = serviceAccountOf(pod, rt);
+    const automount = spec.automountServiceAccountToken ?? sa.automountServiceAccountToken ?? true;
+    if (automount === false) return;
+    const saDir = path.join(rt.dir, 'mounts', SERVICEACCOUNT_DIR);
+    const own = (rt.container.volumeMounts ?? []).some(
+      (m) => m.mountPath.replace(/\/+$/, '') === SERVICEACCOUNT_DIR,
+    );
+    if (!own) {
+      await mkdir(saDir, { recursive: true });
+      await writeFile(path.join(saDir, 'token'), podToken(pod, rt), { mode: 0o600 });
+      await writeFile(path.join(saDir, 'namespace'), rt.namespace);
+      if (opts.server.caCert) await writeFile(path.join(saDir, 'ca.crt'), opts.server.caCert);
+      rt.implicitMounts = [SERVICEACCOUNT_DIR];
+    }
+    const tokenFile = path.join(saDir, 'token');
+    const cluster: Record<string, unknown> = { server: opts.server.url };
+    if (opts.server.caCert && opts.server.url.startsWith('https:'))
+      cluster['certificate-authority'] = path.join(saDir, 'ca.crt');
+    else cluster['insecure-skip-tls-verify'] = true; // client-node needs it for http
+    const user = sa.metadata.name ?? 'default';
+    const kubeconfig = path.join(rt.dir, 'kubeconfig');
+    await writeFile(
+      kubeconfig,
+      toYaml({
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: [{ name: 'in-cluster', cluster }],
+        // `tokenFile` is client-go's spelling, `token-file` client-node 1.4's.
+        users: [{ name: user, user: { tokenFile, 'token-file': tokenFile } }],
+        contexts: [{ name: 'in-cluster', context: { cluster: 'in-cluster', user, namespace: rt.namespace } }],
+        'current-context': 'in-cluster',
+        preferences: {},
+      }),
+      { mode: 0o600 },
+    );
+    rt.kubeconfig = kubeconfig;
+  }
+
+  /**
+   * Writes ConfigMap/Secret/projected/downwardAPI volumes as files under `<podDir>/mounts/<mountPath>`
+   * (one file for a `subPath`), makes emptyDirs, and links PersistentVolumeClaims to
+   * `<dir>/volumes/<ns>/<claim>`, which outlives the pod.
    */
   async function writeVolumes(pod: KObject, rt: Runtime, refresh = false): Promise<void> {
     const spec = pod.spec as PodSpec;
@@ -1056,43 +1312,36 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
         await symlink(source, target);
         continue;
       }
-      let data: Record<string, string> | undefined;
-      let items: KeyPath[] | undefined;
-      let mode: number | undefined;
+      let files: VolumeFile[] = [];
       if (vol.configMap) {
-        data = lookupKey(cmT, rt.namespace, vol.configMap, 'configmap');
-        items = vol.configMap.items;
-        mode = vol.configMap.defaultMode;
+        const data = lookupKey(cmT, rt.namespace, vol.configMap, 'configmap');
+        files = keyFiles(data, vol.configMap.items, vol.configMap.defaultMode);
       } else if (vol.secret) {
-        data = lookupKey(
+        const data = lookupKey(
           secretT,
           rt.namespace,
           { name: vol.secret.secretName, optional: vol.secret.optional },
           'secret',
         );
-        items = vol.secret.items;
-        mode = vol.secret.defaultMode;
-      }
-      const entries =
-        items ??
-        Object.keys(data ?? {}).map((key) => ({ key, path: key, mode: undefined as number | undefined }));
+        files = keyFiles(data, vol.secret.items, vol.secret.defaultMode);
+      } else if (vol.projected) files = projectedFiles(pod, rt, vol.projected);
+      else if (vol.downwardAPI)
+        files = downwardFiles(pod, rt, vol.downwardAPI.items, vol.downwardAPI.defaultMode);
       if (mount.subPath) {
-        const item = entries.find((e) => e.path === mount.subPath);
-        if (data && item && data[item.key] !== undefined)
-          await writeFile(target, data[item.key], { mode: item.mode ?? mode ?? 0o644 });
+        const file = files.find((f) => f.path === mount.subPath);
+        if (file) await writeFile(target, file.content, { mode: file.mode ?? 0o644 });
         else await mkdir(target, { recursive: true });
         continue;
       }
       await mkdir(target, { recursive: true });
       const written = new Set<string>();
-      for (const item of data ? entries : []) {
-        if (data?.[item.key] === undefined) continue;
-        const file = path.join(target, item.path);
+      for (const f of files) {
+        const file = path.join(target, f.path);
         written.add(file);
         await mkdir(path.dirname(file), { recursive: true });
         // Atomic replacement, so a process never reads a half-written file.
         const tmp = `${file}.${process.pid}.tmp`;
-        await writeFile(tmp, data[item.key], { mode: item.mode ?? mode ?? 0o644 });
+        await writeFile(tmp, f.content, { mode: f.mode ?? 0o644 });
         await rename(tmp, file);
       }
       for (const file of rt.volumeFiles.get(target) ?? [])
@@ -1121,12 +1370,12 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
 
   /** Rewrites values that are mountPaths (or lie under one) to their host paths. */
   function rewritePaths(value: string, rt: Runtime): string {
-    const mounts = [...(rt.container.volumeMounts ?? [])].sort(
-      (a, b) => b.mountPath.length - a.mountPath.length,
+    const mounts = [...(rt.container.volumeMounts ?? []).map((m) => m.mountPath), ...rt.implicitMounts].sort(
+      (a, b) => b.length - a.length,
     );
     const one = (v: string): string => {
       for (const m of mounts) {
-        const mp = m.mountPath.replace(/\/+$/, '');
+        const mp = m.replace(/\/+$/, '');
         if (v === mp || v.startsWith(`${mp}/`)) return path.join(rt.dir, 'mounts', mp) + v.slice(mp.length);
       }
       return v;
@@ -1168,6 +1417,7 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
       volumeFiles: new Map(),
       volumesWritten: false,
       volumeUpdates: Promise.resolve(),
+      implicitMounts: [],
     };
     runtimes.set(uid, rt);
     const image = container.image ? opts.images[container.image] : undefined;
@@ -1182,6 +1432,7 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
       await rm(path.join(dir, 'mounts'), { recursive: true, force: true });
       await mkdir(dir, { recursive: true });
       await writeVolumes(current, rt);
+      await writeServiceAccount(current, rt);
       rt.volumesWritten = true;
       if (rt.terminating || stopped) return;
       spawnProcess(current, rt, image);
@@ -1211,6 +1462,7 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
       ? [...c.command, ...(c.args ?? [])].map(fix)
       : [image.command, ...(image.args ?? []), ...(c.args ?? []).map(fix)];
     for (const [k, v] of Object.entries(env)) env[k] = rewritePaths(v, rt);
+    rt.env = env;
     const fd = openSync(rt.log, 'a');
     let child: ChildProcess;
     try {
@@ -1270,9 +1522,12 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
     });
   }
 
+  /** A probe's or hook's port: a number, or the name of one of the container's ports. */
+  const containerPort = (rt: Runtime, p: number | string) =>
+    typeof p === 'number' ? p : (rt.container.ports?.find((x) => x.name === p)?.containerPort ?? Number(p));
+
   function probeOnce(rt: Runtime, probe: Probe): Promise<boolean> {
-    const portOf = (p: number | string) =>
-      typeof p === 'number' ? p : (rt.container.ports?.find((x) => x.name === p)?.containerPort ?? Number(p));
+    const portOf = (p: number | string) => containerPort(rt, p);
     const timeoutMs = (probe.timeoutSeconds ?? 1) * 1000;
     return new Promise<boolean>((resolve) => {
       if (probe.httpGet) {
@@ -1360,21 +1615,124 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
         if (rt.terminating || stopped || rt.child !== child || !isRunning(child)) return;
         if (ok) failures = 0;
         else if (++failures >= (liveness.failureThreshold ?? 3)) {
-          // Like a kubelet: kill the container; the restart policy brings it back.
+          // Like a kubelet: kill the container (preStop included); the restart policy brings it back.
           failures = 0;
-          const pid = child.pid;
-          signalOf(pid, 'SIGTERM');
-          const kill = setTimeout(() => {
-            rt.timers.delete(kill);
-            if (isRunning(child)) signalOf(pid, 'SIGKILL');
-          }, rt.graceSeconds * 1000);
-          rt.timers.add(kill);
+          void killContainer(rt, child, rt.graceSeconds, true);
         }
       });
   }
 
-  /** SIGTERM, SIGKILL after the grace period; then removes the pod dir and the finalizer. */
-  function terminate(rt: Runtime, graceSeconds?: number): Promise<void> {
+  /** Appends a line to the pod's container log (what a kubelet would report as an event). */
+  function note(rt: Runtime, line: string): void {
+    void appendFile(rt.log, `[kubelet] ${line}\n`).catch(() => undefined);
+  }
+
+  /**
+   * Runs a container's preStop hook until it finishes or `deadline` (ms) passes: exec (the command
+   * with the process's environment and cwd, mount paths rewritten as for commands; no `$(VAR)`
+   * expansion, as in Kubernetes), httpGet (GET to the pod IP unless `host` is given) or sleep.
+   * Failures are noted in the container log; termination goes on either way.
+   */
+  async function runPreStop(rt: Runtime, hook: LifecycleHandler, deadline: number): Promise<void> {
+    const left = () => Math.max(0, deadline - Date.now());
+    if (hook.exec?.command?.length) {
+      const argv = hook.exec.command.map((a) => rewritePaths(a, rt));
+      const fd = openSync(rt.log, 'a');
+      let child: ChildProcess;
+      try {
+        child = spawn(argv[0], argv.slice(1), {
+          cwd: rt.dir,
+          env: rt.env ?? {},
+          stdio: ['ignore', fd, fd],
+          detached: true,
+        });
+      } finally {
+        closeSync(fd);
+      }
+      if (child.pid) pids.add(child.pid);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          note(rt, `preStop hook ${JSON.stringify(argv)} still running at the end of the grace period`);
+          if (child.pid) killGroup(child.pid);
+          resolve();
+        }, left());
+        child.on('error', (err) => {
+          clearTimeout(timer);
+          note(rt, `preStop hook ${JSON.stringify(argv)} failed: ${err.message}`);
+          resolve();
+        });
+        child.on('close', (code, signal) => {
+          clearTimeout(timer);
+          if (child.pid) killGroup(child.pid);
+          if (code !== 0) note(rt, `preStop hook ${JSON.stringify(argv)} exited with ${code ?? signal}`);
+          resolve();
+        });
+      });
+    } else if (hook.httpGet) {
+      const get = hook.httpGet;
+      await new Promise<void>((resolve) => {
+        const req = http.get(
+          {
+            host: get.host ?? rt.ip,
+            port: containerPort(rt, get.port),
+            path: get.path ?? '/',
+            headers: Object.fromEntries((get.httpHeaders ?? []).map((h) => [h.name, h.value])),
+            agent: false,
+          },
+          (res) => {
+            if ((res.statusCode ?? 0) >= 400)
+              note(rt, `preStop hook GET ${get.path ?? '/'}: ${res.statusCode}`);
+            res.resume();
+          },
+        );
+        const timer = setTimeout(() => req.destroy(new Error('timed out')), left());
+        req.on('error', (err) => note(rt, `preStop hook GET ${get.path ?? '/'} failed: ${err.message}`));
+        req.on('close', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    } else if (hook.sleep)
+      await new Promise<void>((resolve) => setTimeout(resolve, Math.min(hook.sleep!.seconds * 1000, left())));
+  }
+
+  /**
+   * Stops a container's process as a kubelet does: the preStop hook (when `hook`), then SIGTERM, then
+   * SIGKILL at the deadline: `graceSeconds` after the start, the hook's time included, but at least
+   * 2 s after a hook (the kubelet's minimum shutdown window).
+   */
+  function killContainer(
+    rt: Runtime,
+    child: ChildProcess,
+    graceSeconds: number,
+    hook: boolean,
+  ): Promise<void> {
+    if (rt.killing?.child === child) return rt.killing.done;
+    const exited = rt.child === child ? rt.exited : Promise.resolve();
+    const done = (async () => {
+      const deadline = Date.now() + graceSeconds * 1000;
+      let killAt = deadline;
+      const preStop = rt.container.lifecycle?.preStop;
+      if (hook && preStop && isRunning(child)) {
+        await runPreStop(rt, preStop, deadline);
+        killAt = Math.max(deadline, Date.now() + MIN_GRACE_AFTER_HOOK_MS);
+      }
+      const pid = child.pid;
+      if (!pid || !isRunning(child)) return;
+      signalOf(pid, 'SIGTERM');
+      const kill = setTimeout(() => signalOf(pid, 'SIGKILL'), Math.max(0, killAt - Date.now()));
+      await exited;
+      clearTimeout(kill);
+    })();
+    rt.killing = { child, done };
+    return done;
+  }
+
+  /**
+   * preStop (when `hooks`), SIGTERM, SIGKILL after the grace period; then removes the pod dir and the
+   * finalizer.
+   */
+  function terminate(rt: Runtime, graceSeconds?: number, hooks = false): Promise<void> {
     if (rt.done) return rt.done;
     rt.terminating = true;
     rt.ready = false;
@@ -1382,13 +1740,8 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
     rt.timers.clear();
     rt.done = (async () => {
       const child = rt.child;
-      if (child?.pid && child.exitCode === null && child.signalCode === null) {
-        const pid = child.pid;
-        signalOf(pid, 'SIGTERM');
-        const kill = setTimeout(() => signalOf(pid, 'SIGKILL'), (graceSeconds ?? rt.graceSeconds) * 1000);
-        await rt.exited;
-        clearTimeout(kill);
-      }
+      if (child?.pid && isRunning(child))
+        await killContainer(rt, child, graceSeconds ?? rt.graceSeconds, hooks);
       await rm(rt.dir, { recursive: true, force: true, maxRetries: 3 }).catch(() => undefined);
       runtimes.delete(rt.uid);
       const pod = currentPod(rt);
@@ -1415,9 +1768,11 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
     spawnedPids: () => [...pids],
     logPath: (namespace, name) =>
       [...runtimes.values()].find((rt) => rt.namespace === namespace && rt.name === name)?.log,
+    services,
     async stop(stopOpts = {}) {
       stopped = true;
       unsubscribe();
+      await services?.stop();
       await Promise.all([...runtimes.values()].map((rt) => terminate(rt, stopOpts.graceSeconds)));
     },
   };
