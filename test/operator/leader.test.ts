@@ -75,7 +75,18 @@ describe('leader election', () => {
     const cs = NAMES.map((n) => candidate(n, 'one'));
     const leader = await waitFor(() => leaders(cs)[0], { what: 'a leader' });
     const followers = cs.filter((c) => c !== leader);
-    const mark = api.requests.length;
+    // Idle from when every follower has seen the lease held (their first attempts may create or race).
+    const heldSeen = (id: string) => {
+      for (let i = api.requests.length - 1; i >= 0; i--) {
+        const r = api.requests[i];
+        if (r.user === id && r.name === 'one' && r.verb === 'get' && r.code === 200) return i;
+      }
+      return -1;
+    };
+    await waitFor(() => followers.every((f) => heldSeen(f.id) >= 0), {
+      what: 'followers see the lease held',
+    });
+    const mark = Math.max(...followers.map((f) => heldSeen(f.id))) + 1;
     await waitFor(
       () => {
         assert.equal(leaders(cs).length, 1, 'never two leaders');
@@ -136,7 +147,7 @@ describe('leader election', () => {
     const afterRelease = api.requests.length;
     await waitFor(() => api.requests.slice(afterRelease).filter((r) => r.user === 'bravo').length >= 4);
     assert.equal(
-      api.requests.slice(afterRelease).filter((r) => r.user === 'alpha').length,
+      api.requests.slice(afterRelease).filter((r) => r.user === 'alpha' && r.name === 'two').length,
       0,
       'a released elector stays quiet',
     );
@@ -171,7 +182,7 @@ describe('leader election', () => {
       await waitFor(() => !a.elector.isLeader(), { what: 'alpha steps down', timeoutMs: 4_000 });
       const down = a.stopped[0] - cut;
       assert.ok(
-        down <= 1_500 + 300,
+        down <= 1_500 + 500,
         `stepped down ${Math.round(down)} ms after the cut (renewDeadline 1500 ms)`,
       );
       await waitFor(() => b.elector.isLeader(), { what: 'bravo takes over', timeoutMs: 6_000 });
