@@ -1,115 +1,213 @@
 /**
- * `npm start`: the standalone playground. Runs a capture MX on 127.0.0.1:2626 (it keeps every message it
- * receives under .tmp/standalone/captured/) and the relay with examples/standalone/relay.yaml, then prints
- * how to send mail through it. Ctrl-C stops both. (The Kubernetes playground replaces this later.)
+ * `npm start`: the Kubernetes playground. Starts the project's Kubernetes API server and process kubelet
+ * (test/k8s/), installs crds/, runs the operator against it, applies examples/kubernetes/, and starts a
+ * capture MX that keeps every message it receives under .tmp/playground/captured/. Then it prints how to
+ * send mail, where the metrics are and the kubectl line to look around. Ctrl-C stops every process it
+ * started.
+ *
+ * The playground has no Internet: MX lookups fail here. So that mail arrives somewhere you can read it,
+ * the playground routes every SmtpRelay's mail to the capture MX (spec.routing.default becomes a
+ * smarthost, backups are cleared), and does so again whenever you re-apply an example. It says so.
  */
-import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SMTPServer } from 'smtp-server';
+import YAML from 'yaml';
+import { startCaptureMx } from './capture-mx.js';
+import { startApiServer } from '../test/k8s/apiserver/server.js';
+import { loopbackAddresses, startKubelet } from '../test/k8s/kubelet/kubelet.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const config = path.join(repo, 'examples/standalone/relay.yaml');
-const root = path.join(repo, '.tmp/standalone');
+const root = path.join(repo, '.tmp/playground');
 const captured = path.join(root, 'captured');
-mkdirSync(path.join(root, 'secrets'), { recursive: true });
+const RELAY_IMAGE = 'ghcr.io/cartero/relay:0.1.0';
+const CAPTURE = { host: '127.0.4.25', port: 2525 };
+const say = (s: string) => process.stdout.write(s + '\n');
+
+rmSync(root, { recursive: true, force: true });
 mkdirSync(captured, { recursive: true });
-const pwFile = path.join(root, 'secrets/app.password');
-if (!existsSync(pwFile)) writeFileSync(pwFile, randomBytes(12).toString('base64url') + '\n', { mode: 0o600 });
-const password = (await import('node:fs')).readFileSync(pwFile, 'utf8').trim();
 
-let n = 0;
-const mx = new SMTPServer({
-  name: 'capture.localhost',
-  authOptional: true,
-  disabledCommands: ['AUTH', 'STARTTLS'],
-  hideDSN: false,
-  logger: false,
-  onData(stream, session, cb) {
-    const chunks: Buffer[] = [];
-    stream.on('data', (c: Buffer) => chunks.push(c));
-    stream.on('end', () => {
-      const file = path.join(captured, `${Date.now()}-${++n}.eml`);
-      writeFileSync(file, Buffer.concat(chunks));
-      const to = session.envelope.rcptTo.map((r) => r.address).join(', ');
-      process.stdout.write(
-        `capture MX: message from <${session.envelope.mailFrom ? session.envelope.mailFrom.address : ''}> to ${to} -> ${path.relative(repo, file)}\n`,
-      );
-      cb(null, 'captured');
-    });
-  },
+// --- capture MX
+const mx = await startCaptureMx({ ...CAPTURE, dir: captured, relativeTo: repo, onMessage: say });
+
+// --- API server and kubelet
+const api = await startApiServer({ dir: path.join(root, 'api') });
+const kubelet = startKubelet({
+  server: api,
+  images: { [RELAY_IMAGE]: { command: process.execPath, args: [path.join(repo, 'dist/relay/src/main.js')] } },
+  dir: path.join(root, 'pods'),
+  podAddresses: loopbackAddresses('127.0.1'),
 });
-await new Promise<void>((resolve) => mx.listen(2626, '127.0.0.1', resolve));
+const kubectlBase = ['--kubeconfig', api.kubeconfig, '--cache-dir', path.join(root, 'kube-cache')];
+function kubectl(args: string[]): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile('kubectl', [...kubectlBase, ...args], { timeout: 180_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`kubectl ${args.join(' ')}: ${stderr || err.message}`)) : resolve(stdout),
+    ),
+  );
+}
 
-const relay = spawn(process.execPath, [path.join(repo, 'dist/relay/src/main.js'), '--config', config], {
+// --- operator, as a process with the kubeconfig (what the chart runs as a Deployment)
+let stopping = false;
+const operator: ChildProcess = spawn(process.execPath, [path.join(repo, 'dist/operator/src/main.js')], {
+  env: {
+    ...process.env,
+    KUBECONFIG: api.kubeconfig,
+    CARTERO_RELAY_IMAGE: RELAY_IMAGE,
+    POD_NAMESPACE: 'default',
+    POD_NAME: 'playground-operator',
+    METRICS_PORT: '0',
+    METRICS_ADDRESS: '127.0.0.1',
+  },
   stdio: ['ignore', 'pipe', 'inherit'],
 });
-let shown = false;
-relay.stdout.setEncoding('utf8');
-let buf = '';
-relay.stdout.on('data', (chunk: string) => {
-  buf += chunk;
+let opBuf = '';
+operator.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+  opBuf += chunk;
   let i;
-  while ((i = buf.indexOf('\n')) >= 0) {
-    const line = buf.slice(0, i);
-    buf = buf.slice(i + 1);
-    let ev: Record<string, unknown>;
+  while ((i = opBuf.indexOf('\n')) >= 0) {
+    const line = opBuf.slice(0, i);
+    opBuf = opBuf.slice(i + 1);
     try {
-      ev = JSON.parse(line) as Record<string, unknown>;
+      const ev = JSON.parse(line) as { level: number; msg: string; err?: string; smtprelay?: string };
+      if (ev.level >= 40) say(`operator: ${ev.msg} ${ev.smtprelay ?? ''} ${ev.err ?? ''}`);
     } catch {
-      process.stdout.write(line + '\n');
-      continue;
-    }
-    if (ev.event === 'ready' && !shown) {
-      shown = true;
-      process.stdout.write(`
-Cartero relay is running (config: examples/standalone/relay.yaml, spool: .tmp/standalone/spool).
-
-  Send a message (trusted network, no AUTH):
-    swaks --server 127.0.0.1 --port 2525 --from you@example.test --to someone@example.test
-  Send with AUTH on the submission listener:
-    swaks --server 127.0.0.1 --port 5870 --auth PLAIN --auth-user app --auth-password '${password}' \\
-          --from you@example.test --to someone@example.test
-  Mail to example.test and *.example.test goes to the capture MX (files in .tmp/standalone/captured/);
-  other domains are looked up in DNS and delivered to their MX hosts.
-
-  Metrics:  curl http://127.0.0.1:9025/metrics
-  Queue:    curl http://127.0.0.1:9025/queue
-  Ctrl-C stops everything.
-`);
-    } else if (
-      typeof ev.event === 'string' &&
-      [
-        'received',
-        'delivered',
-        'deferred',
-        'bounced',
-        'expired',
-        'dsn.queued',
-        'relay.denied',
-        'auth.failed',
-      ].includes(ev.event)
-    ) {
-      process.stdout.write(
-        `relay: ${ev.event} ${ev.queueId ?? ''} ${ev.to ?? ev.from ?? ''} ${ev.reply ?? ''}\n`,
-      );
-    } else if (ev.level === 'error' || ev.level === 'fatal' || ev.level === 'warn') {
-      process.stdout.write(`relay ${String(ev.level)}: ${String(ev.msg)} ${ev.err ? String(ev.err) : ''}\n`);
+      say(`operator: ${line}`);
     }
   }
 });
+operator.on('exit', (code, signal) => {
+  if (!stopping) {
+    say(`operator exited (${code ?? signal}); stopping the playground`);
+    void stop();
+  }
+});
 
-let stopping = false;
-const stop = () => {
+// --- route every SmtpRelay to the capture MX (no Internet here)
+const captureRoute = {
+  type: 'smarthost',
+  smarthost: { host: CAPTURE.host, port: CAPTURE.port, tls: 'none' },
+};
+async function routeToCapture(): Promise<void> {
+  const list = JSON.parse(await kubectl(['get', 'smr', '-A', '-o', 'json'])) as {
+    items: {
+      metadata: { name: string; namespace: string };
+      spec: { routing?: { default?: unknown; backups?: unknown[] } };
+    }[];
+  };
+  for (const r of list.items) {
+    const routing = r.spec.routing ?? {};
+    if (JSON.stringify(routing.default) === JSON.stringify(captureRoute) && !routing.backups?.length)
+      continue;
+    await kubectl([
+      'patch',
+      'smr',
+      r.metadata.name,
+      '-n',
+      r.metadata.namespace,
+      '--type=merge',
+      '-p',
+      JSON.stringify({ spec: { routing: { default: captureRoute, backups: [] } } }),
+    ]);
+    say(
+      `playground: SmtpRelay ${r.metadata.namespace}/${r.metadata.name} now sends all mail to the capture MX ${CAPTURE.host}:${CAPTURE.port}`,
+    );
+  }
+}
+
+let timer: NodeJS.Timeout | undefined;
+async function stop(): Promise<void> {
   if (stopping) return;
   stopping = true;
-  process.stdout.write('\nstopping...\n');
-  relay.kill('SIGTERM');
+  say('\nstopping the playground...');
+  if (timer) clearInterval(timer);
+  operator.kill('SIGTERM');
+  await new Promise<void>((resolve) =>
+    operator.exitCode !== null ? resolve() : operator.once('exit', () => resolve()),
+  );
+  await kubelet.stop();
+  await api.stop();
+  await new Promise<void>((resolve) => mx.close(() => resolve()));
+  say('stopped.');
+  process.exit(0);
+}
+process.on('SIGINT', () => void stop());
+process.on('SIGTERM', () => void stop());
+
+try {
+  await kubectl(['apply', '-f', path.join(repo, 'crds')]);
+  await kubectl([
+    'wait',
+    '--for=condition=Established',
+    'crd/smtprelays.cartero.io',
+    'crd/ippools.cartero.io',
+  ]);
+  await kubectl(['apply', '-f', path.join(repo, 'examples/kubernetes')]);
+  await routeToCapture();
+  timer = setInterval(() => void routeToCapture().catch((e: Error) => say(`playground: ${e.message}`)), 2000);
+  say('waiting for the fleet to become Ready...');
+  await kubectl(['wait', '--for=condition=Ready', 'smr', '--all', '-A', '--timeout=120s']);
+} catch (e) {
+  say(`playground: ${(e as Error).message}`);
+  await stop();
+}
+
+const relays = JSON.parse(await kubectl(['get', 'smr', '-A', '-o', 'json'])) as {
+  items: {
+    metadata: { name: string; namespace: string };
+    spec: { tenants?: { name: string; credentialsSecret?: string }[] };
+  }[];
 };
-process.on('SIGINT', stop);
-process.on('SIGTERM', stop);
-relay.on('exit', (code, signal) => {
-  mx.close(() => process.exit(stopping ? 0 : (code ?? (signal ? 1 : 0))));
-});
+const lines: string[] = [];
+for (const r of relays.items) {
+  const ns = r.metadata.namespace;
+  const pods = JSON.parse(
+    await kubectl([
+      'get',
+      'pods',
+      '-n',
+      ns,
+      '-l',
+      `app.kubernetes.io/instance=${r.metadata.name}`,
+      '-o',
+      'json',
+    ]),
+  ) as {
+    items: { metadata: { name: string }; status: { podIP?: string } }[];
+  };
+  const ip = pods.items[0]?.status.podIP ?? '<pod ip>';
+  const svc = (
+    await kubectl(['get', 'svc', r.metadata.name, '-n', ns, '-o', 'jsonpath={.spec.clusterIP}'])
+  ).trim();
+  lines.push(
+    `  SmtpRelay ${ns}/${r.metadata.name}: pods ${pods.items.map((p) => `${p.metadata.name} ${p.status.podIP}`).join(', ')}`,
+  );
+  for (const t of r.spec.tenants ?? []) {
+    if (!t.credentialsSecret) continue;
+    const s = YAML.parse(await kubectl(['get', 'secret', t.credentialsSecret, '-n', ns, '-o', 'yaml'])) as {
+      data: Record<string, string>;
+    };
+    const dec = (k: string) => Buffer.from(s.data[k] ?? '', 'base64').toString();
+    lines.push(
+      `    tenant ${t.name}: swaks --server ${ip} --port 5870 --auth PLAIN --auth-user ${dec('username')} --auth-password '${dec('password')}' \\`,
+      `        --from someone@${t.name === 'newsletter' ? 'news' : t.name}.example.com --to anyone@example.org`,
+    );
+  }
+  lines.push(
+    `    or through the Service (to a Ready pod): --server ${svc} --port 587 (AUTH), --port 25 (trusted networks)`,
+    `    metrics: curl http://${ip}:9025/metrics    readiness: curl http://${ip}:9025/readyz`,
+  );
+}
+say(`
+Cartero playground is running: Kubernetes API ${api.url}, the operator, and the fleet it built from
+examples/kubernetes/. (Pods are local processes; their logs are .tmp/playground/pods/<ns>_<pod>_<uid>/<container>.log.)
+
+${lines.join('\n')}
+
+  Look around:  kubectl --kubeconfig ${api.kubeconfig} get smr,ipp,sts,pods -A
+  Change the fleet: edit examples/kubernetes/*.yaml, then
+                kubectl --kubeconfig ${api.kubeconfig} apply -f examples/kubernetes/
+  Captured mail: .tmp/playground/captured/ (every SmtpRelay is routed to the capture MX here)
+  Ctrl-C stops everything.
+`);

@@ -451,6 +451,12 @@ export const CONFIG_SCHEMA = {
           default: 1,
           description: "This replica's share of every tenant rate limit (1/N in a fleet of N).",
         },
+        revision: {
+          type: 'string',
+          maxLength: 128,
+          description:
+            'An opaque label of this config, echoed by GET /config: the operator sets it to tell which relays run what it rendered.',
+        },
       },
     },
     admin: {
@@ -580,7 +586,7 @@ export interface RelayConfig {
     }[];
     backoff: { initialMs: number; maxMs: number };
   };
-  fleet: { rateLimitShare: number };
+  fleet: { rateLimitShare: number; revision?: string };
   peer?: { username: string; password: Buffer };
   /** sha256 of the config file and every secret it names: which config this relay runs. */
   hash: string;
@@ -942,7 +948,10 @@ export function resolveConfig(
         maxMs: parseDuration(c.shaping.backoff.max),
       },
     },
-    fleet: { rateLimitShare: c.fleet.rateLimitShare },
+    fleet: {
+      rateLimitShare: c.fleet.rateLimitShare,
+      ...(c.fleet.revision ? { revision: c.fleet.revision } : {}),
+    },
     ...(c.peer
       ? {
           peer: {

@@ -100,7 +100,7 @@ export class Relay {
       engine,
       ready: () => this.ready,
       token: () => this.cfg.admin.token,
-      config: () => ({ version: 1, hash: this.cfg.hash }),
+      config: () => ({ version: 1, hash: this.cfg.hash, revision: this.cfg.fleet.revision ?? null }),
     });
   }
 

@@ -62,6 +62,8 @@ export interface SendMailOptions {
   name?: string;
   /** Per-stage timeouts (connect, greeting, socket idle), default 15 s. */
   timeoutMs?: number;
+  /** Server address (default 127.0.0.1). */
+  host?: string;
 }
 
 /** nodemailer's result of a sent message; `response` is the server's final reply (e.g. "250 ... queued as X"). */
@@ -83,7 +85,7 @@ const addressOf = (a: string | { address: string }): string => (typeof a === 'st
 export async function sendMail(port: number, opts: SendMailOptions): Promise<SendMailInfo> {
   const timeout = opts.timeoutMs ?? 15_000;
   const transport = nodemailer.createTransport({
-    host: '127.0.0.1',
+    host: opts.host ?? '127.0.0.1',
     port,
     secure: false,
     ...(opts.starttls ? { requireTLS: true, tls: { rejectUnauthorized: false } } : { ignoreTLS: true }),

@@ -1,6 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -406,6 +407,61 @@ spec:
     await k('delete', 'statefulset', 'par', '--wait=true', '--timeout=30s');
     await waitFor(() => !pod('par-0') && !processAlive(pid) && kubelet.pods().length === 0, {
       what: 'pods of the deleted StatefulSet gone',
+    });
+  });
+
+  it('honours persistentVolumeClaimRetentionPolicy: whenScaled and whenDeleted Delete release claims and volumes', async () => {
+    const pvcT = server.registry.find('', 'v1', 'persistentvolumeclaims')!;
+    const claim = (name: string) => {
+      try {
+        return server.store.get(pvcT, 'default', name);
+      } catch {
+        return undefined;
+      }
+    };
+    await kubectl(
+      server,
+      dir,
+      ['apply', '-f', '-'],
+      `apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: ret}
+spec:
+  replicas: 2
+  serviceName: ret
+  podManagementPolicy: Parallel
+  persistentVolumeClaimRetentionPolicy: {whenScaled: Delete, whenDeleted: Delete}
+  selector: {matchLabels: {app: ret}}
+  template:
+    metadata: {labels: {app: ret}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+        - name: server
+          image: ${IMAGE}
+          args: [--port, "9191", --state=/var/lib/podserver]
+          readinessProbe: {tcpSocket: {port: 9191}, periodSeconds: 1}
+          volumeMounts: [{name: data, mountPath: /var/lib/podserver}]
+  volumeClaimTemplates:
+    - metadata: {name: data}
+      spec:
+        accessModes: [ReadWriteOnce]
+        resources: {requests: {storage: 1Mi}}
+`,
+    );
+    await waitFor(() => ready('ret-0') && ready('ret-1'), { what: 'two Ready', timeoutMs: 20_000 });
+    const volume1 = path.join(dir, 'pods', 'volumes', 'default', 'data-ret-1');
+    await waitFor(() => existsSync(volume1), { what: 'the volume of ret-1' });
+    await k('scale', 'statefulset/ret', '--replicas=1');
+    await waitFor(() => !pod('ret-1') && !claim('data-ret-1') && !existsSync(volume1), {
+      what: 'ret-1, its claim and its volume gone',
+      timeoutMs: 20_000,
+    });
+    assert.ok(claim('data-ret-0'), 'the claim of the pod that stays is kept');
+    await k('delete', 'statefulset', 'ret', '--wait=true', '--timeout=30s');
+    await waitFor(() => !pod('ret-0') && !claim('data-ret-0'), {
+      what: 'whenDeleted: Delete collects the remaining claim',
+      timeoutMs: 20_000,
     });
   });
 

@@ -46,7 +46,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import type { ApiServer } from '../apiserver/server.js';
-import type { KObject } from '../apiserver/objects.js';
+import type { KObject, OwnerReference } from '../apiserver/objects.js';
 import { isObject, nowTimestamp } from '../apiserver/objects.js';
 import type { ResourceType } from '../apiserver/resources.js';
 import type { StoreEvent } from '../apiserver/store.js';
@@ -387,6 +387,11 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
     )
       schedule();
     if ((e.key === '/configmaps' || e.key === '/secrets') && !stopped) setImmediate(() => refreshVolumes(e));
+    // A deleted claim releases its volume (dynamic provisioning, reclaimPolicy Delete).
+    if (e.key === '/persistentvolumeclaims' && e.type === 'DELETED') {
+      const claimDir = path.join(opts.dir, 'volumes', e.namespace, e.object.metadata.name ?? '');
+      void rm(claimDir, { recursive: true, force: true }).catch(() => undefined);
+    }
   });
 
   // ---------------------------------------------------------------- ServiceAccount controller
@@ -470,7 +475,52 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
     };
   }
 
-  /** Creates the PersistentVolumeClaims of `volumeClaimTemplates` for an ordinal (kept on scale-down). */
+  function retention(sts: KObject): { whenDeleted: string; whenScaled: string } {
+    const p = (
+      sts.spec as { persistentVolumeClaimRetentionPolicy?: { whenDeleted?: string; whenScaled?: string } }
+    ).persistentVolumeClaimRetentionPolicy;
+    return { whenDeleted: p?.whenDeleted ?? 'Retain', whenScaled: p?.whenScaled ?? 'Retain' };
+  }
+
+  function ownerRef(owner: KObject, controller: boolean): OwnerReference {
+    return {
+      apiVersion: owner.apiVersion ?? '',
+      kind: owner.kind ?? '',
+      name: owner.metadata.name ?? '',
+      uid: owner.metadata.uid ?? '',
+      ...(controller ? { controller: true } : {}),
+      blockOwnerDeletion: true,
+    };
+  }
+
+  /**
+   * persistentVolumeClaimRetentionPolicy.whenScaled: Delete: like the real controller, the claims of a
+   * condemned pod get an owner reference to that pod instead of the StatefulSet, so garbage collection
+   * deletes them once the pod is gone.
+   */
+  function condemnClaims(sts: KObject, pod: KObject, ordinal: number): void {
+    if (retention(sts).whenScaled !== 'Delete') return;
+    const ns = sts.metadata.namespace ?? '';
+    const templates = (sts.spec as { volumeClaimTemplates?: KObject[] }).volumeClaimTemplates ?? [];
+    for (const tmpl of templates) {
+      const claimName = `${tmpl.metadata?.name ?? ''}-${sts.metadata.name}-${ordinal}`;
+      let claim: KObject;
+      try {
+        claim = store.get(pvcT, ns, claimName);
+      } catch {
+        continue;
+      }
+      // the pod replaces the StatefulSet as owner, so the claim goes with the pod (as the real controller does)
+      const refs = (claim.metadata.ownerReferences ?? []).filter((r) => r.uid !== sts.metadata.uid);
+      if (refs.some((r) => r.uid === pod.metadata.uid)) continue;
+      store.update(pvcT, ns, claimName, {
+        ...claim,
+        metadata: { ...claim.metadata, ownerReferences: [...refs, ownerRef(pod, false)] },
+      });
+    }
+  }
+
+  /** Creates the PersistentVolumeClaims of `volumeClaimTemplates` for an ordinal (retention: see condemnClaims). */
   function ensureClaims(sts: KObject, ordinal: number): { volume: string; claimName: string }[] {
     const spec = sts.spec as {
       volumeClaimTemplates?: KObject[];
@@ -489,12 +539,15 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
         // create it
       }
       const pvcSpec = (tmpl.spec ?? {}) as { accessModes?: string[]; resources?: { requests?: object } };
+      const whenDeleted = retention(sts).whenDeleted;
       store.create(pvcT, ns, {
         apiVersion: 'v1',
         kind: 'PersistentVolumeClaim',
         metadata: {
           name: claimName,
           labels: { ...(tmpl.metadata?.labels ?? {}), ...(spec.selector?.matchLabels ?? {}) },
+          // persistentVolumeClaimRetentionPolicy.whenDeleted: Delete -> collected with the StatefulSet
+          ...(whenDeleted === 'Delete' ? { ownerReferences: [ownerRef(sts, false)] } : {}),
         },
         spec: { ...pvcSpec, volumeName: `pv-${claimName}` },
       });
@@ -581,6 +634,7 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
 
     // Scale down: highest ordinal first, one at a time (all at once when Parallel).
     const extra = [...pods.keys()].filter((o) => o >= replicas).sort((a, b) => b - a);
+    for (const o of extra) condemnClaims(sts, pods.get(o)!, o);
     if (parallel) {
       for (const o of extra) if (!terminating(pods.get(o)!)) deletePod(pods.get(o)!);
     } else if (extra.length && !extra.some((o) => terminating(pods.get(o)!))) {

@@ -1,0 +1,88 @@
+/** A small client for a relay pod's admin API (relay/src/admin.ts), used for status, drain and fleet sync. */
+
+export interface QueueSummary {
+  depth: number;
+  byTenant: Record<string, number>;
+}
+export interface TenantState {
+  name: string;
+  state: 'active' | 'warning' | 'paused';
+  rate: number;
+  attempted: number;
+  hard: number;
+  reason?: string;
+  by?: string;
+  pausedUntil?: number;
+}
+export interface DrainStatus {
+  draining: boolean;
+  queued: number;
+  done: boolean;
+}
+export interface RateLimitUse {
+  unit: string;
+  limit: number;
+  used: number;
+  windowStart: number;
+  resetsAt: number;
+}
+
+export class RelayAdmin {
+  constructor(
+    readonly base: string,
+    private readonly token: string,
+    private readonly timeoutMs = 3000,
+  ) {}
+
+  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await fetch(this.base + path, {
+      method,
+      headers: {
+        authorization: `Bearer ${this.token}`,
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      signal: AbortSignal.timeout(this.timeoutMs),
+    });
+    const text = await res.text();
+    if (!res.ok) throw new Error(`${method} ${this.base}${path}: ${res.status} ${text.trim().slice(0, 200)}`);
+    return JSON.parse(text) as T;
+  }
+
+  queue = () => this.call<QueueSummary>('GET', '/queue?limit=1');
+  tenants = async () => (await this.call<{ tenants: TenantState[] }>('GET', '/tenants')).tenants;
+  config = () => this.call<{ hash: string; revision: string | null }>('GET', '/config');
+  drainStatus = () => this.call<DrainStatus>('GET', '/drain');
+  drain = (peers: { host: string; port: number }[]) => this.call<DrainStatus>('POST', '/drain', { peers });
+  rateLimits = () =>
+    this.call<{ share: number; tenants: Record<string, RateLimitUse[]> }>('GET', '/ratelimits');
+  addRateUse = (tenant: string, unit: 'h' | 'd', used: number) =>
+    this.call('POST', `/ratelimits/${encodeURIComponent(tenant)}`, { unit, used });
+  pause = (tenant: string, reason: string, until?: number) =>
+    this.call('POST', `/tenants/${encodeURIComponent(tenant)}/pause`, {
+      reason,
+      source: 'fleet',
+      ...(until ? { until } : {}),
+    });
+  suppressionChanges = (since: number) =>
+    this.call<{ changes: SuppressionChange[]; lastSeq: number; reset?: boolean }>(
+      'GET',
+      `/suppressions/changes?since=${since}`,
+    );
+  addSuppression = (tenant: string, address: string, reason: string) =>
+    this.call('POST', '/suppressions', { tenant, address, reason, source: 'fleet' });
+  removeSuppression = (tenant: string, address: string) =>
+    this.call(
+      'DELETE',
+      `/suppressions/${encodeURIComponent(tenant)}/${encodeURIComponent(address)}?source=fleet`,
+    );
+}
+
+export interface SuppressionChange {
+  seq: number;
+  op: 'add' | 'remove';
+  tenant: string;
+  address: string;
+  source?: string;
+  entry?: { reason: string; source: string; expiresAt: number };
+}

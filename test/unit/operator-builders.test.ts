@@ -1,0 +1,373 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import YAML from 'yaml';
+import { resolveConfig } from '../../relay/src/config.js';
+import type { IpPool, SmtpRelay } from '../../operator/src/api/types.js';
+import {
+  buildConfigMap,
+  buildPdb,
+  buildRelayConfig,
+  buildSecret,
+  buildServices,
+  buildStatefulSet,
+  buildEgressPolicies,
+  restartHash,
+  secretKeys,
+  type BuildInput,
+} from '../../operator/src/builders.js';
+import { allocate, warmupToday } from '../../operator/src/allocate.js';
+import { isSubset } from '../../operator/src/objects.js';
+import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
+
+let tmp: string;
+before(async () => {
+  tmp = await makeTmpDir('builders');
+});
+after(async () => {
+  await removeTmpDir(tmp);
+});
+
+function relay(spec: Partial<SmtpRelay['spec']> = {}): SmtpRelay {
+  return {
+    apiVersion: 'cartero.io/v1alpha1',
+    kind: 'SmtpRelay',
+    metadata: { name: 'mail', namespace: 'team', uid: 'u-1', generation: 1 },
+    spec: {
+      replicas: 3,
+      tenants: [
+        {
+          name: 'billing',
+          credentialsSecret: 'billing-smtp',
+          rateLimits: { perHour: 3000, perMinute: 600, burst: 50 },
+          ipPool: 'bulk',
+        },
+        { name: 'alerts', trustedNetworks: ['10.1.0.0/16'], senderDomains: ['alerts.example.com'] },
+      ],
+      routing: {
+        default: { type: 'mx' },
+        backups: [
+          { host: 'smarthost.example.net', port: 587, tls: 'required', credentialsSecret: 'smarthost' },
+        ],
+      },
+      ...spec,
+    },
+  };
+}
+
+const pool: IpPool = {
+  apiVersion: 'cartero.io/v1alpha1',
+  kind: 'IpPool',
+  metadata: { name: 'bulk', namespace: 'team' },
+  spec: {
+    addresses: [
+      { ip: '192.0.2.10', ehlo: 'o1.mail.example.com', perHour: 1000 },
+      { ip: '192.0.2.11', ehlo: 'o2.mail.example.com' },
+      { ip: '192.0.2.12', ehlo: 'o3.mail.example.com' },
+    ],
+    warmup: { start: '2026-11-27', dailyCaps: [50, 100, 200] },
+  },
+};
+
+function input(r = relay()): BuildInput {
+  return {
+    relay: r,
+    defaultImage: 'cartero/relay:test',
+    credentials: new Map([
+      ['billing-smtp', { username: 'billing-app', password: 's3cret' }],
+      ['smarthost', { username: 'relay', password: 'hunter2' }],
+    ]),
+    pools: new Map([['bulk', pool]]),
+    allocations: [
+      { pool: 'bulk', ip: '192.0.2.10', pod: 'mail-0' },
+      { pool: 'bulk', ip: '192.0.2.11', pod: 'mail-1' },
+      { pool: 'bulk', ip: '192.0.2.12', pod: 'mail-2' },
+    ],
+    adminToken: 'tok',
+    peerPassword: 'peerpw',
+    replicas: 3,
+  };
+}
+
+describe('relay config builder', () => {
+  it('renders a config the relay itself accepts, for each pod of the fleet', async () => {
+    const built = buildRelayConfig(input());
+    assert.deepEqual(built.problems, []);
+    // lay the files out as the pod sees them: /etc/cartero/{config,secrets}
+    const root = path.join(tmp, 'pod');
+    await mkdir(path.join(root, 'etc/cartero/config'), { recursive: true });
+    await mkdir(path.join(root, 'etc/cartero/secrets'), { recursive: true });
+    for (const [k, v] of Object.entries(built.secretData))
+      await writeFile(path.join(root, 'etc/cartero/secrets', k), v);
+    const text = buildConfigMap(relay(), built.doc).data['relay.yaml'] as string;
+    for (const pod of ['mail-0', 'mail-2']) {
+      const cfg = resolveConfig(YAML.parse(text), path.join(root, 'etc/cartero/config'), {
+        POD_IP: '10.0.0.5',
+        POD_NAME: pod,
+      });
+      assert.equal(cfg.spoolDir, path.join(root, 'var/lib/cartero/spool'));
+      assert.equal(cfg.ipPools[0].addresses.length, 1, 'each pod keeps its own address');
+      assert.equal(cfg.ipPools[0].addresses[0].ip, pod === 'mail-0' ? '192.0.2.10' : '192.0.2.12');
+      assert.equal(cfg.fleet.rateLimitShare, 0.333333);
+      assert.equal(cfg.listeners[0].port, 2525);
+      assert.equal(cfg.listeners[1].port, 5870);
+    }
+    const doc = built.doc as {
+      tenants: { name: string; rateLimits?: string[]; burst?: number; accounts?: unknown[] }[];
+    };
+    assert.deepEqual(doc.tenants[0].rateLimits, ['600/m', '3000/h']);
+    assert.equal(doc.tenants[0].burst, 50);
+    assert.deepEqual(doc.tenants[0].accounts, [
+      { username: 'billing-app', passwordFile: secretKeys.tenant('billing') },
+    ]);
+    assert.equal(built.secretData[secretKeys.tenant('billing')], 's3cret');
+    assert.equal(built.secretData[secretKeys.route('smarthost')], 'hunter2');
+  });
+
+  it('reports a missing credentials Secret and IpPool instead of failing, and renders the rest', () => {
+    const i = input();
+    i.credentials.delete('billing-smtp');
+    i.pools.delete('bulk');
+    const built = buildRelayConfig(i);
+    assert.deepEqual(
+      built.problems.map((p) => p.reason),
+      ['SecretMissing', 'IpPoolMissing'],
+    );
+    assert.match(built.problems[0].message, /tenant billing: Secret billing-smtp/);
+    const t = (built.doc.tenants as { name: string; accounts?: unknown; ipPool?: string }[])[0];
+    assert.equal(t.accounts, undefined);
+    assert.equal(t.ipPool, undefined);
+  });
+
+  it('a new tenant changes the config and the Secret, never the pod template; a listener change rolls the pods', () => {
+    const a = relay();
+    const b = relay({ tenants: [...a.spec.tenants!, { name: 'news', credentialsSecret: 'billing-smtp' }] });
+    const sa = buildStatefulSet({ relay: a, defaultImage: 'x', replicas: 3 });
+    const sb = buildStatefulSet({ relay: b, defaultImage: 'x', replicas: 3 });
+    assert.deepEqual(sb.spec.template, sa.spec.template);
+    assert.notDeepEqual(buildRelayConfig(input(b)).doc, buildRelayConfig(input(a)).doc);
+    const c = relay({ listeners: [{ name: 'smtp', port: 25, tls: 'none', auth: 'required' }] });
+    assert.notEqual(restartHash(c), restartHash(a));
+    assert.notDeepEqual(
+      buildStatefulSet({ relay: c, defaultImage: 'x', replicas: 3 }).spec.template,
+      sa.spec.template,
+    );
+  });
+
+  it('the revision changes when a secret changes', () => {
+    const a = buildRelayConfig(input());
+    const i = input();
+    i.credentials.set('billing-smtp', { username: 'billing-app', password: 'rotated' });
+    const b = buildRelayConfig(i);
+    assert.notEqual(
+      (a.doc.fleet as { revision: string }).revision,
+      (b.doc.fleet as { revision: string }).revision,
+    );
+  });
+});
+
+describe('object builders', () => {
+  it('StatefulSet: unprivileged ports, a spool claim per pod, probes, downward API, owner reference', () => {
+    const sts = buildStatefulSet({ relay: relay(), defaultImage: 'cartero/relay:test', replicas: 3 });
+    const pod = sts.spec.template.spec;
+    const c = pod.containers[0];
+    assert.equal(c.image, 'cartero/relay:test');
+    assert.deepEqual(
+      c.ports.map((p: { containerPort: number }) => p.containerPort),
+      [2525, 5870, 9025],
+    );
+    assert.ok(c.ports.every((p: { containerPort: number }) => p.containerPort >= 1024));
+    assert.equal(c.readinessProbe.httpGet.path, '/readyz');
+    assert.deepEqual(
+      c.env.map((e: { name: string }) => e.name),
+      ['POD_NAME', 'POD_NAMESPACE', 'POD_IP', 'NODE_NAME'],
+    );
+    assert.equal(sts.spec.volumeClaimTemplates[0].metadata.name, 'spool');
+    assert.deepEqual(sts.spec.persistentVolumeClaimRetentionPolicy, {
+      whenScaled: 'Delete',
+      whenDeleted: 'Retain',
+    });
+    assert.equal(pod.terminationGracePeriodSeconds, 120);
+    assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+    assert.equal(sts.metadata.ownerReferences[0].kind, 'SmtpRelay');
+    assert.equal(sts.metadata.ownerReferences[0].controller, true);
+  });
+
+  it('Services expose 25 and 587 by listener name; the headless one also the admin port', () => {
+    const [headless, client] = buildServices(relay());
+    assert.equal(headless.spec.clusterIP, 'None');
+    assert.deepEqual(
+      client.spec.ports.map((p: { port: number; targetPort: string }) => [p.port, p.targetPort]),
+      [
+        [25, 'smtp'],
+        [587, 'submission'],
+      ],
+    );
+  });
+
+  it('PodDisruptionBudget follows the spec and can be turned off', () => {
+    assert.equal(buildPdb(relay())!.spec.maxUnavailable, 1);
+    assert.equal(buildPdb(relay({ podDisruptionBudget: { enabled: false } })), undefined);
+  });
+
+  it('Secret carries the data base64-encoded', () => {
+    const s = buildSecret(relay(), { 'admin.token': 'tok' });
+    assert.equal(Buffer.from(s.data['admin.token'], 'base64').toString(), 'tok');
+  });
+
+  it('CiliumEgressGateway pools get one policy per pod selecting it by pod name', () => {
+    const gw: IpPool = {
+      ...pool,
+      spec: {
+        ...pool.spec,
+        mode: 'CiliumEgressGateway',
+        egressGateway: { nodeSelector: { egress: 'true' } },
+      },
+    };
+    const policies = buildEgressPolicies(relay(), new Map([['bulk', gw]]), input().allocations);
+    assert.equal(policies.length, 3);
+    assert.equal(
+      policies[1].spec.selectors[0].podSelector.matchLabels['statefulset.kubernetes.io/pod-name'],
+      'mail-1',
+    );
+    assert.equal(policies[1].spec.egressGateway.egressIP, '192.0.2.11');
+    const i = input();
+    i.pools.set('bulk', gw);
+    const addr = (buildRelayConfig(i).doc.ipPools as { addresses: { bind?: boolean }[] }[])[0].addresses;
+    assert.ok(
+      addr.every((a) => a.bind === false),
+      'the relay does not bind gateway addresses',
+    );
+  });
+});
+
+describe('IpPool allocation', () => {
+  const want = (n: number, relayName = 'mail') =>
+    Array.from({ length: n }, (_, i) => ({ relay: relayName, pod: `${relayName}-${i}` }));
+  it('gives new pods the lowest free address and keeps existing allocations', () => {
+    const first = allocate(pool, want(2));
+    assert.deepEqual(
+      first.allocations.map((a) => [a.pod, a.ip]),
+      [
+        ['mail-0', '192.0.2.10'],
+        ['mail-1', '192.0.2.11'],
+      ],
+    );
+    // mail-0 leaves, then comes back after mail-2 took the next address
+    const withStatus = (allocs: typeof first.allocations): IpPool => ({
+      ...pool,
+      status: { allocations: allocs },
+    });
+    const second = allocate(withStatus(first.allocations), [
+      { relay: 'mail', pod: 'mail-1' },
+      { relay: 'mail', pod: 'mail-2' },
+    ]);
+    assert.deepEqual(
+      second.allocations.map((a) => [a.pod, a.ip]),
+      [
+        ['mail-1', '192.0.2.11'],
+        ['mail-2', '192.0.2.10'],
+      ],
+    );
+  });
+  it('scale-down releases the highest ordinals; an exhausted pool names the pods without an address', () => {
+    const four = allocate(pool, want(4));
+    assert.deepEqual(four.unallocated, [{ relay: 'mail', pod: 'mail-3' }]);
+    const two = allocate({ ...pool, status: { allocations: four.allocations } }, want(2));
+    assert.deepEqual(
+      two.allocations.map((a) => a.ip),
+      ['192.0.2.10', '192.0.2.11'],
+    );
+  });
+  it('reports duplicates and addresses removed from the spec as conflicts', () => {
+    const r = allocate(
+      {
+        ...pool,
+        status: {
+          allocations: [
+            { ip: '192.0.2.10', relay: 'mail', pod: 'mail-0' },
+            { ip: '192.0.2.10', relay: 'mail', pod: 'mail-1' },
+            { ip: '198.51.100.1', relay: 'mail', pod: 'mail-2' },
+          ],
+        },
+      },
+      want(3),
+    );
+    assert.equal(r.conflicts.length, 2);
+    assert.match(r.conflicts.join(' '), /allocated twice/);
+    assert.match(r.conflicts.join(' '), /no longer in the pool/);
+    assert.equal(new Set(r.allocations.map((a) => a.ip)).size, 3, 'every pod still gets a distinct address');
+  });
+  it('HostNetwork allocates the address of the node the pod landed on', () => {
+    const hn: IpPool = {
+      ...pool,
+      spec: {
+        mode: 'HostNetwork',
+        addresses: [
+          { ip: '192.0.2.10', ehlo: 'a.example.com', node: 'n1' },
+          { ip: '192.0.2.11', ehlo: 'b.example.com', node: 'n2' },
+        ],
+      },
+    };
+    const r = allocate(hn, [
+      { relay: 'mail', pod: 'mail-0', node: 'n2' },
+      { relay: 'mail', pod: 'mail-1', node: 'n3' },
+    ]);
+    assert.deepEqual(r.allocations, [{ ip: '192.0.2.11', relay: 'mail', pod: 'mail-0' }]);
+    assert.deepEqual(r.unallocated, [{ relay: 'mail', pod: 'mail-1', node: 'n3' }]);
+  });
+  it('warm-up day and cap', () => {
+    assert.deepEqual(warmupToday(pool, new Date('2026-11-29T10:00:00Z')), { day: 3, cap: 200 });
+    assert.deepEqual(warmupToday(pool, new Date('2026-12-30T10:00:00Z')), {});
+  });
+});
+
+describe('isSubset', () => {
+  it('ignores fields the server added, not fields we set', () => {
+    assert.ok(isSubset({ a: 1, b: [{ c: 2 }] }, { a: 1, b: [{ c: 2, d: 3 }], e: 4 }));
+    assert.ok(!isSubset({ a: 1, b: [{ c: 2 }] }, { a: 1, b: [{ c: 3 }] }));
+    assert.ok(!isSubset({ b: [1, 2] }, { b: [1] }));
+  });
+});
+
+describe('examples/kubernetes', () => {
+  it('the example fleet renders a config every relay pod accepts', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const ex = path.resolve(import.meta.dirname, '../../../examples/kubernetes');
+    const r = YAML.parse(await readFile(path.join(ex, '30-smtprelay.yaml'), 'utf8')) as SmtpRelay;
+    const p = YAML.parse(await readFile(path.join(ex, '20-ippool.yaml'), 'utf8')) as IpPool;
+    r.metadata.uid = 'u';
+    const creds = YAML.parseAllDocuments(await readFile(path.join(ex, '10-credentials.yaml'), 'utf8')).map(
+      (d) => d.toJS() as { metadata: { name: string }; stringData: { username: string; password: string } },
+    );
+    const { allocations } = allocate(p, [
+      { relay: 'outbound', pod: 'outbound-0' },
+      { relay: 'outbound', pod: 'outbound-1' },
+    ]);
+    const built = buildRelayConfig({
+      relay: r,
+      defaultImage: 'x',
+      credentials: new Map(creds.map((c) => [c.metadata.name, c.stringData])),
+      pools: new Map([['newsletter', p]]),
+      allocations: allocations.map((a) => ({ pool: 'newsletter', ip: a.ip, pod: a.pod })),
+      adminToken: 't',
+      peerPassword: 'p',
+      replicas: r.spec.replicas!,
+    });
+    assert.deepEqual(built.problems, []);
+    const root = path.join(tmp, 'example');
+    await mkdir(path.join(root, 'etc/cartero/config'), { recursive: true });
+    await mkdir(path.join(root, 'etc/cartero/secrets'), { recursive: true });
+    for (const [k, v] of Object.entries(built.secretData))
+      await writeFile(path.join(root, 'etc/cartero/secrets', k), v);
+    for (const pod of ['outbound-0', 'outbound-1']) {
+      const cfg = resolveConfig(structuredClone(built.doc), path.join(root, 'etc/cartero/config'), {
+        POD_IP: '10.0.0.9',
+        POD_NAME: pod,
+      });
+      assert.deepEqual([...cfg.tenants.keys()].sort(), ['billing', 'default', 'newsletter']);
+      assert.equal(cfg.routing.backups.length, 1);
+    }
+  });
+});
