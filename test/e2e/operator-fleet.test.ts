@@ -1,0 +1,294 @@
+/**
+ * End to end, the operator's fleet features: a spec the schema refuses, a missing Secret reported as
+ * Degraded until it appears, IpPool addresses allocated to pods and used for their mail, an exhausted
+ * pool, and tenant pauses and suppressions copied from one relay to the others.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { KubeConfig } from '@kubernetes/client-node';
+import { pino } from 'pino';
+import { Operator } from '../../operator/src/controller.js';
+import { startApiServer, type ApiServer } from '../k8s/apiserver/server.js';
+import { loopbackAddresses, startKubelet, type Kubelet } from '../k8s/kubelet/kubelet.js';
+import { waitFor } from '../helpers/poll.js';
+import { RELAY_MAIN } from '../helpers/relay.js';
+import { sendMail } from '../helpers/swaks.js';
+import { startTestMx, type TestMx } from '../helpers/testmx.js';
+import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const IMAGE = 'cartero/relay:test';
+const MX_ADDRESS = '127.0.4.91';
+// egress addresses that stand in for public ones (DESIGN §5: 127.0.3.0/24)
+const EGRESS = ['127.0.3.111', '127.0.3.112'];
+
+let dir: string;
+let api: ApiServer;
+let kubelet: Kubelet;
+let mx: TestMx;
+let operator: Operator;
+
+function kubectl(args: string[], input?: string): Promise<string> {
+  const all = ['--kubeconfig', api.kubeconfig, '--cache-dir', path.join(dir, 'cache'), ...args];
+  return new Promise((resolve, reject) => {
+    const child = execFile('kubectl', all, { timeout: 60_000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`kubectl ${args.join(' ')} failed: ${stderr}`));
+      else resolve(stdout);
+    });
+    child.stdin?.end(input ?? '');
+  });
+}
+const apply = (yaml: string) => kubectl(['apply', '-f', '-'], yaml);
+const getJson = async <T>(...args: string[]): Promise<T | undefined> => {
+  const out = await kubectl(['get', ...args, '-n', 'team', '-o', 'json', '--ignore-not-found']);
+  return out.trim() ? (JSON.parse(out) as T) : undefined;
+};
+
+interface Cond {
+  type: string;
+  status: string;
+  reason: string;
+  message: string;
+}
+interface Obj {
+  status?: {
+    conditions?: Cond[];
+    allocations?: { ip: string; pod: string }[];
+    tenants?: { name: string; state: string; reason?: string }[];
+  };
+}
+const cond = (o: Obj | undefined, type: string) => o?.status?.conditions?.find((c) => c.type === type);
+
+const relayYaml = (o: { tenants: string; replicas?: number }) => `
+apiVersion: cartero.io/v1alpha1
+kind: SmtpRelay
+metadata: {name: fleet, namespace: team}
+spec:
+  replicas: ${o.replicas ?? 2}
+  image: ${IMAGE}
+  terminationGracePeriodSeconds: 15
+  tenants:
+${o.tenants}
+  routing:
+    domains:
+      - {domain: example.test, host: ${MX_ADDRESS}, port: ${mx.port}, tls: none}
+`;
+const poolYaml = (ips: string[]) => `
+apiVersion: cartero.io/v1alpha1
+kind: IpPool
+metadata: {name: bulk, namespace: team}
+spec:
+  addresses:
+${ips.map((ip, i) => `    - {ip: ${ip}, ehlo: o${i + 1}.bulk.example.com}`).join('\n')}
+`;
+const SECRET = `
+apiVersion: v1
+kind: Secret
+metadata: {name: news-smtp, namespace: team}
+type: kubernetes.io/basic-auth
+stringData: {username: news, password: pw-news}
+`;
+
+async function podIp(name: string): Promise<string> {
+  return waitFor(
+    async () =>
+      (
+        await kubectl([
+          'get',
+          'pod',
+          name,
+          '-n',
+          'team',
+          '-o',
+          'jsonpath={.status.podIP}',
+          '--ignore-not-found',
+        ])
+      ).trim() || undefined,
+    { what: `pod ${name} to have an IP`, timeoutMs: 30_000, intervalMs: 200 },
+  );
+}
+
+async function adminToken(): Promise<string> {
+  const s = await getJson<{ data: Record<string, string> }>('secret', 'fleet-secrets');
+  return Buffer.from(s!.data['admin.token'], 'base64').toString();
+}
+
+async function admin<T>(pod: string, method: string, p: string, body?: unknown): Promise<T> {
+  const res = await fetch(`http://${await podIp(pod)}:9025${p}`, {
+    method,
+    headers: { authorization: `Bearer ${await adminToken()}`, 'content-type': 'application/json' },
+    ...(body ? { body: JSON.stringify(body) } : {}),
+  });
+  assert.ok(res.ok, `${method} ${p} on ${pod}: ${res.status} ${await res.clone().text()}`);
+  return (await res.json()) as T;
+}
+
+before(async () => {
+  dir = await makeTmpDir('operator-fleet-e2e');
+  api = await startApiServer({
+    dir: path.join(dir, 'api'),
+    serviceClusterIpRange: `127.11.${process.pid % 250}.0/24`,
+  });
+  kubelet = startKubelet({
+    server: api,
+    images: { [IMAGE]: { command: process.execPath, args: [RELAY_MAIN] } },
+    dir: path.join(dir, 'pods'),
+    podAddresses: loopbackAddresses(`127.10.${process.pid % 250}`),
+  });
+  mx = await startTestMx({ address: MX_ADDRESS });
+  await kubectl(['apply', '-f', path.join(ROOT, 'crds')]);
+  await apply('apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n');
+  const kc = new KubeConfig();
+  kc.loadFromFile(api.kubeconfig);
+  operator = new Operator({
+    kc,
+    log: pino({ level: process.env.OPERATOR_LOG ?? 'silent' }),
+    defaultImage: IMAGE,
+    statusIntervalMs: 500,
+  });
+  await operator.start();
+});
+
+after(async () => {
+  await operator?.stop();
+  await kubelet?.stop();
+  await mx?.close();
+  await api?.stop();
+  await removeTmpDir(dir);
+});
+
+describe('operator fleet features', { timeout: 240_000 }, () => {
+  it('the schema refuses a bad SmtpRelay with the field path', async () => {
+    const bad = relayYaml({ tenants: '    - {name: news}' }).replace(
+      'terminationGracePeriodSeconds: 15',
+      'terminationGracePeriodSeconds: 15\n  listeners: [{name: smtp, port: 25, tls: sometimes}]',
+    );
+    await assert.rejects(apply(bad), /spec\.listeners\[0\]\.tls.*Unsupported value: "sometimes"/s);
+  });
+
+  it('a missing credentials Secret is Degraded with a reason; the tenant works once it exists', async () => {
+    await apply(poolYaml(EGRESS));
+    await apply(relayYaml({ tenants: '    - {name: news, credentialsSecret: news-smtp, ipPool: bulk}' }));
+    const degraded = await waitFor(
+      async () => {
+        const d = cond(await getJson<Obj>('smr', 'fleet'), 'Degraded');
+        return d?.status === 'True' && d.reason === 'SecretMissing' ? d : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 250, what: 'Degraded=True SecretMissing' },
+    );
+    assert.match(degraded.message, /tenant news: Secret news-smtp .* not found/);
+    const events = await kubectl(['get', 'events', '-n', 'team', '-o', 'jsonpath={.items[*].reason}']);
+    assert.match(events, /SecretMissing/);
+    await apply(SECRET);
+    await waitFor(
+      async () => {
+        const r = await getJson<Obj>('smr', 'fleet');
+        return cond(r, 'Degraded')?.status === 'False' && cond(r, 'Ready')?.status === 'True';
+      },
+      { timeoutMs: 60_000, intervalMs: 250, what: 'Ready, not Degraded' },
+    );
+  });
+
+  it('each pod sends from the IpPool address allocated to it', async () => {
+    const pool = await getJson<Obj>('ipp', 'bulk');
+    const allocated: Record<string, string> = Object.fromEntries(
+      (pool!.status!.allocations ?? []).map((a) => [a.pod, a.ip]),
+    );
+    assert.deepEqual(allocated, { 'fleet-0': EGRESS[0], 'fleet-1': EGRESS[1] });
+    const table = await kubectl(['get', 'ipp', '-n', 'team']);
+    assert.match(table, /bulk\s+2\s+2/);
+    for (const pod of ['fleet-0', 'fleet-1']) {
+      const to = `ok-pool-${pod}@example.test`;
+      await sendMail(2525, {
+        host: await podIp(pod),
+        from: 'digest@news.example',
+        to: [to],
+        auth: { user: 'news', pass: 'pw-news' },
+      });
+      const [m] = await waitFor(() => (mx.byRecipient(to).length ? mx.byRecipient(to) : undefined), {
+        timeoutMs: 30_000,
+        what: to,
+      });
+      assert.equal(m.remoteAddress, pod === 'fleet-0' ? EGRESS[0] : EGRESS[1]);
+      assert.equal(m.helo, pod === 'fleet-0' ? 'o1.bulk.example.com' : 'o2.bulk.example.com');
+    }
+  });
+
+  it('a pool with too few addresses reports PoolExhausted; a new address resolves it', async () => {
+    await apply(
+      relayYaml({ tenants: '    - {name: news, credentialsSecret: news-smtp, ipPool: bulk}', replicas: 3 }),
+    );
+    const exhausted = await waitFor(
+      async () => {
+        const c = cond(await getJson<Obj>('ipp', 'bulk'), 'Degraded');
+        return c?.reason === 'PoolExhausted' ? c : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 250, what: 'PoolExhausted' },
+    );
+    assert.match(exhausted.message, /no free address for fleet-2/);
+    await apply(poolYaml([...EGRESS, '127.0.3.113']));
+    await waitFor(
+      async () => {
+        const r = await getJson<Obj>('smr', 'fleet');
+        return (
+          cond(await getJson<Obj>('ipp', 'bulk'), 'Degraded')?.status === 'False' &&
+          cond(r, 'Ready')?.status === 'True'
+        );
+      },
+      { timeoutMs: 60_000, intervalMs: 250, what: 'three pods with an address, Ready' },
+    );
+  });
+
+  it('a pause and a suppression on one relay reach every relay of the fleet', async () => {
+    await admin('fleet-0', 'POST', '/tenants/news/pause', { reason: 'complaint spike' });
+    for (const pod of ['fleet-1', 'fleet-2']) {
+      const t = await waitFor(
+        async () => {
+          const s = await admin<{ state: string; by?: string; reason?: string }>(pod, 'GET', '/tenants/news');
+          return s.state === 'paused' ? s : undefined;
+        },
+        { timeoutMs: 30_000, intervalMs: 250, what: `news paused on ${pod}` },
+      );
+      assert.equal(t.by, 'fleet');
+      assert.match(t.reason ?? '', /paused on fleet-0: complaint spike/);
+    }
+    await waitFor(
+      async () =>
+        (await getJson<Obj>('smr', 'fleet'))?.status?.tenants?.find((t) => t.name === 'news')?.state ===
+        'Paused',
+      { timeoutMs: 30_000, intervalMs: 250, what: 'status shows the tenant Paused' },
+    );
+    await admin('fleet-0', 'POST', '/tenants/news/resume', {});
+    for (const pod of ['fleet-1', 'fleet-2'])
+      await waitFor(
+        async () => (await admin<{ state: string }>(pod, 'GET', '/tenants/news')).state === 'active',
+        { timeoutMs: 30_000, intervalMs: 250, what: `news resumed on ${pod}` },
+      );
+
+    await admin('fleet-1', 'POST', '/suppressions', {
+      tenant: 'news',
+      address: 'gone@example.test',
+      reason: 'test',
+    });
+    for (const pod of ['fleet-0', 'fleet-2'])
+      await waitFor(
+        async () =>
+          (await admin<{ items: { address: string }[] }>(pod, 'GET', '/suppressions?tenant=news')).items.some(
+            (i) => i.address === 'gone@example.test',
+          ),
+        { timeoutMs: 30_000, intervalMs: 250, what: `suppression copied to ${pod}` },
+      );
+    await assert.rejects(
+      sendMail(2525, {
+        host: await podIp('fleet-2'),
+        from: 'digest@news.example',
+        to: ['gone@example.test'],
+        auth: { user: 'news', pass: 'pw-news' },
+      }),
+      /550 5\.1\.1/,
+    );
+  });
+});
