@@ -104,6 +104,8 @@ export class Operator {
   private readonly suppressionCursor = new Map<string, number>();
   /** Per relay: the last event reason emitted, so an event is written once per transition. */
   private readonly lastEvent = new Map<string, string>();
+  /** Objects of kinds without an informer, as last applied by this process. */
+  private readonly applied = new Map<string, string>();
   private optionalKinds = { serviceMonitor: false, ciliumEgress: false, checkedAt: 0 };
   private readonly gauges?: { relays: Gauge; ready: Gauge };
   private stopped = false;
@@ -851,6 +853,10 @@ export class Operator {
   private async apply(obj: KObject): Promise<boolean> {
     const cached = this.cached(obj);
     if (cached && isSubset(obj, cached)) return false;
+    // kinds without an informer (ServiceMonitor, Cilium policies): skip what this process applied last
+    const key = `${obj.apiVersion}/${obj.kind}/${obj.metadata.namespace ?? ''}/${obj.metadata.name}`;
+    const json = stableJson(obj);
+    if (!this.isInformed(obj) && this.applied.get(key) === json) return false;
     await this.objects.patch(
       obj as KubernetesObject,
       undefined,
@@ -859,7 +865,12 @@ export class Operator {
       true,
       PatchStrategy.ServerSideApply,
     );
+    if (!this.isInformed(obj)) this.applied.set(key, json);
     return true;
+  }
+
+  private isInformed(obj: KObject): boolean {
+    return ['ConfigMap', 'Secret', 'Service', 'StatefulSet', 'PodDisruptionBudget'].includes(obj.kind);
   }
 
   private cached(obj: KObject): KObject | undefined {
@@ -971,6 +982,8 @@ export class Operator {
   }
 
   private forgetRelay(ns: string, name: string): void {
+    for (const k of [...this.applied.keys()])
+      if (k.endsWith(`/${ns}/${name}`) || k.includes(`/cartero-${ns}-${name}-`)) this.applied.delete(k);
     for (const k of [...this.lastEvent.keys()])
       if (k.startsWith(`SmtpRelay/${ns}/${name}/`)) this.lastEvent.delete(k);
     for (const k of [...this.suppressionCursor.keys()])

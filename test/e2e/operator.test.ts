@@ -26,6 +26,25 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 const IMAGE = 'cartero/relay:test';
 const MX_ADDRESS = '127.0.4.90';
 
+const SERVICE_MONITOR_CRD = `
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: servicemonitors.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
+`;
+
 let dir: string;
 let api: ApiServer;
 let kubelet: Kubelet;
@@ -141,6 +160,8 @@ before(async () => {
   });
   mx = await startTestMx({ address: MX_ADDRESS });
   await kubectl(['apply', '-f', path.join(ROOT, 'crds')]);
+  // the Prometheus Operator's CRD, reduced to what the API server needs: the operator adds ServiceMonitors
+  await kubectl(['apply', '-f', '-'], SERVICE_MONITOR_CRD);
   await kubectl(['apply', '-f', '-'], 'apiVersion: v1\nkind: Namespace\nmetadata: {name: mail}\n');
   const kc = new KubeConfig();
   kc.loadFromFile(api.kubeconfig);
@@ -181,6 +202,8 @@ describe('operator end to end', { timeout: 240_000 }, () => {
     }
     await mx.waitForMessages(2, 30_000);
     assert.equal(mx.byRecipient('ok-fleet-1@example.test').length, 1);
+    const sm = JSON.parse(await kubectl(['get', 'servicemonitor', 'fleet', '-n', 'mail', '-o', 'json']));
+    assert.deepEqual(sm.spec.endpoints, [{ port: 'admin', path: '/metrics', interval: '30s' }]);
   });
 
   it('makes no API writes while the fleet is at rest', async () => {
