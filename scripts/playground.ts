@@ -19,7 +19,8 @@ import { startApiServer } from '../test/k8s/apiserver/server.js';
 import { loopbackAddresses, startKubelet } from '../test/k8s/kubelet/kubelet.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const root = path.join(repo, '.tmp/playground');
+// CARTERO_PLAYGROUND_DIR: where state goes (default .tmp/playground; the playground test uses a temp dir)
+const root = process.env.CARTERO_PLAYGROUND_DIR ?? path.join(repo, '.tmp/playground');
 const captured = path.join(root, 'captured');
 const RELAY_IMAGE = 'ghcr.io/cartero/relay:0.1.0';
 const CAPTURE = { host: '127.0.4.25', port: 2525 };
@@ -199,15 +200,16 @@ for (const r of relays.items) {
     `    metrics: curl http://${ip}:9025/metrics    readiness: curl http://${ip}:9025/readyz`,
   );
 }
+const rel = path.relative(process.cwd(), root) || '.';
 say(`
 Cartero playground is running: Kubernetes API ${api.url}, the operator, and the fleet it built from
-examples/kubernetes/. (Pods are local processes; their logs are .tmp/playground/pods/<ns>_<pod>_<uid>/<container>.log.)
+examples/kubernetes/. (Pods are local processes; their logs are ${rel}/pods/<ns>_<pod>_<uid>/<container>.log.)
 
 ${lines.join('\n')}
 
   Look around:  kubectl --kubeconfig ${api.kubeconfig} get smr,ipp,sts,pods -A
   Change the fleet: edit examples/kubernetes/*.yaml, then
                 kubectl --kubeconfig ${api.kubeconfig} apply -f examples/kubernetes/
-  Captured mail: .tmp/playground/captured/ (every SmtpRelay is routed to the capture MX here)
+  Captured mail: ${rel}/captured/ (every SmtpRelay is routed to the capture MX here)
   Ctrl-C stops everything.
 `);
