@@ -282,6 +282,20 @@ describe('operator end to end', { timeout: 240_000 }, () => {
     );
     const events = await kubectl(['get', 'events', '-n', 'mail', '-o', 'jsonpath={.items[*].reason}']);
     assert.match(events, /Draining/);
+    // fleet-1 accepted 4 billing recipients this hour; the survivor counts them against the fleet's limit
+    const token = Buffer.from(
+      JSON.parse(await kubectl(['get', 'secret', 'fleet-secrets', '-n', 'mail', '-o', 'json'])).data[
+        'admin.token'
+      ],
+      'base64',
+    ).toString();
+    const limits = (await (
+      await fetch(`http://${await podIp('fleet-0')}:9025/ratelimits`, {
+        headers: { authorization: `Bearer ${token}` },
+      })
+    ).json()) as { tenants: Record<string, { unit: string; used: number }[]> };
+    const hour = limits.tenants.billing.find((l) => l.unit === 'h')!;
+    assert.ok(hour.used >= 5, `fleet-0 counts its own recipient and fleet-1's four (used ${hour.used})`);
     assert.equal(mx.messages.filter((m) => m.rcptTo.some((r) => r.startsWith('ok-drain'))).length, 0);
     const queued = await waitFor(
       async () => (await getRelay())?.status?.pods?.find((p) => p.name === 'fleet-0')?.queueDepth,
