@@ -19,6 +19,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { Gauge } from 'prom-client';
 import type { Condition, IpPool, IpPoolStatus, SmtpRelay, SmtpRelayStatus } from './api/types.js';
+import { checkConfigSchema } from '../../relay/src/config.js';
 import { allocate, warmupToday, type PodWant } from './allocate.js';
 import {
   ABANDON_ANNOTATION,
@@ -421,6 +422,12 @@ export class Operator {
         message: `TLS Secret ${relay.spec.tls.secretName} not found`,
       });
     problems.push(...this.checkSpec(relay));
+    const invalid = checkConfigSchema(built.doc);
+    if (invalid)
+      problems.push({
+        reason: 'InvalidConfig',
+        message: `the relay config rendered from the spec is invalid: ${invalid.message}`,
+      });
     await this.refreshOptionalKinds();
     const hostNodes = [...pools.values()]
       .filter((p) => p.spec.mode === 'HostNetwork')

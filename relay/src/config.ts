@@ -605,6 +605,15 @@ const ajv = new Ajv({
 });
 const validate = ajv.compile(CONFIG_SCHEMA);
 
+/**
+ * Checks a config document against CONFIG_SCHEMA only (no files read, no cross-field checks) and returns
+ * the first problem, or undefined. The operator uses it on the config it renders. `doc` is not changed.
+ */
+export function checkConfigSchema(doc: unknown): ConfigError | undefined {
+  const copy = structuredClone(doc);
+  return validate(copy) ? undefined : describe(validate.errors![0]);
+}
+
 function describe(err: ErrorObject): ConfigError {
   const field = err.instancePath || '/';
   switch (err.keyword) {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import YAML from 'yaml';
-import { resolveConfig } from '../../relay/src/config.js';
+import { checkConfigSchema, resolveConfig } from '../../relay/src/config.js';
 import type { IpPool, SmtpRelay } from '../../operator/src/api/types.js';
 import {
   buildConfigMap,
@@ -153,6 +153,13 @@ describe('relay config builder', () => {
       buildStatefulSet({ relay: c, defaultImage: 'x', replicas: 3 }).spec.template,
       sa.spec.template,
     );
+  });
+
+  it('renders a config that passes the relay schema, and the check names the field when it does not', () => {
+    assert.equal(checkConfigSchema(buildRelayConfig(input()).doc), undefined);
+    const doc = buildRelayConfig(input()).doc;
+    (doc.listeners as { port: number }[])[0].port = 70000;
+    assert.match(String(checkConfigSchema(doc)?.message), /^\/listeners\/0\/port: /);
   });
 
   it('the revision changes when a secret changes', () => {
