@@ -440,7 +440,7 @@ test('allOf / anyOf / oneOf / not are validation-only', () => {
   );
 });
 
-test('CEL rules are listed, not evaluated', () => {
+test('CEL rules are listed (validateCustomResource leaves them to cel.ts)', () => {
   const rules = celRulesOf(SCHEMA);
   assert.deepEqual(rules, [
     { path: 'spec', rule: 'self.replicas >= 0', reason: 'FieldValueInvalid', fieldPath: '.replicas' },

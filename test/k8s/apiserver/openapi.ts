@@ -1183,7 +1183,8 @@ const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[
  * Default, prune and validate a custom resource against its CRD version's openAPIV3Schema.
  * The input is not modified. `errors` holds schema violations and (Strict only) unknown fields as
  * `FieldValueUnknown`; `warnings` holds `unknown field "spec.foo"` in Warn mode. CEL rules
- * (x-kubernetes-validations) are not evaluated: see celRulesOf.
+ * (x-kubernetes-validations) are not evaluated here: cel.ts does that in an admission step, where the
+ * stored object (oldSelf) is known.
  */
 export function validateCustomResource(
   schema: Record<string, unknown>,
@@ -1244,7 +1245,7 @@ export interface CelRule {
   fieldPath?: string;
 }
 
-/** The x-kubernetes-validations (CEL) rules of a schema. They are NOT evaluated (no CEL library). */
+/** The x-kubernetes-validations (CEL) rules of a schema, listed (cel.ts compiles and evaluates them). */
 export function celRulesOf(schema: Record<string, unknown>): CelRule[] {
   const out: CelRule[] = [];
   const walk = (s: unknown, path: string): void => {

@@ -44,6 +44,7 @@ import {
 } from './openapi-serve.js';
 import { Store, type StoreEvent } from './store.js';
 import { builtinAdmission, CRD_CLEANUP_FINALIZER, DEFAULT_SERVICE_RANGE } from './strategies.js';
+import { celAdmission } from './cel-serve.js';
 
 export interface RequestRecord {
   method: string;
@@ -478,6 +479,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
           .items.map((svc) => String((svc.spec as { clusterIP?: string })?.clusterIP ?? '')),
     }),
   );
+  store.admit.push(celAdmission(registry, store));
   const ctx: ServerContext = {
     store,
     registry,
