@@ -6,8 +6,8 @@
  * started.
  *
  * The playground has no Internet: MX lookups fail here. So that mail arrives somewhere you can read it,
- * the playground routes every SmtpRelay's mail to the capture MX (spec.routing.default becomes a
- * smarthost, backups are cleared), and does so again whenever you re-apply an example. It says so.
+ * the playground runs a dnsmasq that resolves every domain to the capture MX and sets spec.dns of every
+ * SmtpRelay to use it (a field the examples leave out, so re-applying an example keeps it). It says so.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
@@ -85,22 +85,44 @@ operator.on('exit', (code, signal) => {
   }
 });
 
-// --- route every SmtpRelay to the capture MX (no Internet here)
-const captureRoute = {
-  type: 'smarthost',
-  smarthost: { host: CAPTURE.host, port: CAPTURE.port, tls: 'none' },
+// --- DNS that sends every domain to the capture MX (no Internet here)
+// dnsmasq answers every A query with the capture MX's address; MX queries get no records, so relays use
+// the A record (implicit MX). Every SmtpRelay gets spec.dns pointing at it, a field the examples leave
+// out, so re-applying an example keeps it.
+const DNS = { host: '127.0.4.26', port: 5353 };
+const dnsmasq: ChildProcess = spawn(
+  'dnsmasq',
+  [
+    '--keep-in-foreground',
+    '--conf-file=/dev/null',
+    '--no-resolv',
+    '--no-hosts',
+    '--no-poll',
+    '--bind-interfaces',
+    `--listen-address=${DNS.host}`,
+    `--port=${DNS.port}`,
+    `--address=/#/${CAPTURE.host}`,
+    '--local=/#/', // every name is local: MX queries get an empty answer, so relays use the A record
+    '--pid-file', // no argument: no pid file
+    ...(process.getuid?.() === 0 ? ['--user=root'] : []),
+  ],
+  { stdio: ['ignore', 'ignore', 'pipe'] },
+);
+dnsmasq.on('error', (e) => {
+  say(`playground: cannot run dnsmasq (${e.message}); npm start installs it with scripts/setup-system.sh`);
+  void stop();
+});
+const playgroundDns = {
+  servers: [`${DNS.host}:${DNS.port}`],
+  allowPrivateTargets: ['127.0.4.0/24'],
+  mxPort: CAPTURE.port,
 };
 async function routeToCapture(): Promise<void> {
   const list = JSON.parse(await kubectl(['get', 'smr', '-A', '-o', 'json'])) as {
-    items: {
-      metadata: { name: string; namespace: string };
-      spec: { routing?: { default?: unknown; backups?: unknown[] } };
-    }[];
+    items: { metadata: { name: string; namespace: string }; spec: { dns?: unknown } }[];
   };
   for (const r of list.items) {
-    const routing = r.spec.routing ?? {};
-    if (JSON.stringify(routing.default) === JSON.stringify(captureRoute) && !routing.backups?.length)
-      continue;
+    if (JSON.stringify(r.spec.dns) === JSON.stringify(playgroundDns)) continue;
     await kubectl([
       'patch',
       'smr',
@@ -109,10 +131,10 @@ async function routeToCapture(): Promise<void> {
       r.metadata.namespace,
       '--type=merge',
       '-p',
-      JSON.stringify({ spec: { routing: { default: captureRoute, backups: [] } } }),
+      JSON.stringify({ spec: { dns: playgroundDns } }),
     ]);
     say(
-      `playground: SmtpRelay ${r.metadata.namespace}/${r.metadata.name} now sends all mail to the capture MX ${CAPTURE.host}:${CAPTURE.port}`,
+      `playground: SmtpRelay ${r.metadata.namespace}/${r.metadata.name} resolves every domain to the capture MX ${CAPTURE.host}:${CAPTURE.port} (spec.dns)`,
     );
   }
 }
@@ -124,6 +146,7 @@ async function stop(): Promise<void> {
   say('\nstopping the playground...');
   if (timer) clearInterval(timer);
   operator.kill('SIGTERM');
+  dnsmasq.kill('SIGTERM');
   await new Promise<void>((resolve) =>
     operator.exitCode !== null ? resolve() : operator.once('exit', () => resolve()),
   );
@@ -210,6 +233,6 @@ ${lines.join('\n')}
   Look around:  kubectl --kubeconfig ${api.kubeconfig} get smr,ipp,sts,pods -A
   Change the fleet: edit examples/kubernetes/*.yaml, then
                 kubectl --kubeconfig ${api.kubeconfig} apply -f examples/kubernetes/
-  Captured mail: ${rel}/captured/ (every SmtpRelay is routed to the capture MX here)
+  Captured mail: ${rel}/captured/ (every domain resolves to the capture MX here)
   Ctrl-C stops everything.
 `);

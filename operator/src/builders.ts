@@ -231,10 +231,8 @@ export function buildRelayConfig(input: BuildInput): RelayConfigResult {
       if (!pool) {
         problems.push({ reason: 'IpPoolMissing', message: `tenant ${t.name}: IpPool ${t.ipPool} not found` });
       } else if (mine.length === 0) {
-        problems.push({
-          reason: 'IpPoolExhausted',
-          message: `tenant ${t.name}: IpPool ${t.ipPool} has no address allocated to this relay yet`,
-        });
+        // No address for any pod of this relay yet: the controller holds new pods back until there is
+        // one (the IpPool reports an exhausted pool). Rendered without the pool meanwhile.
       } else {
         out.ipPool = t.ipPool;
         usedPools.add(t.ipPool);

@@ -402,6 +402,25 @@ export class Operator {
         this.event(relay as unknown as KObject, 'Normal', 'Draining', state.message);
       }
     }
+    // Scale-up: a pod starts only once every pool it sends from has given it an address (HostNetwork
+    // pools allocate by node, after scheduling, so they cannot hold it back).
+    let waiting: string | undefined;
+    if (desired > (sts ? current : 0)) {
+      const from = sts ? current : 0;
+      for (let i = from; i < desired; i++) {
+        const pod = `${name}-${i}`;
+        const missing = [...pools.values()].filter(
+          (p) =>
+            p.spec.mode !== 'HostNetwork' &&
+            !allocations.some((a) => a.pool === p.metadata.name && a.pod === pod),
+        );
+        if (missing.length) {
+          stsReplicas = i;
+          waiting = `waiting for IpPool ${missing.map((p) => p.metadata.name).join(', ')} to allocate an address to ${pod}`;
+          break;
+        }
+      }
+    }
 
     // --- desired objects
     const built = buildRelayConfig({
@@ -474,6 +493,7 @@ export class Operator {
 
     // --- status
     const status = this.relayStatus(relay, {
+      ...(waiting ? { waiting } : {}),
       sts,
       figures,
       revision,
@@ -744,6 +764,7 @@ export class Operator {
       problems: Problem[];
       applyError?: string;
       drain?: { message: string; pods: string[] };
+      waiting?: string;
       desired: number;
       now: Date;
     },
@@ -787,7 +808,10 @@ export class Operator {
     if (!ok) {
       if (s.applyError) readyReason = 'ApplyFailed';
       else if (s.drain) readyReason = 'Draining';
-      else if (stale.length) {
+      else if (s.waiting) {
+        readyReason = 'WaitingForAddresses';
+        readyMsg += `; ${s.waiting}`;
+      } else if (stale.length) {
         readyReason = 'ConfigPending';
         readyMsg += `; waiting for ${stale.join(', ')} to load config ${s.revision}`;
       } else if (!stsUpdated) readyReason = 'RollingUpdate';

@@ -229,6 +229,16 @@ describe('operator fleet features', { timeout: 240_000 }, () => {
       { timeoutMs: 30_000, intervalMs: 250, what: 'PoolExhausted' },
     );
     assert.match(exhausted.message, /no free address for fleet-2/);
+    const held = await waitFor(
+      async () => {
+        const c = cond(await getJson<Obj>('smr', 'fleet'), 'Ready');
+        return c?.reason === 'WaitingForAddresses' ? c : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 250, what: 'Ready=False WaitingForAddresses' },
+    );
+    assert.match(held.message, /waiting for IpPool bulk to allocate an address to fleet-2/);
+    const pods = await kubectl(['get', 'pods', '-n', 'team', '-o', 'name']);
+    assert.doesNotMatch(pods, /fleet-2/, 'no pod starts without its address');
     await apply(poolYaml([...EGRESS, '127.0.3.113']));
     await waitFor(
       async () => {

@@ -51,7 +51,11 @@ before(async () => {
 });
 
 after(async () => {
-  if (child.exitCode === null) child.kill('SIGKILL');
+  if (child.exitCode === null) {
+    // a failed test: stop it as a user would, so its pods go too
+    child.kill('SIGINT');
+    await waitFor(() => child.exitCode !== null, { timeoutMs: 60_000 }).catch(() => child.kill('SIGKILL'));
+  }
   await removeTmpDir(dir);
 });
 
@@ -88,9 +92,10 @@ describe('npm start: the Kubernetes playground', { timeout: 240_000 }, () => {
     const kubeconfig = /kubectl --kubeconfig (\S+) get/.exec(out)![1];
     const example = readFileSync(path.join(ROOT, 'examples/kubernetes/30-smtprelay.yaml'), 'utf8');
     await kubectl(kubeconfig, ['apply', '-f', '-'], example.replace('replicas: 2', 'replicas: 3'));
+    let last = '';
     await waitFor(
-      async () =>
-        (await kubectl(kubeconfig, [
+      async () => {
+        last = await kubectl(kubeconfig, [
           'get',
           'smr',
           'outbound',
@@ -98,9 +103,16 @@ describe('npm start: the Kubernetes playground', { timeout: 240_000 }, () => {
           'mail',
           '-o',
           'jsonpath={.status.readyText}',
-        ])) === '3/3',
+        ]);
+        return last === '3/3';
+      },
       { timeoutMs: 90_000, intervalMs: 500, what: 'three ready relays' },
-    );
+    ).catch(async (e: Error) => {
+      const state = await kubectl(kubeconfig, ['get', 'smr,pods', '-n', 'mail', '-o', 'yaml']).catch(
+        () => '',
+      );
+      throw new Error(`${e.message} (READY ${last})\n${state.slice(0, 6000)}\n${out.slice(-3000)}`);
+    });
   });
 
   it('Ctrl-C stops every process it started and frees its ports', async () => {
