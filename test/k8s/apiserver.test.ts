@@ -302,6 +302,12 @@ status: {ignored: true}
     await k('create', 'secret', 'generic', 'from-literal', '--from-literal=a=b');
     const secret = JSON.parse(await k('get', 'secret', 'from-literal', '-o', 'json')) as Obj;
     assert.deepEqual(secret.data, { a: Buffer.from('b').toString('base64') });
+    await k('create', 'namespace', 'from-kubectl');
+    await k('create', 'serviceaccount', 'robot', '-n', 'from-kubectl');
+    const sa = JSON.parse(
+      await k('get', 'serviceaccount', 'robot', '-n', 'from-kubectl', '-o', 'json'),
+    ) as Obj;
+    assert.equal(sa.metadata.namespace, 'from-kubectl');
     const sts = (replicas: number) => `apiVersion: apps/v1
 kind: StatefulSet
 metadata: {name: s1}

@@ -109,7 +109,7 @@ const protobufDecoder: BodyDecoder = (body) => {
   }
 };
 
-/** Adds `application/vnd.kubernetes.protobuf` bodies (Secret, ConfigMap, DeleteOptions). */
+/** Adds `application/vnd.kubernetes.protobuf` bodies (Secret, ConfigMap, Namespace, ServiceAccount, DeleteOptions, TokenRequest). */
 export function installProtobuf(target: Map<string, BodyDecoder>): void {
   target.set(K8S_PROTOBUF_CONTENT_TYPE, protobufDecoder);
 }

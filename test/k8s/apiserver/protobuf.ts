@@ -60,7 +60,7 @@ export class K8sProtobufUnsupportedKindError extends Error {
   ) {
     super(
       `protobuf body: unsupported kind ${JSON.stringify(kind)} (apiVersion ${JSON.stringify(apiVersion)}); ` +
-        'only v1 Secret, v1 ConfigMap and DeleteOptions can be sent as protobuf, send JSON instead',
+        'only v1 Secret, ConfigMap, Namespace, ServiceAccount, DeleteOptions and TokenRequest can be sent as protobuf, send JSON instead',
     );
     this.name = 'K8sProtobufUnsupportedKindError';
   }
@@ -179,6 +179,65 @@ const CONFIG_MAP: MessageSpec = {
   ],
 };
 
+// k8s.io/api/core/v1/generated.proto:
+//   Namespace { metadata = 1; spec = 2; status = 3 }  NamespaceSpec { finalizers = 1 }  NamespaceStatus { phase = 1 }
+//   ServiceAccount { metadata = 1; secrets = 2; imagePullSecrets = 3; automountServiceAccountToken = 4 }
+//   ObjectReference { kind = 1; namespace = 2; name = 3; uid = 4; apiVersion = 5; resourceVersion = 6; fieldPath = 7 }
+//   LocalObjectReference { name = 1 }
+const NAMESPACE: MessageSpec = {
+  name: 'Namespace',
+  fields: [
+    METADATA,
+    {
+      no: 2,
+      json: 'spec',
+      type: {
+        t: 'message',
+        m: { name: 'NamespaceSpec', fields: [{ no: 1, json: 'finalizers', type: STRING, repeated: true }] },
+      },
+    },
+    {
+      no: 3,
+      json: 'status',
+      type: {
+        t: 'message',
+        m: { name: 'NamespaceStatus', fields: [{ no: 1, json: 'phase', type: STRING }] },
+      },
+    },
+  ],
+};
+
+const OBJECT_REFERENCE: MessageSpec = {
+  name: 'ObjectReference',
+  fields: [
+    { no: 1, json: 'kind', type: STRING },
+    { no: 2, json: 'namespace', type: STRING },
+    { no: 3, json: 'name', type: STRING },
+    { no: 4, json: 'uid', type: STRING },
+    { no: 5, json: 'apiVersion', type: STRING },
+    { no: 6, json: 'resourceVersion', type: STRING },
+    { no: 7, json: 'fieldPath', type: STRING },
+  ],
+};
+
+const SERVICE_ACCOUNT: MessageSpec = {
+  name: 'ServiceAccount',
+  fields: [
+    METADATA,
+    { no: 2, json: 'secrets', type: { t: 'message', m: OBJECT_REFERENCE }, repeated: true },
+    {
+      no: 3,
+      json: 'imagePullSecrets',
+      type: {
+        t: 'message',
+        m: { name: 'LocalObjectReference', fields: [{ no: 1, json: 'name', type: STRING }] },
+      },
+      repeated: true,
+    },
+    { no: 4, json: 'automountServiceAccountToken', type: BOOL },
+  ],
+};
+
 const PRECONDITIONS: MessageSpec = {
   name: 'Preconditions',
   fields: [
@@ -278,6 +337,8 @@ function specFor(apiVersion: string, kind: string): MessageSpec | undefined {
   if (apiVersion === 'authentication.k8s.io/v1' && kind === 'TokenRequest') return TOKEN_REQUEST;
   if (apiVersion === 'v1' && kind === 'Secret') return SECRET;
   if (apiVersion === 'v1' && kind === 'ConfigMap') return CONFIG_MAP;
+  if (apiVersion === 'v1' && kind === 'Namespace') return NAMESPACE;
+  if (apiVersion === 'v1' && kind === 'ServiceAccount') return SERVICE_ACCOUNT;
   return undefined;
 }
 
