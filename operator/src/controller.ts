@@ -50,7 +50,7 @@ import {
 import { findCondition, setCondition } from './conditions.js';
 import { isSubset, stableJson } from './objects.js';
 import { RelayAdmin, type TenantState } from './relay-admin.js';
-import { startInformer, type Informer } from './runtime/informer.js';
+import { startInformer, type Informer, type InformerEventType } from './runtime/informer.js';
 import { WorkQueue } from './runtime/workqueue.js';
 
 export interface OperatorOptions {
@@ -105,6 +105,8 @@ export class Operator {
   private readonly suppressionCursor = new Map<string, number>();
   /** Per relay: the last event reason emitted, so an event is written once per transition. */
   private readonly lastEvent = new Map<string, string>();
+  /** Per SmtpRelay: what a change must touch to be worth a reconcile (not our own status writes). */
+  private readonly relaySigs = new Map<string, string>();
   /** Objects of kinds without an informer, as last applied by this process. */
   private readonly applied = new Map<string, string>();
   private optionalKinds = { serviceMonitor: false, ciliumEgress: false, checkedAt: 0 };
@@ -151,7 +153,7 @@ export class Operator {
         kc: this.o.kc,
         path: this.path(group, version, plural),
         ...(labelSelector ? { labelSelector } : {}),
-        onEvent: (_type, obj) => this.onEvent(name, obj),
+        onEvent: (type, obj) => this.onEvent(name, obj, type),
         log: this.log.child({ informer: name }),
       });
     };
@@ -183,15 +185,25 @@ export class Operator {
   }
 
   /** Maps an informer event to the keys it concerns. */
-  private onEvent(informer: string, obj: KObject): void {
+  private onEvent(informer: string, obj: KObject, type: InformerEventType): void {
     if (this.stopped) return;
     const ns = obj.metadata.namespace as string | undefined;
     const name = obj.metadata.name as string;
     switch (informer) {
-      case 'relays':
+      case 'relays': {
+        // A write of our own to status changes nothing we reconcile from: skip it (like controller-
+        // runtime's GenerationChangedPredicate, but also watching finalizers, annotations, deletion).
+        const key = `${ns}/${name}`;
+        const m = obj.metadata;
+        const sig = stableJson([m.uid, m.generation, m.finalizers, m.annotations, m.deletionTimestamp]);
+        const seen = this.relaySigs.get(key);
+        this.relaySigs.set(key, sig);
+        if (type === 'DELETED') this.relaySigs.delete(key);
+        else if (seen === sig) return;
         this.queue.add(`relay/${ns}/${name}`);
         for (const p of this.poolsOf(obj as unknown as SmtpRelay)) this.queue.add(`pool/${ns}/${p}`);
         return;
+      }
       case 'pools':
         this.queue.add(`pool/${ns}/${name}`);
         for (const r of this.relays())
