@@ -230,7 +230,7 @@ export function buildRelayConfig(input: BuildInput): RelayConfigResult {
       const mine = input.allocations.filter((a) => a.pool === t.ipPool);
       if (!pool) {
         problems.push({ reason: 'IpPoolMissing', message: `tenant ${t.name}: IpPool ${t.ipPool} not found` });
-      } else if (mine.length === 0) {
+      } else if (mine.length === 0 && pool.spec.mode !== 'HostNetwork') {
         // No address for any pod of this relay yet: the controller holds new pods back until there is
         // one (the IpPool reports an exhausted pool). Rendered without the pool meanwhile.
       } else {
@@ -243,6 +243,19 @@ export function buildRelayConfig(input: BuildInput): RelayConfigResult {
   const ipPools = [...usedPools].sort().map((p) => {
     const pool = input.pools.get(p)!;
     const bind = (pool.spec.mode ?? 'PodNetwork') !== 'CiliumEgressGateway';
+    if (pool.spec.mode === 'HostNetwork') {
+      // the address depends on the node a pod lands on: each relay keeps its node's (NODE_NAME)
+      const addresses = pool.spec.addresses
+        .filter((a) => a.node)
+        .map((a) => ({
+          ip: a.ip,
+          ehlo: a.ehlo,
+          ...(a.perHour ? { perHour: a.perHour } : {}),
+          ...(a.perDay ? { perDay: a.perDay } : {}),
+          node: a.node,
+        }));
+      return { name: p, addresses, ...(pool.spec.warmup ? { warmup: pool.spec.warmup } : {}) };
+    }
     const addresses = input.allocations
       .filter((a) => a.pool === p)
       .sort((a, b) => a.pod.localeCompare(b.pod, 'en', { numeric: true }))

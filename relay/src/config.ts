@@ -366,6 +366,12 @@ export const CONFIG_SCHEMA = {
                   description:
                     'Use the address only in the relay whose POD_NAME environment variable equals this (a fleet shares one config).',
                 },
+                node: {
+                  type: 'string',
+                  minLength: 1,
+                  description:
+                    'Use the address only in the relay whose NODE_NAME environment variable equals this (host-network fleets).',
+                },
                 bind: {
                   type: 'boolean',
                   default: true,
@@ -844,15 +850,18 @@ export function resolveConfig(
         throw new ConfigError(`/ipPools/${i}/warmup/start`, 'not a valid date');
     }
     // A fleet shares one config: each relay keeps the addresses allocated to its own pod name.
-    const mine = p.addresses.filter((a: { pod?: string }) => a.pod === undefined || a.pod === env.POD_NAME);
+    const mine = p.addresses.filter(
+      (a: { pod?: string; node?: string }) =>
+        (a.pod === undefined || a.pod === env.POD_NAME) && (a.node === undefined || a.node === env.NODE_NAME),
+    );
     if (mine.length === 0)
       throw new ConfigError(
         `/ipPools/${i}/addresses`,
-        env.POD_NAME
-          ? `no address of pool ${p.name} is allocated to pod ${env.POD_NAME}`
-          : `every address of pool ${p.name} names a pod, and POD_NAME is not set`,
+        env.POD_NAME || env.NODE_NAME
+          ? `no address of pool ${p.name} is allocated to pod ${env.POD_NAME ?? '(unset)'} on node ${env.NODE_NAME ?? '(unset)'}`
+          : `every address of pool ${p.name} names a pod or a node, and POD_NAME and NODE_NAME are not set`,
       );
-    const addresses = mine.map(({ pod: _pod, ...a }: { pod?: string }) => a);
+    const addresses = mine.map(({ pod: _pod, node: _node, ...a }: { pod?: string; node?: string }) => a);
     return { name: p.name, addresses, ...(p.warmup ? { warmup: p.warmup } : {}) };
   });
   const hostRoute = (

@@ -325,16 +325,31 @@ describe('ipPools shared by a fleet', () => {
     const zero = resolveConfig(doc(pools), base, { POD_NAME: 'relay-0' });
     assert.deepEqual(zero.ipPools[0].addresses, [{ ip: '192.0.2.1', ehlo: 'a.example.com', bind: true }]);
   });
+  it('host-network fleets: each relay keeps the addresses of its NODE_NAME', () => {
+    const byNode = {
+      ipPools: [
+        {
+          name: 'edge',
+          addresses: [
+            { ip: '192.0.2.1', ehlo: 'a.example.com', node: 'n1' },
+            { ip: '192.0.2.2', ehlo: 'b.example.com', node: 'n2' },
+          ],
+        },
+      ],
+    };
+    const cfg = resolveConfig(doc(byNode), base, { POD_NAME: 'relay-0', NODE_NAME: 'n2' });
+    assert.deepEqual(cfg.ipPools[0].addresses, [{ ip: '192.0.2.2', ehlo: 'b.example.com', bind: true }]);
+  });
   it('a pod with no address in a pool is a config error naming the pod', () => {
     expectConfigError(
       () => resolveConfig(doc(pools), base, { POD_NAME: 'relay-2' }),
       '/ipPools/0/addresses',
-      /no address of pool bulk is allocated to pod relay-2/,
+      /no address of pool bulk is allocated to pod relay-2 on node \(unset\)/,
     );
     expectConfigError(
       () => resolveConfig(doc(pools), base, {}),
       '/ipPools/0/addresses',
-      /POD_NAME is not set/,
+      /POD_NAME and NODE_NAME are not set/,
     );
   });
 });

@@ -223,6 +223,50 @@ describe('object builders', () => {
     assert.equal(Buffer.from(s.data['admin.token'], 'base64').toString(), 'tok');
   });
 
+  it("HostNetwork pools: every node address is rendered, each relay keeps its node's; pods run in the host network", async () => {
+    const hn: IpPool = {
+      ...pool,
+      spec: {
+        mode: 'HostNetwork',
+        addresses: [
+          { ip: '192.0.2.10', ehlo: 'a.example.com', node: 'n1' },
+          { ip: '192.0.2.11', ehlo: 'b.example.com', node: 'n2' },
+        ],
+      },
+    };
+    const i = input();
+    i.pools.set('bulk', hn);
+    i.allocations = [];
+    const built = buildRelayConfig(i);
+    assert.deepEqual(built.problems, []);
+    const root = path.join(tmp, 'hostnet');
+    await mkdir(path.join(root, 'etc/cartero/config'), { recursive: true });
+    await mkdir(path.join(root, 'etc/cartero/secrets'), { recursive: true });
+    for (const [k, v] of Object.entries(built.secretData))
+      await writeFile(path.join(root, 'etc/cartero/secrets', k), v);
+    const cfg = resolveConfig(structuredClone(built.doc), path.join(root, 'etc/cartero/config'), {
+      POD_IP: '10.0.0.5',
+      POD_NAME: 'mail-1',
+      NODE_NAME: 'n2',
+    });
+    assert.deepEqual(
+      cfg.ipPools[0].addresses.map((a) => a.ip),
+      ['192.0.2.11'],
+    );
+    const sts = buildStatefulSet({
+      relay: relay(),
+      defaultImage: 'x',
+      replicas: 2,
+      hostNetworkNodes: ['n2', 'n1'],
+    });
+    assert.equal(sts.spec.template.spec.hostNetwork, true);
+    assert.deepEqual(
+      sts.spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution
+        .nodeSelectorTerms[0].matchExpressions[0].values,
+      ['n1', 'n2'],
+    );
+  });
+
   it('CiliumEgressGateway pools get one policy per pod selecting it by pod name', () => {
     const gw: IpPool = {
       ...pool,
