@@ -5,6 +5,12 @@
  * namespace; all when empty), POD_NAMESPACE and POD_NAME (Lease namespace and identity), METRICS_PORT
  * (8080: /metrics, /healthz, /readyz), LOG_LEVEL. The API client is configured like kubectl:
  * KUBECONFIG, ~/.kube/config, or the in-cluster service account.
+ *
+ * `--uninstall-check` (the Helm chart's pre-delete hook) only checks that no SmtpRelay is left where it
+ * watches, and exits 0, or 1 with what to do (see uninstall-check.ts).
+ *
+ * Signals: SIGTERM and SIGINT stop the work queue, release the Lease and exit (within 10 s); the process
+ * handles them itself, so it can run as PID 1 in a container (`ENTRYPOINT ["node", ...]`, no init).
  */
 import http from 'node:http';
 import os from 'node:os';
@@ -13,6 +19,7 @@ import { pino } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { Operator } from './controller.js';
 import { startLeaderElection } from './runtime/leader.js';
+import { uninstallCheck } from './uninstall-check.js';
 
 const env = process.env;
 const log = pino({ level: env.LOG_LEVEL ?? 'info', base: { component: 'cartero-operator' } });
@@ -24,6 +31,12 @@ kc.loadFromDefault();
 if (!kc.getCurrentCluster()) {
   log.fatal('no Kubernetes API configured (KUBECONFIG, ~/.kube/config or in-cluster service account)');
   process.exit(2);
+}
+
+if (process.argv.includes('--uninstall-check')) {
+  const result = await uninstallCheck(kc, env.WATCH_NAMESPACE || undefined);
+  process.stdout.write(`${result.message}\n`);
+  process.exit(result.ok ? 0 : 1);
 }
 
 const operator = new Operator({
