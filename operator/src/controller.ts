@@ -765,6 +765,25 @@ export class Operator {
         if (!(e instanceof ApiException && e.code === 404)) throw e;
       });
     await this.deleteEgressPolicies(relay);
+    // Every queue was delivered: the spool claims (kept by whenDeleted: Retain for abandoned mail) go too,
+    // so an SmtpRelay re-created under this name does not start on old volumes (and their drain state).
+    if (!abandon) await this.deleteClaims(relay, log);
+  }
+
+  private async deleteClaims(relay: SmtpRelay, log: Logger): Promise<void> {
+    const namespace = relay.metadata.namespace!;
+    const claims = await this.core.listNamespacedPersistentVolumeClaim({
+      namespace,
+      labelSelector: selectorString(relay.metadata.name!),
+    });
+    for (const c of claims.items) {
+      await this.core
+        .deleteNamespacedPersistentVolumeClaim({ namespace, name: c.metadata!.name! })
+        .catch((e: unknown) => {
+          if (!(e instanceof ApiException && e.code === 404)) throw e;
+        });
+      log.info({ claim: c.metadata!.name }, 'claim.deleted');
+    }
   }
 
   private relayStatus(

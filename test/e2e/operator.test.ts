@@ -329,5 +329,11 @@ describe('operator end to end', { timeout: 240_000 }, () => {
         what: 'owned objects to be collected',
       },
     );
+    // the queues were delivered: the spool claims go too, so a new fleet of this name starts clean
+    await waitFor(async () => (await kubectl(['get', 'pvc', '-n', 'mail', '-o', 'name'])).trim() === '', {
+      timeoutMs: 30_000,
+      intervalMs: 250,
+      what: 'spool claims deleted',
+    });
   });
 });

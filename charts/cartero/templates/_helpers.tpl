@@ -97,6 +97,9 @@ request (test/e2e/chart.test.ts checks the request log against these rules):
   resources: [pods]
   verbs: [list, watch]
 - apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [list, delete]
+- apiGroups: [""]
   resources: [events]
   verbs: [create]
 {{- if .Values.rbac.serviceMonitors }}
