@@ -1488,6 +1488,13 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
       await writeVolumes(current, rt);
       await writeServiceAccount(current, rt);
       rt.volumesWritten = true;
+      // A ConfigMap or Secret change that came while the volumes were first written was skipped by
+      // refreshVolumes: write them once more from the store's current data.
+      rt.volumeUpdates = rt.volumeUpdates
+        .then(() => writeVolumes(current, rt, true))
+        .catch((err: unknown) => {
+          if (!stopped && !rt.terminating) onError(err);
+        });
       if (rt.terminating || stopped) return;
       spawnProcess(current, rt, image);
       startProbes(rt);
