@@ -729,8 +729,33 @@ export class Operator {
       }
     }
     if (abandon) pending = [];
-    if (pending.length) {
-      const msg = `deleting: waiting for ${pending.join(', ')} to deliver their queues (annotate ${ABANDON_ANNOTATION}=true to abandon them)`;
+    let msg: string | undefined;
+    if (pending.length)
+      msg = `deleting: waiting for ${pending.join(', ')} to deliver their queues (annotate ${ABANDON_ANNOTATION}=true to abandon them)`;
+    else if (!abandon && pods.length) {
+      // Every queue is empty: stop the relays before their claims go (a claim must not vanish under a
+      // running relay), then delete the claims, then let the SmtpRelay go.
+      const sts = this.informers.statefulsets.get(
+        relay.metadata.namespace,
+        names(relay.metadata.name!).statefulSet,
+      );
+      if (sts && sts.spec?.replicas !== 0)
+        await this.objects.patch(
+          {
+            apiVersion: 'apps/v1',
+            kind: 'StatefulSet',
+            metadata: { name: sts.metadata.name, namespace: sts.metadata.namespace },
+            spec: { replicas: 0 },
+          } as KubernetesObject,
+          undefined,
+          undefined,
+          FIELD_MANAGER,
+          undefined,
+          PatchStrategy.MergePatch,
+        );
+      msg = `deleting: queues delivered; stopping ${pods.map((p) => p.metadata.name).join(', ')} before their volumes are released`;
+    }
+    if (msg) {
       const status = structuredClone(relay.status ?? {}) as SmtpRelayStatus;
       status.conditions = setCondition(
         status.conditions,
@@ -742,6 +767,9 @@ export class Operator {
       this.event(relay as unknown as KObject, 'Normal', 'Deleting', msg);
       return { requeueAfterMs: 2000 };
     }
+    // Every queue was delivered and every relay stopped: the spool claims (kept by whenDeleted: Retain for
+    // abandoned mail) go too, so an SmtpRelay re-created under this name does not start on old volumes.
+    if (!abandon) await this.deleteClaims(relay, log);
     log.info({ abandoned: abandon }, 'finalizer.removed');
     await this.objects
       .patch(
@@ -765,9 +793,6 @@ export class Operator {
         if (!(e instanceof ApiException && e.code === 404)) throw e;
       });
     await this.deleteEgressPolicies(relay);
-    // Every queue was delivered: the spool claims (kept by whenDeleted: Retain for abandoned mail) go too,
-    // so an SmtpRelay re-created under this name does not start on old volumes (and their drain state).
-    if (!abandon) await this.deleteClaims(relay, log);
   }
 
   private async deleteClaims(relay: SmtpRelay, log: Logger): Promise<void> {

@@ -92,7 +92,8 @@ async function main(argv: string[]): Promise<number> {
       (e: Error) => {
         log.error({ event: 'shutdown.error', err: e.message }, 'error during shutdown');
         log.flush();
-        process.exitCode = 1;
+        // a stop that failed half-way may leave handles open: do not linger until the hard deadline
+        process.exit(1);
       },
     );
   };
