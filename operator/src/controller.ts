@@ -58,8 +58,8 @@ export interface OperatorOptions {
   log: Logger;
   /** Relay image for SmtpRelays that name none. */
   defaultImage: string;
-  /** Watch one namespace; all namespaces when unset. */
-  namespace?: string;
+  /** Watch these namespaces; all namespaces when unset or empty. */
+  namespaces?: string[];
   metrics?: Registry;
   /** How often fleet figures are read from the relays (and pauses and suppressions copied). */
   statusIntervalMs?: number;
@@ -142,20 +142,24 @@ export class Operator {
     }
   }
 
-  private path(group: string, version: string, plural: string): string {
+  private path(group: string, version: string, plural: string, namespace?: string): string {
     const base = group === '' ? `/api/${version}` : `/apis/${group}/${version}`;
-    return this.o.namespace ? `${base}/namespaces/${this.o.namespace}/${plural}` : `${base}/${plural}`;
+    return namespace ? `${base}/namespaces/${namespace}/${plural}` : `${base}/${plural}`;
   }
 
   async start(): Promise<void> {
     const inf = (name: string, group: string, version: string, plural: string, labelSelector?: string) => {
-      this.informers[name] = startInformer<KObject>({
-        kc: this.o.kc,
-        path: this.path(group, version, plural),
-        ...(labelSelector ? { labelSelector } : {}),
-        onEvent: (type, obj) => this.onEvent(name, obj, type),
-        log: this.log.child({ informer: name }),
-      });
+      const namespaces = this.o.namespaces?.length ? this.o.namespaces : [undefined];
+      const parts = namespaces.map((ns) =>
+        startInformer<KObject>({
+          kc: this.o.kc,
+          path: this.path(group, version, plural, ns),
+          ...(labelSelector ? { labelSelector } : {}),
+          onEvent: (type, obj) => this.onEvent(name, obj, type),
+          log: this.log.child({ informer: name, ...(ns ? { namespace: ns } : {}) }),
+        }),
+      );
+      this.informers[name] = parts.length === 1 ? parts[0] : combine(parts);
     };
     inf('relays', GROUP, VERSION, 'smtprelays');
     inf('pools', GROUP, VERSION, 'ippools');
@@ -1087,6 +1091,24 @@ export class Operator {
       ).length,
     );
   }
+}
+
+/** Several namespaced informers of one kind, seen as one. */
+function combine(parts: Informer<KObject>[]): Informer<KObject> {
+  return {
+    list: () => parts.flatMap((p) => p.list()),
+    get: (namespace, name) => {
+      for (const p of parts) {
+        const o = p.get(namespace, name);
+        if (o) return o;
+      }
+      return undefined;
+    },
+    synced: async () => {
+      await Promise.all(parts.map((p) => p.synced()));
+    },
+    stop: () => parts.forEach((p) => p.stop()),
+  };
 }
 
 function stripTimes(status: object): unknown {

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
  * cartero-operator: reconciles SmtpRelay and IpPool objects. Configuration comes from the environment
- * (the chart sets it): CARTERO_RELAY_IMAGE (image for SmtpRelays that name none), WATCH_NAMESPACE (one
- * namespace; all when empty), POD_NAMESPACE and POD_NAME (Lease namespace and identity), METRICS_PORT
+ * (the chart sets it): CARTERO_RELAY_IMAGE (image for SmtpRelays that name none), WATCH_NAMESPACE (comma-separated
+ * namespaces; all when empty), POD_NAMESPACE and POD_NAME (Lease namespace and identity), METRICS_PORT
  * (8080: /metrics, /healthz, /readyz), LOG_LEVEL. The API client is configured like kubectl:
  * KUBECONFIG, ~/.kube/config, or the in-cluster service account.
  *
@@ -22,6 +22,11 @@ import { startLeaderElection } from './runtime/leader.js';
 import { uninstallCheck } from './uninstall-check.js';
 
 const env = process.env;
+/** WATCH_NAMESPACE: empty for all namespaces, or a comma-separated list. */
+const watchNamespaces = (env.WATCH_NAMESPACE ?? '')
+  .split(',')
+  .map((n) => n.trim())
+  .filter(Boolean);
 const log = pino({ level: env.LOG_LEVEL ?? 'info', base: { component: 'cartero-operator' } });
 const registry = new Registry();
 collectDefaultMetrics({ register: registry });
@@ -34,7 +39,7 @@ if (!kc.getCurrentCluster()) {
 }
 
 if (process.argv.includes('--uninstall-check')) {
-  const result = await uninstallCheck(kc, env.WATCH_NAMESPACE || undefined);
+  const result = await uninstallCheck(kc, watchNamespaces);
   process.stdout.write(`${result.message}\n`);
   process.exit(result.ok ? 0 : 1);
 }
@@ -43,7 +48,7 @@ const operator = new Operator({
   kc,
   log,
   defaultImage: env.CARTERO_RELAY_IMAGE ?? 'ghcr.io/cartero/relay:0.1.0',
-  ...(env.WATCH_NAMESPACE ? { namespace: env.WATCH_NAMESPACE } : {}),
+  ...(watchNamespaces.length ? { namespaces: watchNamespaces } : {}),
   metrics: registry,
   ...(env.STATUS_INTERVAL_MS ? { statusIntervalMs: Number(env.STATUS_INTERVAL_MS) } : {}),
 });

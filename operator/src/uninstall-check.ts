@@ -19,21 +19,27 @@ interface Listed {
   items?: { metadata?: { name?: string; namespace?: string; deletionTimestamp?: unknown } }[];
 }
 
-export async function uninstallCheck(kc: KubeConfig, namespace?: string): Promise<UninstallCheckResult> {
+export async function uninstallCheck(
+  kc: KubeConfig,
+  namespaces: string[] = [],
+): Promise<UninstallCheckResult> {
   const api = kc.makeApiClient(CustomObjectsApi);
-  const scope = namespace ? `namespace ${namespace}` : 'any namespace';
-  let list: Listed;
+  const scope = namespaces.length ? `namespace ${namespaces.join(', ')}` : 'any namespace';
+  const list: Listed = { items: [] };
   try {
-    list = (
-      namespace
-        ? await api.listNamespacedCustomObject({
-            group: GROUP,
-            version: VERSION,
-            namespace,
-            plural: 'smtprelays',
-          })
-        : await api.listClusterCustomObject({ group: GROUP, version: VERSION, plural: 'smtprelays' })
-    ) as Listed;
+    for (const namespace of namespaces.length ? namespaces : [undefined]) {
+      const part = (
+        namespace
+          ? await api.listNamespacedCustomObject({
+              group: GROUP,
+              version: VERSION,
+              namespace,
+              plural: 'smtprelays',
+            })
+          : await api.listClusterCustomObject({ group: GROUP, version: VERSION, plural: 'smtprelays' })
+      ) as Listed;
+      list.items!.push(...(part.items ?? []));
+    }
   } catch (e) {
     // the CRD is gone (deleted by hand): nothing can be left waiting for the operator
     if (e instanceof ApiException && e.code === 404)

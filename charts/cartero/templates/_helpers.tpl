@@ -53,9 +53,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{/* The one namespace the operator watches, or "" for all. */}}
 {{- define "cartero.watchNamespace" -}}
-{{- if .Values.watchNamespaces -}}
-{{- first .Values.watchNamespaces -}}
-{{- end -}}
+{{- join "," .Values.watchNamespaces -}}
 {{- end -}}
 
 {{- define "cartero.metricsServiceName" -}}
