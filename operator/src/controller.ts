@@ -69,6 +69,8 @@ export interface OperatorOptions {
 }
 
 const MANAGED = 'app.kubernetes.io/managed-by=cartero-operator';
+/** How long a pod's last admin API figures stand in for failed reads before status reports the error. */
+const FIGURES_GRACE_MS = 30_000;
 const RELAY_PODS = 'app.kubernetes.io/name=cartero-relay';
 
 type Pod = KObject & {
@@ -105,6 +107,8 @@ export class Operator {
   private readonly suppressionCursor = new Map<string, number>();
   /** Per relay: the last event reason emitted, so an event is written once per transition. */
   private readonly lastEvent = new Map<string, string>();
+  /** Per pod uid: the last figures its admin API gave. */
+  private readonly lastFigures = new Map<string, { at: number; f: PodFigures }>();
   /** Per SmtpRelay: what a change must touch to be worth a reconcile (not our own status writes). */
   private readonly relaySigs = new Map<string, string>();
   /** Objects of kinds without an informer, as last applied by this process. */
@@ -221,6 +225,7 @@ export class Operator {
         return;
       default: {
         const relay = obj.metadata.labels?.['app.kubernetes.io/instance'] as string | undefined;
+        if (informer === 'pods' && type === 'DELETED') this.lastFigures.delete(obj.metadata.uid as string);
         if (relay) this.queue.add(`relay/${ns}/${relay}`);
         if (informer === 'pods' && relay) {
           const r = this.informers.relays.get(ns, relay) as unknown as SmtpRelay | undefined;
@@ -568,7 +573,12 @@ export class Operator {
             revision: c.revision,
             draining: d.draining,
           });
+          this.lastFigures.set(p.metadata.uid, { at: Date.now(), f: { ...f } });
         } catch (e) {
+          // One slow or failed answer (a busy node) is not news: keep the pod's last figures for a while,
+          // so status does not flap; report the error once it lasts.
+          const last = this.lastFigures.get(p.metadata.uid);
+          if (last && Date.now() - last.at < FIGURES_GRACE_MS) return { ...last.f, ready: f.ready };
           f.error = errorText(e);
         }
         return f;
