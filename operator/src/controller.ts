@@ -511,6 +511,7 @@ export class Operator {
     // --- fleet figures, pauses and suppressions
     const figures = await this.readPods(pods, admin);
     await this.syncFleet(relay, figures, admin, log);
+    if (!drain) await this.restartDrainedSurvivors(relay, pods, figures, stsReplicas, admin, log);
 
     // --- status
     const status = this.relayStatus(relay, {
@@ -686,6 +687,44 @@ export class Operator {
       done: false,
       message: `scaling down to ${relay.spec.replicas ?? 0}: draining ${pending.join(', ')} ${into}`,
     };
+  }
+
+  /**
+   * A pod the fleet keeps but that drained to the end (a scale-down reverted half-way, or a drain started
+   * by hand) stays in drain mode for good: its drain state lives on its volume. With its queue empty,
+   * nothing is lost by starting it over: delete its claim and the pod, and the StatefulSet makes both anew.
+   */
+  private async restartDrainedSurvivors(
+    relay: SmtpRelay,
+    pods: Pod[],
+    figures: PodFigures[],
+    replicas: number,
+    admin: (ip: string) => RelayAdmin,
+    log: Logger,
+  ): Promise<void> {
+    const ns = relay.metadata.namespace!;
+    for (const f of figures) {
+      const ordinal = Number(/-(\d+)$/.exec(f.name)?.[1] ?? -1);
+      if (!f.draining || f.queue !== 0 || ordinal < 0 || ordinal >= replicas) continue;
+      const claim = `spool-${f.name}`;
+      // its rate-limit use this hour and day would be forgotten with its volume: the others count it
+      await this.carryRateUse(pods, [f.name], admin, log);
+      log.warn({ pod: f.name, claim }, 'drained.pod.restarted');
+      this.event(
+        relay as unknown as KObject,
+        'Normal',
+        'RestartingDrainedPod',
+        `${f.name} finished a drain but is still wanted: its empty volume and the pod are recreated`,
+      );
+      await this.core
+        .deleteNamespacedPersistentVolumeClaim({ namespace: ns, name: claim })
+        .catch((e: unknown) => {
+          if (!(e instanceof ApiException && e.code === 404)) throw e;
+        });
+      await this.core.deleteNamespacedPod({ namespace: ns, name: f.name }).catch((e: unknown) => {
+        if (!(e instanceof ApiException && e.code === 404)) throw e;
+      });
+    }
   }
 
   /** Adds what the departing pods used this hour and day to the survivors, so the fleet limit holds. */

@@ -741,6 +741,8 @@ spec:
       // a fallback: the StatefulSet's whenScaled: Delete removes the claims first where the cluster has
       // that feature (GA in 1.32); the operator deletes what is left after a drained deletion
       'ClusterRole cartero-cartero-system: delete persistentvolumeclaims',
+      // only for a pod that finished a drain but is still wanted (test/e2e/operator.test.ts covers it)
+      'ClusterRole cartero-cartero-system: delete pods',
     ]);
   });
 
@@ -808,6 +810,7 @@ spec:
       'Role mail/cartero: delete poddisruptionbudgets',
       // fallback after a drained deletion, see above
       'Role mail/cartero: delete persistentvolumeclaims',
+      'Role mail/cartero: delete pods',
     ]);
   });
 });

@@ -261,6 +261,41 @@ describe('operator end to end', { timeout: 240_000 }, () => {
     await waitFor(() => mx.byRecipient('ok-news@example.test').length === 1, { timeoutMs: 30_000 });
   });
 
+  it('a pod that is still wanted but finished a drain is started over on a fresh volume', async () => {
+    // e.g. a scale-down reverted half-way: fleet-1 drained (empty queue) but replicas say it stays
+    const token = Buffer.from(
+      JSON.parse(await kubectl(['get', 'secret', 'fleet-secrets', '-n', 'mail', '-o', 'json'])).data[
+        'admin.token'
+      ],
+      'base64',
+    ).toString();
+    const drainOf = async (ip: string) =>
+      (await fetch(`http://${ip}:9025/drain`, { headers: { authorization: `Bearer ${token}` } }).then((r) =>
+        r.json(),
+      )) as { draining: boolean };
+    const uid = JSON.parse(await kubectl(['get', 'pod', 'fleet-1', '-n', 'mail', '-o', 'json'])).metadata.uid;
+    const res = await fetch(`http://${await podIp('fleet-1')}:9025/drain`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ peers: [] }),
+    });
+    assert.ok(res.ok, `POST /drain: ${res.status}`);
+    await waitFor(
+      async () => {
+        const pod = JSON.parse(
+          (await kubectl(['get', 'pod', 'fleet-1', '-n', 'mail', '-o', 'json', '--ignore-not-found'])) ||
+            '{}',
+        );
+        return pod.metadata && pod.metadata.uid !== uid;
+      },
+      { timeoutMs: 60_000, intervalMs: 250, what: 'fleet-1 recreated' },
+    );
+    await waitForCurrentConfig();
+    assert.equal((await drainOf(await podIp('fleet-1'))).draining, false, 'the new fleet-1 accepts mail');
+    const events = await kubectl(['get', 'events', '-n', 'mail', '-o', 'jsonpath={.items[*].reason}']);
+    assert.match(events, /RestartingDrainedPod/);
+  });
+
   it('scaling down drains queued mail into the remaining pod; nothing is lost', async () => {
     // the next hop is unreachable for now: mail waits in the queue of the pod that took it
     const closed = await unusedPort(MX_ADDRESS);

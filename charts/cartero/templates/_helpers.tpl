@@ -93,7 +93,7 @@ request (test/e2e/chart.test.ts checks the request log against these rules):
   verbs: [list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list, watch]
+  verbs: [list, watch, delete]
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [list, delete]
