@@ -12,7 +12,7 @@ import {
 } from 'smtp-server';
 import type { Logger } from 'pino';
 import type { ListenerConfig, RelayConfig } from './config.js';
-import { Spool, newQueueId, initialState, type Envelope } from './spool.js';
+import { Spool, newQueueId, initialState, type Envelope } from './spool/disk.js';
 import type { DeliveryEngine } from './queue.js';
 import type { RelayMetrics } from './metrics.js';
 import { reply, SmtpReplyError } from './errors.js';

@@ -13,7 +13,7 @@ import {
   type SpooledMessage,
   newQueueId,
   initialState,
-} from './spool.js';
+} from './spool/disk.js';
 import { TimeHeap } from './heap.js';
 import { selectRoute, type Route } from './router.js';
 import { OutboundSession, HopError, type Hop, type TxResult } from './outbound.js';
@@ -531,7 +531,11 @@ export class DeliveryEngine {
 
   private async body(entry: Entry): Promise<Buffer> {
     if (entry.body) return entry.body;
-    return this.d.spool.readBody(entry.env.id, entry.bodyOffset);
+    const b = await this.d.spool.readBody(entry);
+    if (Buffer.isBuffer(b)) return b;
+    const chunks: Buffer[] = [];
+    for await (const c of b) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
   }
 
   private perConnection(dest: Destination): number {

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { OutboundTls, RelayConfig } from './config.js';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Spool } from './spool.js';
+import { Spool } from './spool/disk.js';
 import { DeliveryEngine, type EngineDeps } from './queue.js';
 import { Inbound, type InboundDeps } from './inbound.js';
 import { TenantRuntime } from './tenant-runtime.js';
@@ -131,15 +131,19 @@ export class Relay {
       await this.drain(peers as { host: string; port: number; tls?: OutboundTls }[]);
       return [202, this.drainStatus()];
     });
-    const recovered = await this.spool.open();
-    for (const q of this.spool.quarantined)
+    await this.spool.open();
+    let recoveredCount = 0;
+    for await (const m of this.spool.scan((q) =>
       this.o.log.error(
         { event: 'spool.corrupt', file: q.file, reason: q.reason, movedTo: q.movedTo ?? null },
         'unreadable queue file set aside; it will not be delivered',
-      );
-    for (const m of recovered) this.engine.add(m);
-    if (recovered.length)
-      this.o.log.info({ event: 'queue.recovered', messages: recovered.length }, 'recovered queued messages');
+      ),
+    )) {
+      this.engine.add(m);
+      recoveredCount++;
+    }
+    if (recoveredCount)
+      this.o.log.info({ event: 'queue.recovered', messages: recoveredCount }, 'recovered queued messages');
     this.engine.start();
     const adminPort = await this.admin.start(this.cfg.admin.address, this.cfg.admin.port);
     this.o.log.info(
@@ -154,7 +158,7 @@ export class Relay {
     await this.inbound.start();
     this.ready = true;
     if (pending) this.applyDrain(pending.peers ?? [], pending.since ?? Date.now());
-    this.o.log.info({ event: 'ready', queued: recovered.length }, 'relay ready');
+    this.o.log.info({ event: 'ready', queued: recoveredCount }, 'relay ready');
     void this.checkPtrRecords();
   }
 

@@ -4,7 +4,13 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Spool, initialState, newQueueId, type Envelope } from '../../relay/src/spool.js';
+import {
+  Spool,
+  initialState,
+  newQueueId,
+  type Envelope,
+  type SpooledMessage,
+} from '../../relay/src/spool/disk.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 
 function envelope(id: string, raw: Buffer, over: Partial<Envelope> = {}): Envelope {
@@ -44,7 +50,10 @@ describe('Spool', () => {
   let dir: string;
   const open = async (o: { maxMessages?: number; minFreeBytes?: number } = {}) => {
     const s = new Spool({ dir, maxMessages: o.maxMessages ?? 1000, minFreeBytes: o.minFreeBytes ?? 0 });
-    const msgs = await s.open();
+    await s.open();
+    const msgs: SpooledMessage[] = [];
+    for await (const m of s.scan(() => undefined)) msgs.push(m);
+    msgs.sort((a, b) => a.env.arrivedAt - b.env.arrivedAt || (a.env.id < b.env.id ? -1 : 1));
     return { s, msgs };
   };
 
@@ -71,7 +80,7 @@ describe('Spool', () => {
     const offset = await s.write(env, parts);
     assert.equal(s.size, 1);
     assert.equal(s.sizeBytes, raw.length);
-    assert.deepEqual(await s.readBody(id, offset), raw);
+    assert.deepEqual(await s.readBody({ env, state: initialState(env, 0), bodyOffset: offset }), raw);
     assert.deepEqual(await readdir(path.join(dir, 'tmp')), [], 'nothing left in tmp/ after a write');
 
     const { s: s2, msgs } = await open();
@@ -83,7 +92,7 @@ describe('Spool', () => {
       { ...initialState(env, msgs[0].state.nextAttemptAt) },
       'no state file: initial state',
     );
-    assert.deepEqual(await s2.readBody(id, msgs[0].bodyOffset), raw);
+    assert.deepEqual(await s2.readBody(msgs[0]), raw);
     assert.equal(s2.size, 1);
     assert.equal(s2.sizeBytes, raw.length);
   });
@@ -300,7 +309,10 @@ describe('Spool', () => {
     const { msgs, s: s2 } = await open();
     assert.equal(msgs.length, 50);
     for (let i = 0; i < envs.length; i++)
-      assert.deepEqual(await s2.readBody(envs[i].env.id, offsets[i]), envs[i].raw);
+      assert.deepEqual(
+        await s2.readBody({ env: envs[i].env, state: initialState(envs[i].env, 0), bodyOffset: offsets[i] }),
+        envs[i].raw,
+      );
   });
 });
 

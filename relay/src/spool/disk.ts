@@ -13,67 +13,25 @@
  */
 import { promises as fsp, constants as fsc } from 'node:fs';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { SpoolBackpressureError, SpoolUnhealthyError } from './errors.js';
+import { createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { SpoolBackpressureError, SpoolUnhealthyError } from '../errors.js';
+import {
+  initialState,
+  MAX_BUFFERED_BODY,
+  QUEUE_ID_RE,
+  SpoolCorruptError,
+  type DeliveryState,
+  type Envelope,
+  type Quarantined,
+  type SpooledMessage,
+  type SpoolStore,
+} from './types.js';
+
+export * from './types.js';
 
 export const SPOOL_FORMAT = 1;
 const MAGIC = 'CSPOOL1 ';
-
-/** One recipient as received: address and its RFC 3461 parameters. */
-export interface SpoolRecipient {
-  address: string;
-  notify?: string[];
-  orcpt?: string;
-}
-
-/** The immutable envelope, written once with the message. Versioned by `v`. */
-export interface Envelope {
-  v: 1;
-  id: string;
-  /** Tenant the message belongs to (from the AUTH account or the trusted network). */
-  tenant: string;
-  /** IP pool the message must leave from; null = the default (unbound) egress. */
-  pool: string | null;
-  arrivedAt: number;
-  /** Envelope sender; '' is the null sender `<>`. */
-  from: string;
-  rcpts: SpoolRecipient[];
-  dsn: { ret?: 'FULL' | 'HDRS'; envid?: string };
-  size: number;
-  eightBit: boolean;
-  smtpUtf8: boolean;
-  /** What generated this message: client submission, or our own DSN. */
-  origin: 'smtp' | 'dsn';
-  client: { address: string; helo: string; user?: string; listener: string };
-}
-
-export type RcptStatus = 'pending' | 'delivered' | 'bounced' | 'expired';
-export interface RcptState {
-  status: RcptStatus;
-  attempts: number;
-  lastAttemptAt?: number;
-  /** Last remote reply or local reason, one line. */
-  lastReply?: string;
-  /** RFC 3463 status of the last outcome. */
-  lastStatus?: string;
-  remoteMta?: string;
-}
-
-/** The mutable state of a message, rewritten (temp + rename) after each delivery attempt. */
-export interface DeliveryState {
-  v: 1;
-  attempts: number;
-  nextAttemptAt: number;
-  delayWarned: boolean;
-  rcpts: RcptState[];
-}
-
-export interface SpooledMessage {
-  env: Envelope;
-  state: DeliveryState;
-  /** Byte offset of the raw message in its queue file. */
-  bodyOffset: number;
-}
 
 export interface SpoolOptions {
   dir: string;
@@ -81,26 +39,6 @@ export interface SpoolOptions {
   minFreeBytes: number;
   now?: () => number;
 }
-
-export function initialState(env: Envelope, now: number): DeliveryState {
-  return {
-    v: 1,
-    attempts: 0,
-    nextAttemptAt: now,
-    delayWarned: false,
-    rcpts: env.rcpts.map(() => ({ status: 'pending', attempts: 0 })),
-  };
-}
-
-/** Queue ids: time-ordered, 20 characters of [0-9A-Z], unique without coordination. */
-export function newQueueId(now = Date.now()): string {
-  return (
-    now.toString(36).padStart(9, '0') +
-    randomBytes(8).readBigUInt64BE(0).toString(36).slice(0, 11).padStart(11, '0')
-  ).toUpperCase();
-}
-
-const ID_RE = /^[0-9A-Z]{20}$/;
 
 /** Shares one fsync of a directory between every caller waiting for it. */
 class DirSyncer {
@@ -133,7 +71,7 @@ class DirSyncer {
   }
 }
 
-export class Spool {
+export class Spool implements SpoolStore {
   readonly dir: string;
   private readonly tmpDir: string;
   private readonly queueDir: string;
@@ -146,7 +84,7 @@ export class Spool {
   private freeCheckedAt = 0;
   private readonly now: () => number;
   /** Queue files the last open() found unreadable, moved to `<dir>/corrupt/` (movedTo undefined if that failed). */
-  readonly quarantined: { file: string; reason: string; movedTo?: string }[] = [];
+  readonly quarantined: Quarantined[] = [];
 
   constructor(private readonly opts: SpoolOptions) {
     this.dir = opts.dir;
@@ -172,45 +110,68 @@ export class Spool {
     return this.bytes;
   }
 
-  /** Creates the layout, drops unacknowledged temp files, and returns every queued message. */
-  async open(): Promise<SpooledMessage[]> {
+  /** Creates the layout and drops unacknowledged temp files. Cheap: no per-message work (see scan()). */
+  async open(): Promise<void> {
     for (const d of [this.dir, this.tmpDir, this.queueDir, this.stateDir])
       await fsp.mkdir(d, { recursive: true });
     for (const f of await fsp.readdir(this.tmpDir)) await fsp.rm(path.join(this.tmpDir, f), { force: true });
     this.quarantined.length = 0;
-    const out: SpooledMessage[] = [];
+    await this.refreshFree(true);
+  }
+
+  async *scan(onCorrupt: (q: Quarantined) => void): AsyncIterable<SpooledMessage> {
     const ids = new Set<string>();
-    for (const f of await fsp.readdir(this.queueDir)) {
+    const dir = await fsp.opendir(this.queueDir);
+    for await (const ent of dir) {
+      const f = ent.name;
       if (!f.endsWith('.msg')) continue;
       const id = f.slice(0, -4);
-      if (!ID_RE.test(id)) continue;
+      if (!QUEUE_ID_RE.test(id)) continue;
+      let msg: SpooledMessage;
       try {
-        const { env, bodyOffset } = await this.readEnvelope(id);
-        const state = (await this.readState(id)) ?? initialState(env, this.now());
-        out.push({ env, state, bodyOffset });
-        ids.add(id);
-        this.count++;
-        this.bytes += env.size;
+        msg = await this.load(id);
       } catch (e) {
-        // A queue file is only ever renamed into place complete, so this is corruption from outside. One bad
-        // file must not keep the relay (and every other queued message) down: keep it for a human under
-        // corrupt/, out of the way of the scheduler, and go on. The caller logs `quarantined`.
-        const reason = (e as Error).message;
-        const aside = path.join(this.dir, 'corrupt', f);
-        await fsp.mkdir(path.dirname(aside), { recursive: true }).catch(() => undefined);
-        const moved = await fsp.rename(path.join(this.queueDir, f), aside).then(
-          () => true,
-          () => false,
-        );
-        this.quarantined.push({ file: f, reason, movedTo: moved ? aside : undefined });
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        onCorrupt(await this.quarantine(f, (e as Error).message));
+        continue;
       }
+      ids.add(id);
+      this.count++;
+      this.bytes += msg.env.size;
+      yield msg;
     }
     for (const f of await fsp.readdir(this.stateDir)) {
       const id = f.replace(/\.json(\.tmp)?$/, '');
       if (!ids.has(id) || f.endsWith('.tmp')) await fsp.rm(path.join(this.stateDir, f), { force: true });
     }
-    await this.refreshFree(true);
-    return out.sort((a, b) => a.env.arrivedAt - b.env.arrivedAt);
+  }
+
+  async load(id: string): Promise<SpooledMessage> {
+    const { env, bodyOffset } = await this.readEnvelope(id);
+    const state = (await this.readState(id)) ?? initialState(env, this.now());
+    return { env, state, bodyOffset };
+  }
+
+  /** A queue file that cannot be read: moved to corrupt/ for a human, out of the scheduler's way. */
+  private async quarantine(f: string, reason: string): Promise<Quarantined> {
+    const aside = path.join(this.dir, 'corrupt', f);
+    await fsp.mkdir(path.dirname(aside), { recursive: true }).catch(() => undefined);
+    const moved = await fsp.rename(path.join(this.queueDir, f), aside).then(
+      () => true,
+      () => false,
+    );
+    const q: Quarantined = { file: f, reason, movedTo: moved ? aside : undefined };
+    this.quarantined.push(q);
+    if (this.quarantined.length > 1000) this.quarantined.shift();
+    return q;
+  }
+
+  async moveAside(id: string, size: number, reason: string): Promise<Quarantined> {
+    const q = await this.quarantine(`${id}.msg`, reason);
+    await fsp.rm(path.join(this.stateDir, `${id}.json`), { force: true });
+    this.count--;
+    this.bytes -= size;
+    return q;
   }
 
   private async refreshFree(force = false): Promise<void> {
@@ -314,19 +275,45 @@ export class Spool {
     }
   }
 
-  /** Reads the raw message (as it will be delivered). */
-  async readBody(id: string, bodyOffset: number): Promise<Buffer> {
+  /** Checks that the stored body has exactly the envelope's length; returns the file handle. */
+  private async openChecked(msg: SpooledMessage): Promise<fsp.FileHandle> {
+    const id = msg.env.id;
     const fh = await fsp.open(path.join(this.queueDir, `${id}.msg`), 'r');
     try {
       const { size } = await fh.stat();
-      const buf = Buffer.alloc(size - bodyOffset);
-      let off = 0;
-      while (off < buf.length) {
-        const { bytesRead } = await fh.read(buf, off, buf.length - off, bodyOffset + off);
-        if (bytesRead === 0) break;
-        off += bytesRead;
-      }
-      return buf;
+      if (size - msg.bodyOffset !== msg.env.size)
+        throw new SpoolCorruptError(
+          id,
+          `body is ${size - msg.bodyOffset} bytes, the envelope says ${msg.env.size}`,
+        );
+      return fh;
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+  }
+
+  async readBody(msg: SpooledMessage): Promise<Buffer | Readable> {
+    const fh = await this.openChecked(msg);
+    if (msg.env.size > MAX_BUFFERED_BODY) {
+      return createReadStream('', {
+        fd: fh,
+        start: msg.bodyOffset,
+        autoClose: true,
+        highWaterMark: 64 * 1024,
+      });
+    }
+    try {
+      return await readFully(fh, msg.bodyOffset, msg.env.size, msg.env.id);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async readHead(msg: SpooledMessage, maxBytes: number): Promise<Buffer> {
+    const fh = await this.openChecked(msg);
+    try {
+      return await readFully(fh, msg.bodyOffset, Math.min(maxBytes, msg.env.size), msg.env.id);
     } finally {
       await fh.close();
     }
@@ -354,4 +341,15 @@ export class Spool {
     this.count--;
     this.bytes -= size;
   }
+}
+
+async function readFully(fh: fsp.FileHandle, offset: number, len: number, id: string): Promise<Buffer> {
+  const buf = Buffer.alloc(len);
+  let off = 0;
+  while (off < len) {
+    const { bytesRead } = await fh.read(buf, off, len - off, offset + off);
+    if (bytesRead === 0) throw new SpoolCorruptError(id, `body ended after ${off} of ${len} bytes`);
+    off += bytesRead;
+  }
+  return buf;
 }
