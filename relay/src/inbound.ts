@@ -12,7 +12,8 @@ import {
 } from 'smtp-server';
 import type { Logger } from 'pino';
 import type { ListenerConfig, RelayConfig } from './config.js';
-import { Spool, newQueueId, initialState, type Envelope } from './spool/disk.js';
+import { Spool, newQueueId, initialState, type Envelope, type Reservation } from './spool/disk.js';
+import { receiveInto, type Received } from './receive.js';
 import type { DeliveryEngine } from './queue.js';
 import type { RelayMetrics } from './metrics.js';
 import { reply, SmtpReplyError } from './errors.js';
@@ -45,7 +46,12 @@ type Session = SMTPServerSession & {
   tenant?: string;
   carteroListener?: string;
   peer?: boolean;
+  /** Disk space held for the transaction in progress (from MAIL to the end of DATA). */
+  reservation?: Reservation;
 };
+
+/** Room for what we add to a message: the Received line, the envelope and the trailer. */
+const OVERHEAD = 16 * 1024;
 
 function rfc5322Date(d: Date): string {
   // e.g. "Sun, 29 Nov 2026 10:00:00 +0000"
@@ -192,7 +198,8 @@ export class Inbound {
         this.d.metrics.connections.inc({ listener: l.name });
         cb();
       },
-      onClose: () => {
+      onClose: (session) => {
+        (session as Session).reservation?.release();
         this.d.metrics.connections.dec({ listener: l.name });
       },
       onAuth: (auth, session, cb) =>
@@ -270,10 +277,7 @@ export class Inbound {
     const user = typeof session.user === 'string' ? session.user : undefined;
     if (session.peer) {
       // a peer relay handing off queued mail: its tenant travels with each message; tenant limits do not apply
-      return void this.d.spool.checkCapacity().then(
-        () => cb(),
-        (e: Error) => this.refuse(l, 'queue_full', e as SmtpReplyError, cb),
-      );
+      return this.reserve(l, address, session, cb);
     }
     const tenant = this.d.tenancy.dir.tenantForClient(user, session.remoteAddress);
     // A client with no tenant may not relay: it is refused at RCPT (550 5.7.1), as MTAs do.
@@ -301,9 +305,43 @@ export class Inbound {
         return this.refuse(l, reason, err, cb);
       }
     }
-    this.d.spool.checkCapacity().then(
-      () => cb(),
-      (e: Error) => this.refuse(l, 'queue_full', e as SmtpReplyError, cb),
+    this.reserve(l, address, session, cb);
+  }
+
+  /**
+   * Holds disk space for the transaction: the declared SIZE, or the size limit when none is declared (a
+   * client sending more than it declared grows the reservation while it streams, or gets 452).
+   */
+  private reserve(
+    l: ListenerConfig,
+    address: SMTPServerAddress,
+    session: Session,
+    cb: (err?: Error | null) => void,
+  ): void {
+    session.reservation?.release();
+    session.reservation = undefined;
+    const max = this.d.cfg.limits.maxMessageSize;
+    const declared = address.args ? Number((address.args as Record<string, string>).SIZE) : NaN;
+    const size = (Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, max) : max) + OVERHEAD;
+    this.d.spool.reserve(size).then(
+      (r) => {
+        if (session.reservation) session.reservation.release();
+        session.reservation = r;
+        cb();
+      },
+      (e: Error) => {
+        this.d.log.info(
+          {
+            event: 'mail.refused',
+            listener: l.name,
+            client: session.remoteAddress,
+            reason: 'queue_full',
+            reply: e.message,
+          },
+          'MAIL FROM refused: no room in the spool',
+        );
+        this.refuse(l, 'queue_full', e as SmtpReplyError, cb);
+      },
     );
   }
 
@@ -354,9 +392,6 @@ export class Inbound {
     session: Session,
     cb: (err?: Error | null, message?: string) => void,
   ): void {
-    const chunks: Buffer[] = [];
-    let len = 0;
-    const max = this.d.cfg.limits.maxMessageSize;
     this.openTransactions++;
     let done = false;
     const finish = (err: Error | null, msg?: string) => {
@@ -365,43 +400,141 @@ export class Inbound {
       this.openTransactions--;
       cb(err, msg);
     };
-    stream.on('data', (c: Buffer) => {
-      len += c.length;
-      if (len <= max) chunks.push(c);
-    });
-    stream.on('error', (e) => finish(e));
-    stream.on('end', () => {
-      if (stream.sizeExceeded || len > max)
-        return this.refuse(l, 'too_big', reply.tooBig(max), (e) => finish(e));
-      this.accept(l, Buffer.concat(chunks, len), session).then(
-        (id) => finish(null, `2.0.0 Ok: queued as ${id}`),
-        (e: Error) => {
-          if (!(e instanceof SmtpReplyError) || e.responseCode === 451) {
-            this.d.log.error(
-              {
-                event: 'accept.error',
-                listener: l.name,
-                client: session.remoteAddress,
-                err: e.message,
-                cause: (e.cause as Error | undefined)?.message,
-              },
-              'could not queue message',
-            );
-          }
-          finish(
-            e instanceof SmtpReplyError
-              ? e
-              : new SmtpReplyError('ERR_LOCAL', 451, '4.3.0', 'Local error in processing, try again later'),
+    this.receive(l, stream, session).then(
+      (id) => finish(null, `2.0.0 Ok: queued as ${id}`),
+      (e: Error) => {
+        if (!(e instanceof SmtpReplyError) || e.responseCode === 451) {
+          this.d.log.error(
+            {
+              event: 'accept.error',
+              listener: l.name,
+              client: session.remoteAddress,
+              err: e.message,
+              cause: (e.cause as Error | undefined)?.message,
+            },
+            'could not queue message',
           );
-        },
-      );
+        }
+        if (e instanceof SmtpReplyError) {
+          const reason =
+            e.code === 'ERR_TOO_BIG'
+              ? 'too_big'
+              : e.code === 'ERR_LOOP'
+                ? 'loop'
+                : e.code === 'ERR_SPOOL_FULL'
+                  ? 'queue_full'
+                  : e.code === 'ERR_TENANT_QUOTA'
+                    ? 'tenant_quota'
+                    : e.responseCode === 451
+                      ? 'spool_error'
+                      : 'refused';
+          this.d.metrics.rejected.inc({ listener: l.name, reason });
+        }
+        finish(
+          e instanceof SmtpReplyError
+            ? e
+            : new SmtpReplyError('ERR_LOCAL', 451, '4.3.0', 'Local error in processing, try again later'),
+        );
+      },
+    );
+  }
+
+  /** Streams the message into the spool and queues it; resolves with its queue id once it is durable. */
+  private async receive(l: ListenerConfig, stream: SMTPServerDataStream, session: Session): Promise<string> {
+    const cfg = this.d.cfg;
+    const max = cfg.limits.maxMessageSize;
+    let reservation = session.reservation;
+    session.reservation = undefined;
+    if (!reservation) {
+      try {
+        reservation = await this.d.spool.reserve(max + OVERHEAD);
+      } catch (e) {
+        stream.resume(); // the dialogue needs DATA read to its end
+        await new Promise((r) => stream.once('end', r));
+        throw e;
+      }
+    }
+    const now = this.d.now();
+    const id = newQueueId(now);
+    const user = typeof session.user === 'string' ? session.user : undefined;
+    const rcpts = session.envelope.rcptTo;
+    const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+    const helo = (session.hostNameAppearsAs || 'unknown').replace(/[^\x21-\x7e]/g, '?');
+    let meta: HandoffMeta | undefined;
+    const r = await receiveInto(stream, this.d.spool, id, reservation, max, {
+      head: (head) => {
+        const hops = countReceived(head);
+        if (hops >= cfg.limits.maxReceivedHeaders) throw reply.looped(hops);
+        // The hand-off header is believed only from an authenticated peer, and stripped from anyone's mail.
+        const taken = takeHandoffHeader(head);
+        meta = taken.meta;
+        if (session.peer) return taken.raw;
+        const received = Buffer.from(
+          `Received: from ${helo} ([${session.remoteAddress}])\r\n\tby ${cfg.hostname} (Cartero) with ${session.transmissionType || 'ESMTP'} id ${id}` +
+            (rcpts.length === 1 ? `\r\n\tfor <${rcpts[0].address}>` : '') +
+            `; ${rfc5322Date(new Date(now))}\r\n`,
+        );
+        return Buffer.concat([received, taken.raw]);
+      },
     });
+    try {
+      if (session.peer) return await this.acceptHandoff(l, r, session, meta, id, now);
+      const tenant = session.tenant ?? DEFAULT_TENANT;
+      const overQuota = this.d.tenancy.checkQuota(tenant, this.d.engine.tenantUsage(tenant), r.size);
+      if (overQuota) throw overQuota;
+      const envDsn = (session.envelope as { dsn?: { ret?: string; envid?: string } }).dsn ?? {};
+      const env: Envelope = {
+        v: 1,
+        id,
+        tenant,
+        pool: this.d.tenancy.poolOf(tenant) ?? null,
+        arrivedAt: now,
+        from,
+        rcpts: rcpts.map((rc) => {
+          const dsn = (rc as { dsn?: { notify?: string[]; orcpt?: string } }).dsn;
+          return {
+            address: rc.address,
+            ...(dsn?.notify ? { notify: dsn.notify } : {}),
+            ...(dsn?.orcpt ? { orcpt: dsn.orcpt } : {}),
+          };
+        }),
+        dsn: {
+          ...(envDsn.ret === 'FULL' || envDsn.ret === 'HDRS' ? { ret: envDsn.ret } : {}),
+          ...(envDsn.envid ? { envid: envDsn.envid } : {}),
+        },
+        size: r.size,
+        eightBit: r.eightBit,
+        smtpUtf8: /[\u0080-\uffff]/.test(from + rcpts.map((rc) => rc.address).join('')),
+        origin: 'smtp',
+        client: { address: session.remoteAddress, helo, ...(user ? { user } : {}), listener: l.name },
+      };
+      const { bodyOffset, crc32 } = await r.writer.commit(env);
+      this.d.metrics.received.inc({ tenant });
+      this.d.log.info(
+        {
+          event: 'received',
+          queueId: id,
+          tenant,
+          from,
+          rcpts: rcpts.length,
+          size: env.size,
+          client: session.remoteAddress,
+          user,
+          listener: l.name,
+        },
+        'queued',
+      );
+      this.d.engine.add({ env, state: initialState(env, now), bodyOffset, crc32 }, r.body);
+      return id;
+    } finally {
+      await r.writer.abort(); // no-op once committed
+    }
   }
 
   /** A message handed off by a peer relay: keeps its tenant, arrival time, attempts and DSN parameters. */
   private async acceptHandoff(
     l: ListenerConfig,
-    raw: Buffer,
+    r: Received,
     session: Session,
     meta: HandoffMeta | undefined,
     id: string,
@@ -427,8 +560,8 @@ export class Inbound {
         };
       }),
       dsn: meta?.dsn ?? {},
-      size: raw.length,
-      eightBit: hasEightBit(raw),
+      size: r.size,
+      eightBit: r.eightBit,
       smtpUtf8: /[\u0080-\uffff]/.test(from + rcpts.join('')),
       origin: meta?.origin ?? 'smtp',
       client: {
@@ -448,7 +581,7 @@ export class Inbound {
         if (m.lastReply) state.rcpts[i].lastReply = m.lastReply;
       }
     });
-    const bodyOffset = await this.d.spool.write(env, [raw]);
+    const { bodyOffset, crc32 } = await r.writer.commit(env);
     if (state.attempts > 0) await this.d.spool.saveState(id, state);
     this.d.log.info(
       {
@@ -464,81 +597,7 @@ export class Inbound {
       },
       'queued (handed off by a peer)',
     );
-    this.d.engine.add({ env, state, bodyOffset }, raw);
-    return id;
-  }
-
-  private async accept(l: ListenerConfig, raw: Buffer, session: Session): Promise<string> {
-    const cfg = this.d.cfg;
-    const hops = countReceived(raw);
-    if (hops >= cfg.limits.maxReceivedHeaders) {
-      this.d.metrics.rejected.inc({ listener: l.name, reason: 'loop' });
-      throw reply.looped(hops);
-    }
-    const now = this.d.now();
-    const id = newQueueId(now);
-    const user = typeof session.user === 'string' ? session.user : undefined;
-    // The hand-off header is believed only from an authenticated peer, and stripped from anyone's mail.
-    const { raw: stripped, meta } = takeHandoffHeader(raw);
-    raw = stripped;
-    if (session.peer) return this.acceptHandoff(l, raw, session, meta, id, now);
-    const tenant = session.tenant ?? DEFAULT_TENANT;
-    const overQuota = this.d.tenancy.checkQuota(tenant, this.d.engine.tenantUsage(tenant), raw.length);
-    if (overQuota) {
-      this.d.metrics.rejected.inc({ listener: l.name, reason: 'tenant_quota' });
-      throw overQuota;
-    }
-    const rcpts = session.envelope.rcptTo;
-    const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-    const helo = (session.hostNameAppearsAs || 'unknown').replace(/[^\x21-\x7e]/g, '?');
-    const received = Buffer.from(
-      `Received: from ${helo} ([${session.remoteAddress}])\r\n\tby ${cfg.hostname} (Cartero) with ${session.transmissionType || 'ESMTP'} id ${id}` +
-        (rcpts.length === 1 ? `\r\n\tfor <${rcpts[0].address}>` : '') +
-        `; ${rfc5322Date(new Date(now))}\r\n`,
-    );
-    const envDsn = (session.envelope as { dsn?: { ret?: string; envid?: string } }).dsn ?? {};
-    const env: Envelope = {
-      v: 1,
-      id,
-      tenant,
-      pool: this.d.tenancy.poolOf(tenant) ?? null,
-      arrivedAt: now,
-      from,
-      rcpts: rcpts.map((r) => {
-        const dsn = (r as { dsn?: { notify?: string[]; orcpt?: string } }).dsn;
-        return {
-          address: r.address,
-          ...(dsn?.notify ? { notify: dsn.notify } : {}),
-          ...(dsn?.orcpt ? { orcpt: dsn.orcpt } : {}),
-        };
-      }),
-      dsn: {
-        ...(envDsn.ret === 'FULL' || envDsn.ret === 'HDRS' ? { ret: envDsn.ret } : {}),
-        ...(envDsn.envid ? { envid: envDsn.envid } : {}),
-      },
-      size: received.length + raw.length,
-      eightBit: hasEightBit(raw),
-      smtpUtf8: /[\u0080-\uffff]/.test(from + rcpts.map((r) => r.address).join('')),
-      origin: 'smtp',
-      client: { address: session.remoteAddress, helo, ...(user ? { user } : {}), listener: l.name },
-    };
-    const bodyOffset = await this.d.spool.write(env, [received, raw]);
-    this.d.metrics.received.inc({ tenant });
-    this.d.log.info(
-      {
-        event: 'received',
-        queueId: id,
-        tenant,
-        from,
-        rcpts: rcpts.length,
-        size: env.size,
-        client: session.remoteAddress,
-        user,
-        listener: l.name,
-      },
-      'queued',
-    );
-    this.d.engine.add({ env, state: initialState(env, now), bodyOffset }, Buffer.concat([received, raw]));
+    this.d.engine.add({ env, state, bodyOffset, crc32 }, r.body);
     return id;
   }
 }
@@ -576,9 +635,4 @@ export function takeHandoffHeader(raw: Buffer): { raw: Buffer; meta?: HandoffMet
     raw: kept.length ? Buffer.concat([Buffer.from(kept.join('\r\n'), 'latin1'), rest]) : rest.subarray(2),
     meta,
   };
-}
-
-function hasEightBit(b: Buffer): boolean {
-  for (let i = 0; i < b.length; i++) if (b[i] > 0x7f) return true;
-  return false;
 }

@@ -3,19 +3,21 @@
  *
  * Layout under the spool directory:
  *   tmp/<id>          being written; removed at start (never acknowledged)
- *   queue/<id>.msg    one immutable file per message: `CSPOOL1 <n>\n` + n bytes of JSON envelope + `\n` + raw message
+ *   queue/<id>.msg    one immutable file per message (format.ts): raw message, envelope JSON, trailer
  *   state/<id>.json   mutable delivery state (per-recipient results, attempts, schedule); absent = nothing tried yet
- *   corrupt/<id>.msg  queue files found unreadable at start, set aside for a human (never delivered)
+ *   corrupt/<id>.msg  queue files found unreadable or damaged, set aside for a human (never delivered)
  *
- * A message is acknowledged (250) only after its file was written to tmp/, fdatasync'ed, renamed into queue/,
- * and the queue directory fsync'ed. Directory fsyncs are shared by every write that is waiting for one
- * (group commit), so concurrent sessions pay for one directory sync between them.
+ * A message is acknowledged (250) only after its file was written to tmp/ (every write checked), fdatasync'ed,
+ * renamed into queue/, and the queue directory fsync'ed. Directory fsyncs are shared by every write that is
+ * waiting for one (group commit), so concurrent sessions pay for one directory sync between them. Space for
+ * messages still arriving is reserved (space.ts), so they cannot together fill the disk.
  */
 import { promises as fsp, constants as fsc } from 'node:fs';
 import path from 'node:path';
 import { createReadStream } from 'node:fs';
-import type { Readable } from 'node:stream';
-import { SpoolBackpressureError, SpoolUnhealthyError } from '../errors.js';
+import { Transform, type Readable } from 'node:stream';
+import { crc32 } from 'node:zlib';
+import { SpoolBackpressureError } from '../errors.js';
 import {
   initialState,
   MAX_BUFFERED_BODY,
@@ -28,10 +30,15 @@ import {
   type SpoolStore,
 } from './types.js';
 
-export * from './types.js';
+import { MAX_TRAILER, parseEnvelope, parseTrailer, parseV1Header, V1_MAGIC, type Layout } from './format.js';
+import { SpaceAccountant, type Reservation } from './space.js';
+import { SpoolWriter, spoolWriteError } from './writer.js';
 
-export const SPOOL_FORMAT = 1;
-const MAGIC = 'CSPOOL1 ';
+export * from './types.js';
+export { SpoolWriter } from './writer.js';
+export type { Reservation } from './space.js';
+
+export const SPOOL_FORMAT = 2;
 
 export interface SpoolOptions {
   dir: string;
@@ -80,8 +87,7 @@ export class Spool implements SpoolStore {
   private readonly stateSync: DirSyncer;
   private count = 0;
   private bytes = 0;
-  private freeBytes = Number.POSITIVE_INFINITY;
-  private freeCheckedAt = 0;
+  readonly space: SpaceAccountant;
   private readonly now: () => number;
   /** Queue files the last open() found unreadable, moved to `<dir>/corrupt/` (movedTo undefined if that failed). */
   readonly quarantined: Quarantined[] = [];
@@ -94,12 +100,19 @@ export class Spool implements SpoolStore {
     this.queueSync = new DirSyncer(this.queueDir);
     this.stateSync = new DirSyncer(this.stateDir);
     this.now = opts.now ?? Date.now;
+    this.space = new SpaceAccountant(opts.dir, opts.minFreeBytes);
   }
 
   /** Hot reload of the limits (queue.maxMessages, queue.minFreeBytes). */
   setLimits(maxMessages: number, minFreeBytes: number): void {
     this.opts.maxMessages = maxMessages;
     this.opts.minFreeBytes = minFreeBytes;
+    this.space.minFreeBytes = minFreeBytes;
+  }
+
+  /** Transactions holding space (and a message slot) right now. */
+  get reservations(): number {
+    return this.space.live.size;
   }
 
   /** Messages currently in the spool. */
@@ -116,7 +129,7 @@ export class Spool implements SpoolStore {
       await fsp.mkdir(d, { recursive: true });
     for (const f of await fsp.readdir(this.tmpDir)) await fsp.rm(path.join(this.tmpDir, f), { force: true });
     this.quarantined.length = 0;
-    await this.refreshFree(true);
+    await this.space.refresh();
   }
 
   async *scan(onCorrupt: (q: Quarantined) => void): AsyncIterable<SpooledMessage> {
@@ -147,9 +160,9 @@ export class Spool implements SpoolStore {
   }
 
   async load(id: string): Promise<SpooledMessage> {
-    const { env, bodyOffset } = await this.readEnvelope(id);
+    const { env, bodyOffset, crc32 } = await this.readEnvelope(id);
     const state = (await this.readState(id)) ?? initialState(env, this.now());
-    return { env, state, bodyOffset };
+    return { env, state, bodyOffset, ...(crc32 !== undefined ? { crc32 } : {}) };
   }
 
   /** A queue file that cannot be read: moved to corrupt/ for a human, out of the scheduler's way. */
@@ -174,91 +187,111 @@ export class Spool implements SpoolStore {
     return q;
   }
 
-  private async refreshFree(force = false): Promise<void> {
-    const now = Date.now();
-    if (!force && now - this.freeCheckedAt < 1000) return;
-    this.freeCheckedAt = now;
-    try {
-      const s = await fsp.statfs(this.dir);
-      this.freeBytes = s.bavail * s.bsize;
-    } catch {
-      /* keep the last figure */
-    }
-  }
-
-  /** Throws a 452 when a message of `size` bytes may not be accepted now. Cheap; call at MAIL/RCPT. */
+  /** Throws a 452 when a message of `size` bytes could not be accepted now (no reservation is made). */
   async checkCapacity(size = 0): Promise<void> {
-    await this.refreshFree();
-    this.assertCapacity(size);
+    await this.space.refresh(50);
+    this.assertCapacity(size, false);
   }
 
-  /** Synchronous, so that write() can check and reserve a slot with no await in between. */
-  private assertCapacity(size: number, internal = false): void {
-    if (!internal && this.count >= this.opts.maxMessages)
+  private assertCapacity(size: number, internal: boolean): void {
+    if (!internal && this.count + this.space.live.size >= this.opts.maxMessages)
       throw new SpoolBackpressureError(`Queue full (${this.count} messages), try again later`);
-    if (this.freeBytes - size < this.opts.minFreeBytes)
+    if (this.space.available() - size < 0)
       throw new SpoolBackpressureError('Insufficient system storage, try again later');
   }
 
   /**
-   * Writes a new message durably. Resolves only when the message will survive a crash. `internal` is for
-   * messages the relay generates (DSNs).
-   * `raw` is the message as it will be delivered (our Received header already prepended).
+   * Holds `bytes` of disk space and one message slot for a transaction (released by the writer, or by the
+   * caller when no message follows). `internal` is for messages the relay generates (DSNs): they replace a
+   * message about to leave the queue, so they are not held to maxMessages; free disk space still applies.
    */
-  async write(env: Envelope, raw: Buffer[], opts: { internal?: boolean } = {}): Promise<number> {
-    await this.refreshFree();
-    // The relay's own DSNs are not held to maxMessages: each replaces a message that is about to leave the
-    // queue, and refusing it would keep that message (and its slot) forever. Free disk space still applies.
-    this.assertCapacity(env.size, opts.internal);
-    this.count++; // reserve the slot in the same synchronous step as the check, so concurrent writers see it
-    const json = Buffer.from(JSON.stringify(env));
-    const head = Buffer.from(`${MAGIC}${json.length}\n`);
-    const tmp = path.join(this.tmpDir, env.id);
-    const final = path.join(this.queueDir, `${env.id}.msg`);
-    let fh: fsp.FileHandle | undefined;
-    try {
-      fh = await fsp.open(tmp, 'wx');
-      await fh.writev([head, json, Buffer.from('\n'), ...raw]);
-      await fh.datasync();
-      await fh.close();
-      fh = undefined;
-      await fsp.rename(tmp, final);
-      await this.queueSync.sync();
-    } catch (e) {
-      this.count--;
-      await fh?.close().catch(() => undefined);
-      await fsp.rm(tmp, { force: true }).catch(() => undefined);
-      // If the rename happened but the directory sync failed, the file may or may not survive: remove it so
-      // that a message the client was told to retry is not also delivered.
-      await fsp.rm(final, { force: true }).catch(() => undefined);
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOSPC' || code === 'EDQUOT') {
-        this.freeCheckedAt = 0;
-        throw new SpoolBackpressureError('Insufficient system storage, try again later');
-      }
-      throw new SpoolUnhealthyError('Local error in processing, try again later', e);
-    }
-    this.bytes += env.size;
-    return head.length + json.length + 1;
+  async reserve(bytes: number, opts: { internal?: boolean } = {}): Promise<Reservation> {
+    await this.space.refresh(50);
+    this.assertCapacity(bytes, !!opts.internal);
+    return this.space.tryReserve(bytes)!; // checked above, with no await in between
   }
 
-  private async readEnvelope(id: string): Promise<{ env: Envelope; bodyOffset: number }> {
+  /** Starts a queue file for message `id` within `reservation`. */
+  async begin(id: string, reservation: Reservation): Promise<SpoolWriter> {
+    const tmp = path.join(this.tmpDir, id);
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(tmp, 'wx');
+    } catch (e) {
+      reservation.release();
+      this.onWriteError(e);
+      throw spoolWriteError(e);
+    }
+    return new SpoolWriter(
+      id,
+      tmp,
+      fh,
+      reservation,
+      {
+        publish: async (t, i) => {
+          await fsp.rename(t, path.join(this.queueDir, `${i}.msg`));
+          await this.queueSync.sync();
+        },
+        cleanup: async (t, i) => {
+          await fsp.rm(t, { force: true }).catch(() => undefined);
+          // If the rename happened but the directory sync failed, the file may or may not survive: remove it
+          // so that a message the client was told to retry is not also delivered.
+          await fsp.rm(path.join(this.queueDir, `${i}.msg`), { force: true }).catch(() => undefined);
+        },
+        committed: (env) => {
+          this.count++;
+          this.bytes += env.size;
+        },
+      },
+      (e) => this.onWriteError(e),
+    );
+  }
+
+  /** Write failures counted by errno code (metrics). */
+  readonly writeErrors = new Map<string, number>();
+  private onWriteError(e: unknown): void {
+    const code = (e as NodeJS.ErrnoException).code ?? 'other';
+    this.writeErrors.set(code, (this.writeErrors.get(code) ?? 0) + 1);
+    if (code === 'ENOSPC' || code === 'EDQUOT') this.space.invalidate();
+  }
+
+  /**
+   * Writes a whole message durably (DSNs, tests). Resolves only when the message will survive a crash.
+   * `raw` is the message as it will be delivered.
+   */
+  async write(env: Envelope, raw: Buffer[], opts: { internal?: boolean } = {}): Promise<number> {
+    const reservation = await this.reserve(env.size, opts);
+    const w = await this.begin(env.id, reservation);
+    try {
+      for (const b of raw) await w.append(b);
+      return (await w.commit(env)).bodyOffset;
+    } finally {
+      await w.abort();
+    }
+  }
+
+  private async readEnvelope(id: string): Promise<{ env: Envelope; bodyOffset: number; crc32?: number }> {
     const fh = await fsp.open(path.join(this.queueDir, `${id}.msg`), 'r');
     try {
-      const first = Buffer.alloc(64);
-      const { bytesRead } = await fh.read(first, 0, 64, 0);
-      const nl = first.subarray(0, bytesRead).indexOf(0x0a);
-      const line = first.subarray(0, nl).toString('latin1');
-      if (nl < 0 || !line.startsWith(MAGIC)) throw new Error('bad header');
-      const len = Number(line.slice(MAGIC.length));
-      if (!Number.isSafeInteger(len) || len <= 0) throw new Error('bad envelope length');
-      const json = Buffer.alloc(len);
-      const r = await fh.read(json, 0, len, nl + 1);
-      if (r.bytesRead !== len) throw new Error('truncated envelope');
-      const env = JSON.parse(json.toString('utf8')) as Envelope;
-      if (env.v !== 1) throw new Error(`unsupported envelope version ${String(env.v)}`);
-      if (env.id !== id) throw new Error(`envelope id ${String(env.id)} does not match the file name`);
-      return { env, bodyOffset: nl + 1 + len + 1 };
+      const { size } = await fh.stat();
+      if (size === 0) throw new SpoolCorruptError(id, 'empty file');
+      const n = Math.min(size, MAX_TRAILER);
+      const edge = Buffer.alloc(n);
+      let layout: Layout | string = parseTrailer(size, await readExactly(fh, edge, size - n, id));
+      if (typeof layout === 'string') {
+        const head = await readExactly(fh, Buffer.alloc(n), 0, id);
+        if (head.subarray(0, V1_MAGIC.length).toString('latin1') === V1_MAGIC)
+          layout = parseV1Header(size, head);
+      }
+      if (typeof layout === 'string') throw new SpoolCorruptError(id, layout);
+      const json = await readExactly(fh, Buffer.alloc(layout.jsonLen), layout.jsonOffset, id);
+      const env = parseEnvelope(json, id, layout);
+      if (typeof env === 'string') throw new SpoolCorruptError(id, env);
+      return {
+        env,
+        bodyOffset: layout.bodyOffset,
+        ...(layout.crc !== undefined ? { crc32: layout.crc } : {}),
+      };
     } finally {
       await fh.close();
     }
@@ -281,7 +314,7 @@ export class Spool implements SpoolStore {
     const fh = await fsp.open(path.join(this.queueDir, `${id}.msg`), 'r');
     try {
       const { size } = await fh.stat();
-      if (size - msg.bodyOffset !== msg.env.size)
+      if (size - msg.bodyOffset < msg.env.size)
         throw new SpoolCorruptError(
           id,
           `body is ${size - msg.bodyOffset} bytes, the envelope says ${msg.env.size}`,
@@ -296,18 +329,28 @@ export class Spool implements SpoolStore {
   async readBody(msg: SpooledMessage): Promise<Buffer | Readable> {
     const fh = await this.openChecked(msg);
     if (msg.env.size > MAX_BUFFERED_BODY) {
-      return createReadStream('', {
+      const s = createReadStream('', {
         fd: fh,
         start: msg.bodyOffset,
+        end: msg.bodyOffset + msg.env.size - 1,
         autoClose: true,
         highWaterMark: 64 * 1024,
       });
+      if (msg.crc32 === undefined) return s;
+      const checked = crcChecked(msg.env.id, msg.env.size, msg.crc32);
+      s.on('error', (e) => checked.destroy(e));
+      checked.on('close', () => s.destroy());
+      return s.pipe(checked);
     }
+    let buf: Buffer;
     try {
-      return await readFully(fh, msg.bodyOffset, msg.env.size, msg.env.id);
+      buf = await readFully(fh, msg.bodyOffset, msg.env.size, msg.env.id);
     } finally {
       await fh.close();
     }
+    if (msg.crc32 !== undefined && crc32(buf) >>> 0 !== msg.crc32)
+      throw new SpoolCorruptError(msg.env.id, 'body checksum does not match (damaged on disk)');
+    return buf;
   }
 
   async readHead(msg: SpooledMessage, maxBytes: number): Promise<Buffer> {
@@ -352,4 +395,45 @@ async function readFully(fh: fsp.FileHandle, offset: number, len: number, id: st
     off += bytesRead;
   }
   return buf;
+}
+
+async function readExactly(fh: fsp.FileHandle, buf: Buffer, pos: number, id: string): Promise<Buffer> {
+  let off = 0;
+  while (off < buf.length) {
+    const { bytesRead } = await fh.read(buf, off, buf.length - off, pos + off);
+    if (bytesRead === 0) throw new SpoolCorruptError(id, 'file shorter than it says');
+    off += bytesRead;
+  }
+  return buf;
+}
+
+/**
+ * Passes a streamed body through, holding back its last chunk until the checksum and length are known to
+ * match: a damaged body errors the stream before its end, so the receiver never gets a complete message.
+ */
+function crcChecked(id: string, size: number, expected: number): Transform {
+  let crc = 0;
+  let n = 0;
+  let held: Buffer | undefined;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      crc = crc32(chunk, crc);
+      n += chunk.length;
+      const out = held;
+      held = chunk;
+      cb(null, out);
+    },
+    flush(cb) {
+      if (n !== size || crc >>> 0 !== expected)
+        return cb(
+          new SpoolCorruptError(
+            id,
+            n !== size
+              ? `body is ${n} bytes, the envelope says ${size}`
+              : 'body checksum does not match (damaged on disk)',
+          ),
+        );
+      cb(null, held);
+    },
+  });
 }

@@ -60,6 +60,8 @@ export interface SpooledMessage {
   state: DeliveryState;
   /** Where the raw message starts in its stored form (opaque to everyone but the store). */
   bodyOffset: number;
+  /** CRC-32 of the raw message when the store keeps one: a damaged body is never sent. */
+  crc32?: number;
 }
 
 /** A queue file that could not be read, set aside under `corrupt/` for a human (never delivered). */
