@@ -1,7 +1,7 @@
 /** Builds and wires the relay's parts from a resolved config; owns start and shutdown order. */
 import type { Logger } from 'pino';
 import type { OutboundTls, RelayConfig } from './config.js';
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Spool } from './spool/disk.js';
 import { DeliveryEngine, type EngineDeps } from './queue.js';
@@ -11,6 +11,8 @@ import { AdminServer, HttpError } from './admin.js';
 import { parseDuration } from './duration.js';
 import { RelayMetrics } from './metrics.js';
 import { MxResolver } from './dns.js';
+import { registerSpoolMetrics } from './spool/metrics.js';
+import { writeFileDurable } from './durable.js';
 
 export interface RelayOptions {
   now?: () => number;
@@ -81,6 +83,7 @@ export class Relay {
       suppressions: () => this.deps.tenancy?.suppressions.size ?? 0,
       now,
     });
+    registerSpoolMetrics(this.metrics.registry, () => this.spool);
     // One dependency object shared by the parts: the tenancy runtime is set in start(), and a config
     // reload replaces `cfg` here for all of them at once.
     this.deps = {
@@ -257,10 +260,10 @@ export class Relay {
   async drain(peers: { host: string; port: number; tls?: OutboundTls }[]): Promise<void> {
     if (peers.length && !this.cfg.peer)
       throw new HttpError(409, 'hand-off needs the peer account (config: peer)');
-    const file = this.drainFile();
-    const tmp = `${file}.tmp`;
-    await writeFile(tmp, JSON.stringify({ v: 1, peers, since: this.drainSince ?? Date.now() }));
-    await rename(tmp, file);
+    await writeFileDurable(
+      this.drainFile(),
+      JSON.stringify({ v: 1, peers, since: this.drainSince ?? Date.now() }),
+    );
     this.applyDrain(peers, this.drainSince ?? Date.now());
   }
 

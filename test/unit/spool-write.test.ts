@@ -258,3 +258,64 @@ describe('receiveInto on a real spool', () => {
     await assert.rejects(spool.readBody(s2), SpoolCorruptError);
   });
 });
+
+describe('scan of a damaged spool', () => {
+  it('yields the good messages and moves truncated, empty, unparseable and foreign entries aside', async () => {
+    const root = await makeTmpDir('cartero-scan-');
+    try {
+      const dir = path.join(root, 'spool');
+      const s = new Spool({ dir, maxMessages: 100, minFreeBytes: 0 });
+      await s.open();
+      const good: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const id = newQueueId();
+        const raw = Buffer.from(`Subject: ${i}\r\n\r\nbody ${i}\r\n`);
+        await s.write(
+          {
+            v: 1,
+            id,
+            tenant: 't',
+            pool: null,
+            arrivedAt: 1,
+            from: 'a@x.test',
+            rcpts: [{ address: 'b@y.test' }],
+            dsn: {},
+            size: raw.length,
+            eightBit: false,
+            smtpUtf8: false,
+            origin: 'smtp',
+            client: { address: '127.0.0.1', helo: 'x', listener: 'smtp' },
+          },
+          [raw],
+        );
+        good.push(id);
+      }
+      const q = path.join(dir, 'queue');
+      const whole = await readFile(path.join(q, `${good[0]}.msg`));
+      const bad = {
+        truncated: newQueueId(),
+        empty: newQueueId(),
+        garbage: newQueueId(),
+      };
+      await writeFile(path.join(q, `${bad.truncated}.msg`), whole.subarray(0, whole.length - 5));
+      await writeFile(path.join(q, `${bad.empty}.msg`), '');
+      await writeFile(path.join(q, `${bad.garbage}.msg`), 'hello\nCSPOOL2 1 2 zz\n');
+      await writeFile(path.join(q, 'README'), 'not ours');
+      const s2 = new Spool({ dir, maxMessages: 100, minFreeBytes: 0 });
+      await s2.open();
+      const seen: string[] = [];
+      const corrupt: string[] = [];
+      for await (const m of s2.scan((c) => corrupt.push(`${c.file}: ${c.reason}`))) seen.push(m.env.id);
+      assert.deepEqual(seen.sort(), good.sort());
+      assert.equal(corrupt.length, 4, corrupt.join('\n'));
+      assert.deepEqual(
+        (await readdir(path.join(dir, 'corrupt'))).sort(),
+        [`${bad.truncated}.msg`, `${bad.empty}.msg`, `${bad.garbage}.msg`, 'README'].sort(),
+      );
+      assert.deepEqual((await readdir(q)).sort(), good.map((id) => `${id}.msg`).sort());
+      assert.equal(s2.size, 3);
+    } finally {
+      await removeTmpDir(root);
+    }
+  });
+});

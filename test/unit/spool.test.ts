@@ -235,15 +235,16 @@ describe('Spool', () => {
     assert.deepEqual(s3.quarantined, []);
   });
 
-  it('ignores files in queue/ that are not its own', async () => {
+  it('moves files in queue/ that are not its own aside, and leaves directories alone', async () => {
     await open();
     await mkdir(path.join(dir, 'queue', 'lost+found'));
     await writeFile(path.join(dir, 'queue', 'README'), 'x');
     await writeFile(path.join(dir, 'queue', 'not-an-id.msg'), 'x');
     const { s, msgs } = await open();
     assert.deepEqual(msgs, []);
-    assert.deepEqual(s.quarantined, []);
-    assert.ok(existsSync(path.join(dir, 'queue', 'README')));
+    assert.deepEqual(s.quarantined.map((q) => q.file).sort(), ['README', 'not-an-id.msg']);
+    assert.ok(existsSync(path.join(dir, 'corrupt', 'README')));
+    assert.ok(existsSync(path.join(dir, 'queue', 'lost+found')));
   });
 
   it('refuses with 452 4.3.1 when full, and counts a slot free again after remove', async () => {

@@ -137,9 +137,13 @@ export class Spool implements SpoolStore {
     const dir = await fsp.opendir(this.queueDir);
     for await (const ent of dir) {
       const f = ent.name;
-      if (!f.endsWith('.msg')) continue;
-      const id = f.slice(0, -4);
-      if (!QUEUE_ID_RE.test(id)) continue;
+      const id = f.endsWith('.msg') ? f.slice(0, -4) : '';
+      if (!QUEUE_ID_RE.test(id)) {
+        // only the relay writes files here: any other file is moved aside, not left to confuse a human or a
+        // tool; directories (lost+found on a volume root) are left alone
+        if (ent.isFile()) onCorrupt(await this.quarantine(f, 'not a queue file'));
+        continue;
+      }
       let msg: SpooledMessage;
       try {
         msg = await this.load(id);
