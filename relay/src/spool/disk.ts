@@ -15,13 +15,15 @@
 import { promises as fsp, constants as fsc } from 'node:fs';
 import path from 'node:path';
 import { createReadStream } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+import type { ScanWorkerData, ScanWorkerMessage } from './scan-worker.js';
 import { Transform, type Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import { SpoolBackpressureError } from '../errors.js';
 import {
   initialState,
   MAX_BUFFERED_BODY,
-  QUEUE_ID_RE,
   SpoolCorruptError,
   type DeliveryState,
   type Envelope,
@@ -39,6 +41,8 @@ export { SpoolWriter } from './writer.js';
 export type { Reservation } from './space.js';
 
 export const SPOOL_FORMAT = 2;
+/** Batches (of up to 512 messages) the scan worker may read ahead of the consumer. */
+const SCAN_BATCHES_AHEAD = 4;
 
 export interface SpoolOptions {
   dir: string;
@@ -88,6 +92,8 @@ export class Spool implements SpoolStore {
   private count = 0;
   private bytes = 0;
   readonly space: SpaceAccountant;
+  /** Marks this run's temp state files, so the background cleanup leaves them alone. */
+  private readonly runToken = randomBytes(4).toString('hex');
   private readonly now: () => number;
   /** Queue files the last open() found unreadable, moved to `<dir>/corrupt/` (movedTo undefined if that failed). */
   readonly quarantined: Quarantined[] = [];
@@ -132,34 +138,57 @@ export class Spool implements SpoolStore {
     await this.space.refresh();
   }
 
+  /**
+   * Every queued message, read by a worker thread (scan-worker.ts) with synchronous calls and handed over in
+   * batches, a few at a time, so the main thread stays free for SMTP and memory does not grow with the spool.
+   * Also removes state files whose message is gone and temp state files of earlier runs.
+   */
   async *scan(onCorrupt: (q: Quarantined) => void): AsyncIterable<SpooledMessage> {
-    const ids = new Set<string>();
-    const dir = await fsp.opendir(this.queueDir);
-    for await (const ent of dir) {
-      const f = ent.name;
-      const id = f.endsWith('.msg') ? f.slice(0, -4) : '';
-      if (!QUEUE_ID_RE.test(id)) {
-        // only the relay writes files here: any other file is moved aside, not left to confuse a human or a
-        // tool; directories (lost+found on a volume root) are left alone
-        if (ent.isFile()) onCorrupt(await this.quarantine(f, 'not a queue file'));
-        continue;
+    const credits = new Int32Array(new SharedArrayBuffer(4));
+    Atomics.store(credits, 0, SCAN_BATCHES_AHEAD);
+    const worker = new Worker(new URL('./scan-worker.js', import.meta.url), {
+      workerData: { dir: this.dir, runToken: this.runToken, credits } satisfies ScanWorkerData,
+    });
+    const inbox: ScanWorkerMessage[] = [];
+    let wake: (() => void) | undefined;
+    let failed: Error | undefined;
+    let exited = false;
+    worker.on('message', (m: ScanWorkerMessage) => {
+      inbox.push(m);
+      wake?.();
+    });
+    worker.on('error', (e) => {
+      failed = e;
+      wake?.();
+    });
+    worker.on('exit', () => {
+      exited = true;
+      wake?.();
+    });
+    try {
+      for (;;) {
+        while (!inbox.length && !failed && !exited) await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+        const m = inbox.shift();
+        if (!m) throw failed ?? new Error('the spool scan stopped early');
+        if ('done' in m) return;
+        if ('error' in m) throw new Error(`spool scan: ${m.error}`);
+        for (const q of m.corrupt) {
+          this.quarantined.push(q);
+          if (this.quarantined.length > 1000) this.quarantined.shift();
+          onCorrupt(q);
+        }
+        const now = this.now();
+        for (const msg of m.messages) {
+          this.count++;
+          this.bytes += msg.env.size;
+          yield { ...msg, state: msg.state ?? initialState(msg.env, now) };
+        }
+        Atomics.add(credits, 0, 1);
+        Atomics.notify(credits, 0);
       }
-      let msg: SpooledMessage;
-      try {
-        msg = await this.load(id);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
-        onCorrupt(await this.quarantine(f, (e as Error).message));
-        continue;
-      }
-      ids.add(id);
-      this.count++;
-      this.bytes += msg.env.size;
-      yield msg;
-    }
-    for (const f of await fsp.readdir(this.stateDir)) {
-      const id = f.replace(/\.json(\.tmp)?$/, '');
-      if (!ids.has(id) || f.endsWith('.tmp')) await fsp.rm(path.join(this.stateDir, f), { force: true });
+    } finally {
+      await worker.terminate();
     }
   }
 
@@ -369,7 +398,7 @@ export class Spool implements SpoolStore {
   /** Durably records delivery state (temp file, fsync, rename, directory fsync shared with other writers). */
   async saveState(id: string, state: DeliveryState): Promise<void> {
     const file = path.join(this.stateDir, `${id}.json`);
-    const tmp = `${file}.tmp`;
+    const tmp = `${file}.${this.runToken}.tmp`;
     const fh = await fsp.open(tmp, 'w');
     try {
       await fh.writeFile(JSON.stringify(state));
