@@ -116,8 +116,11 @@ export class SpoolWriter {
       throw new Error(`envelope size ${env.size} differs from the ${this.bodyBytes} bytes written`);
     const bodyLen = this.bodyBytes;
     const json = Buffer.from(JSON.stringify(env));
+    // what is still buffered, the envelope and the trailer go in one write (a small message is one write)
+    const trailer = encodeTrailer(bodyLen, json.length, this.crc);
+    this.buf.push(json, trailer);
+    this.bufLen += json.length + trailer.length;
     await this.flush();
-    await this.writeRaw(Buffer.concat([json, encodeTrailer(bodyLen, json.length, this.crc)]));
     try {
       await this.fh!.datasync();
       const fh = this.fh!;
