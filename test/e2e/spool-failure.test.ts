@@ -333,6 +333,9 @@ describe('spool failures lose nothing', () => {
 
       mx.setMode('normal');
       relay = await startRelay({ config: relayConfig(mx), dir: relay.root });
+      // the spool is indexed in the background once the relay listens
+      const started = relay;
+      await waitFor(() => started.logs.find((l) => l.event === 'queue.recovered'), { what: 'spool indexed' });
       const logged = relay.logs.find((l) => l.event === 'spool.corrupt');
       assert.ok(logged, 'the corrupt file is logged');
       assert.equal(logged.file, `${corruptId}.msg`);
@@ -353,6 +356,8 @@ describe('spool failures lose nothing', () => {
       // a clean start afterwards: nothing logged as corrupt again
       await relay.stop();
       relay = await startRelay({ config: relayConfig(mx), dir: relay.root });
+      const again = relay;
+      await waitFor(() => again.logs.find((l) => l.event === 'queue.recovered'), { what: 'spool indexed' });
       assert.equal(
         relay.logs.find((l) => l.event === 'spool.corrupt'),
         undefined,
