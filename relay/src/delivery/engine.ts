@@ -65,6 +65,11 @@ export class DeliveryEngine extends QueueView {
     };
   }
 
+  /** Messages being attempted now (at most activeLimit) and messages loaded in memory. */
+  get active(): { attempting: number; loaded: number } {
+    return { attempting: this.busyCount, loaded: this.loaded.size };
+  }
+
   get recovering(): boolean {
     return this.recovery !== undefined;
   }
