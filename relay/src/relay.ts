@@ -12,6 +12,8 @@ import { AdminServer, HttpError } from './admin.js';
 import { parseDuration } from './duration.js';
 import { RelayMetrics } from './metrics.js';
 import { MxResolver } from './dns.js';
+import { Suspensions } from './delivery/suspensions.js';
+import { registerQueueOps } from './queue-admin.js';
 
 export interface RelayOptions {
   now?: () => number;
@@ -80,6 +82,7 @@ export class Relay {
           ...(u.dayCap ? { day: u.dayUsed / u.dayCap } : {}),
         })),
       suppressions: () => this.deps.tenancy?.suppressions.size ?? 0,
+      suspended: () => this.engine.suspendedByTenant(),
       now,
     });
     // One dependency object shared by the parts: the tenancy runtime is set in start(), and a config
@@ -155,6 +158,16 @@ export class Relay {
     this.deps.tenancy = await TenantRuntime.open(this.cfg, this.deps.now, this.o.log);
     this.metrics.configInfo.set({ hash: this.cfg.hash }, 1);
     this.tenancyRoutes();
+    const suspensions = new Suspensions(path.join(this.cfg.spoolDir, 'suspensions.json'));
+    await suspensions.load();
+    this.engine.suspensions = suspensions;
+    registerQueueOps(this.admin, {
+      engine: this.engine,
+      suspensions,
+      tenantExists: (name) => this.cfg.tenants.has(name),
+      log: this.o.log,
+      now: this.deps.now,
+    });
     this.admin.route('GET', '/drain', () => [200, this.drainStatus()]);
     this.admin.route('POST', '/drain', async (r) => {
       const body = await r.body();

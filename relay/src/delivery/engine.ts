@@ -23,6 +23,7 @@ import { Destination } from './sessions.js';
 import { runDelivery, type JobContext } from './transport.js';
 import { domainOf, type ActiveMessage, type EngineDeps, type Job, type Outcome } from './types.js';
 import { QueueView } from './view.js';
+import type { Suspensions } from './suspensions.js';
 
 /** Messages loaded (envelope and state in memory) at once, as Postfix's qmgr_message_active_limit. */
 export const ACTIVE_LIMIT = 10_000;
@@ -245,16 +246,6 @@ export class DeliveryEngine extends QueueView {
     if (paused.state === 'paused')
       return Math.max(now + 1, Math.min(paused.pausedUntil ?? Infinity, now + 60_000));
     return this.suspendedUntil(s, now);
-  }
-
-  /** Step 5 hook: suspensions (see Suspensions). */
-  protected suspendedUntil(_s: number, _now: number): number | undefined {
-    return undefined;
-  }
-
-  /** Recipients of a due message that must stay pending now (a suspended domain). */
-  protected heldRecipient(_m: ActiveMessage, _i: number): boolean {
-    return false;
   }
 
   private tick(): void {
@@ -558,8 +549,93 @@ export class DeliveryEngine extends QueueView {
   }
 
   /** Queues a DSN about `m` through our own spool and indexes it. */
-  protected async queueDsn(m: ActiveMessage, recipients: DsnRecipient[]): Promise<void> {
+  protected async queueDsn(m: ActiveMessage, recipients: DsnRecipient[]): Promise<boolean> {
     const dsn = await writeDsn(this.d, m, recipients);
     if (dsn) this.add(dsn.msg, dsn.raw);
+    return !!dsn;
+  }
+
+  // ---- bulk operations: suspend, resume, purge ----
+
+  /** Suspensions in force (set by the relay once loaded). */
+  suspensions?: Suspensions;
+
+  private domainNamesOf(s: number): string[] {
+    const ds = this.index.domainsOf(s);
+    return Array.from({ length: ds.length }, (_, k) => this.index.domainNames.names[ds[k]]);
+  }
+
+  /** Whether a message has anything a suspension holds (all of it, or recipients at a suspended domain). */
+  private touchedBySuspension(s: number): boolean {
+    const sp = this.suspensions;
+    if (!sp || sp.empty) return false;
+    const t = this.index.tenantOf(s);
+    return sp.tenantHeld(t) || this.domainNamesOf(s).some((d) => sp.domainHeld(t, d));
+  }
+
+  protected suspendedUntil(s: number, now: number): number | undefined {
+    const sp = this.suspensions;
+    if (!sp || sp.empty) return undefined;
+    // rechecked every minute; a resume releases at once (flush of what it matched)
+    return sp.holds(this.index.tenantOf(s), this.domainNamesOf(s)) ? now + 60_000 : undefined;
+  }
+
+  protected heldRecipient(m: ActiveMessage, i: number): boolean {
+    const sp = this.suspensions;
+    return !!sp && !sp.empty && sp.domainHeld(m.env.tenant, domainOf(m.env.rcpts[i].address));
+  }
+
+  /** Queued messages held (wholly or in part) by a suspension, per tenant: cartero_queue_suspended. */
+  suspendedByTenant(): Map<string, number> {
+    const out = new Map<string, number>();
+    if (!this.suspensions || this.suspensions.empty) return out;
+    for (let s = 0; s < this.index.highWater; s++) {
+      if (this.index.id(s) === undefined || !this.touchedBySuspension(s)) continue;
+      const t = this.index.tenantOf(s);
+      out.set(t, (out.get(t) ?? 0) + 1);
+    }
+    return out;
+  }
+
+  /** Queued messages of a tenant and/or with a pending recipient at a domain. */
+  countMatching(tenant?: string, domain?: string): number {
+    return this.matching(tenant, domain).length;
+  }
+
+  /** Makes the messages a lifted suspension matched due now; returns how many are no longer held. */
+  release(tenant?: string, domain?: string): number {
+    const slots = this.matching(tenant, domain);
+    const set = new Set(slots);
+    this.flush((s) => set.has(s));
+    return slots.filter((s) => !this.suspendedUntil(s, 0)).length;
+  }
+
+  /**
+   * Removes queued messages of a tenant and/or, with a domain, their pending recipients at that domain
+   * (failed with a DSN when `dsn`). Messages being attempted are skipped and counted as busy.
+   */
+  async purge(
+    tenant: string | undefined,
+    domain: string | undefined,
+    dsn: boolean,
+  ): Promise<{ purged: number; dsn: number; busy: number }> {
+    const ids = this.matching(tenant, domain).map((s) => this.index.id(s)!);
+    const out = { purged: 0, dsn: 0, busy: 0 };
+    let next = 0;
+    const worker = async () => {
+      for (let k = next++; k < ids.length; k = next++) {
+        const r = await this.remove(
+          ids[k],
+          dsn ? 'purged by an administrator' : undefined,
+          'queue.purged',
+          domain,
+        );
+        if (r.result === 'deleted') out.purged++;
+        else if (r.result === 'busy') out.busy++;
+        if (r.dsn) out.dsn++;
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+    return out;
   }
 }

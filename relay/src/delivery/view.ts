@@ -32,7 +32,8 @@ export abstract class QueueView {
   protected abstract forget(id: string): void;
   protected abstract unload(id: string): void;
   protected abstract load(id: string): Promise<ActiveMessage | undefined>;
-  protected abstract queueDsn(m: ActiveMessage, recipients: DsnRecipient[]): Promise<void>;
+  /** True when a DSN was queued (none for the null sender or about a DSN). */
+  protected abstract queueDsn(m: ActiveMessage, recipients: DsnRecipient[]): Promise<boolean>;
 
   protected countTenant(tenant: string, size: number, sign: 1 | -1): void {
     let u = this.tenantUse.get(tenant);
@@ -166,11 +167,12 @@ export abstract class QueueView {
    * as failed first. Refused ('busy') while a delivery attempt for it is in flight.
    */
   async delete(id: string, bounce: boolean): Promise<'deleted' | 'busy' | 'missing'> {
-    return this.remove(
+    const r = await this.remove(
       id,
       bounce ? 'deleted from the queue by an administrator' : undefined,
       'queue.deleted',
     );
+    return r.result;
   }
 
   /**
@@ -183,19 +185,20 @@ export abstract class QueueView {
     dsnReason: string | undefined,
     event: string,
     domain?: string,
-  ): Promise<'deleted' | 'busy' | 'missing'> {
+  ): Promise<{ result: 'deleted' | 'busy' | 'missing'; dsn: boolean }> {
     const ix = this.index;
     const s = ix.slot(id);
-    if (s === undefined) return 'missing';
-    if (ix.flags[s] & F_BUSY) return 'busy';
+    if (s === undefined) return { result: 'missing', dsn: false };
+    if (ix.flags[s] & F_BUSY) return { result: 'busy', dsn: false };
     ix.flags[s] |= F_BUSY;
     const at = ix.nextAt[s];
     ix.unschedule(s);
     let done = false;
     try {
       const m = this.loaded.get(id) ?? (await this.load(id));
-      if (!m) return 'missing';
+      if (!m) return { result: 'missing', dsn: false };
       const now = this.d.now();
+      let dsn = false;
       const state = structuredClone(m.state);
       const hit = state.rcpts
         .map((r, i) => i)
@@ -218,7 +221,7 @@ export abstract class QueueView {
                 lastAttemptAt: new Date(state.rcpts[i].lastAttemptAt ?? now),
               }) as DsnRecipient,
           );
-        if (failed.length) await this.queueDsn(m, failed);
+        if (failed.length) dsn = await this.queueDsn(m, failed);
       }
       for (const i of hit) {
         state.rcpts[i].status = 'bounced';
@@ -238,7 +241,7 @@ export abstract class QueueView {
         { event, queueId: id, tenant: m.env.tenant, bounce: !!dsnReason, ...(domain ? { domain } : {}) },
         'message removed by admin',
       );
-      return 'deleted';
+      return { result: 'deleted', dsn };
     } finally {
       const s2 = ix.slot(id);
       if (s2 !== undefined) {
