@@ -163,3 +163,45 @@ test('at most activeLimit messages are attempted at once; every one is delivered
   await waitFor(() => e.stats().depth === 0, { what: 'queue empty' });
   assert.equal(e.active.loaded, 0, 'nothing stays loaded');
 });
+
+test('a 1 MiB body is streamed byte-exact; its bounce returns only the header section, even with RET=FULL', async () => {
+  const spool = new MemSpool();
+  const { e } = await engine(spool);
+  e.start();
+  const big = `Subject: big\r\nX-Marker: big-one\r\n\r\n${'0123456789abcdef'.repeat(65536)}\r\n`;
+  const ok = message(['ok-big@far.test'], big);
+  const bad = message(['reject@far.test'], big);
+  bad.env.dsn = { ret: 'FULL' };
+  // recovered from the spool, not handed over in memory: the engine must read (stream) it
+  spool.put(ok.env, ok.raw);
+  spool.put(bad.env, bad.raw);
+  await e.recover(spool.scan());
+  const got = await waitFor(() => mx.byRecipient('ok-big@far.test')[0], { what: 'big message delivered' });
+  assert.equal(got.raw.length, ok.raw.length);
+  assert.ok(got.raw.equals(ok.raw), 'byte-exact');
+  const dsn = await waitFor(
+    () => mx.byRecipient('owner@sender.test').find((x) => x.raw.includes(bad.env.id)),
+    { what: 'bounce for the big message' },
+  );
+  assert.ok(dsn.raw.length < 64 * 1024, `DSN is ${dsn.raw.length} bytes`);
+  assert.match(dsn.raw.toString(), /text\/rfc822-headers/);
+  assert.match(dsn.raw.toString(), /X-Marker: big-one/);
+  await waitFor(() => e.stats().depth === 0, { what: 'queue empty' });
+});
+
+test('a drain hands a big message to the peer as the hand-off header followed by the streamed body', async () => {
+  const spool = new MemSpool();
+  const { e } = await engine(spool);
+  const body = `Subject: handoff\r\n\r\n${'x'.repeat(600 * 1024)}\r\n`;
+  const m = message(['ok-handoff@far.test'], body);
+  spool.put(m.env, m.raw);
+  e.startDrain([{ host: '127.0.4.21', port: mx.port, name: 'peer', tls: 'none', kind: 'backup' }]);
+  e.start();
+  await e.recover(spool.scan());
+  const got = await waitFor(() => mx.byRecipient('ok-handoff@far.test')[0], { what: 'handed off' });
+  const text = got.raw.toString('latin1');
+  assert.match(text, /^X-Cartero-Handoff: [A-Za-z0-9_-]+\r\n/);
+  assert.ok(got.raw.subarray(got.raw.length - m.raw.length).equals(m.raw), 'the body follows, byte-exact');
+  await waitFor(() => e.stats().depth === 0, { what: 'queue empty' });
+  assert.equal(e.handedOff, 1);
+});

@@ -113,14 +113,24 @@ export abstract class QueueView {
     next?: string;
   }> {
     const ix = this.index;
+    // the smallest limit+1 ids after `after`, kept sorted: one pass, no sort of the whole queue
+    const keep = opts.limit + 1;
     const ids: string[] = [];
     for (const s of this.matching(opts.tenant, opts.domain)) {
       const id = ix.id(s)!;
       if (opts.after && id <= opts.after) continue;
+      if (ids.length === keep && id >= ids[keep - 1]) continue;
       if (opts.state && this.stateOf(s) !== opts.state) continue;
-      ids.push(id);
+      let lo = 0;
+      let hi = ids.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (ids[mid] < id) lo = mid + 1;
+        else hi = mid;
+      }
+      ids.splice(lo, 0, id);
+      if (ids.length > keep) ids.pop();
     }
-    ids.sort();
     const out: MessageView[] = [];
     for (const id of ids) {
       if (out.length === opts.limit) return { messages: out, next: out[out.length - 1].id };
