@@ -4,6 +4,7 @@
  *
  *   node dist/bench/backlog-memory.js write <dir> <N>     # N messages through DiskSpool.write
  *   node --expose-gc dist/bench/backlog-memory.js index <dir>
+ *   node --expose-gc dist/bench/backlog-memory.js start <dir>  # a whole Relay: time to 220, to full index
  *
  * `index` opens the spool with a clock one hour ahead, so every message without a state file is scheduled
  * an hour from now (held in the index, never loaded), starts the engine, indexes the spool, and prints RSS
@@ -130,6 +131,69 @@ async function index(): Promise<void> {
   await e.stop(100);
 }
 
+/**
+ * A whole relay on the spool: time from start() to the first 220 and to the end of the background index,
+ * and RSS then. Every tenant is suspended first (suspensions.json), so nothing is attempted meanwhile.
+ */
+async function start(): Promise<void> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  const { writeFile } = await import('node:fs/promises');
+  const net = await import('node:net');
+  const { Relay } = await import('../relay/src/relay.js');
+  const tenants = ['acme', 'globex', 'initech', 'umbrella'];
+  await writeFile(
+    `${dir}/suspensions.json`,
+    JSON.stringify({
+      v: 1,
+      suspensions: tenants.map((tenant) => ({
+        tenant,
+        reason: 'bench',
+        source: 'admin',
+        since: new Date().toISOString(),
+      })),
+    }),
+  );
+  const cfg = resolveConfig(
+    {
+      version: 1,
+      hostname: 'bench.test',
+      listeners: [{ name: 'smtp', port: 0 }],
+      paths: { spool: dir },
+      queue: { maxMessages: 10_000_000 },
+      routing: { default: { type: 'smarthost', smarthost: { host: '127.0.0.1', port: 9, tls: 'none' } } },
+      admin: { port: 0 },
+      tenants: tenants.map((name) => ({ name })),
+    },
+    process.cwd(),
+  );
+  const relay = new Relay(cfg, { log: createLogger('silent') });
+  const t0 = performance.now();
+  await relay.start();
+  const port = relay.inbound.ports.smtp;
+  const greeting = await new Promise<string>((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1');
+    sock.once('data', (d) => (sock.destroy(), resolve(d.toString())));
+    sock.once('error', reject);
+  });
+  const to220 = performance.now() - t0;
+  await relay.recovery;
+  const toIndexed = performance.now() - t0;
+  gc?.();
+  console.log(
+    JSON.stringify({
+      depth: relay.engine.stats().depth,
+      greeting: greeting.slice(0, 3),
+      secondsTo220: Math.round(to220) / 1000,
+      secondsToIndexed: Math.round(toIndexed) / 1000,
+      rssMiB: mib(process.memoryUsage().rss),
+    }),
+  );
+  await relay.stop(1000);
+  const { rm } = await import('node:fs/promises');
+  await rm(`${dir}/suspensions.json`, { force: true });
+}
+
 if (mode === 'write') await write(Number(nArg));
 else if (mode === 'index') await index();
-else throw new Error('usage: write <dir> <N> | index <dir>');
+else if (mode === 'start') await start();
+else throw new Error('usage: write <dir> <N> | index <dir> | start <dir>');
