@@ -160,6 +160,8 @@ export class DeliveryEngine extends QueueView {
         const s = this.index.slot(id);
         if (s === undefined || this.index.flags[s] & F_BUSY) continue;
         this.index.flags[s] |= F_BUSY;
+        const at = this.index.nextAt[s];
+        this.index.unschedule(s);
         try {
           await this.d.spool.saveState(id, st);
         } catch (e) {
@@ -169,6 +171,7 @@ export class DeliveryEngine extends QueueView {
           );
         } finally {
           this.index.flags[s] &= ~F_BUSY;
+          this.index.schedule(s, at);
         }
       }
       this.recovery = undefined;
@@ -253,6 +256,10 @@ export class DeliveryEngine extends QueueView {
     const ix = this.index;
     for (let s = ix.peek(); s >= 0 && ix.nextAt[s] <= now; s = ix.peek()) {
       if (this.busyCount >= this.activeLimit) break;
+      if (ix.flags[s] & F_BUSY) {
+        ix.unschedule(s); // taken by an admin operation, which schedules it again when done
+        continue;
+      }
       const hold = this.holdUntil(s, now);
       if (hold !== undefined) {
         ix.flags[s] |= F_HELD;
