@@ -176,6 +176,9 @@ async function start(): Promise<void> {
     sock.once('error', reject);
   });
   const to220 = performance.now() - t0;
+  console.log(
+    JSON.stringify({ secondsTo220: Math.round(to220) / 1000, queuedSoFar: relay.engine.stats().depth }),
+  );
   await relay.recovery;
   const toIndexed = performance.now() - t0;
   gc?.();
