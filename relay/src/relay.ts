@@ -208,7 +208,6 @@ export class Relay {
     this.o.log.info({ event: 'ready' }, 'relay ready; indexing the spool in the background');
     this.recovery = this.recover();
     void this.checkPtrRecords();
-    void this.checkPtrRecords();
   }
 
   /**
