@@ -122,6 +122,7 @@ export class Relay {
     try {
       const n = await this.engine.recover(
         this.spool.scan((q) => {
+          m.recoveryScanned.inc();
           m.recoveryCorrupt.inc();
           m.spoolCorrupt.inc({ stage: 'start' });
           this.o.log.error(
