@@ -28,6 +28,10 @@ import type { Suspensions } from './suspensions.js';
 /** Messages loaded (envelope and state in memory) at once, as Postfix's qmgr_message_active_limit. */
 export const ACTIVE_LIMIT = 10_000;
 const MAX_CACHED_BYTES = 64 * 1024 * 1024;
+/** Due messages looked at per timer turn, so that a million due at once never blocks the event loop long. */
+const TICK_BUDGET = 2000;
+/** Suspended mail is looked at again hourly: a resume releases what it held at once. */
+const SUSPENDED_RECHECK_MS = 3_600_000;
 
 export function pendingDomains(m: SpooledMessage): string[] {
   const s = new Set<string>();
@@ -254,8 +258,15 @@ export class DeliveryEngine extends QueueView {
   private tick(): void {
     const now = this.d.now();
     const ix = this.index;
+    let budget = TICK_BUDGET;
     for (let s = ix.peek(); s >= 0 && ix.nextAt[s] <= now; s = ix.peek()) {
       if (this.busyCount >= this.activeLimit) break;
+      if (--budget < 0) {
+        // a large batch due at once (a restart, a flush, held mail checked again): let I/O run in between
+        if (this.timer) clearTimeout(this.timer);
+        this.timer = setTimeout(() => this.tick(), 0);
+        return;
+      }
       if (ix.flags[s] & F_BUSY) {
         ix.unschedule(s); // taken by an admin operation, which schedules it again when done
         continue;
@@ -583,8 +594,8 @@ export class DeliveryEngine extends QueueView {
   protected suspendedUntil(s: number, now: number): number | undefined {
     const sp = this.suspensions;
     if (!sp || sp.empty) return undefined;
-    // rechecked every minute; a resume releases at once (flush of what it matched)
-    return sp.holds(this.index.tenantOf(s), this.domainNamesOf(s)) ? now + 60_000 : undefined;
+    // a resume releases at once (a flush of what it matched), so there is no need to look often
+    return sp.holds(this.index.tenantOf(s), this.domainNamesOf(s)) ? now + SUSPENDED_RECHECK_MS : undefined;
   }
 
   protected heldRecipient(m: ActiveMessage, i: number): boolean {
