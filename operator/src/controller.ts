@@ -49,7 +49,7 @@ import {
 } from './builders.js';
 import { findCondition, setCondition } from './conditions.js';
 import { isSubset, stableJson } from './objects.js';
-import { RelayAdmin, type TenantState } from './relay-admin.js';
+import { RelayAdmin, drainFinished, drainPending, knownDepth, type TenantState } from './relay-admin.js';
 import { startInformer, type Informer, type InformerEventType } from './runtime/informer.js';
 import { WorkQueue } from './runtime/workqueue.js';
 
@@ -87,6 +87,8 @@ interface PodFigures {
   byTenant?: Record<string, number>;
   tenants?: TenantState[];
   draining?: boolean;
+  /** The relay still indexes its spool: its queue is not known yet. */
+  recovering?: boolean;
   error?: string;
 }
 
@@ -567,9 +569,12 @@ export class Operator {
         const a = admin(p.status.podIP);
         try {
           const [q, t, c, d] = await Promise.all([a.queue(), a.tenants(), a.config(), a.drainStatus()]);
+          // a relay still indexing its spool does not know its queue yet: neither empty nor a figure
+          const depth = knownDepth(q);
           Object.assign(f, {
-            queue: q.depth,
-            byTenant: q.byTenant,
+            queue: depth,
+            byTenant: depth === undefined ? undefined : q.byTenant,
+            recovering: depth === undefined,
             tenants: t,
             revision: c.revision,
             draining: d.draining,
@@ -676,7 +681,7 @@ export class Operator {
           d = await a.drain(peers);
           log.info({ pod: podName, peers: peers.length, queued: d.queued }, 'drain.started');
         }
-        if (!d.done) pending.push(`${podName} (${d.queued} queued)`);
+        if (!drainFinished(d)) pending.push(drainPending(podName, d));
       } catch (e) {
         pending.push(`${podName} (${errorText(e)})`);
       }
@@ -775,7 +780,7 @@ export class Operator {
           const a = admin(p.status.podIP);
           let d = await a.drainStatus();
           if (!d.draining) d = await a.drain([]);
-          if (!d.done) pending.push(`${p.metadata.name} (${d.queued} queued)`);
+          if (!drainFinished(d)) pending.push(drainPending(p.metadata.name, d));
         } catch (e) {
           pending.push(`${p.metadata.name} (${errorText(e)})`);
         }
@@ -935,6 +940,9 @@ export class Operator {
       s.drain ? 'ScalingDown' : ok ? 'Complete' : readyReason,
       s.drain ? s.drain.message : ok ? 'the fleet matches the spec' : readyMsg,
     );
+    // a pod whose relay still indexes its spool does not know its queue: the fleet's figures are unknown
+    // then, and status says nothing rather than a number that may read "empty"
+    const depthKnown = !s.figures.some((f) => f.recovering);
     const queueDepth = s.figures.reduce((sum, f) => sum + (f.queue ?? 0), 0);
     const tenants = (relay.spec.tenants ?? []).map((t) => {
       const states = s.figures
@@ -950,7 +958,9 @@ export class Operator {
         state: state as 'Active' | 'Warning' | 'Paused',
         ...(worst?.reason ? { reason: worst.reason } : {}),
         bounceRate: round4(Math.max(0, ...states.map((x) => x.rate))),
-        queueDepth: s.figures.reduce((sum, f) => sum + (f.byTenant?.[t.name] ?? 0), 0),
+        ...(depthKnown
+          ? { queueDepth: s.figures.reduce((sum, f) => sum + (f.byTenant?.[t.name] ?? 0), 0) }
+          : {}),
       };
     });
     const attempted = s.figures.flatMap((f) => f.tenants ?? []).reduce((sum, t) => sum + t.attempted, 0);
@@ -963,7 +973,7 @@ export class Operator {
       readyText: `${readyPods.length}/${s.desired}`,
       selector: selectorString(relay.metadata.name!),
       configHash: s.revision,
-      queueDepth,
+      ...(depthKnown ? { queueDepth } : {}),
       bounceRate,
       bounceRatePercent: `${(bounceRate * 100).toFixed(1)}%`,
       conditions,

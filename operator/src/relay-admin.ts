@@ -3,6 +3,8 @@
 export interface QueueSummary {
   depth: number;
   byTenant: Record<string, number>;
+  /** True while the relay still indexes its spool after a start: depth counts only what it found so far. */
+  recovering?: boolean;
 }
 export interface TenantState {
   name: string;
@@ -18,6 +20,25 @@ export interface DrainStatus {
   draining: boolean;
   queued: number;
   done: boolean;
+  /** True while the relay still indexes its spool after a start (relays before 0.2 do not send it). */
+  recovering?: boolean;
+}
+
+/** The pod's queue depth, or undefined while it is not known yet (the relay still indexes its spool). */
+export function knownDepth(q: QueueSummary): number | undefined {
+  return q.recovering ? undefined : q.depth;
+}
+
+/** A drain is finished only when the queue is empty and known to be (not while the spool is indexed). */
+export function drainFinished(d: DrainStatus): boolean {
+  return d.done && !d.recovering;
+}
+
+/** How a pending drain reads in status messages. */
+export function drainPending(name: string, d: DrainStatus): string {
+  return d.recovering
+    ? `${name} (indexing its spool, ${d.queued} found so far)`
+    : `${name} (${d.queued} queued)`;
 }
 export interface RateLimitUse {
   unit: string;

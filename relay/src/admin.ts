@@ -4,7 +4,7 @@
  */
 import http from 'node:http';
 import type { RelayMetrics } from './metrics.js';
-import type { DeliveryEngine } from './queue.js';
+import type { DeliveryEngine } from './delivery/engine.js';
 import { secretEquals } from './policy.js';
 
 export class HttpError extends Error {
@@ -44,23 +44,24 @@ export class AdminServer {
 
   constructor(private readonly d: AdminDeps) {
     const e = d.engine;
-    this.route('GET', '/queue', (r) => {
+    this.route('GET', '/queue', async (r) => {
       const s = e.summary();
       const stats = e.stats();
-      const limit = Math.min(Math.max(Number(r.query.get('limit') ?? 100) || 100, 0), 10_000);
+      const limit = Math.min(Math.max(Number(r.query.get('limit') ?? 100) || 100, 0), 1000);
       return [
         200,
         {
           ...s,
+          recovering: e.recovering,
           activeDeliveries: stats.active,
           oldestArrival: stats.oldestArrival ?? null,
-          messages: e.list(limit),
+          messages: limit ? await e.list(limit) : [],
         },
       ];
     });
-    this.route('GET', '/queue/messages', (r) => [
+    this.route('GET', '/queue/messages', async (r) => [
       200,
-      e.page({
+      await e.page({
         after: r.query.get('after') ?? undefined,
         limit: Math.min(Math.max(Number(r.query.get('limit') ?? 100) || 100, 1), 1000),
         tenant: r.query.get('tenant') ?? undefined,

@@ -29,12 +29,19 @@ export class RelayMetrics {
   readonly configInfo: Gauge<'hash'>;
   readonly reloads: Counter<'result'>;
   readonly ptrMatches: Gauge<'pool' | 'ip'>;
+  readonly spoolCorrupt: Counter<'stage'>;
+  readonly recoveryScanned: Counter;
+  readonly recoveryCorrupt: Counter;
+  readonly recovering: Gauge;
+  readonly recoveryDuration: Gauge;
+  readonly queueSuspended: Gauge<'tenant'>;
 
   constructor(collectors: {
     paused?: () => Map<string, boolean>;
     warning?: () => Map<string, boolean>;
     capUsage?: () => { pool: string; ip: string; hour?: number; day?: number }[];
     suppressions?: () => number;
+    suspended?: () => Map<string, number>;
     queue: () => { byTenant: Map<string, number>; oldestArrival?: number };
     bounceRates: () => Map<string, number>;
     now: () => number;
@@ -183,6 +190,42 @@ export class RelayMetrics {
       help: "1 when a pool address's PTR record names its EHLO hostname, 0 when it does not (checked at start and reload).",
       labelNames: ['pool', 'ip'],
       registers: [r],
+    });
+    this.spoolCorrupt = new Counter({
+      name: 'cartero_spool_corrupt_total',
+      help: 'Queue files found damaged and set aside (spool/corrupt/), by stage: start (the scan) or delivery.',
+      labelNames: ['stage'],
+      registers: [r],
+    });
+    this.recoveryScanned = new Counter({
+      name: 'cartero_spool_recovery_scanned_total',
+      help: 'Queue files read by the background index of the spool after a start.',
+      registers: [r],
+    });
+    this.recoveryCorrupt = new Counter({
+      name: 'cartero_spool_recovery_corrupt_total',
+      help: 'Queue files the background index found unreadable and set aside.',
+      registers: [r],
+    });
+    this.recovering = new Gauge({
+      name: 'cartero_spool_recovering',
+      help: '1 while the spool is being indexed after a start (the queue is not fully known yet), else 0.',
+      registers: [r],
+    });
+    this.recoveryDuration = new Gauge({
+      name: 'cartero_spool_recovery_duration_seconds',
+      help: 'How long the last background index of the spool took (set when it finished).',
+      registers: [r],
+    });
+    this.queueSuspended = new Gauge({
+      name: 'cartero_queue_suspended',
+      help: 'Queued messages held by a suspension (admin or fleet), by tenant.',
+      labelNames: ['tenant'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const [tenant, n] of collectors.suspended?.() ?? []) this.set({ tenant }, n);
+      },
     });
     this.reloads = new Counter({
       name: 'cartero_config_reloads_total',

@@ -2,6 +2,7 @@
  * One outbound SMTP session to a next hop, on nodemailer's SMTPConnection, with a promise API and the
  * reply of every recipient classified. A session may carry several transactions (connection reuse).
  */
+import type { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { OutboundTls } from './config.js';
 
@@ -171,7 +172,7 @@ export class OutboundSession {
       eightBit: boolean;
       dsn?: { ret?: string; envid?: string; notify?: string[]; orcpt?: string };
     },
-    body: Buffer,
+    body: Buffer | Readable,
   ): Promise<TxResult> {
     this.transactions++;
     this.lastUsed = Date.now();

@@ -4,7 +4,8 @@ import type { OutboundTls, RelayConfig } from './config.js';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Spool } from './spool/disk.js';
-import { DeliveryEngine, type EngineDeps } from './queue.js';
+import { DeliveryEngine } from './delivery/engine.js';
+import type { EngineDeps } from './delivery/types.js';
 import { Inbound, type InboundDeps } from './inbound.js';
 import { TenantRuntime } from './tenant-runtime.js';
 import { AdminServer, HttpError } from './admin.js';
@@ -13,6 +14,8 @@ import { RelayMetrics } from './metrics.js';
 import { MxResolver } from './dns.js';
 import { registerSpoolMetrics } from './spool/metrics.js';
 import { writeFileDurable } from './durable.js';
+import { Suspensions } from './delivery/suspensions.js';
+import { registerQueueOps } from './queue-admin.js';
 
 export interface RelayOptions {
   now?: () => number;
@@ -81,6 +84,7 @@ export class Relay {
           ...(u.dayCap ? { day: u.dayUsed / u.dayCap } : {}),
         })),
       suppressions: () => this.deps.tenancy?.suppressions.size ?? 0,
+      suspended: () => this.engine.suspendedByTenant(),
       now,
     });
     registerSpoolMetrics(this.metrics.registry, () => this.spool);
@@ -107,11 +111,67 @@ export class Relay {
     });
   }
 
-  /** Recovers the spool, starts delivery, then the listeners and the admin port. */
+  /** The background index of the spool (started by start()). */
+  recovery?: Promise<void>;
+
+  /**
+   * Indexes the queued messages after the relay listens: the engine schedules them as they come (new mail
+   * is accepted and delivered meanwhile). Unreadable files are set aside and counted, never fatal.
+   */
+  private async recover(): Promise<void> {
+    const m = this.metrics;
+    const started = performance.now();
+    m.recovering.set(1);
+    try {
+      const n = await this.engine.recover(
+        this.spool.scan((q) => {
+          m.recoveryScanned.inc();
+          m.recoveryCorrupt.inc();
+          m.spoolCorrupt.inc({ stage: 'start' });
+          this.o.log.error(
+            {
+              event: 'spool.corrupt',
+              stage: 'start',
+              file: q.file,
+              reason: q.reason,
+              movedTo: q.movedTo ?? null,
+            },
+            'unreadable queue file set aside; it will not be delivered',
+          );
+        }),
+        () => m.recoveryScanned.inc(),
+      );
+      const secs = (performance.now() - started) / 1000;
+      m.recoveryDuration.set(secs);
+      this.o.log.info(
+        { event: 'queue.recovered', messages: n, seconds: Math.round(secs * 10) / 10 },
+        'spool indexed',
+      );
+    } catch (e) {
+      this.o.log.error(
+        { event: 'queue.recovery-failed', err: (e as Error).message },
+        'could not index the spool',
+      );
+    } finally {
+      m.recovering.set(0);
+    }
+  }
+
+  /** Starts delivery, the admin port and the listeners, then indexes the spool in the background. */
   async start(): Promise<void> {
     this.deps.tenancy = await TenantRuntime.open(this.cfg, this.deps.now, this.o.log);
     this.metrics.configInfo.set({ hash: this.cfg.hash }, 1);
     this.tenancyRoutes();
+    const suspensions = new Suspensions(path.join(this.cfg.spoolDir, 'suspensions.json'));
+    await suspensions.load();
+    this.engine.suspensions = suspensions;
+    registerQueueOps(this.admin, {
+      engine: this.engine,
+      suspensions,
+      tenantExists: (name) => this.cfg.tenants.has(name),
+      log: this.o.log,
+      now: this.deps.now,
+    });
     this.admin.route('GET', '/drain', () => [200, this.drainStatus()]);
     this.admin.route('POST', '/drain', async (r) => {
       const body = await r.body();
@@ -135,18 +195,6 @@ export class Relay {
       return [202, this.drainStatus()];
     });
     await this.spool.open();
-    let recoveredCount = 0;
-    for await (const m of this.spool.scan((q) =>
-      this.o.log.error(
-        { event: 'spool.corrupt', file: q.file, reason: q.reason, movedTo: q.movedTo ?? null },
-        'unreadable queue file set aside; it will not be delivered',
-      ),
-    )) {
-      this.engine.add(m);
-      recoveredCount++;
-    }
-    if (recoveredCount)
-      this.o.log.info({ event: 'queue.recovered', messages: recoveredCount }, 'recovered queued messages');
     this.engine.start();
     const adminPort = await this.admin.start(this.cfg.admin.address, this.cfg.admin.port);
     this.o.log.info(
@@ -161,7 +209,8 @@ export class Relay {
     await this.inbound.start();
     this.ready = true;
     if (pending) this.applyDrain(pending.peers ?? [], pending.since ?? Date.now());
-    this.o.log.info({ event: 'ready', queued: recoveredCount }, 'relay ready');
+    this.o.log.info({ event: 'ready' }, 'relay ready; indexing the spool in the background');
+    this.recovery = this.recover();
     void this.checkPtrRecords();
   }
 
@@ -303,7 +352,8 @@ export class Relay {
       peers: this.drainPeers,
       queued: depth,
       handedOff: this.engine.handedOff,
-      done: this.drainSince !== undefined && depth === 0,
+      recovering: this.engine.recovering,
+      done: this.drainSince !== undefined && depth === 0 && !this.engine.recovering,
     };
   }
 
@@ -445,6 +495,7 @@ export class Relay {
       const deadline = Date.now() + graceMs;
       await this.inbound.stop(graceMs);
       await this.engine.stop(Math.max(0, deadline - Date.now()));
+      await this.recovery;
       await this.deps.tenancy?.close();
       await this.admin.stop();
       this.o.log.info({ event: 'stopped', queued: this.spool.size }, 'relay stopped');

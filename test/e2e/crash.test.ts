@@ -181,7 +181,12 @@ test(
         const t0 = Date.now();
         relay = await startRelay({ config: config(gen + 1), dir: root });
         rec.restartMs = Date.now() - t0;
-        const recovered = relay.logs.find((l) => l.event === 'queue.recovered');
+        // the relay listens first and indexes its spool in the background: wait for the figure
+        const started = relay;
+        const recovered = await waitFor(() => started.logs.find((l) => l.event === 'queue.recovered'), {
+          timeoutMs: 30_000,
+          what: 'the spool indexed after the restart',
+        });
         rec.recoveredAfter = typeof recovered?.messages === 'number' ? recovered.messages : 0;
         kills.push(rec);
         port = relay.ports.smtp;

@@ -61,7 +61,9 @@ test('warns after delayWarningAfter, then bounces as expired after maxAge', asyn
   const attempts = () => mx.rcptAttempts.filter((a) => a.address === 'tempfail@dest.test').length;
   await waitFor(() => attempts() >= 1, { what: 'first attempt' });
   // the MX saw the attempt; wait until the relay has recorded it (and scheduled the next one)
-  await waitFor(() => relay.engine.list(1)[0]?.attempts === 1, { what: 'first attempt recorded' });
+  await waitFor(async () => (await relay.engine.list(1))[0]?.attempts === 1, {
+    what: 'first attempt recorded',
+  });
   assert.equal(relay.engine.stats().depth, 1);
 
   // Jump from one scheduled retry to the next until more than 4 hours have passed: the first retry past
@@ -70,12 +72,13 @@ test('warns after delayWarningAfter, then bounces as expired after maxAge', asyn
   for (let i = 0; clock - arrived < 4 * HOUR; i++) {
     assert.ok(i < 20, 'bounded');
     const n = attempts();
-    const [m] = relay.engine.list(1);
+    const [m] = await relay.engine.list(1);
     assert.ok(m.nextAttemptAt > clock, 'the next attempt is scheduled in the future');
     advance(m.nextAttemptAt - clock);
     await waitFor(() => attempts() > n, { what: `retry ${i + 1}` });
     await waitFor(
-      () => relay.engine.list(1)[0]?.attempts === i + 2 || mx.byRecipient('owner@sender.test').length > 0,
+      async () =>
+        (await relay.engine.list(1))[0]?.attempts === i + 2 || mx.byRecipient('owner@sender.test').length > 0,
       { what: 'attempt recorded' },
     );
   }
@@ -89,7 +92,7 @@ test('warns after delayWarningAfter, then bounces as expired after maxAge', asyn
   await waitFor(() => relay.engine.stats().depth === 1, {
     what: 'only the original still queued after the warning',
   });
-  assert.equal(relay.engine.list(1)[0].id.length, 20);
+  assert.equal((await relay.engine.list(1))[0].id.length, 20);
 
   // Past maxAge (5 days): the next attempt expires the recipient and bounces it.
   advance(5 * 24 * HOUR);

@@ -334,6 +334,19 @@ describe('spool failures lose nothing', () => {
 
       mx.setMode('normal');
       relay = await startRelay({ config: relayConfig(mx), dir: relay.root });
+      // the spool is indexed in the background once the relay listens
+      const started = relay;
+      await waitFor(() => started.logs.find((l) => l.event === 'queue.recovered'), { what: 'spool indexed' });
+      // it listened first: ready before the spool was indexed
+      const at = (event: string) => started.logs.findIndex((l) => l.event === event);
+      assert.ok(at('ready') >= 0 && at('ready') < at('queue.recovered'), 'ready before the index finished');
+      const q = await admin(relay, '/queue');
+      assert.equal(q.body.recovering, false);
+      const metrics = await (await fetch(`http://127.0.0.1:${relay.adminPort}/metrics`)).text();
+      assert.match(metrics, /^cartero_spool_recovering 0$/m);
+      assert.match(metrics, /^cartero_spool_recovery_scanned_total 3$/m);
+      assert.match(metrics, /^cartero_spool_recovery_corrupt_total 1$/m);
+      assert.match(metrics, /^cartero_spool_corrupt_total\{stage="start"\} 1$/m);
       const logged = relay.logs.find((l) => l.event === 'spool.corrupt');
       assert.ok(logged, 'the corrupt file is logged');
       assert.equal(logged.file, `${corruptId}.msg`);
@@ -354,6 +367,8 @@ describe('spool failures lose nothing', () => {
       // a clean start afterwards: nothing logged as corrupt again
       await relay.stop();
       relay = await startRelay({ config: relayConfig(mx), dir: relay.root });
+      const again = relay;
+      await waitFor(() => again.logs.find((l) => l.event === 'queue.recovered'), { what: 'spool indexed' });
       assert.equal(
         relay.logs.find((l) => l.event === 'spool.corrupt'),
         undefined,

@@ -1,0 +1,659 @@
+/**
+ * The delivery engine: schedules attempts from the slim queue index, loads a message's envelope and state
+ * from the spool when it becomes due (at most `activeLimit` at once), groups its recipients by route into
+ * transactions run on reused sessions within per-destination and global caps, and applies the outcome
+ * durably (DSN into our own queue, state file or removal) before it forgets anything. It reaches the
+ * spool only through the SpoolStore interface.
+ */
+import { selectRoute, type Route } from '../router.js';
+import type { Hop } from '../outbound.js';
+import { dsnRecipientsWanted, type DsnRecipient } from '../dsn.js';
+import { isHardBounce } from '../tenant-runtime.js';
+import {
+  MAX_BUFFERED_BODY,
+  SpoolCorruptError,
+  type DeliveryState,
+  type SpooledMessage,
+} from '../spool/types.js';
+import { applyOutcomes } from './outcomes.js';
+import { writeDsn } from './bounces.js';
+import { handoffHeader, runHandoff } from './handoff.js';
+import { F_ATTEMPTED, F_BUSY, F_DSN, F_HELD, QueueIndex } from './queue-index.js';
+import { Destination } from './sessions.js';
+import { runDelivery, type JobContext } from './transport.js';
+import { domainOf, type ActiveMessage, type EngineDeps, type Job, type Outcome } from './types.js';
+import { QueueView } from './view.js';
+import type { Suspensions } from './suspensions.js';
+
+/** Messages loaded (envelope and state in memory) at once, as Postfix's qmgr_message_active_limit. */
+export const ACTIVE_LIMIT = 10_000;
+const MAX_CACHED_BYTES = 64 * 1024 * 1024;
+/** Due messages looked at per timer turn, so that a million due at once never blocks the event loop long. */
+const TICK_BUDGET = 2000;
+/** Suspended mail is looked at again hourly: a resume releases what it held at once. */
+const SUSPENDED_RECHECK_MS = 3_600_000;
+
+export function pendingDomains(m: SpooledMessage): string[] {
+  const s = new Set<string>();
+  m.state.rcpts.forEach((r, i) => {
+    if (r.status === 'pending') s.add(domainOf(m.env.rcpts[i].address));
+  });
+  return [...s];
+}
+
+export class DeliveryEngine extends QueueView {
+  private readonly dests = new Map<string, Destination>();
+  private readonly starved = new Set<Destination>();
+  private activeJobs = 0;
+  /** Messages being attempted (or deleted). */
+  private busyCount = 0;
+  private timer?: NodeJS.Timeout;
+  private running = false;
+  private inFlight = new Set<Promise<void>>();
+  private cachedBytes = 0;
+  private readonly ctx: JobContext;
+  private drainPeers?: Hop[];
+  /** Recipients handed to peers since the drain began (this process). */
+  handedOff = 0;
+  /** While the background scan of the spool runs: states saved meanwhile, ids removed meanwhile. */
+  private recovery?: { states: Map<string, DeliveryState>; removed: Set<string> };
+
+  constructor(
+    d: EngineDeps,
+    readonly activeLimit = ACTIVE_LIMIT,
+  ) {
+    super(d, new QueueIndex(), new Map());
+    this.ctx = {
+      d,
+      running: () => this.running,
+      bodyOf: (job) => () => (job.msg.body ? Promise.resolve(job.msg.body) : this.d.spool.readBody(job.msg)),
+    };
+  }
+
+  /** Messages being attempted now (at most activeLimit) and messages loaded in memory. */
+  get active(): { attempting: number; loaded: number } {
+    return { attempting: this.busyCount, loaded: this.loaded.size };
+  }
+
+  get recovering(): boolean {
+    return this.recovery !== undefined;
+  }
+
+  get draining(): boolean {
+    return this.drainPeers !== undefined;
+  }
+
+  stats(): { depth: number; byTenant: Map<string, number>; oldestArrival?: number; active: number } {
+    return { ...this.figures(), active: this.activeJobs };
+  }
+
+  /** Adds a durably queued message. `body` (the raw message, when small and at hand) saves a read. */
+  add(msg: SpooledMessage, body?: Buffer): void {
+    this.insert(msg, this.loaded.size < this.activeLimit, body);
+  }
+
+  private insert(msg: SpooledMessage, keep: boolean, body?: Buffer): boolean {
+    const { env, state } = msg;
+    if (this.index.has(env.id)) return false;
+    const now = this.d.now();
+    const s = this.index.insert(env.id, {
+      nextAt: this.drainPeers ? Math.min(now, state.nextAttemptAt) : state.nextAttemptAt,
+      arrivedAt: env.arrivedAt,
+      size: env.size,
+      attempts: state.attempts,
+      tenant: env.tenant,
+      domains: pendingDomains(msg),
+      flags: env.origin === 'dsn' ? F_DSN : 0,
+    });
+    this.countTenant(env.tenant, env.size, 1);
+    if (keep) {
+      const a: ActiveMessage = { env, state, bodyOffset: msg.bodyOffset };
+      if (body && body.length <= MAX_BUFFERED_BODY && this.cachedBytes + body.length <= MAX_CACHED_BYTES) {
+        a.body = body;
+        this.cachedBytes += body.length;
+      }
+      this.loaded.set(env.id, a);
+    }
+    if (this.running && this.index.peek() === s) this.arm();
+    return true;
+  }
+
+  /** Drops a message's loaded envelope, state and body (it goes back to waiting on disk). */
+  protected unload(id: string): void {
+    const a = this.loaded.get(id);
+    if (a?.body) this.cachedBytes -= a.body.length;
+    this.loaded.delete(id);
+  }
+
+  protected partiallyRemoved(s: number, m: ActiveMessage): void {
+    this.index.update(s, { attempts: m.state.attempts, domains: pendingDomains(m) });
+  }
+
+  /** The message left the queue. */
+  protected forget(id: string): void {
+    const s = this.index.slot(id);
+    if (s === undefined) return;
+    this.countTenant(this.index.tenantOf(s), this.index.size[s], -1);
+    this.index.remove(id);
+    this.unload(id);
+    this.recovery?.removed.add(id);
+  }
+
+  /**
+   * Indexes the spool in the background (after a start, while the relay already listens): messages the
+   * engine already knows (accepted meanwhile) are not added twice. Yields to the event loop between batches.
+   */
+  async recover(source: AsyncIterable<SpooledMessage>, onScanned?: () => void): Promise<number> {
+    const rec = (this.recovery = { states: new Map<string, DeliveryState>(), removed: new Set<string>() });
+    let n = 0;
+    try {
+      for await (const m of source) {
+        n++;
+        onScanned?.();
+        if (!rec.removed.has(m.env.id)) {
+          const due = m.state.nextAttemptAt <= this.d.now() + 1000;
+          this.insert(m, due && this.loaded.size < this.activeLimit / 2);
+        }
+        if (!this.running) break;
+        if (n % 256 === 0) await new Promise((r) => setImmediate(r));
+      }
+    } finally {
+      // The scan drops state files of messages it did not list, which includes messages accepted and
+      // attempted while it ran: write their states again, holding each message meanwhile.
+      for (const [id, st] of rec.states) {
+        const s = this.index.slot(id);
+        if (s === undefined || this.index.flags[s] & F_BUSY) continue;
+        this.index.flags[s] |= F_BUSY;
+        const at = this.index.nextAt[s];
+        this.index.unschedule(s);
+        try {
+          await this.d.spool.saveState(id, st);
+        } catch (e) {
+          this.d.log.error(
+            { event: 'queue.error', queueId: id, err: (e as Error).message },
+            'could not save state',
+          );
+        } finally {
+          this.index.flags[s] &= ~F_BUSY;
+          this.index.schedule(s, at);
+        }
+      }
+      this.recovery = undefined;
+      this.arm();
+    }
+    return n;
+  }
+
+  start(): void {
+    this.running = true;
+    this.arm();
+  }
+
+  /** After a config reload: destination limits are recomputed from the new shaping rules. */
+  reconfigure(): void {
+    for (const dest of this.dests.values()) {
+      dest.limits = this.d.tenancy.shaper.limitsFor(dest.route.domain);
+      dest.mxChecked = false;
+      this.pump(dest);
+    }
+  }
+
+  /** Makes every queued message due now (admin flush, drain). Held messages are checked again. */
+  flush(match?: (slot: number) => boolean): number {
+    const now = this.d.now();
+    const ix = this.index;
+    let n = 0;
+    for (let s = 0; s < ix.highWater; s++) {
+      if (ix.id(s) === undefined || ix.flags[s] & F_BUSY || (match && !match(s))) continue;
+      ix.flags[s] &= ~F_HELD;
+      ix.schedule(s, now);
+      n++;
+    }
+    this.arm();
+    return n;
+  }
+
+  /** Runs whatever is due now (tests that move the clock call this instead of waiting). */
+  kick(): void {
+    if (this.running) this.tick();
+  }
+
+  /** Stops starting attempts; waits up to `graceMs` for attempts in flight, then closes every session. */
+  async stop(graceMs: number): Promise<void> {
+    this.running = false;
+    if (this.timer) clearTimeout(this.timer);
+    for (const dest of this.dests.values()) {
+      // jobs not started yet stay queued on disk; their messages are simply not finished
+      for (const j of dest.queue.splice(0)) j.resolve(new Map());
+    }
+    const all = Promise.allSettled([...this.inFlight]);
+    let t: NodeJS.Timeout | undefined;
+    await Promise.race([all, new Promise((r) => (t = setTimeout(r, graceMs)))]);
+    if (t) clearTimeout(t);
+    for (const dest of this.dests.values()) dest.closeIdle();
+  }
+
+  private arm(): void {
+    if (!this.running) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    const top = this.index.peek();
+    if (top < 0 || this.busyCount >= this.activeLimit) return; // a finishing attempt arms again
+    // Wake at least every second, so that an injected clock that jumps is noticed.
+    const delay = Math.min(Math.max(0, this.index.nextAt[top] - this.d.now()), 1000);
+    this.timer = setTimeout(() => this.tick(), delay);
+  }
+
+  /** Until when a due message is held without loading it (paused tenant, suspension), or undefined. */
+  protected holdUntil(s: number, now: number): number | undefined {
+    if (this.index.flags[s] & F_DSN || this.drainPeers?.length) return undefined;
+    const paused = this.d.tenancy.guard.state(this.index.tenantOf(s));
+    // a paused tenant's queued mail is held, not attempted, until the pause ends (checked every minute, so
+    // an admin resume takes effect within a minute)
+    if (paused.state === 'paused')
+      return Math.max(now + 1, Math.min(paused.pausedUntil ?? Infinity, now + 60_000));
+    return this.suspendedUntil(s, now);
+  }
+
+  private tick(): void {
+    const now = this.d.now();
+    const ix = this.index;
+    let budget = TICK_BUDGET;
+    for (let s = ix.peek(); s >= 0 && ix.nextAt[s] <= now; s = ix.peek()) {
+      if (this.busyCount >= this.activeLimit) break;
+      if (--budget < 0) {
+        // a large batch due at once (a restart, a flush, held mail checked again): let I/O run in between
+        if (this.timer) clearTimeout(this.timer);
+        this.timer = setTimeout(() => this.tick(), 0);
+        return;
+      }
+      if (ix.flags[s] & F_BUSY) {
+        ix.unschedule(s); // taken by an admin operation, which schedules it again when done
+        continue;
+      }
+      const hold = this.holdUntil(s, now);
+      if (hold !== undefined) {
+        ix.flags[s] |= F_HELD;
+        ix.schedule(s, hold);
+        continue;
+      }
+      ix.flags[s] = (ix.flags[s] & ~F_HELD) | F_BUSY;
+      ix.unschedule(s);
+      this.busyCount++;
+      this.track(this.attempt(ix.id(s)!));
+    }
+    this.arm();
+  }
+
+  private track(p: Promise<void>): void {
+    this.inFlight.add(p);
+    void p.finally(() => this.inFlight.delete(p));
+  }
+
+  /** Loads a message from the spool; undefined (and forgotten) when it is gone. */
+  protected async load(id: string): Promise<ActiveMessage | undefined> {
+    try {
+      const m: ActiveMessage = await this.d.spool.load(id);
+      const st = this.recovery?.states.get(id);
+      if (st) m.state = st;
+      return m;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+        this.forget(id);
+        return undefined;
+      }
+      // an envelope that does not parse is damage; an errno (EIO, EMFILE) may pass
+      if (e instanceof SpoolCorruptError || !(e as NodeJS.ErrnoException).code)
+        throw new SpoolCorruptError(id, (e as Error).message.replace(/^queue file \S+: /, ''));
+      throw e;
+    }
+  }
+
+  /** Ends an attempt: back to waiting at `next` (unloaded), or gone. */
+  private settle(id: string, next?: number): void {
+    const s = this.index.slot(id);
+    if (s !== undefined) {
+      this.index.flags[s] &= ~F_BUSY;
+      if (next !== undefined) this.index.schedule(s, next);
+      else if (this.index.nextAt[s] > this.d.now()) this.index.schedule(s, this.index.nextAt[s]);
+      else this.index.schedule(s, this.d.now() + this.d.cfg.queue.retry.initialMs);
+    }
+    this.unload(id);
+  }
+
+  private async attempt(id: string): Promise<void> {
+    let m: ActiveMessage | undefined;
+    let next: number | undefined;
+    try {
+      m = this.loaded.get(id) ?? (await this.load(id));
+      if (!m) return;
+      this.loaded.set(id, m);
+      if (!m.body) {
+        // the stored body must be what the envelope says before anything is sent (throws SpoolCorruptError)
+        const b = await this.d.spool.readBody(m);
+        if (!Buffer.isBuffer(b)) b.destroy();
+        else if (this.cachedBytes + b.length <= MAX_CACHED_BYTES) {
+          m.body = b;
+          this.cachedBytes += b.length;
+        }
+      }
+      const outcomes = new Map<number, Outcome>();
+      const jobs: Omit<Job, 'resolve'>[] = [];
+      const pending = m.state.rcpts.map((r, i) => (r.status === 'pending' ? i : -1)).filter((i) => i >= 0);
+      if (this.drainPeers?.length) {
+        // draining: every pending recipient goes to a peer relay in one transaction
+        const route: Route = {
+          kind: 'domain',
+          key: 'handoff',
+          domain: 'handoff',
+          host: { host: 'peers', port: 0, tls: 'none' },
+        };
+        jobs.push({ handoff: true, msg: m, route, rcpts: pending });
+      } else {
+        // group by route and by DSN parameters (nodemailer sends one NOTIFY/ORCPT per transaction)
+        const groups = new Map<string, { route: Route; rcpts: number[] }>();
+        for (const i of pending) {
+          const rc = m.env.rcpts[i];
+          if (this.heldRecipient(m, i)) continue;
+          const route = selectRoute(this.d.cfg.routing, domainOf(rc.address));
+          const k = `${route.key}|${rc.notify?.join(',') ?? ''}|${rc.orcpt ?? ''}`;
+          let g = groups.get(k);
+          if (!g) groups.set(k, (g = { route, rcpts: [] }));
+          g.rcpts.push(i);
+        }
+        for (const g of groups.values()) jobs.push({ msg: m, route: g.route, rcpts: g.rcpts });
+      }
+      const results = await Promise.all(
+        jobs.map((j) => new Promise<Map<number, Outcome>>((resolve) => this.enqueue({ ...j, resolve }))),
+      );
+      for (const r of results) for (const [i, o] of r) outcomes.set(i, o);
+      next = await this.finish(m, outcomes);
+    } catch (caught) {
+      let e = caught;
+      if (e instanceof SpoolCorruptError) {
+        try {
+          await this.corrupt(id, m, e.message);
+          return;
+        } catch (e2) {
+          e = e2;
+        }
+      }
+      // Could not record the outcome (disk trouble): keep the message as it was on disk and try again later.
+      this.d.log.error(
+        { event: 'queue.error', queueId: id, err: (e as Error).message },
+        'could not record delivery outcome',
+      );
+      next = this.d.now() + this.d.cfg.queue.retry.initialMs;
+    } finally {
+      this.busyCount--;
+      if (this.index.has(id)) this.settle(id, next);
+      else this.unload(id);
+      this.arm();
+    }
+  }
+
+  /** A stored copy that is not what its envelope says: never sent; set aside, and the sender is told. */
+  private async corrupt(id: string, m: ActiveMessage | undefined, reason: string): Promise<void> {
+    const s = this.index.slot(id);
+    if (s === undefined) return;
+    if (m) {
+      const failed = m.state.rcpts
+        .map((r, i) => ({ r, i }))
+        .filter(
+          ({ r, i }) =>
+            r.status === 'pending' && dsnRecipientsWanted(m.env.rcpts[i].notify?.join(','), 'failed'),
+        )
+        .map(
+          ({ i }) =>
+            ({
+              address: m.env.rcpts[i].address,
+              orcpt: m.env.rcpts[i].orcpt,
+              action: 'failed',
+              status: '5.3.0',
+              diagnostic:
+                "the queued copy of this message was damaged on the relay's disk and could not be sent",
+              lastAttemptAt: new Date(this.d.now()),
+            }) as DsnRecipient,
+        );
+      if (failed.length) await this.queueDsn(m, failed);
+    }
+    const q = await this.d.spool.moveAside(id, m?.env.size ?? this.index.size[s], reason);
+    this.d.metrics.spoolCorrupt.inc({ stage: 'delivery' });
+    this.d.log.error(
+      { event: 'spool.corrupt', stage: 'delivery', queueId: id, reason, movedTo: q.movedTo ?? null },
+      'queued copy damaged: not sent, set aside',
+    );
+    this.forget(id);
+  }
+
+  private enqueue(job: Job): void {
+    if (!this.running) return job.resolve(new Map());
+    let dest = this.dests.get(job.route.key);
+    if (!dest) {
+      this.dests.set(job.route.key, (dest = new Destination(job.route.key, job.route)));
+      dest.limits = this.d.tenancy.shaper.limitsFor(job.route.domain);
+    }
+    dest.queue.push(job);
+    this.pump(dest);
+  }
+
+  private pump(dest: Destination): void {
+    const cfg = this.d.cfg.delivery;
+    const cap = Math.min(cfg.perDestinationConcurrency, dest.limits.maxConnections);
+    while (dest.queue.length && dest.active < cap) {
+      if (this.activeJobs >= cfg.concurrency) {
+        this.starved.add(dest);
+        return;
+      }
+      const job = dest.queue.shift()!;
+      dest.active++;
+      this.activeJobs++;
+      const run = job.handoff
+        ? runHandoff(this.ctx, dest, job, this.drainPeers ?? [])
+        : runDelivery(this.ctx, dest, job);
+      this.track(
+        run.finally(() => {
+          dest.active--;
+          this.activeJobs--;
+          this.pump(dest);
+          if (this.activeJobs < cfg.concurrency && this.starved.size) {
+            const list = [...this.starved];
+            this.starved.clear();
+            for (const s of list) this.pump(s);
+          }
+        }),
+      );
+    }
+  }
+
+  // ---- drain: hand queued mail to peer relays ----
+
+  /** Starts handing every queued message to the peers (in order, the next one when one fails). */
+  startDrain(peers: Hop[]): void {
+    this.drainPeers = peers;
+    this.flush();
+  }
+
+  /** Back to normal delivery (a drain asked again without peers). */
+  stopHandoff(): void {
+    this.drainPeers = undefined;
+  }
+
+  /** Kept for callers of the former queue.ts. */
+  static handoffHeader = handoffHeader;
+
+  /**
+   * Applies outcomes (see applyOutcomes): metrics, logs, DSNs, then saves or removes. Nothing is forgotten
+   * before it is durable. Returns the next attempt time, or undefined when the message left the queue or
+   * stays as it was.
+   */
+  private async finish(m: ActiveMessage, outcomes: Map<number, Outcome>): Promise<number | undefined> {
+    const env = m.env;
+    const now = this.d.now();
+    const retry = this.d.tenancy.retryPolicy(env.tenant);
+    const plan = applyOutcomes({
+      env,
+      state: m.state,
+      outcomes,
+      now,
+      retry,
+      delayWarningAfterMs: this.d.cfg.queue.delayWarningAfterMs,
+      running: this.running,
+    });
+    const st = plan.state;
+    const log = (event: string, i: number, msg: string) => {
+      const o = outcomes.get(i);
+      const r = st.rcpts[i];
+      this.d.log.info(
+        {
+          event,
+          queueId: env.id,
+          tenant: env.tenant,
+          from: env.from,
+          to: env.rcpts[i].address,
+          route: o?.route,
+          status: event === 'expired' ? '4.4.7' : o?.status,
+          reply: o?.reply ?? r.lastReply,
+          remoteMta: o?.remoteMta,
+          attempt: r.attempts,
+        },
+        msg,
+      );
+    };
+    for (const i of plan.handedOff) {
+      this.handedOff++;
+      this.d.metrics.delivered.inc({ tenant: env.tenant, route: 'handoff' });
+      log('handed-off', i, 'handed off to a peer relay');
+    }
+    for (const i of plan.delivered) {
+      this.d.metrics.delivered.inc({ tenant: env.tenant, route: outcomes.get(i)!.route });
+      log('delivered', i, 'delivered');
+    }
+    for (const i of plan.bounced) {
+      const kind = isHardBounce(outcomes.get(i)!.status) ? 'hard' : 'soft';
+      this.d.metrics.bounced.inc({ tenant: env.tenant, kind });
+      log('bounced', i, 'bounced');
+    }
+    for (const i of plan.deferred) {
+      this.d.metrics.deferred.inc({ tenant: env.tenant });
+      log('deferred', i, 'deferred');
+    }
+    for (const i of plan.expired) {
+      this.d.metrics.bounced.inc({ tenant: env.tenant, kind: 'expired' });
+      log('expired', i, 'expired');
+    }
+    // The tenant's reputation: our own DSNs do not count (a bad sender address is not a bad list).
+    if (env.origin !== 'dsn') {
+      for (const [i, o] of outcomes)
+        if (o.route !== 'handoff')
+          await this.d.tenancy.onOutcome(env.tenant, env.rcpts[i].address, o.result, o.status, o.reply);
+    }
+    if (plan.next === 'unchanged') return this.index.nextAt[this.index.slot(env.id)!];
+    if (plan.delayed.length) await this.queueDsn(m, plan.delayed);
+    if (plan.failed.length) await this.queueDsn(m, plan.failed);
+    if (plan.next === 'remove') {
+      await this.d.spool.remove(env.id, env.size);
+      m.state = st;
+      this.forget(env.id);
+      return undefined;
+    }
+    await this.d.spool.saveState(env.id, st);
+    this.recovery?.states.set(env.id, st);
+    m.state = st;
+    const s = this.index.slot(env.id)!;
+    this.index.update(s, { attempts: st.attempts, domains: pendingDomains(m) });
+    if (st.attempts > 0) this.index.flags[s] |= F_ATTEMPTED;
+    return plan.next;
+  }
+
+  /** Queues a DSN about `m` through our own spool and indexes it. */
+  protected async queueDsn(m: ActiveMessage, recipients: DsnRecipient[]): Promise<boolean> {
+    const dsn = await writeDsn(this.d, m, recipients);
+    if (dsn) this.add(dsn.msg, dsn.raw);
+    return !!dsn;
+  }
+
+  // ---- bulk operations: suspend, resume, purge ----
+
+  /** Suspensions in force (set by the relay once loaded). */
+  suspensions?: Suspensions;
+
+  private domainNamesOf(s: number): string[] {
+    const ds = this.index.domainsOf(s);
+    return Array.from({ length: ds.length }, (_, k) => this.index.domainNames.names[ds[k]]);
+  }
+
+  /** Whether a message has anything a suspension holds (all of it, or recipients at a suspended domain). */
+  private touchedBySuspension(s: number): boolean {
+    const sp = this.suspensions;
+    if (!sp || sp.empty) return false;
+    const t = this.index.tenantOf(s);
+    return sp.tenantHeld(t) || this.domainNamesOf(s).some((d) => sp.domainHeld(t, d));
+  }
+
+  protected suspendedUntil(s: number, now: number): number | undefined {
+    const sp = this.suspensions;
+    if (!sp || sp.empty) return undefined;
+    // a resume releases at once (a flush of what it matched), so there is no need to look often
+    return sp.holds(this.index.tenantOf(s), this.domainNamesOf(s)) ? now + SUSPENDED_RECHECK_MS : undefined;
+  }
+
+  protected heldRecipient(m: ActiveMessage, i: number): boolean {
+    const sp = this.suspensions;
+    return !!sp && !sp.empty && sp.domainHeld(m.env.tenant, domainOf(m.env.rcpts[i].address));
+  }
+
+  /** Queued messages held (wholly or in part) by a suspension, per tenant: cartero_queue_suspended. */
+  suspendedByTenant(): Map<string, number> {
+    const out = new Map<string, number>();
+    if (!this.suspensions || this.suspensions.empty) return out;
+    for (let s = 0; s < this.index.highWater; s++) {
+      if (this.index.id(s) === undefined || !this.touchedBySuspension(s)) continue;
+      const t = this.index.tenantOf(s);
+      out.set(t, (out.get(t) ?? 0) + 1);
+    }
+    return out;
+  }
+
+  /** Queued messages of a tenant and/or with a pending recipient at a domain. */
+  countMatching(tenant?: string, domain?: string): number {
+    return this.matching(tenant, domain).length;
+  }
+
+  /** Makes the messages a lifted suspension matched due now; returns how many are no longer held. */
+  release(tenant?: string, domain?: string): number {
+    const slots = this.matching(tenant, domain);
+    const set = new Set(slots);
+    this.flush((s) => set.has(s));
+    return slots.filter((s) => !this.suspendedUntil(s, 0)).length;
+  }
+
+  /**
+   * Removes queued messages of a tenant and/or, with a domain, their pending recipients at that domain
+   * (failed with a DSN when `dsn`). Messages being attempted are skipped and counted as busy.
+   */
+  async purge(
+    tenant: string | undefined,
+    domain: string | undefined,
+    dsn: boolean,
+  ): Promise<{ purged: number; dsn: number; busy: number }> {
+    const ids = this.matching(tenant, domain).map((s) => this.index.id(s)!);
+    const out = { purged: 0, dsn: 0, busy: 0 };
+    let next = 0;
+    const worker = async () => {
+      for (let k = next++; k < ids.length; k = next++) {
+        const r = await this.remove(
+          ids[k],
+          dsn ? 'purged by an administrator' : undefined,
+          'queue.purged',
+          domain,
+        );
+        if (r.result === 'deleted') out.purged++;
+        else if (r.result === 'busy') out.busy++;
+        if (r.dsn) out.dsn++;
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+    return out;
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * Applies one attempt's outcomes to a message's delivery state: a pure function, so the engine's rules
+ * (retry schedule, expiry at maxAge, the one delay warning, retry overrides, hand-off) are tested without
+ * I/O. The engine does what the plan says: DSNs, saveState or remove, metrics, logs.
+ */
+import type { DeliveryState, Envelope } from '../spool/types.js';
+import { scheduleNext, type RetryPolicy } from '../retry.js';
+import { dsnRecipientsWanted, type DsnRecipient } from '../dsn.js';
+import type { Outcome } from './types.js';
+
+export interface OutcomeInput {
+  env: Envelope;
+  /** The state before the attempt (not modified). */
+  state: DeliveryState;
+  outcomes: Map<number, Outcome>;
+  now: number;
+  retry: { policy: RetryPolicy; maxAgeMs: number };
+  /** queue.delayWarningAfter; undefined = never warn. */
+  delayWarningAfterMs?: number;
+  /** False while the engine stops: an attempt that never ran leaves the message as it is. */
+  running: boolean;
+}
+
+export interface OutcomePlan {
+  /** The state to record (a copy). */
+  state: DeliveryState;
+  /** Recipient indexes by what happened to them in this attempt. */
+  delivered: number[];
+  handedOff: number[];
+  bounced: number[];
+  deferred: number[];
+  expired: number[];
+  /** DSN recipients: failed (bounced or expired, as NOTIFY allows) and delayed (the one delay warning). */
+  failed: DsnRecipient[];
+  delayed: DsnRecipient[];
+  /**
+   * `remove`: every recipient is final. A time: save the state and try again then. `unchanged`: nothing
+   * was attempted and the engine is stopping; leave the message as it is on disk.
+   */
+  next: number | 'remove' | 'unchanged';
+}
+
+export function applyOutcomes(input: OutcomeInput): OutcomePlan {
+  const { env, outcomes, now } = input;
+  const state: DeliveryState = structuredClone(input.state);
+  const plan: OutcomePlan = {
+    state,
+    delivered: [],
+    handedOff: [],
+    bounced: [],
+    deferred: [],
+    expired: [],
+    failed: [],
+    delayed: [],
+    next: 'remove',
+  };
+  if (outcomes.size) state.attempts++;
+  for (const [i, o] of outcomes) {
+    const r = state.rcpts[i];
+    const rc = env.rcpts[i];
+    r.attempts++;
+    r.lastAttemptAt = now;
+    r.lastReply = o.reply;
+    r.lastStatus = o.status;
+    if (o.remoteMta) r.remoteMta = o.remoteMta;
+    if (o.result === 'delivered') {
+      r.status = 'delivered';
+      (o.route === 'handoff' ? plan.handedOff : plan.delivered).push(i);
+    } else if (o.result === 'bounced') {
+      r.status = 'bounced';
+      plan.bounced.push(i);
+      if (dsnRecipientsWanted(rc.notify?.join(','), 'failed'))
+        plan.failed.push({
+          address: rc.address,
+          orcpt: rc.orcpt,
+          action: 'failed',
+          status: o.status,
+          diagnostic: o.reply,
+          remoteMta: o.remoteMta,
+          lastAttemptAt: new Date(now),
+        } as DsnRecipient);
+    } else plan.deferred.push(i);
+  }
+  const pending = state.rcpts.map((r, i) => (r.status === 'pending' ? i : -1)).filter((i) => i >= 0);
+  if (!pending.length) return plan;
+  if (!input.running && outcomes.size === 0) {
+    plan.next = 'unchanged';
+    return plan;
+  }
+  const { policy, maxAgeMs } = input.retry;
+  const decision = scheduleNext({
+    attempts: Math.max(1, state.attempts),
+    arrivedAt: env.arrivedAt,
+    now,
+    policy,
+    maxAgeMs,
+  });
+  if (decision.kind === 'expire') {
+    // this was the last attempt: what is still pending bounces as expired (RFC 3463 4.4.7)
+    const hours = Math.round((now - env.arrivedAt) / 3_600_000);
+    for (const i of pending) {
+      const r = state.rcpts[i];
+      const rc = env.rcpts[i];
+      r.status = 'expired';
+      plan.expired.push(i);
+      if (dsnRecipientsWanted(rc.notify?.join(','), 'failed'))
+        plan.failed.push({
+          address: rc.address,
+          orcpt: rc.orcpt,
+          action: 'failed',
+          status: '4.4.7',
+          diagnostic: `delivery time expired after ${hours}h; last error: ${r.lastReply ?? 'none'}`,
+          remoteMta: r.remoteMta,
+          lastAttemptAt: r.lastAttemptAt ? new Date(r.lastAttemptAt) : undefined,
+        } as DsnRecipient);
+    }
+    return plan;
+  }
+  const all = [...outcomes.values()];
+  const notBefore = Math.max(0, ...all.map((o) => o.notBefore ?? 0));
+  const overrides = all.filter((o) => o.retryAt !== undefined).map((o) => o.retryAt!);
+  const next = overrides.length ? Math.min(...overrides) : Math.max(decision.at, notBefore);
+  state.nextAttemptAt = next;
+  plan.next = next;
+  const warnAfter = input.delayWarningAfterMs;
+  if (warnAfter !== undefined && !state.delayWarned && now - env.arrivedAt >= warnAfter) {
+    state.delayWarned = true;
+    plan.delayed = pending
+      .filter((i) => dsnRecipientsWanted(env.rcpts[i].notify?.join(','), 'delayed'))
+      .map(
+        (i) =>
+          ({
+            address: env.rcpts[i].address,
+            orcpt: env.rcpts[i].orcpt,
+            action: 'delayed',
+            status: state.rcpts[i].lastStatus ?? '4.0.0',
+            diagnostic: state.rcpts[i].lastReply,
+            remoteMta: state.rcpts[i].remoteMta,
+            lastAttemptAt: new Date(now),
+            willRetryUntil: new Date(env.arrivedAt + maxAgeMs),
+          }) as DsnRecipient,
+      );
+  }
+  return plan;
+}

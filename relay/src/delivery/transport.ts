@@ -1,0 +1,251 @@
+/**
+ * One transaction's worth of delivery: the recipients of one message that share a route go through the
+ * route's hops (MX hosts or a smarthost, then the backups) on a reused or new session, within the pool's
+ * and the destination's caps. Returns an outcome per recipient; never throws.
+ */
+import type { Readable } from 'node:stream';
+import { OutboundSession, HopError, type Hop, type TxResult } from '../outbound.js';
+import type { Route } from '../router.js';
+import { isThrottleReply } from '../shaping.js';
+import type { Destination } from './sessions.js';
+import type { BodySource, EngineDeps, Job, Outcome } from './types.js';
+
+/** What a job needs from the engine. */
+export interface JobContext {
+  d: EngineDeps;
+  running: () => boolean;
+  /** The message's body, opened afresh for each transaction. */
+  bodyOf: (job: Job) => BodySource;
+}
+
+const ENHANCED_RE = /^[245]\.\d{1,3}\.\d{1,3}$/;
+
+export function statusFromReply(code: number | undefined, reply: string, fallback: string): string {
+  const m = /^(?:\d{3}[ -])?([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply);
+  if (m && ENHANCED_RE.test(m[1]) && code !== undefined && m[1][0] === String(code)[0]) return m[1];
+  if (code === undefined) return fallback;
+  return code >= 500 ? '5.0.0' : code >= 400 ? '4.0.0' : '2.0.0';
+}
+
+/** A stream that was opened for a transaction that did not read it to the end. */
+export function discard(body: Buffer | Readable | undefined): void {
+  if (body && !Buffer.isBuffer(body) && !body.destroyed) body.destroy();
+}
+
+export function backupHops(d: EngineDeps): Hop[] {
+  return d.cfg.routing.backups.map((b) => ({
+    host: b.host,
+    port: b.port,
+    name: b.host,
+    tls: b.tls,
+    credentials: b.credentials,
+    kind: 'backup',
+  }));
+}
+
+async function hopsFor(
+  d: EngineDeps,
+  route: Route,
+): Promise<
+  | { hops: Hop[] }
+  | { permanent: { status: string; reason: string } }
+  | { temporary: { status: string; reason: string } }
+> {
+  const backups = backupHops(d);
+  if (route.kind !== 'mx') {
+    const h = route.host;
+    return {
+      hops: [
+        {
+          host: h.host,
+          port: h.port,
+          name: h.host,
+          tls: h.tls,
+          credentials: h.credentials,
+          kind: route.kind,
+        },
+        ...backups,
+      ],
+    };
+  }
+  const res = await d.resolver.resolveDestination(route.domain);
+  if (res.kind === 'permanent') return { permanent: { status: res.status, reason: res.reason } };
+  if (res.kind === 'temporary') {
+    return backups.length ? { hops: backups } : { temporary: { status: res.status, reason: res.reason } };
+  }
+  const hops: Hop[] = [];
+  for (const h of res.hosts)
+    for (const a of h.addresses)
+      hops.push({ host: a, port: d.cfg.dns.mxPort, name: h.exchange, tls: 'opportunistic', kind: 'mx' });
+  return { hops: [...hops, ...backups] };
+}
+
+function hopFailed(d: EngineDeps, queueId: string, hop: Hop, reply: string, msg: string): void {
+  d.log.info({ event: 'hop.failed', queueId, hop: `${hop.name}[${hop.host}]:${hop.port}`, reply }, msg);
+}
+
+export async function runDelivery(ctx: JobContext, dest: Destination, job: Job): Promise<void> {
+  const { d } = ctx;
+  const { msg, route, rcpts } = job;
+  const env = msg.env;
+  const out = new Map<number, Outcome>();
+  const all = (o: Omit<Outcome, 'route'> & { route?: Outcome['route'] }) => {
+    for (const i of rcpts) out.set(i, { route: route.kind, ...o });
+  };
+  const started = process.hrtime.bigint();
+  const shaper = d.tenancy.shaper;
+  /** Room held on a pool address for this attempt (so concurrent attempts cannot overshoot its caps). */
+  let reserved: { pool: string; ip: string } | undefined;
+  let body: Buffer | Readable | undefined;
+  try {
+    const until = shaper.backoffUntil(dest.key);
+    const backedOff = until !== undefined && until > d.now();
+    if (backedOff && d.cfg.routing.backups.length === 0) {
+      return all({
+        result: 'deferred',
+        status: '4.4.5',
+        reply: `destination backed off after a throttling reply, until ${new Date(until).toISOString()}`,
+        notBefore: until,
+      });
+    }
+    const pool = d.tenancy.poolOf(env.tenant);
+    let egress: { ip: string; ehlo: string; bind: boolean } | undefined;
+    if (pool && d.tenancy.pools.has(pool)) {
+      const pick = d.tenancy.pools.pick(pool, rcpts.length);
+      if (!pick.ok)
+        return all({
+          result: 'deferred',
+          status: '4.4.5',
+          reply: `ip pool ${pool}: ${pick.reason}`,
+          notBefore: pick.retryAt,
+        });
+      egress = { ip: pick.ip, ehlo: pick.ehlo, bind: pick.bind };
+      reserved = { pool, ip: pick.ip };
+    }
+    // while the destination is backed off, only the backup routes are tried
+    const plan = backedOff ? { hops: backupHops(d) } : await hopsFor(d, route);
+    if ('permanent' in plan)
+      return all({ result: 'bounced', status: plan.permanent.status, reply: plan.permanent.reason });
+    if ('temporary' in plan)
+      return all({ result: 'deferred', status: plan.temporary.status, reply: plan.temporary.reason });
+    const openBody = ctx.bodyOf(job);
+    const first = env.rcpts[rcpts[0]];
+    const envelope = {
+      from: env.from,
+      to: rcpts.map((i) => env.rcpts[i].address),
+      size: env.size,
+      eightBit: env.eightBit,
+      dsn: { ret: env.dsn.ret, envid: env.dsn.envid, notify: first.notify, orcpt: first.orcpt },
+    };
+    let last: HopError | undefined;
+    if (route.kind === 'mx' && !dest.mxChecked && plan.hops[0]?.kind === 'mx') {
+      // shaping rules may name the MX host (e.g. every domain hosted at one provider)
+      dest.mxChecked = true;
+      dest.limits = shaper.limitsFor(route.domain, plan.hops[0].name);
+    }
+    const localAddress = egress?.bind ? egress.ip : undefined;
+    let reused = dest.takeIdle(d.cfg.delivery, localAddress);
+    for (let h = 0; h < plan.hops.length; h++) {
+      const hop = reused?.hop ?? plan.hops[h];
+      let session: OutboundSession;
+      const wasReused = !!reused;
+      try {
+        session =
+          reused ??
+          (await OutboundSession.open(hop, {
+            ehloName: egress?.ehlo ?? d.cfg.hostname,
+            ...(localAddress ? { localAddress } : {}),
+            connectTimeoutMs: d.cfg.delivery.connectTimeoutMs,
+            commandTimeoutMs: d.cfg.delivery.commandTimeoutMs,
+          }));
+      } catch (e) {
+        last = e instanceof HopError ? e : new HopError('connect', undefined, (e as Error).message);
+        if (isThrottleReply(last.code, last.reply)) shaper.onThrottle(dest.key);
+        hopFailed(d, env.id, hop, last.reply, 'next hop unavailable');
+        continue;
+      }
+      reused = undefined;
+      let tx: TxResult;
+      for (let i = 0; i < 1000; i++) {
+        const t = shaper.takeSend(dest.key, dest.limits);
+        if (t.ok || !ctx.running()) break;
+        await new Promise((r) => setTimeout(r, Math.min(t.waitMs, 1000)));
+      }
+      try {
+        discard(body);
+        body = await openBody();
+        tx = await session.send(envelope, body);
+      } catch (e) {
+        const he = e instanceof HopError ? e : new HopError('data', undefined, (e as Error).message);
+        if (isThrottleReply(he.code, he.reply)) shaper.onThrottle(dest.key);
+        if (wasReused && he.code === undefined && he.stage !== 'data') {
+          h--; // a cached session that died while idle: dial the same hop again
+          continue;
+        }
+        last = he;
+        if (he.stage === 'data' || (he.stage === 'mail' && !he.temporary)) {
+          return all({
+            result: he.temporary ? 'deferred' : 'bounced',
+            status: statusFromReply(he.code, he.reply, '4.4.2'),
+            reply: he.reply,
+            remoteMta: hop.name,
+            route: hop.kind === 'backup' ? 'backup' : route.kind,
+          });
+        }
+        hopFailed(d, env.id, hop, he.reply, 'next hop refused the transaction');
+        continue;
+      }
+      dest.release(d.cfg.delivery, session, ctx.running());
+      const delivered = tx.rcpts.filter((r) => r.ok).length;
+      if (delivered) shaper.onSuccess(dest.key);
+      if (egress && pool && delivered) {
+        d.tenancy.pools.record(pool, egress.ip, delivered);
+        d.metrics.egressSent.inc({ pool, ip: egress.ip }, delivered);
+      }
+      if (tx.rcpts.some((r) => !r.ok && isThrottleReply(r.code, r.reply))) shaper.onThrottle(dest.key);
+      const kind = hop.kind === 'backup' ? 'backup' : route.kind;
+      tx.rcpts.forEach((r, k) => {
+        if (r.ok)
+          out.set(rcpts[k], {
+            result: 'delivered',
+            status: '2.0.0',
+            reply: r.reply,
+            remoteMta: hop.name,
+            route: kind,
+          });
+        else {
+          const temporary = r.code === undefined || r.code < 500;
+          out.set(rcpts[k], {
+            result: temporary ? 'deferred' : 'bounced',
+            status: statusFromReply(r.code, r.reply, '4.0.0'),
+            reply: r.reply,
+            remoteMta: hop.name,
+            route: kind,
+          });
+        }
+      });
+      return;
+    }
+    // Every hop failed before a transaction could start (connect, greeting, EHLO, TLS, AUTH, or a 4xx to
+    // MAIL): that is a problem of the route, not of the recipients, so defer, even on a 5xx greeting or a
+    // refused login; maxAge bounds how long.
+    const reason = last ? last.reply : 'no usable next hop';
+    all({
+      result: 'deferred',
+      status: last?.code ? statusFromReply(last.code, reason, '4.4.1').replace(/^5/, '4') : '4.4.1',
+      reply: reason,
+    });
+  } catch (e) {
+    all({ result: 'deferred', status: '4.3.0', reply: `local error: ${(e as Error).message}` });
+  } finally {
+    discard(body);
+    if (reserved) d.tenancy.pools.release(reserved.pool, reserved.ip, rcpts.length);
+    const secs = Number(process.hrtime.bigint() - started) / 1e9;
+    const anyDelivered = [...out.values()].some((o) => o.result === 'delivered');
+    d.metrics.deliveryDuration.observe(
+      { result: anyDelivered ? 'delivered' : ([...out.values()][0]?.result ?? 'deferred') },
+      secs,
+    );
+    job.resolve(out);
+  }
+}
