@@ -160,7 +160,10 @@ function freeBytes(dir: string): number {
 
 function duBytes(dir: string): number | undefined {
   try {
-    return Number(execFileSync('du', ['-sb', dir], { encoding: 'utf8' }).split('\t')[0]) || undefined;
+    return (
+      Number(execFileSync('du', ['-s', '--block-size=1', dir], { encoding: 'utf8' }).split('\t')[0]) ||
+      undefined
+    );
   } catch {
     return undefined;
   }
