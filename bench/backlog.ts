@@ -687,7 +687,18 @@ async function main(): Promise<void> {
   const templates = new Map<number, string>();
   for (const n of opts.sizes) templates.set(n, await template(opts, n));
 
+  // A run's spool is removed only before the next run and after the results are out: removing a million
+  // files takes minutes on some disks.
+  const removeRunDirs = () => {
+    for (const d of tempDirs) {
+      const t0 = performance.now();
+      removeDir(d);
+      tempDirs.delete(d);
+      log(`removed ${path.basename(d)} in ${secs(performance.now() - t0)} s`);
+    }
+  };
   const run = async <T>(queued: number, body: (r: Relay, runDir: string) => Promise<T>): Promise<T> => {
+    removeRunDirs();
     const runDir = path.join(opts.dir, `run-${process.pid}-${queued}`);
     tempDirs.add(runDir);
     removeDir(runDir);
@@ -702,11 +713,6 @@ async function main(): Promise<void> {
       return await body(r, runDir);
     } finally {
       await stopChild(r.child, 'SIGTERM', 30_000);
-      const t0 = performance.now();
-      removeDir(runDir);
-      tempDirs.delete(runDir);
-      if (queued > 0)
-        log(`${queued} queued: relay stopped, run spool removed in ${secs(performance.now() - t0)} s`);
     }
   };
 
@@ -762,6 +768,7 @@ async function main(): Promise<void> {
     ) + '\n',
   );
   console.error(`results: ${path.relative(REPO_ROOT, resultsFile)}`);
+  removeRunDirs();
   if (failed.length > 0 || (large && large.accepted < large.clients)) process.exitCode = 1;
 }
 
