@@ -826,6 +826,12 @@ export class Operator {
     for (const pod of plan.run) {
       if (!request || !state) break;
       try {
+        // a relay still indexing its spool after a start would miss what it has not found yet
+        const q = (await admin(ipOf(pod)).queue()) as { recovering?: boolean };
+        if (q.recovering) {
+          state = recordPurge(state, pod, { error: 'the relay is still indexing its spool; waiting' });
+          continue;
+        }
         const result = await admin(ipOf(pod)).purge({
           ...(request.tenant ? { tenant: request.tenant } : {}),
           ...(request.domain ? { domain: request.domain } : {}),
