@@ -8,6 +8,9 @@
  * To know that the operator has reconciled since some moment, a test adds a marker suspension (a domain
  * nobody mails) to the spec and waits until status.queue.suspended lists it on every ready pod: status
  * is written at the end of a reconcile, after its purge step.
+ *
+ * Needs the relay's bulk queue endpoints (GET /queue/suspensions, POST /queue/suspend, /queue/resume,
+ * /queue/purge), which the delivery engine work adds.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -250,7 +253,7 @@ describe('fleet-wide queue operations', { timeout: 300_000 }, () => {
         { timeoutMs: 30_000, intervalMs: 200, what: `news suspended on ${pod}` },
       );
       assert.equal(s.reason, 'complaint spike');
-      assert.equal(s.domain, undefined);
+      assert.ok(!s.domain, 'a suspension of the tenant alone');
     }
     const held = await Promise.all(['fleet-0', 'fleet-1'].map((pod) => send(pod)));
     for (const pod of ['fleet-0', 'fleet-1'])
