@@ -36,3 +36,18 @@ function sortKeys(v: unknown): unknown {
     );
   return v;
 }
+
+/**
+ * A JSON merge patch (RFC 7386) that turns `from` into `to`: keys of `from` missing in `to` become
+ * null (deleted); nested objects are diffed the same way; arrays and other values are replaced.
+ */
+export function mergePatchFor(from: unknown, to: unknown): unknown {
+  const isObj = (v: unknown): v is Record<string, unknown> =>
+    !!v && typeof v === 'object' && !Array.isArray(v);
+  if (!isObj(from) || !isObj(to)) return to;
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(from)) if (!(k in to) || to[k] === undefined) out[k] = null;
+  for (const [k, v] of Object.entries(to))
+    if (v !== undefined) out[k] = k in from ? mergePatchFor(from[k], v) : v;
+  return out;
+}

@@ -48,6 +48,26 @@ export interface RateLimitUse {
   resetsAt: number;
 }
 
+/** Bulk queue operations walk a relay's whole queue: they get longer than the status reads. */
+const BULK_TIMEOUT_MS = 60_000;
+
+export interface QueueSelector {
+  tenant?: string;
+  domain?: string;
+}
+export interface QueueSuspension extends QueueSelector {
+  reason: string;
+  source: 'admin' | 'fleet';
+  since: string;
+  /** Messages held, when the relay reports it (not part of the contract yet). */
+  held?: number;
+}
+export interface PurgeResult {
+  purged: number;
+  dsn: number;
+  busy: number;
+}
+
 export class RelayAdmin {
   constructor(
     readonly base: string,
@@ -55,7 +75,7 @@ export class RelayAdmin {
     private readonly timeoutMs = 3000,
   ) {}
 
-  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  async call<T>(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
     const res = await fetch(this.base + path, {
       method,
       headers: {
@@ -63,7 +83,7 @@ export class RelayAdmin {
         ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
       },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-      signal: AbortSignal.timeout(this.timeoutMs),
+      signal: AbortSignal.timeout(timeoutMs),
     });
     const text = await res.text();
     if (!res.ok) throw new Error(`${method} ${this.base}${path}: ${res.status} ${text.trim().slice(0, 200)}`);
@@ -85,6 +105,27 @@ export class RelayAdmin {
       source: 'fleet',
       ...(until ? { until } : {}),
     });
+  /** Queue suspensions (held mail) on this relay, made by the operator (`fleet`) or by hand (`admin`). */
+  suspensions = async () =>
+    (await this.call<{ suspensions: QueueSuspension[] }>('GET', '/queue/suspensions')).suspensions;
+  /** Holds queued mail of a tenant, a domain or both; idempotent per tenant, domain and source. */
+  suspend = (s: QueueSelector & { reason: string }) =>
+    this.call<{ suspension: QueueSuspension; held: number }>(
+      'POST',
+      '/queue/suspend',
+      { ...s, source: 'fleet' },
+      BULK_TIMEOUT_MS,
+    );
+  resume = (s: QueueSelector) =>
+    this.call<{ resumed: boolean; released: number }>(
+      'POST',
+      '/queue/resume',
+      { ...s, source: 'fleet' },
+      BULK_TIMEOUT_MS,
+    );
+  /** Deletes queued mail of a tenant, a domain or both, optionally bouncing it to its senders. */
+  purge = (s: QueueSelector & { dsn: boolean }) =>
+    this.call<PurgeResult>('POST', '/queue/purge', s, BULK_TIMEOUT_MS);
   suppressionChanges = (since: number) =>
     this.call<{ changes: SuppressionChange[]; lastSeq: number; reset?: boolean }>(
       'GET',

@@ -1067,6 +1067,12 @@ export interface SmtpRelaySpec {
      * Age at which the sender gets one delay notice; none when unset.
      */
     delayWarningAfter?: string;
+    /**
+     * Queued mail to hold on every relay of the fleet, by tenant, by recipient domain, or both (an item with both holds only that tenant's mail to that domain). Held mail is accepted and queued but not attempted, and stays held across relay restarts. Removing an item releases what it held. Suspensions made on a relay through its admin API are left alone.
+     *
+     * @maxItems 100
+     */
+    suspend?: QueueSuspension[];
   };
   /**
    * Inbound limits per relay.
@@ -1161,6 +1167,23 @@ export interface DomainRoute {
    * Secret with username and password keys for AUTH on this host.
    */
   credentialsSecret?: string;
+}
+/**
+ * One suspension; at least one of tenant and domain.
+ */
+export interface QueueSuspension {
+  /**
+   * A tenant of spec.tenants whose queued mail is held.
+   */
+  tenant?: string;
+  /**
+   * Recipient domain (lowercase, exact; no wildcards) whose queued mail is held.
+   */
+  domain?: string;
+  /**
+   * Why, for the relays' admin API, status and events.
+   */
+  reason?: string;
 }
 
 /**
@@ -1257,6 +1280,119 @@ export interface SmtpRelayStatus {
      */
     draining?: boolean;
   }[];
+  /**
+   * Bulk queue operations in effect on the fleet.
+   */
+  queue?: {
+    /**
+     * Suspensions in effect on the ready relays: those of spec.queue.suspend, and those made on a relay through its admin API.
+     */
+    suspended?: {
+      /**
+       * Tenant whose mail is held.
+       */
+      tenant?: string;
+      /**
+       * Recipient domain whose mail is held.
+       */
+      domain?: string;
+      /**
+       * Why (the reason given to the relays).
+       */
+      reason?: string;
+      /**
+       * Spec: from spec.queue.suspend, kept by the operator. Admin: made on a relay through its admin API; the operator leaves it alone.
+       */
+      source: 'Spec' | 'Admin';
+      /**
+       * Ready relays holding it.
+       */
+      pods: number;
+      /**
+       * Messages it held on those relays when last reported.
+       */
+      held?: number;
+    }[];
+  };
+  /**
+   * The latest purge requested with the annotation cartero.io/purge, pod by pod. A pod listed with done true never runs this purge again; pods that join later are not listed.
+   */
+  purge?: {
+    /**
+     * The id of the purge request.
+     */
+    id: string;
+    /**
+     * When the operator first saw the request.
+     */
+    startedAt?: string;
+    /**
+     * The pods that existed when the request was seen.
+     */
+    pods?: {
+      /**
+       * Pod name.
+       */
+      name: string;
+      /**
+       * The purge ran on this pod.
+       */
+      done: boolean;
+      /**
+       * Messages removed from its queue.
+       */
+      purged?: number;
+      /**
+       * Of those, messages bounced to their sender with a DSN.
+       */
+      dsn?: number;
+      /**
+       * Matching messages in delivery at that moment, not purged.
+       */
+      busy?: number;
+      /**
+       * Why the last attempt failed (retried on the next reconcile).
+       */
+      error?: string;
+    }[];
+  };
+  /**
+   * The last purge that ran on every pod it was meant for.
+   */
+  lastPurge?: {
+    /**
+     * The id of the purge request.
+     */
+    id: string;
+    /**
+     * Tenant whose mail was purged.
+     */
+    tenant?: string;
+    /**
+     * Recipient domain whose mail was purged.
+     */
+    domain?: string;
+    /**
+     * Pods it ran on.
+     */
+    pods?: number;
+    /**
+     * Messages removed across the fleet.
+     */
+    purged?: number;
+    /**
+     * Of those, messages bounced to their sender with a DSN.
+     */
+    dsn?: number;
+    /**
+     * Matching messages in delivery at that moment, not purged.
+     */
+    busy?: number;
+    /**
+     * When the last pod finished.
+     */
+    completedAt?: string;
+  };
   /**
    * A scale-down or deletion in progress.
    */
