@@ -33,6 +33,7 @@ function relayConfig(mx: TestMx, extra: Record<string, unknown> = {}): Record<st
 
 interface QueueView {
   depth: number;
+  recovering: boolean;
   activeDeliveries: number;
   messages: { id: string; attempts: number; rcpts: { address: string; status: string }[] }[];
 }
@@ -689,6 +690,8 @@ describe('graceful shutdown', () => {
 
     // same spool: the message is still queued, and goes out once the MX is back
     const second = (relay = await startRelay({ config, dir: first.root }));
+    // the relay listens before it has indexed its spool: wait for the index
+    await waitFor(async () => !(await queue(second)).recovering, { what: 'the spool indexed' });
     const q = await queue(second);
     assert.deepEqual(
       q.messages.map((m) => m.id),

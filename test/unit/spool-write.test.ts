@@ -319,3 +319,50 @@ describe('scan of a damaged spool', () => {
     }
   });
 });
+
+describe('scan while mail arrives', () => {
+  it('counts a message written after open() once, whether or not the scan also lists it', async () => {
+    const root = await makeTmpDir('cartero-scan-race-');
+    try {
+      const s = new Spool({ dir: path.join(root, 'spool'), maxMessages: 100, minFreeBytes: 0 });
+      await s.open();
+      const write = async () => {
+        const raw = Buffer.from('Subject: r\r\n\r\nx\r\n');
+        const id = newQueueId();
+        await s.write(
+          {
+            v: 1,
+            id,
+            tenant: 't',
+            pool: null,
+            arrivedAt: 1,
+            from: 'a@x.test',
+            rcpts: [{ address: 'b@y.test' }],
+            dsn: {},
+            size: raw.length,
+            eightBit: false,
+            smtpUtf8: false,
+            origin: 'smtp',
+            client: { address: '127.0.0.1', helo: 'x', listener: 'smtp' },
+          },
+          [raw],
+        );
+        return id;
+      };
+      const before = await write(); // after open(), before the scan starts (the relay listens first)
+      const it = s.scan(() => undefined)[Symbol.asyncIterator]();
+      const first = it.next();
+      const during = await write();
+      const seen: string[] = [];
+      for (let r = await first; !r.done; r = await it.next()) seen.push(r.value.env.id);
+      assert.equal(
+        s.size,
+        2,
+        `two messages, counted once each (the scan listed ${seen.join(', ') || 'none'})`,
+      );
+      assert.ok(!seen.includes(before) && !seen.includes(during), 'the scan does not hand them over again');
+    } finally {
+      await removeTmpDir(root);
+    }
+  });
+});

@@ -94,6 +94,8 @@ export class Spool implements SpoolStore {
   readonly space: SpaceAccountant;
   /** Marks this run's temp state files, so the background cleanup leaves them alone. */
   private readonly runToken = randomBytes(4).toString('hex');
+  /** Messages this run wrote while a scan runs (the scan may list them too; they are counted once). */
+  private writtenDuringScan?: Set<string>;
   private readonly now: () => number;
   /** Queue files the last open() found unreadable, moved to `<dir>/corrupt/` (movedTo undefined if that failed). */
   readonly quarantined: Quarantined[] = [];
@@ -129,12 +131,17 @@ export class Spool implements SpoolStore {
     return this.bytes;
   }
 
-  /** Creates the layout and drops unacknowledged temp files. Cheap: no per-message work (see scan()). */
+  /**
+   * Creates the layout and drops unacknowledged temp files. Cheap: no per-message work. Follow it with scan(),
+   * which finds what is already queued.
+   */
   async open(): Promise<void> {
     for (const d of [this.dir, this.tmpDir, this.queueDir, this.stateDir])
       await fsp.mkdir(d, { recursive: true });
     for (const f of await fsp.readdir(this.tmpDir)) await fsp.rm(path.join(this.tmpDir, f), { force: true });
     this.quarantined.length = 0;
+    // from now until scan() ends, messages written are remembered so the scan counts them once
+    this.writtenDuringScan = new Set();
     await this.space.refresh();
   }
 
@@ -180,6 +187,8 @@ export class Spool implements SpoolStore {
         }
         const now = this.now();
         for (const msg of m.messages) {
+          // written by this run since open(): counted (and known to the engine) already
+          if (this.writtenDuringScan?.has(msg.env.id)) continue;
           this.count++;
           this.bytes += msg.env.size;
           yield { ...msg, state: msg.state ?? initialState(msg.env, now) };
@@ -188,6 +197,7 @@ export class Spool implements SpoolStore {
         Atomics.notify(credits, 0);
       }
     } finally {
+      this.writtenDuringScan = undefined;
       await worker.terminate();
     }
   }
@@ -274,6 +284,7 @@ export class Spool implements SpoolStore {
         committed: (env) => {
           this.count++;
           this.bytes += env.size;
+          this.writtenDuringScan?.add(env.id);
         },
       },
       (e) => this.onWriteError(e),
