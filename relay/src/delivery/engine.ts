@@ -8,30 +8,26 @@
 import { selectRoute, type Route } from '../router.js';
 import type { Hop } from '../outbound.js';
 import { dsnRecipientsWanted, type DsnRecipient } from '../dsn.js';
-import { isHardBounce } from '../tenant-runtime.js';
 import {
   MAX_BUFFERED_BODY,
   SpoolCorruptError,
   type DeliveryState,
   type SpooledMessage,
 } from '../spool/types.js';
-import { applyOutcomes } from './outcomes.js';
+import { applyOutcomes, reportOutcomes } from './outcomes.js';
 import { writeDsn } from './bounces.js';
 import { handoffHeader, runHandoff } from './handoff.js';
 import { F_ATTEMPTED, F_BUSY, F_DSN, F_HELD, QueueIndex } from './queue-index.js';
 import { Destination } from './sessions.js';
 import { runDelivery, type JobContext } from './transport.js';
 import { domainOf, type ActiveMessage, type EngineDeps, type Job, type Outcome } from './types.js';
-import { QueueView } from './view.js';
-import type { Suspensions } from './suspensions.js';
+import { BulkOps } from './bulk.js';
 
 /** Messages loaded (envelope and state in memory) at once, as Postfix's qmgr_message_active_limit. */
 export const ACTIVE_LIMIT = 10_000;
 const MAX_CACHED_BYTES = 64 * 1024 * 1024;
 /** Due messages looked at per timer turn, so that a million due at once never blocks the event loop long. */
 const TICK_BUDGET = 2000;
-/** Suspended mail is looked at again hourly: a resume releases what it held at once. */
-const SUSPENDED_RECHECK_MS = 3_600_000;
 
 export function pendingDomains(m: SpooledMessage): string[] {
   const s = new Set<string>();
@@ -41,7 +37,7 @@ export function pendingDomains(m: SpooledMessage): string[] {
   return [...s];
 }
 
-export class DeliveryEngine extends QueueView {
+export class DeliveryEngine extends BulkOps {
   private readonly dests = new Map<string, Destination>();
   private readonly starved = new Set<Destination>();
   private activeJobs = 0;
@@ -501,47 +497,7 @@ export class DeliveryEngine extends QueueView {
       running: this.running,
     });
     const st = plan.state;
-    const log = (event: string, i: number, msg: string) => {
-      const o = outcomes.get(i);
-      const r = st.rcpts[i];
-      this.d.log.info(
-        {
-          event,
-          queueId: env.id,
-          tenant: env.tenant,
-          from: env.from,
-          to: env.rcpts[i].address,
-          route: o?.route,
-          status: event === 'expired' ? '4.4.7' : o?.status,
-          reply: o?.reply ?? r.lastReply,
-          remoteMta: o?.remoteMta,
-          attempt: r.attempts,
-        },
-        msg,
-      );
-    };
-    for (const i of plan.handedOff) {
-      this.handedOff++;
-      this.d.metrics.delivered.inc({ tenant: env.tenant, route: 'handoff' });
-      log('handed-off', i, 'handed off to a peer relay');
-    }
-    for (const i of plan.delivered) {
-      this.d.metrics.delivered.inc({ tenant: env.tenant, route: outcomes.get(i)!.route });
-      log('delivered', i, 'delivered');
-    }
-    for (const i of plan.bounced) {
-      const kind = isHardBounce(outcomes.get(i)!.status) ? 'hard' : 'soft';
-      this.d.metrics.bounced.inc({ tenant: env.tenant, kind });
-      log('bounced', i, 'bounced');
-    }
-    for (const i of plan.deferred) {
-      this.d.metrics.deferred.inc({ tenant: env.tenant });
-      log('deferred', i, 'deferred');
-    }
-    for (const i of plan.expired) {
-      this.d.metrics.bounced.inc({ tenant: env.tenant, kind: 'expired' });
-      log('expired', i, 'expired');
-    }
+    this.handedOff += reportOutcomes(this.d, env, outcomes, plan);
     // The tenant's reputation: our own DSNs do not count (a bad sender address is not a bad list).
     if (env.origin !== 'dsn') {
       for (const [i, o] of outcomes)
@@ -571,89 +527,5 @@ export class DeliveryEngine extends QueueView {
     const dsn = await writeDsn(this.d, m, recipients);
     if (dsn) this.add(dsn.msg, dsn.raw);
     return !!dsn;
-  }
-
-  // ---- bulk operations: suspend, resume, purge ----
-
-  /** Suspensions in force (set by the relay once loaded). */
-  suspensions?: Suspensions;
-
-  private domainNamesOf(s: number): string[] {
-    const ds = this.index.domainsOf(s);
-    return Array.from({ length: ds.length }, (_, k) => this.index.domainNames.names[ds[k]]);
-  }
-
-  /** Whether a message has anything a suspension holds (all of it, or recipients at a suspended domain). */
-  private touchedBySuspension(s: number): boolean {
-    const sp = this.suspensions;
-    if (!sp || sp.empty) return false;
-    const t = this.index.tenantOf(s);
-    return sp.tenantHeld(t) || this.domainNamesOf(s).some((d) => sp.domainHeld(t, d));
-  }
-
-  protected suspendedUntil(s: number, now: number): number | undefined {
-    const sp = this.suspensions;
-    if (!sp || sp.empty) return undefined;
-    // a resume releases at once (a flush of what it matched), so there is no need to look often
-    return sp.holds(this.index.tenantOf(s), this.domainNamesOf(s)) ? now + SUSPENDED_RECHECK_MS : undefined;
-  }
-
-  protected heldRecipient(m: ActiveMessage, i: number): boolean {
-    const sp = this.suspensions;
-    return !!sp && !sp.empty && sp.domainHeld(m.env.tenant, domainOf(m.env.rcpts[i].address));
-  }
-
-  /** Queued messages held (wholly or in part) by a suspension, per tenant: cartero_queue_suspended. */
-  suspendedByTenant(): Map<string, number> {
-    const out = new Map<string, number>();
-    if (!this.suspensions || this.suspensions.empty) return out;
-    for (let s = 0; s < this.index.highWater; s++) {
-      if (this.index.id(s) === undefined || !this.touchedBySuspension(s)) continue;
-      const t = this.index.tenantOf(s);
-      out.set(t, (out.get(t) ?? 0) + 1);
-    }
-    return out;
-  }
-
-  /** Queued messages of a tenant and/or with a pending recipient at a domain. */
-  countMatching(tenant?: string, domain?: string): number {
-    return this.matching(tenant, domain).length;
-  }
-
-  /** Makes the messages a lifted suspension matched due now; returns how many are no longer held. */
-  release(tenant?: string, domain?: string): number {
-    const slots = this.matching(tenant, domain);
-    const set = new Set(slots);
-    this.flush((s) => set.has(s));
-    return slots.filter((s) => !this.suspendedUntil(s, 0)).length;
-  }
-
-  /**
-   * Removes queued messages of a tenant and/or, with a domain, their pending recipients at that domain
-   * (failed with a DSN when `dsn`). Messages being attempted are skipped and counted as busy.
-   */
-  async purge(
-    tenant: string | undefined,
-    domain: string | undefined,
-    dsn: boolean,
-  ): Promise<{ purged: number; dsn: number; busy: number }> {
-    const ids = this.matching(tenant, domain).map((s) => this.index.id(s)!);
-    const out = { purged: 0, dsn: 0, busy: 0 };
-    let next = 0;
-    const worker = async () => {
-      for (let k = next++; k < ids.length; k = next++) {
-        const r = await this.remove(
-          ids[k],
-          dsn ? 'purged by an administrator' : undefined,
-          'queue.purged',
-          domain,
-        );
-        if (r.result === 'deleted') out.purged++;
-        else if (r.result === 'busy') out.busy++;
-        if (r.dsn) out.dsn++;
-      }
-    };
-    await Promise.all(Array.from({ length: 8 }, worker));
-    return out;
   }
 }

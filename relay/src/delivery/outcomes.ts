@@ -6,7 +6,8 @@
 import type { DeliveryState, Envelope } from '../spool/types.js';
 import { scheduleNext, type RetryPolicy } from '../retry.js';
 import { dsnRecipientsWanted, type DsnRecipient } from '../dsn.js';
-import type { Outcome } from './types.js';
+import { isHardBounce } from '../tenant-runtime.js';
+import type { EngineDeps, Outcome } from './types.js';
 
 export interface OutcomeInput {
   env: Envelope;
@@ -142,4 +143,55 @@ export function applyOutcomes(input: OutcomeInput): OutcomePlan {
       );
   }
   return plan;
+}
+
+/** Metrics and one log line per recipient for an applied plan. Returns the recipients handed off. */
+export function reportOutcomes(
+  d: Pick<EngineDeps, 'log' | 'metrics'>,
+  env: Envelope,
+  outcomes: Map<number, Outcome>,
+  plan: OutcomePlan,
+): number {
+  const st = plan.state;
+  const log = (event: string, i: number, msg: string) => {
+    const o = outcomes.get(i);
+    const r = st.rcpts[i];
+    d.log.info(
+      {
+        event,
+        queueId: env.id,
+        tenant: env.tenant,
+        from: env.from,
+        to: env.rcpts[i].address,
+        route: o?.route,
+        status: event === 'expired' ? '4.4.7' : o?.status,
+        reply: o?.reply ?? r.lastReply,
+        remoteMta: o?.remoteMta,
+        attempt: r.attempts,
+      },
+      msg,
+    );
+  };
+  for (const i of plan.handedOff) {
+    d.metrics.delivered.inc({ tenant: env.tenant, route: 'handoff' });
+    log('handed-off', i, 'handed off to a peer relay');
+  }
+  for (const i of plan.delivered) {
+    d.metrics.delivered.inc({ tenant: env.tenant, route: outcomes.get(i)!.route });
+    log('delivered', i, 'delivered');
+  }
+  for (const i of plan.bounced) {
+    const kind = isHardBounce(outcomes.get(i)!.status) ? 'hard' : 'soft';
+    d.metrics.bounced.inc({ tenant: env.tenant, kind });
+    log('bounced', i, 'bounced');
+  }
+  for (const i of plan.deferred) {
+    d.metrics.deferred.inc({ tenant: env.tenant });
+    log('deferred', i, 'deferred');
+  }
+  for (const i of plan.expired) {
+    d.metrics.bounced.inc({ tenant: env.tenant, kind: 'expired' });
+    log('expired', i, 'expired');
+  }
+  return plan.handedOff.length;
 }
