@@ -8,12 +8,7 @@
 import { selectRoute, type Route } from '../router.js';
 import type { Hop } from '../outbound.js';
 import { dsnRecipientsWanted, type DsnRecipient } from '../dsn.js';
-import {
-  MAX_BUFFERED_BODY,
-  SpoolCorruptError,
-  type DeliveryState,
-  type SpooledMessage,
-} from '../spool/types.js';
+import { MAX_BUFFERED_BODY, SpoolCorruptError, type SpooledMessage } from '../spool/types.js';
 import { applyOutcomes, reportOutcomes } from './outcomes.js';
 import { writeDsn } from './bounces.js';
 import { handoffHeader, runHandoff } from './handoff.js';
@@ -52,7 +47,7 @@ export class DeliveryEngine extends BulkOps {
   /** Recipients handed to peers since the drain began (this process). */
   handedOff = 0;
   /** While the background scan of the spool runs: states saved meanwhile, ids removed meanwhile. */
-  private recovery?: { states: Map<string, DeliveryState>; removed: Set<string> };
+  private recovery?: { removed: Set<string> };
 
   constructor(
     d: EngineDeps,
@@ -140,7 +135,7 @@ export class DeliveryEngine extends BulkOps {
    * engine already knows (accepted meanwhile) are not added twice. Yields to the event loop between batches.
    */
   async recover(source: AsyncIterable<SpooledMessage>, onScanned?: () => void): Promise<number> {
-    const rec = (this.recovery = { states: new Map<string, DeliveryState>(), removed: new Set<string>() });
+    const rec = (this.recovery = { removed: new Set<string>() });
     let n = 0;
     try {
       for await (const m of source) {
@@ -154,26 +149,6 @@ export class DeliveryEngine extends BulkOps {
         if (n % 256 === 0) await new Promise((r) => setImmediate(r));
       }
     } finally {
-      // The scan drops state files of messages it did not list, which includes messages accepted and
-      // attempted while it ran: write their states again, holding each message meanwhile.
-      for (const [id, st] of rec.states) {
-        const s = this.index.slot(id);
-        if (s === undefined || this.index.flags[s] & F_BUSY) continue;
-        this.index.flags[s] |= F_BUSY;
-        const at = this.index.nextAt[s];
-        this.index.unschedule(s);
-        try {
-          await this.d.spool.saveState(id, st);
-        } catch (e) {
-          this.d.log.error(
-            { event: 'queue.error', queueId: id, err: (e as Error).message },
-            'could not save state',
-          );
-        } finally {
-          this.index.flags[s] &= ~F_BUSY;
-          this.index.schedule(s, at);
-        }
-      }
       this.recovery = undefined;
       this.arm();
     }
@@ -289,10 +264,7 @@ export class DeliveryEngine extends BulkOps {
   /** Loads a message from the spool; undefined (and forgotten) when it is gone. */
   protected async load(id: string): Promise<ActiveMessage | undefined> {
     try {
-      const m: ActiveMessage = await this.d.spool.load(id);
-      const st = this.recovery?.states.get(id);
-      if (st) m.state = st;
-      return m;
+      return await this.d.spool.load(id);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
         this.forget(id);
@@ -514,7 +486,6 @@ export class DeliveryEngine extends BulkOps {
       return undefined;
     }
     await this.d.spool.saveState(env.id, st);
-    this.recovery?.states.set(env.id, st);
     m.state = st;
     const s = this.index.slot(env.id)!;
     this.index.update(s, { attempts: st.attempts, domains: pendingDomains(m) });

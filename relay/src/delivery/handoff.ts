@@ -123,3 +123,38 @@ export async function runHandoff(ctx: JobContext, dest: Destination, job: Job, p
     job.resolve(out);
   }
 }
+
+/**
+ * Finds and removes every X-Cartero-Handoff field in the header section; returns the decoded metadata
+ * of the first valid one. Cheap when absent (one search in the header section).
+ */
+export function takeHandoffHeader(raw: Buffer): { raw: Buffer; meta?: HandoffMeta } {
+  let end = raw.indexOf('\r\n\r\n');
+  if (end < 0) end = raw.length;
+  const head = raw.subarray(0, end).toString('latin1');
+  if (!/(^|\n)x-cartero-handoff:/i.test(head)) return { raw };
+  let meta: HandoffMeta | undefined;
+  const lines = head.split('\r\n');
+  const kept: string[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    if (/^x-cartero-handoff:/i.test(lines[i])) {
+      let value = lines[i].slice(lines[i].indexOf(':') + 1);
+      while (i + 1 < lines.length && /^[ \t]/.test(lines[i + 1])) value += lines[++i].trim();
+      if (!meta) {
+        try {
+          const m = JSON.parse(Buffer.from(value.trim(), 'base64url').toString('utf8')) as HandoffMeta;
+          if (m && m.v === 1 && typeof m.tenant === 'string' && Array.isArray(m.rcpts)) meta = m;
+        } catch {
+          /* not ours: dropped */
+        }
+      }
+      continue;
+    }
+    kept.push(lines[i]);
+  }
+  const rest = raw.subarray(end);
+  return {
+    raw: kept.length ? Buffer.concat([Buffer.from(kept.join('\r\n'), 'latin1'), rest]) : rest.subarray(2),
+    meta,
+  };
+}
