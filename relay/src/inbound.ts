@@ -11,6 +11,7 @@ import {
   type SMTPServerAuthentication,
 } from 'smtp-server';
 import type { Logger } from 'pino';
+import { finished } from 'node:stream/promises';
 import type { ListenerConfig, RelayConfig } from './config.js';
 import { Spool, newQueueId, initialState, type Envelope, type Reservation } from './spool/disk.js';
 import { receiveInto, type Received } from './receive.js';
@@ -450,8 +451,8 @@ export class Inbound {
       try {
         reservation = await this.d.spool.reserve(max + OVERHEAD);
       } catch (e) {
-        stream.resume(); // the dialogue needs DATA read to its end
-        await new Promise((r) => stream.once('end', r));
+        stream.resume(); // the dialogue needs DATA read to its end (or the client gone)
+        await finished(stream).catch(() => undefined);
         throw e;
       }
     }

@@ -89,26 +89,31 @@ export async function receiveInto(
     await write(prefix);
     await write(all.subarray(end));
   };
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    if (failure) continue; // read on to the end of DATA, writing nothing
-    received += chunk.length;
-    try {
-      if (received > maxSize || stream.sizeExceeded) throw reply.tooBig(maxSize);
-      if (head) {
-        const from = headLen - 2;
-        head.push(chunk);
-        headLen += chunk.length;
-        const all: Buffer = head.length === 1 ? head[0] : Buffer.concat(head, headLen);
-        head = [all];
-        const end = findHeaderEnd(all, from);
-        if (end >= 0) await startBody(all, end);
-        else if (headLen >= MAX_HEAD) await startBody(all, all.length);
-      } else await write(chunk);
-    } catch (e) {
-      failure = e as Error;
-      head = undefined;
-      cache = undefined;
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      if (failure) continue; // read on to the end of DATA, writing nothing
+      received += chunk.length;
+      try {
+        if (received > maxSize || stream.sizeExceeded) throw reply.tooBig(maxSize);
+        if (head) {
+          const from = headLen - 2;
+          head.push(chunk);
+          headLen += chunk.length;
+          const all: Buffer = head.length === 1 ? head[0] : Buffer.concat(head, headLen);
+          head = [all];
+          const end = findHeaderEnd(all, from);
+          if (end >= 0) await startBody(all, end);
+          else if (headLen >= MAX_HEAD) await startBody(all, all.length);
+        } else await write(chunk);
+      } catch (e) {
+        failure = e as Error;
+        head = undefined;
+        cache = undefined;
+      }
     }
+  } catch (e) {
+    // the stream itself failed: the client went away in the middle of DATA (smtp-server destroys it)
+    failure ??= e as Error;
   }
   try {
     if (!failure && stream.sizeExceeded) failure = reply.tooBig(maxSize);

@@ -19,6 +19,7 @@ import {
   type Envelope,
 } from '../../relay/src/spool/disk.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
+import { waitFor } from '../helpers/poll.js';
 
 function tailOf(file: Buffer): Buffer {
   return file.subarray(Math.max(0, file.length - MAX_TRAILER));
@@ -361,6 +362,32 @@ describe('scan while mail arrives', () => {
         `two messages, counted once each (the scan listed ${seen.join(', ') || 'none'})`,
       );
       assert.ok(!seen.includes(before) && !seen.includes(during), 'the scan does not hand them over again');
+    } finally {
+      await removeTmpDir(root);
+    }
+  });
+});
+
+describe('a client that goes away in the middle of DATA', () => {
+  it('leaves no file and no reservation behind, whether the stream errors or just closes', async () => {
+    const root = await makeTmpDir('cartero-gone-');
+    try {
+      const s = new Spool({ dir: path.join(root, 'spool'), maxMessages: 100, minFreeBytes: 0 });
+      await s.open();
+      for (const withError of [true, false]) {
+        const src = new Readable({ read() {} });
+        const p = receiveInto(src, s, newQueueId(), await s.reserve(1_000_000), 1e7, { head: (h) => h });
+        src.push(Buffer.from('Subject: gone\r\n\r\n'));
+        src.push(Buffer.alloc(200_000, 0x61)); // past the first write: a file exists in tmp/
+        await waitFor(async () => (await readdir(path.join(root, 'spool', 'tmp'))).length === 1, {
+          timeoutMs: 5000,
+          what: 'the partial file in tmp/',
+        });
+        src.destroy(withError ? Object.assign(new Error('gone'), { code: 'ECONNECTION' }) : undefined);
+        await assert.rejects(p);
+        assert.equal(s.reservations, 0, 'reservation released');
+        assert.deepEqual(await readdir(path.join(root, 'spool', 'tmp')), [], 'partial file removed');
+      }
     } finally {
       await removeTmpDir(root);
     }
