@@ -50,6 +50,8 @@ type Session = SMTPServerSession & {
   peer?: boolean;
   /** Disk space held for the transaction in progress (from MAIL to the end of DATA). */
   reservation?: Reservation;
+  /** The connection is gone: a reservation that arrives now is released at once. */
+  closed?: boolean;
 };
 
 /** Room for what we add to a message: the Received line, the envelope and the trailer. */
@@ -201,6 +203,7 @@ export class Inbound {
         cb();
       },
       onClose: (session) => {
+        (session as Session).closed = true;
         (session as Session).reservation?.release();
         this.d.metrics.connections.dec({ listener: l.name });
       },
@@ -307,6 +310,12 @@ export class Inbound {
         return this.refuse(l, reason, err, cb);
       }
     }
+    // a client with no tenant is refused at RCPT: it never reaches DATA, so it holds no space
+    if (!tenant) {
+      session.reservation?.release();
+      session.reservation = undefined;
+      return cb();
+    }
     this.reserve(l, address, session, cb);
   }
 
@@ -328,6 +337,7 @@ export class Inbound {
     this.d.spool.reserve(size).then(
       (r) => {
         if (session.reservation) session.reservation.release();
+        if (session.closed) return r.release(); // the client left while statfs ran
         session.reservation = r;
         cb();
       },
@@ -584,7 +594,15 @@ export class Inbound {
       }
     });
     const { bodyOffset, crc32 } = await r.writer.commit(env);
-    if (state.attempts > 0) await this.d.spool.saveState(id, state);
+    if (state.attempts > 0) {
+      try {
+        await this.d.spool.saveState(id, state);
+      } catch (e) {
+        // the peer hears 451 and sends it again: this copy must not stay behind to be delivered too
+        await this.d.spool.remove(id, env.size).catch(() => undefined);
+        throw e;
+      }
+    }
     this.d.log.info(
       {
         event: 'received',

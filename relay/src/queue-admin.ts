@@ -77,6 +77,12 @@ export function registerQueueOps(
     const body = await r.body();
     const { tenant, domain } = scope(body, true);
     if (typeof body.dsn !== 'boolean') throw new HttpError(400, 'dsn must be true or false');
+    // a purge must see the whole queue: mail the start-up scan has not reached yet would escape it
+    if (o.engine.recovering)
+      throw new HttpError(
+        409,
+        'the relay is still indexing its spool (recovering); try again when it is done',
+      );
     const res = await o.engine.purge(tenant, domain, body.dsn);
     o.log.warn({ event: 'queue.purge', tenant, domain, withDsn: body.dsn, ...res }, 'queue purged');
     return [200, res];

@@ -11,8 +11,11 @@ import type { Readable } from 'node:stream';
 import { SmtpReplyError, reply } from './errors.js';
 import type { Reservation, Spool, SpoolWriter } from './spool/disk.js';
 
-/** Longest header section held in memory; beyond it the message is treated as having no more header. */
-export const MAX_HEAD = 1024 * 1024;
+/**
+ * Longest header section held in memory; beyond it the message is treated as having no more header (the
+ * loop check and the hand-off header look at this much). Bounds memory per connection in DATA.
+ */
+export const MAX_HEAD = 256 * 1024;
 /** Bodies up to this size are kept in memory after acceptance for a fast first delivery attempt. */
 export const MAX_CACHED_BODY = 128 * 1024;
 
@@ -96,14 +99,18 @@ export async function receiveInto(
       try {
         if (received > maxSize || stream.sizeExceeded) throw reply.tooBig(maxSize);
         if (head) {
-          const from = headLen - 2;
+          // look for the blank line in the new bytes, with the last 2 of the old ones in front (one copy
+          // of the chunk, not of everything held so far)
+          const carry = headLen ? head[head.length - 1].subarray(-2) : Buffer.alloc(0);
+          const probe = carry.length ? Buffer.concat([carry, chunk]) : chunk;
+          const at = findHeaderEnd(probe);
+          const before = headLen - carry.length;
           head.push(chunk);
           headLen += chunk.length;
-          const all: Buffer = head.length === 1 ? head[0] : Buffer.concat(head, headLen);
-          head = [all];
-          const end = findHeaderEnd(all, from);
-          if (end >= 0) await startBody(all, end);
-          else if (headLen >= MAX_HEAD) await startBody(all, all.length);
+          if (at >= 0 || headLen >= MAX_HEAD) {
+            const all = Buffer.concat(head, headLen);
+            await startBody(all, at >= 0 ? before + at : all.length);
+          }
         } else await write(chunk);
       } catch (e) {
         failure = e as Error;

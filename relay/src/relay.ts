@@ -147,13 +147,13 @@ export class Relay {
         { event: 'queue.recovered', messages: n, seconds: Math.round(secs * 10) / 10 },
         'spool indexed',
       );
+      m.recovering.set(0);
     } catch (e) {
+      // cartero_spool_recovering stays 1 and GET /queue says recovering: the queue is not fully known
       this.o.log.error(
         { event: 'queue.recovery-failed', err: (e as Error).message },
-        'could not index the spool',
+        'could not index the whole spool: restart the relay to read it again (mail on disk is kept)',
       );
-    } finally {
-      m.recovering.set(0);
     }
   }
 

@@ -67,7 +67,7 @@ export class DeliveryEngine extends BulkOps {
   }
 
   get recovering(): boolean {
-    return this.recovery !== undefined;
+    return this.recovery !== undefined || this.recoveryFailed;
   }
 
   get draining(): boolean {
@@ -148,12 +148,20 @@ export class DeliveryEngine extends BulkOps {
         if (!this.running) break;
         if (n % 256 === 0) await new Promise((r) => setImmediate(r));
       }
+    } catch (e) {
+      // Part of the spool was not read: its queue stays unknown (`recovering` true for good), so no drain is
+      // declared finished and no volume released over mail still on disk. A restart reads it again.
+      this.recoveryFailed = true;
+      throw e;
     } finally {
       this.recovery = undefined;
       this.arm();
     }
     return n;
   }
+
+  /** The start-up scan failed: the queue on disk is not fully known until a restart. */
+  private recoveryFailed = false;
 
   start(): void {
     this.running = true;

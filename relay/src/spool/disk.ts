@@ -157,6 +157,7 @@ export class Spool implements SpoolStore {
       workerData: { dir: this.dir, runToken: this.runToken, credits } satisfies ScanWorkerData,
     });
     const inbox: ScanWorkerMessage[] = [];
+    const unreadable: { file: string; reason: string }[] = [];
     let wake: (() => void) | undefined;
     let failed: Error | undefined;
     let exited = false;
@@ -178,8 +179,15 @@ export class Spool implements SpoolStore {
         wake = undefined;
         const m = inbox.shift();
         if (!m) throw failed ?? new Error('the spool scan stopped early');
-        if ('done' in m) return;
+        if ('done' in m) {
+          if (unreadable.length)
+            throw new Error(
+              `${unreadable.length} queue file(s) could not be read and were left in place (first: ${unreadable[0].file}: ${unreadable[0].reason})`,
+            );
+          return;
+        }
         if ('error' in m) throw new Error(`spool scan: ${m.error}`);
+        for (const u of m.unreadable) if (unreadable.length < 100) unreadable.push(u);
         for (const q of m.corrupt) {
           this.quarantined.push(q);
           if (this.quarantined.length > 1000) this.quarantined.shift();
@@ -250,7 +258,12 @@ export class Spool implements SpoolStore {
    */
   async reserve(bytes: number, opts: { internal?: boolean } = {}): Promise<Reservation> {
     await this.space.refresh(50);
-    this.assertCapacity(bytes, !!opts.internal);
+    if (opts.internal) {
+      const r = this.space.tryReserveInternal(bytes);
+      if (!r) throw new SpoolBackpressureError('Insufficient system storage, try again later');
+      return r;
+    }
+    this.assertCapacity(bytes, false);
     return this.space.tryReserve(bytes)!; // checked above, with no await in between
   }
 
@@ -272,6 +285,8 @@ export class Spool implements SpoolStore {
       reservation,
       {
         publish: async (t, i) => {
+          // before the rename: from then on the scan may list it, and it must not count it again
+          this.writtenDuringScan?.add(i);
           await fsp.rename(t, path.join(this.queueDir, `${i}.msg`));
           await this.queueSync.sync();
         },
@@ -284,7 +299,6 @@ export class Spool implements SpoolStore {
         committed: (env) => {
           this.count++;
           this.bytes += env.size;
-          this.writtenDuringScan?.add(env.id);
         },
       },
       (e) => this.onWriteError(e),
@@ -373,6 +387,16 @@ export class Spool implements SpoolStore {
   async readBody(msg: SpooledMessage): Promise<Buffer | Readable> {
     const fh = await this.openChecked(msg);
     if (msg.env.size > MAX_BUFFERED_BODY) {
+      // Check the whole body before the first byte leaves: a damaged copy is then moved aside by the engine
+      // instead of failing every attempt half-way (one extra sequential read, usually from the page cache).
+      if (msg.crc32 !== undefined) {
+        try {
+          await verifyCrc(fh, msg);
+        } catch (e) {
+          await fh.close();
+          throw e;
+        }
+      }
       const s = createReadStream('', {
         fd: fh,
         start: msg.bodyOffset,
@@ -480,4 +504,20 @@ function crcChecked(id: string, size: number, expected: number): Transform {
       cb(null, held);
     },
   });
+}
+
+/** Reads the body in 64 KiB steps and compares its CRC-32 with the stored one (bounded memory). */
+async function verifyCrc(fh: fsp.FileHandle, msg: SpooledMessage): Promise<void> {
+  const buf = Buffer.alloc(64 * 1024);
+  let crc = 0;
+  for (let off = 0; off < msg.env.size;) {
+    const want = Math.min(buf.length, msg.env.size - off);
+    const { bytesRead } = await fh.read(buf, 0, want, msg.bodyOffset + off);
+    if (bytesRead === 0)
+      throw new SpoolCorruptError(msg.env.id, `body ended after ${off} of ${msg.env.size} bytes`);
+    crc = crc32(buf.subarray(0, bytesRead), crc);
+    off += bytesRead;
+  }
+  if (crc >>> 0 !== msg.crc32)
+    throw new SpoolCorruptError(msg.env.id, 'body checksum does not match (damaged on disk)');
 }

@@ -21,7 +21,12 @@ export interface ScanWorkerData {
 }
 
 export type ScanWorkerMessage =
-  | { messages: (Omit<SpooledMessage, 'state'> & { state?: DeliveryState })[]; corrupt: Quarantined[] }
+  | {
+      messages: (Omit<SpooledMessage, 'state'> & { state?: DeliveryState })[];
+      corrupt: Quarantined[];
+      /** Files that could not be read (I/O errors): left in place, the scan reports failure at its end. */
+      unreadable: { file: string; reason: string }[];
+    }
   | { done: true }
   | { error: string };
 
@@ -70,12 +75,20 @@ function readQueueFile(file: string, id: string, small: Buffer): Omit<SpooledMes
   }
 }
 
+/** The state file, or undefined when there is none (never tried) or it does not parse; throws on I/O errors. */
 function readState(file: string): DeliveryState | undefined {
+  let text: string;
   try {
-    const s = JSON.parse(fs.readFileSync(file, 'utf8')) as DeliveryState;
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  try {
+    const s = JSON.parse(text) as DeliveryState;
     return s && s.v === 1 && Array.isArray(s.rcpts) ? s : undefined;
   } catch {
-    return undefined;
+    return undefined; // written by rename, so only outside damage: start over (at least once, never lost)
   }
 }
 
@@ -96,13 +109,15 @@ function run(d: ScanWorkerData): void {
   const small = Buffer.alloc(SMALL);
   let batch: (Omit<SpooledMessage, 'state'> & { state?: DeliveryState })[] = [];
   let corrupt: Quarantined[] = [];
+  let unreadable: { file: string; reason: string }[] = [];
   const post = () => {
     // one credit per batch: wait while the parent has not consumed enough (bounded memory on both sides)
     while (Atomics.load(d.credits, 0) <= 0) Atomics.wait(d.credits, 0, 0, 1000);
     Atomics.sub(d.credits, 0, 1);
-    parentPort!.postMessage({ messages: batch, corrupt } satisfies ScanWorkerMessage);
+    parentPort!.postMessage({ messages: batch, corrupt, unreadable } satisfies ScanWorkerMessage);
     batch = [];
     corrupt = [];
+    unreadable = [];
   };
   const dir = fs.opendirSync(queue, { bufferSize: 1024 });
   try {
@@ -114,21 +129,32 @@ function run(d: ScanWorkerData): void {
         if (e.isFile()) corrupt.push(quarantine(d.dir, f, 'not a queue file'));
         continue;
       }
-      let m: Omit<SpooledMessage, 'state'> | string;
-      try {
-        m = readQueueFile(path.join(queue, f), id, small);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // delivered meanwhile
-        m = (err as Error).message;
+      let m: Omit<SpooledMessage, 'state'> | string | undefined;
+      let state: DeliveryState | undefined;
+      let ioError: string | undefined;
+      for (let attempt = 0; attempt < 3 && m === undefined; attempt++) {
+        try {
+          m = readQueueFile(path.join(queue, f), id, small);
+          if (typeof m !== 'string') state = readState(path.join(stateDir, `${id}.json`));
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code === 'ENOENT') break; // delivered meanwhile
+          // an I/O error is not damage: never move a good message aside for it
+          m = undefined;
+          ioError = `${code ?? 'error'}: ${(err as Error).message}`;
+        }
+      }
+      if (m === undefined) {
+        if (ioError) unreadable.push({ file: f, reason: ioError });
+        continue;
       }
       if (typeof m === 'string') {
         corrupt.push(quarantine(d.dir, f, m));
         continue;
       }
-      const state = readState(path.join(stateDir, `${id}.json`));
       // no state (never tried, or unreadable): the parent gives it the initial one
       batch.push(state && state.rcpts.length === m.env.rcpts.length ? { ...m, state } : m);
-      if (batch.length + corrupt.length >= BATCH) post();
+      if (batch.length + corrupt.length + unreadable.length >= BATCH) post();
     }
   } finally {
     dir.closeSync();

@@ -92,6 +92,18 @@ export class SpaceAccountant {
     return r;
   }
 
+  /**
+   * Room for the relay's own messages (DSNs): they replace a message that is about to leave the queue, and
+   * refusing one keeps that message (and makes its next attempt deliver again to recipients already done).
+   * So they are not held back by other transactions' reservations, and may use half of minFreeBytes.
+   */
+  tryReserveInternal(bytes: number): Reservation | undefined {
+    if (this.statFree - this.writtenSinceStat - this.minFreeBytes / 2 - bytes < 0) return undefined;
+    const r = new Reservation(this, bytes);
+    this.live.add(r);
+    return r;
+  }
+
   /** After ENOSPC the figure is wrong: make the next check re-read it. */
   invalidate(): void {
     this.statAt = 0;
