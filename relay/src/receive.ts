@@ -69,6 +69,8 @@ export async function receiveInto(
   let writer: SpoolWriter | undefined;
   let head: Buffer[] | undefined = [];
   let headLen = 0;
+  /** The last 2 bytes of the header section so far (a blank line can straddle chunks). */
+  let carry: Buffer = Buffer.alloc(0);
   let received = 0;
   let eightBit = false;
   let cache: Buffer[] | undefined = [];
@@ -101,10 +103,10 @@ export async function receiveInto(
         if (head) {
           // look for the blank line in the new bytes, with the last 2 of the old ones in front (one copy
           // of the chunk, not of everything held so far)
-          const carry = headLen ? head[head.length - 1].subarray(-2) : Buffer.alloc(0);
           const probe = carry.length ? Buffer.concat([carry, chunk]) : chunk;
           const at = findHeaderEnd(probe);
           const before = headLen - carry.length;
+          carry = probe.subarray(-2);
           head.push(chunk);
           headLen += chunk.length;
           if (at >= 0 || headLen >= MAX_HEAD) {

@@ -139,7 +139,7 @@ export class Relay {
             'unreadable queue file set aside; it will not be delivered',
           );
         }),
-        () => m.recoveryScanned.inc(),
+        (n) => m.recoveryScanned.inc(n),
       );
       const secs = (performance.now() - started) / 1000;
       m.recoveryDuration.set(secs);

@@ -6,10 +6,12 @@ import { Readable } from 'node:stream';
 import {
   MAX_BUFFERED_BODY,
   SpoolCorruptError,
+  entryOf,
   initialState,
   type DeliveryState,
   type Envelope,
   type Quarantined,
+  type QueuedEntry,
   type SpooledMessage,
   type SpoolStore,
 } from '../../relay/src/spool/types.js';
@@ -46,10 +48,13 @@ export class MemSpool implements SpoolStore {
     this.messages.get(id)!.body = body;
   }
 
-  async *scan(): AsyncIterable<SpooledMessage> {
+  async *scan(): AsyncIterable<QueuedEntry[]> {
     for (const id of [...this.messages.keys()]) {
       const m = this.messages.get(id);
-      if (m) yield { env: m.env, state: m.state ?? initialState(m.env, m.env.arrivedAt), bodyOffset: 0 };
+      if (m)
+        yield [
+          entryOf({ env: m.env, state: m.state ?? initialState(m.env, m.env.arrivedAt), bodyOffset: 0 }),
+        ];
     }
   }
 

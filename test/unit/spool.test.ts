@@ -52,7 +52,7 @@ describe('Spool', () => {
     const s = new Spool({ dir, maxMessages: o.maxMessages ?? 1000, minFreeBytes: o.minFreeBytes ?? 0 });
     await s.open();
     const msgs: SpooledMessage[] = [];
-    for await (const m of s.scan(() => undefined)) msgs.push(m);
+    for await (const batch of s.scan(() => undefined)) for (const e of batch) msgs.push(await s.load(e.id));
     msgs.sort((a, b) => a.env.arrivedAt - b.env.arrivedAt || (a.env.id < b.env.id ? -1 : 1));
     return { s, msgs };
   };

@@ -8,7 +8,12 @@
 import { selectRoute, type Route } from '../router.js';
 import type { Hop } from '../outbound.js';
 import { dsnRecipientsWanted, type DsnRecipient } from '../dsn.js';
-import { MAX_BUFFERED_BODY, SpoolCorruptError, type SpooledMessage } from '../spool/types.js';
+import {
+  MAX_BUFFERED_BODY,
+  SpoolCorruptError,
+  type QueuedEntry,
+  type SpooledMessage,
+} from '../spool/types.js';
 import { applyOutcomes, reportOutcomes } from './outcomes.js';
 import { writeDsn } from './bounces.js';
 import { handoffHeader, runHandoff } from './handoff.js';
@@ -109,6 +114,22 @@ export class DeliveryEngine extends BulkOps {
     return true;
   }
 
+  /** Indexes a message found by the start-up scan; its envelope and state are read when it becomes due. */
+  private insertEntry(e: QueuedEntry): void {
+    if (this.index.has(e.id)) return;
+    const s = this.index.insert(e.id, {
+      nextAt: this.drainPeers ? Math.min(this.d.now(), e.nextAt) : e.nextAt,
+      arrivedAt: e.arrivedAt,
+      size: e.size,
+      attempts: e.attempts,
+      tenant: e.tenant,
+      domains: e.domains,
+      flags: e.dsn ? F_DSN : 0,
+    });
+    this.countTenant(e.tenant, e.size, 1);
+    if (this.running && this.index.peek() === s) this.arm();
+  }
+
   /** Drops a message's loaded envelope, state and body (it goes back to waiting on disk). */
   protected unload(id: string): void {
     const a = this.loaded.get(id);
@@ -134,19 +155,16 @@ export class DeliveryEngine extends BulkOps {
    * Indexes the spool in the background (after a start, while the relay already listens): messages the
    * engine already knows (accepted meanwhile) are not added twice. Yields to the event loop between batches.
    */
-  async recover(source: AsyncIterable<SpooledMessage>, onScanned?: () => void): Promise<number> {
+  async recover(source: AsyncIterable<QueuedEntry[]>, onScanned?: (n: number) => void): Promise<number> {
     const rec = (this.recovery = { removed: new Set<string>() });
     let n = 0;
     try {
-      for await (const m of source) {
-        n++;
-        onScanned?.();
-        if (!rec.removed.has(m.env.id)) {
-          const due = m.state.nextAttemptAt <= this.d.now() + 1000;
-          this.insert(m, due && this.loaded.size < this.activeLimit / 2);
-        }
+      for await (const batch of source) {
+        n += batch.length;
+        onScanned?.(batch.length);
+        for (const e of batch) if (!rec.removed.has(e.id)) this.insertEntry(e);
         if (!this.running) break;
-        if (n % 256 === 0) await new Promise((r) => setImmediate(r));
+        await new Promise((r) => setImmediate(r));
       }
     } catch (e) {
       // Part of the spool was not read: its queue stays unknown (`recovering` true for good), so no drain is

@@ -28,6 +28,7 @@ import {
   type DeliveryState,
   type Envelope,
   type Quarantined,
+  type QueuedEntry,
   type SpooledMessage,
   type SpoolStore,
 } from './types.js';
@@ -150,7 +151,7 @@ export class Spool implements SpoolStore {
    * batches, a few at a time, so the main thread stays free for SMTP and memory does not grow with the spool.
    * Also removes state files whose message is gone and temp state files of earlier runs.
    */
-  async *scan(onCorrupt: (q: Quarantined) => void): AsyncIterable<SpooledMessage> {
+  async *scan(onCorrupt: (q: Quarantined) => void): AsyncIterable<QueuedEntry[]> {
     const credits = new Int32Array(new SharedArrayBuffer(4));
     Atomics.store(credits, 0, SCAN_BATCHES_AHEAD);
     const worker = new Worker(new URL('./scan-worker.js', import.meta.url), {
@@ -193,14 +194,24 @@ export class Spool implements SpoolStore {
           if (this.quarantined.length > 1000) this.quarantined.shift();
           onCorrupt(q);
         }
-        const now = this.now();
-        for (const msg of m.messages) {
+        const out: QueuedEntry[] = [];
+        for (let i = 0; i < m.ids.length; i++) {
           // written by this run since open(): counted (and known to the engine) already
-          if (this.writtenDuringScan?.has(msg.env.id)) continue;
+          if (this.writtenDuringScan?.has(m.ids[i])) continue;
           this.count++;
-          this.bytes += msg.env.size;
-          yield { ...msg, state: msg.state ?? initialState(msg.env, now) };
+          this.bytes += m.size[i];
+          out.push({
+            id: m.ids[i],
+            nextAt: m.nextAt[i],
+            arrivedAt: m.arrivedAt[i],
+            size: m.size[i],
+            attempts: m.attempts[i],
+            tenant: m.tenants[i],
+            domains: m.domains[i] ? m.domains[i].split(',') : [],
+            dsn: m.dsn[i] === 1,
+          });
         }
+        if (out.length) yield out;
         Atomics.add(credits, 0, 1);
         Atomics.notify(credits, 0);
       }

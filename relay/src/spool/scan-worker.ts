@@ -12,7 +12,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import { MAX_TRAILER, parseEnvelope, parseTrailer, parseV1Header, V1_MAGIC, type Layout } from './format.js';
-import { QUEUE_ID_RE, type DeliveryState, type Quarantined, type SpooledMessage } from './types.js';
+import {
+  entryOf,
+  initialState,
+  QUEUE_ID_RE,
+  type DeliveryState,
+  type Quarantined,
+  type SpooledMessage,
+} from './types.js';
 
 export interface ScanWorkerData {
   dir: string;
@@ -22,7 +29,16 @@ export interface ScanWorkerData {
 
 export type ScanWorkerMessage =
   | {
-      messages: (Omit<SpooledMessage, 'state'> & { state?: DeliveryState })[];
+      /** Columns of the batch's index entries (typed arrays and strings clone cheaply). */
+      ids: string[];
+      nextAt: Float64Array;
+      arrivedAt: Float64Array;
+      size: Float64Array;
+      attempts: Uint32Array;
+      dsn: Uint8Array;
+      tenants: string[];
+      /** Pending recipient domains, comma-separated. */
+      domains: string[];
       corrupt: Quarantined[];
       /** Files that could not be read (I/O errors): left in place, the scan reports failure at its end. */
       unreadable: { file: string; reason: string }[];
@@ -107,14 +123,43 @@ function run(d: ScanWorkerData): void {
   const queue = path.join(d.dir, 'queue');
   const stateDir = path.join(d.dir, 'state');
   const small = Buffer.alloc(SMALL);
-  let batch: (Omit<SpooledMessage, 'state'> & { state?: DeliveryState })[] = [];
+  let batch: SpooledMessage[] = [];
+  const now = Date.now();
   let corrupt: Quarantined[] = [];
   let unreadable: { file: string; reason: string }[] = [];
   const post = () => {
     // one credit per batch: wait while the parent has not consumed enough (bounded memory on both sides)
     while (Atomics.load(d.credits, 0) <= 0) Atomics.wait(d.credits, 0, 0, 1000);
     Atomics.sub(d.credits, 0, 1);
-    parentPort!.postMessage({ messages: batch, corrupt, unreadable } satisfies ScanWorkerMessage);
+    const n = batch.length;
+    const cols = {
+      ids: new Array<string>(n),
+      nextAt: new Float64Array(n),
+      arrivedAt: new Float64Array(n),
+      size: new Float64Array(n),
+      attempts: new Uint32Array(n),
+      dsn: new Uint8Array(n),
+      tenants: new Array<string>(n),
+      domains: new Array<string>(n),
+    };
+    batch.forEach((m, i) => {
+      const e = entryOf(m);
+      cols.ids[i] = e.id;
+      cols.nextAt[i] = e.nextAt;
+      cols.arrivedAt[i] = e.arrivedAt;
+      cols.size[i] = e.size;
+      cols.attempts[i] = e.attempts;
+      cols.dsn[i] = e.dsn ? 1 : 0;
+      cols.tenants[i] = e.tenant;
+      cols.domains[i] = e.domains.join(',');
+    });
+    parentPort!.postMessage({ ...cols, corrupt, unreadable } satisfies ScanWorkerMessage, [
+      cols.nextAt.buffer,
+      cols.arrivedAt.buffer,
+      cols.size.buffer,
+      cols.attempts.buffer,
+      cols.dsn.buffer,
+    ]);
     batch = [];
     corrupt = [];
     unreadable = [];
@@ -153,7 +198,10 @@ function run(d: ScanWorkerData): void {
         continue;
       }
       // no state (never tried, or unreadable): the parent gives it the initial one
-      batch.push(state && state.rcpts.length === m.env.rcpts.length ? { ...m, state } : m);
+      batch.push({
+        ...m,
+        state: state && state.rcpts.length === m.env.rcpts.length ? state : initialState(m.env, now),
+      });
       if (batch.length + corrupt.length + unreadable.length >= BATCH) post();
     }
   } finally {

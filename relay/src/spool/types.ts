@@ -87,6 +87,44 @@ export class SpoolCorruptError extends Error {
 export const MAX_BUFFERED_BODY = 256 * 1024;
 
 /**
+ * What the index needs of a queued message found at start: the scan sends only this (the envelope and state
+ * are read again when the message becomes due).
+ */
+export interface QueuedEntry {
+  id: string;
+  nextAt: number;
+  arrivedAt: number;
+  size: number;
+  attempts: number;
+  tenant: string;
+  /** Distinct domains of the pending recipients. */
+  domains: string[];
+  /** One of our own DSNs. */
+  dsn: boolean;
+}
+
+/** The index entry of a message. */
+export function entryOf(m: SpooledMessage): QueuedEntry {
+  const domains = new Set<string>();
+  m.state.rcpts.forEach((r, i) => {
+    if (r.status === 'pending') {
+      const a = m.env.rcpts[i].address;
+      domains.add(a.slice(a.lastIndexOf('@') + 1).toLowerCase());
+    }
+  });
+  return {
+    id: m.env.id,
+    nextAt: m.state.nextAttemptAt,
+    arrivedAt: m.env.arrivedAt,
+    size: m.env.size,
+    attempts: m.state.attempts,
+    tenant: m.env.tenant,
+    domains: [...domains],
+    dsn: m.env.origin === 'dsn',
+  };
+}
+
+/**
  * The durable queue as the delivery engine sees it. Every method that changes something resolves only once
  * the change will survive a crash.
  */
@@ -95,10 +133,10 @@ export interface SpoolStore {
   readonly size: number;
   readonly sizeBytes: number;
   /**
-   * Every queued message once, for the background index after a start. Unreadable files are moved aside and
-   * passed to `onCorrupt`; they never stop the scan.
+   * Every queued message once, in batches of index entries, for the background index after a start.
+   * Damaged files are moved aside and passed to `onCorrupt`; they never stop the scan.
    */
-  scan(onCorrupt: (q: Quarantined) => void): AsyncIterable<SpooledMessage>;
+  scan(onCorrupt: (q: Quarantined) => void): AsyncIterable<QueuedEntry[]>;
   /** Envelope and state of one queued message (when it becomes due). Throws SpoolCorruptError. */
   load(id: string): Promise<SpooledMessage>;
   /**
