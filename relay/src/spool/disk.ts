@@ -42,8 +42,10 @@ export { SpoolWriter } from './writer.js';
 export type { Reservation } from './space.js';
 
 export const SPOOL_FORMAT = 2;
-/** Batches (of up to 512 messages) the scan worker may read ahead of the consumer. */
+/** Batches (of up to 512 messages) each scan worker may read ahead of the consumer. */
 const SCAN_BATCHES_AHEAD = 4;
+/** Worker threads reading the spool at start, each its share of the files (the disk reads in parallel). */
+const SCAN_WORKERS = 2;
 
 export interface SpoolOptions {
   dir: string;
@@ -152,40 +154,52 @@ export class Spool implements SpoolStore {
    * Also removes state files whose message is gone and temp state files of earlier runs.
    */
   async *scan(onCorrupt: (q: Quarantined) => void): AsyncIterable<QueuedEntry[]> {
-    const credits = new Int32Array(new SharedArrayBuffer(4));
-    Atomics.store(credits, 0, SCAN_BATCHES_AHEAD);
-    const worker = new Worker(new URL('./scan-worker.js', import.meta.url), {
-      workerData: { dir: this.dir, runToken: this.runToken, credits } satisfies ScanWorkerData,
-    });
-    const inbox: ScanWorkerMessage[] = [];
+    const inbox: { from: number; m: ScanWorkerMessage }[] = [];
     const unreadable: { file: string; reason: string }[] = [];
     let wake: (() => void) | undefined;
     let failed: Error | undefined;
-    let exited = false;
-    worker.on('message', (m: ScanWorkerMessage) => {
-      inbox.push(m);
-      wake?.();
-    });
-    worker.on('error', (e) => {
-      failed = e;
-      wake?.();
-    });
-    worker.on('exit', () => {
-      exited = true;
-      wake?.();
+    let running = SCAN_WORKERS;
+    const workers = Array.from({ length: SCAN_WORKERS }, (_, share) => {
+      const credits = new Int32Array(new SharedArrayBuffer(4));
+      Atomics.store(credits, 0, SCAN_BATCHES_AHEAD);
+      const worker = new Worker(new URL('./scan-worker.js', import.meta.url), {
+        workerData: {
+          share,
+          workers: SCAN_WORKERS,
+          dir: this.dir,
+          runToken: this.runToken,
+          credits,
+        } satisfies ScanWorkerData,
+      });
+      worker.on('message', (m: ScanWorkerMessage) => {
+        inbox.push({ from: share, m });
+        wake?.();
+      });
+      worker.on('error', (e) => {
+        failed ??= e;
+        wake?.();
+      });
+      worker.on('exit', () => {
+        running--;
+        wake?.();
+      });
+      return { worker, credits, done: false };
     });
     try {
       for (;;) {
-        while (!inbox.length && !failed && !exited) await new Promise<void>((r) => (wake = r));
+        while (!inbox.length && !failed && running > 0) await new Promise<void>((r) => (wake = r));
         wake = undefined;
-        const m = inbox.shift();
-        if (!m) throw failed ?? new Error('the spool scan stopped early');
+        const next = inbox.shift();
+        if (!next) {
+          if (failed) throw failed;
+          if (workers.every((w) => w.done)) break;
+          throw new Error('the spool scan stopped early');
+        }
+        const { from, m } = next;
         if ('done' in m) {
-          if (unreadable.length)
-            throw new Error(
-              `${unreadable.length} queue file(s) could not be read and were left in place (first: ${unreadable[0].file}: ${unreadable[0].reason})`,
-            );
-          return;
+          workers[from].done = true;
+          if (workers.every((w) => w.done)) break;
+          continue;
         }
         if ('error' in m) throw new Error(`spool scan: ${m.error}`);
         for (const u of m.unreadable) if (unreadable.length < 100) unreadable.push(u);
@@ -212,12 +226,16 @@ export class Spool implements SpoolStore {
           });
         }
         if (out.length) yield out;
-        Atomics.add(credits, 0, 1);
-        Atomics.notify(credits, 0);
+        Atomics.add(workers[from].credits, 0, 1);
+        Atomics.notify(workers[from].credits, 0);
       }
+      if (unreadable.length)
+        throw new Error(
+          `${unreadable.length} queue file(s) could not be read and were left in place (first: ${unreadable[0].file}: ${unreadable[0].reason})`,
+        );
     } finally {
       this.writtenDuringScan = undefined;
-      await worker.terminate();
+      await Promise.all(workers.map((w) => w.worker.terminate()));
     }
   }
 
