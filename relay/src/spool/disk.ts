@@ -163,6 +163,9 @@ export class Spool implements SpoolStore {
       const credits = new Int32Array(new SharedArrayBuffer(4));
       Atomics.store(credits, 0, SCAN_BATCHES_AHEAD);
       const worker = new Worker(new URL('./scan-worker.js', import.meta.url), {
+        // a small young generation: the worker's garbage (parsed envelopes) is collected often, so its heap
+        // stays small however large the spool
+        resourceLimits: { maxYoungGenerationSizeMb: 4 },
         workerData: {
           share,
           workers: SCAN_WORKERS,
