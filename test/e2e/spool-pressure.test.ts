@@ -71,6 +71,24 @@ async function mountTmpfs(dir: string, size: string): Promise<string | undefined
   }
 }
 
+/** A root folder whose spool/ is a fresh tmpfs of `size`; the reason as a string when none can be mounted. */
+async function tmpfsSpool(prefix: string, size: string): Promise<{ root: string; spool: string } | string> {
+  const root = await makeTmpDir(prefix);
+  const spool = path.join(root, 'spool');
+  await mkdir(spool);
+  const why = await mountTmpfs(spool, size);
+  if (why) {
+    await removeTmpDir(root);
+    return why;
+  }
+  return { root, spool };
+}
+
+async function dropTmpfsSpool(root: string, spool: string): Promise<void> {
+  await run('umount', ['-l', spool]).catch(() => undefined);
+  await removeTmpDir(root);
+}
+
 function config(mx: TestMx, maxMessageSize: number): Record<string, unknown> {
   return {
     hostname: 'relay.pressure.test',
@@ -104,14 +122,9 @@ async function expectExactly(mx: TestMx, relay: RelayProc, sent: Map<string, Buf
 
 describe('spool under pressure', () => {
   test('16 clients × 8 MiB at once, room for 10: only what fits is acknowledged, all byte-exact, memory flat', async (t) => {
-    const root = await makeTmpDir('cartero-16x8-');
-    const spool = path.join(root, 'spool');
-    await mkdir(spool);
-    const why = await mountTmpfs(spool, '84m');
-    if (why) {
-      await removeTmpDir(root);
-      return t.skip(`cannot mount a tmpfs (${why})`);
-    }
+    const disk = await tmpfsSpool('cartero-16x8-', '84m');
+    if (typeof disk === 'string') return t.skip(`cannot mount a tmpfs (${disk})`);
+    const { root, spool } = disk;
     const mx = await startTestMx();
     mx.setMode('down-421');
     let relay: RelayProc | undefined;
@@ -157,20 +170,14 @@ describe('spool under pressure', () => {
       for (const s of sessions) s.destroy();
       await relay?.stop();
       await mx.close();
-      await run('umount', ['-l', spool]).catch(() => undefined);
-      await removeTmpDir(root);
+      await dropTmpfsSpool(root, spool);
     }
   });
 
   test('a disk filled by another writer during DATA: 452 while full, nothing acknowledged lost or cut, delivery resumes when space returns', async (t) => {
-    const root = await makeTmpDir('cartero-fill-');
-    const spool = path.join(root, 'spool');
-    await mkdir(spool);
-    const why = await mountTmpfs(spool, '24m');
-    if (why) {
-      await removeTmpDir(root);
-      return t.skip(`cannot mount a tmpfs (${why})`);
-    }
+    const disk = await tmpfsSpool('cartero-fill-', '24m');
+    if (typeof disk === 'string') return t.skip(`cannot mount a tmpfs (${disk})`);
+    const { root, spool } = disk;
     const mx = await startTestMx();
     mx.setMode('down-421');
     let relay: RelayProc | undefined;
@@ -246,8 +253,7 @@ describe('spool under pressure', () => {
       for (const s of sessions) s.destroy();
       await relay?.stop();
       await mx.close();
-      await run('umount', ['-l', spool]).catch(() => undefined);
-      await removeTmpDir(root);
+      await dropTmpfsSpool(root, spool);
     }
   });
 

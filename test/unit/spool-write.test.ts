@@ -21,6 +21,25 @@ import {
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/poll.js';
 
+/** A one-recipient envelope for a message of `size` bytes. */
+function testEnvelope(id: string, size: number): Envelope {
+  return {
+    v: 1,
+    id,
+    tenant: 't',
+    pool: null,
+    arrivedAt: 1,
+    from: 'a@x.test',
+    rcpts: [{ address: 'b@y.test' }],
+    dsn: {},
+    size,
+    eightBit: false,
+    smtpUtf8: false,
+    origin: 'smtp',
+    client: { address: '127.0.0.1', helo: 'x', listener: 'smtp' },
+  };
+}
+
 function tailOf(file: Buffer): Buffer {
   return file.subarray(Math.max(0, file.length - MAX_TRAILER));
 }
@@ -270,24 +289,7 @@ describe('scan of a damaged spool', () => {
       for (let i = 0; i < 3; i++) {
         const id = newQueueId();
         const raw = Buffer.from(`Subject: ${i}\r\n\r\nbody ${i}\r\n`);
-        await s.write(
-          {
-            v: 1,
-            id,
-            tenant: 't',
-            pool: null,
-            arrivedAt: 1,
-            from: 'a@x.test',
-            rcpts: [{ address: 'b@y.test' }],
-            dsn: {},
-            size: raw.length,
-            eightBit: false,
-            smtpUtf8: false,
-            origin: 'smtp',
-            client: { address: '127.0.0.1', helo: 'x', listener: 'smtp' },
-          },
-          [raw],
-        );
+        await s.write(testEnvelope(id, raw.length), [raw]);
         good.push(id);
       }
       const q = path.join(dir, 'queue');
@@ -330,24 +332,7 @@ describe('scan while mail arrives', () => {
       const write = async () => {
         const raw = Buffer.from('Subject: r\r\n\r\nx\r\n');
         const id = newQueueId();
-        await s.write(
-          {
-            v: 1,
-            id,
-            tenant: 't',
-            pool: null,
-            arrivedAt: 1,
-            from: 'a@x.test',
-            rcpts: [{ address: 'b@y.test' }],
-            dsn: {},
-            size: raw.length,
-            eightBit: false,
-            smtpUtf8: false,
-            origin: 'smtp',
-            client: { address: '127.0.0.1', helo: 'x', listener: 'smtp' },
-          },
-          [raw],
-        );
+        await s.write(testEnvelope(id, raw.length), [raw]);
         return id;
       };
       const before = await write(); // after open(), before the scan starts (the relay listens first)
