@@ -649,6 +649,9 @@ describe('graceful shutdown', () => {
         default: { type: 'smarthost', smarthost: { host: '127.0.0.1', port: mx.port, tls: 'none' } },
       },
       queue: { retry: { initial: '1s', max: '1s' } },
+      // the 421s make the MX a throttling destination; an attempt by the restarted relay before the MX is
+      // back must not back it off for the default minute
+      shaping: { backoff: { initial: '1s', max: '1s' } },
       shutdown: { gracePeriod: '5s' },
     };
     const first = (relay = await startRelay({ config }));

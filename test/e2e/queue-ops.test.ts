@@ -56,6 +56,29 @@ async function send(acct: { user: string; pass: string }, from: string, to: stri
 const attempts = (addr: string) => mx.rcptAttempts.filter((a) => a.address === addr).length;
 const depth = async () => (await api<{ depth: number }>('GET', '/queue')).json.depth;
 
+/**
+ * Purges until no matching message is busy: a message being attempted right now (the unsuspended half of
+ * a partly held message, a new message's first look) is skipped and reported as busy, so the caller asks
+ * again. Returns the totals over all calls.
+ */
+async function purgeWhenIdle(
+  body: Record<string, unknown>,
+): Promise<{ purged: number; dsn: number; busy: number }> {
+  const total = { purged: 0, dsn: 0, busy: 0 };
+  await waitFor(
+    async () => {
+      const r = await api<{ purged: number; dsn: number; busy: number }>('POST', '/queue/purge', body);
+      assert.equal(r.status, 200, JSON.stringify(r.json));
+      total.purged += r.json.purged;
+      total.dsn += r.json.dsn;
+      total.busy = r.json.busy;
+      return r.json.busy === 0;
+    },
+    { what: `a purge of ${JSON.stringify(body)} with nothing busy` },
+  );
+  return total;
+}
+
 before(async () => {
   mx = await startTestMx({ address: '127.0.4.90' });
   relay = await startRelay({ config: config(), secrets });
@@ -152,7 +175,7 @@ test('suspend holds mail across a restart, resume delivers it, purge removes it 
   // and without one
   await send(ACME, 'x@acme.test', ['ok-a2@dest.test']);
   await waitFor(async () => (await depth()) === 1, { what: 'one held' });
-  assert.deepEqual((await api('POST', '/queue/purge', { tenant: 'acme', dsn: false })).json, {
+  assert.deepEqual(await purgeWhenIdle({ tenant: 'acme', dsn: false }), {
     purged: 1,
     dsn: 0,
     busy: 0,
@@ -163,7 +186,7 @@ test('suspend holds mail across a restart, resume delivers it, purge removes it 
   await send(GLOBEX, 'y@globex.test', ['ok-g5@hold.test', 'ok-g6@dest.test']);
   await waitFor(() => mx.byRecipient('ok-g6@dest.test').length, { what: 'unsuspended recipient delivered' });
   await waitFor(async () => (await depth()) === 1, { what: 'one partly held' });
-  assert.deepEqual((await api('POST', '/queue/purge', { domain: 'hold.test', dsn: false })).json, {
+  assert.deepEqual(await purgeWhenIdle({ domain: 'hold.test', dsn: false }), {
     purged: 1,
     dsn: 0,
     busy: 0,
