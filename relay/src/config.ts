@@ -13,6 +13,8 @@ import { ConfigError } from './errors.js';
 import { DURATION_PATTERN, parseDuration } from './duration.js';
 import { PoolManager } from './pools.js';
 import { Shaper } from './shaping.js';
+import { RATE_UNIT_MS, type RateUnit } from './ratelimit.js';
+import type { AuthLimits } from './abuse/auth-throttle.js';
 
 const duration = { type: 'string', pattern: DURATION_PATTERN } as const;
 const tlsMode = { type: 'string', enum: ['none', 'starttls', 'implicit'] } as const;
@@ -44,6 +46,39 @@ const hostPort = {
 } as const;
 const cidr = { type: 'string', minLength: 1 } as const;
 export const RATE_PATTERN = '^[1-9][0-9]*/(s|m|h|d)$';
+
+/** Client limits a listener may override (defaults in the top-level limits section). */
+const LISTENER_LIMITS = {
+  maxConnectionsPerClient: {
+    type: 'integer',
+    minimum: 1,
+    maximum: 1_000_000,
+    description: 'Concurrent connections per client address (IPv6: per /64); trusted networks are exempt.',
+  },
+  connectionRatePerClient: {
+    type: 'string',
+    pattern: '^([1-9][0-9]{0,8}/(s|m|h|d)|off)$',
+    description: 'New connections per client address, e.g. 1200/m, or off; trusted networks are exempt.',
+  },
+  commandTimeout: {
+    ...duration,
+    description:
+      'A command line must be complete within this time of the previous reply (trickling does not extend it).',
+  },
+  idleTimeout: { ...duration, description: 'No byte from the client for this long closes the connection.' },
+  minDataRate: {
+    type: 'integer',
+    minimum: 0,
+    maximum: 1_000_000_000,
+    description: 'Bytes per second DATA must average, past the first commandTimeout; 0: off.',
+  },
+} as const;
+
+function withDefaults<T extends Record<string, object>>(props: T, defaults: Record<string, unknown>): T {
+  return Object.fromEntries(
+    Object.entries(props).map(([k, v]) => [k, k in defaults ? { ...v, default: defaults[k] } : v]),
+  ) as T;
+}
 
 export const CONFIG_SCHEMA = {
   $id: 'https://cartero.io/schemas/relay-config-v1.json',
@@ -90,6 +125,12 @@ export const CONFIG_SCHEMA = {
           port: { type: 'integer', minimum: 0, maximum: 65535, description: '0 picks a free port (tests).' },
           tls: { ...tlsMode, default: 'none' },
           auth: { type: 'string', enum: ['required', 'optional'], default: 'optional' },
+          limits: {
+            type: 'object',
+            additionalProperties: false,
+            description: 'Per-listener overrides of the client limits in the top-level limits section.',
+            properties: LISTENER_LIMITS,
+          },
         },
       },
     },
@@ -134,12 +175,75 @@ export const CONFIG_SCHEMA = {
         maxMessageSize: { type: 'integer', minimum: 1024, default: 26_214_400 },
         maxRecipients: { type: 'integer', minimum: 1, default: 1000 },
         maxConnections: { type: 'integer', minimum: 1, default: 1000 },
-        idleTimeout: { ...duration, default: '5m' },
         maxReceivedHeaders: { type: 'integer', minimum: 1, default: 30 },
         greetingDelay: {
           ...duration,
           default: '0ms',
           description: 'Pause before the banner (early-talker check); 0ms turns it off.',
+        },
+        ...withDefaults(LISTENER_LIMITS, {
+          maxConnectionsPerClient: 50,
+          connectionRatePerClient: '1200/m',
+          commandTimeout: '5m',
+          idleTimeout: '5m',
+          minDataRate: 500,
+        }),
+        reservedForTrusted: {
+          type: 'integer',
+          minimum: 0,
+          maximum: 1_000_000,
+          description:
+            'Connection slots of maxConnections that only trusted networks may take (default: a tenth).',
+        },
+        stress: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          description: "Shorter timeouts while a listener is nearly full (Postfix's stress mode).",
+          properties: {
+            threshold: {
+              type: 'number',
+              minimum: 0.1,
+              maximum: 1,
+              default: 0.8,
+              description: 'Fraction of maxConnections in use from which the stress timeouts apply.',
+            },
+            commandTimeout: { ...duration, default: '10s' },
+            idleTimeout: { ...duration, default: '10s' },
+          },
+        },
+        auth: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          description: 'AUTH throttling: per connection, per client address and per account name.',
+          properties: {
+            failuresPerConnection: { type: 'integer', minimum: 1, maximum: 100, default: 3 },
+            failureDelay: {
+              ...duration,
+              default: '1s',
+              description:
+                'Pause before answering the 2nd failure on a connection; doubles for each further one.',
+            },
+            maxFailureDelay: { ...duration, default: '8s' },
+            clientFailures: {
+              type: 'integer',
+              minimum: 0,
+              maximum: 1_000_000,
+              default: 10,
+              description:
+                'Failures per client address (IPv6: /64) within window before it is locked; 0: off.',
+            },
+            accountFailures: {
+              type: 'integer',
+              minimum: 0,
+              maximum: 1_000_000,
+              default: 30,
+              description: 'Failures per account name within window before it is locked; 0: off.',
+            },
+            window: { ...duration, default: '10m' },
+            lockout: { ...duration, default: '15m' },
+          },
         },
       },
     },
@@ -515,6 +619,15 @@ export interface ListenerConfig {
   port: number;
   tls: TlsMode;
   auth: 'required' | 'optional';
+  /** The client limits of this listener (its overrides over the top-level ones). */
+  limits: ListenerLimits;
+}
+export interface ListenerLimits {
+  maxConnectionsPerClient: number;
+  connectionRatePerClient?: { count: number; perMs: number };
+  commandTimeoutMs: number;
+  idleTimeoutMs: number;
+  minDataRate: number;
 }
 export interface TenantConfig {
   name: string;
@@ -549,6 +662,9 @@ export interface RelayConfig {
     idleTimeoutMs: number;
     maxReceivedHeaders: number;
     greetingDelayMs: number;
+    reservedForTrusted: number;
+    stress: { threshold: number; commandTimeoutMs: number; idleTimeoutMs: number };
+    auth: AuthLimits;
   };
   queue: {
     maxMessages: number;
@@ -700,6 +816,26 @@ function readSecret(root: string, file: string, field: string): Buffer {
   }
 }
 
+/** A listener's client limits from the top-level ones with its own overrides merged in. */
+function listenerLimits(l: {
+  maxConnectionsPerClient: number;
+  connectionRatePerClient: string;
+  commandTimeout: string;
+  idleTimeout: string;
+  minDataRate: number;
+}): ListenerLimits {
+  const rate = /^([0-9]+)\/(s|m|h|d)$/.exec(l.connectionRatePerClient);
+  return {
+    maxConnectionsPerClient: l.maxConnectionsPerClient,
+    ...(rate
+      ? { connectionRatePerClient: { count: Number(rate[1]), perMs: RATE_UNIT_MS[rate[2] as RateUnit] } }
+      : {}),
+    commandTimeoutMs: parseDuration(l.commandTimeout),
+    idleTimeoutMs: parseDuration(l.idleTimeout),
+    minDataRate: l.minDataRate,
+  };
+}
+
 /** Validates a parsed config document (applying defaults in place) and resolves it. */
 export function resolveConfig(
   doc: unknown,
@@ -733,7 +869,8 @@ export function resolveConfig(
         `/listeners/${i}/tls`,
         `tls: ${l.tls} needs the top-level tls section (certFile, keyFile)`,
       );
-    return { ...l, address };
+    const { limits: own, ...rest } = l as ListenerConfig & { limits?: Record<string, unknown> };
+    return { ...rest, address, limits: listenerLimits({ ...c.limits, ...own }) };
   });
   const accounts = new Map<string, { password: Buffer; tenant: string }>();
   c.accounts.forEach((a: { username: string; passwordFile: string; tenant: string }, i: number) => {
@@ -903,6 +1040,21 @@ export function resolveConfig(
       idleTimeoutMs: parseDuration(c.limits.idleTimeout),
       maxReceivedHeaders: c.limits.maxReceivedHeaders,
       greetingDelayMs: parseDuration(c.limits.greetingDelay),
+      reservedForTrusted: c.limits.reservedForTrusted ?? Math.floor(c.limits.maxConnections / 10),
+      stress: {
+        threshold: c.limits.stress.threshold,
+        commandTimeoutMs: parseDuration(c.limits.stress.commandTimeout),
+        idleTimeoutMs: parseDuration(c.limits.stress.idleTimeout),
+      },
+      auth: {
+        failuresPerConnection: c.limits.auth.failuresPerConnection,
+        failureDelayMs: parseDuration(c.limits.auth.failureDelay),
+        maxFailureDelayMs: parseDuration(c.limits.auth.maxFailureDelay),
+        clientFailures: c.limits.auth.clientFailures,
+        accountFailures: c.limits.auth.accountFailures,
+        windowMs: parseDuration(c.limits.auth.window),
+        lockoutMs: parseDuration(c.limits.auth.lockout),
+      },
     },
     queue: {
       maxMessages: c.queue.maxMessages,
@@ -998,6 +1150,13 @@ export function resolveConfig(
     if (l.auth === 'required' && accounts.size === 0)
       throw new ConfigError(`/listeners/${i}/auth`, 'auth: required needs at least one entry in /accounts');
   });
+  if (cfg.limits.reservedForTrusted >= cfg.limits.maxConnections)
+    throw new ConfigError('/limits/reservedForTrusted', 'must be below /limits/maxConnections');
+  if (cfg.limits.auth.maxFailureDelayMs < cfg.limits.auth.failureDelayMs)
+    throw new ConfigError(
+      '/limits/auth/maxFailureDelay',
+      'must not be shorter than /limits/auth/failureDelay',
+    );
   if (cfg.queue.retry.maxMs < cfg.queue.retry.initialMs)
     throw new ConfigError('/queue/retry/max', 'must not be shorter than /queue/retry/initial');
   if (c.tls) {

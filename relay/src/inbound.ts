@@ -23,7 +23,9 @@ import type { TenantRuntime } from './tenant-runtime.js';
 import { DEFAULT_TENANT } from './config.js';
 import type { HandoffMeta } from './delivery/types.js';
 import { takeHandoffHeader } from './delivery/handoff.js';
-import { installGreetingDelayOption } from './smtp-greeting.js';
+import { installSmtpHooks, type HookOptions } from './smtp-hooks.js';
+import { SmtpGuard, type GuardedSession } from './abuse/smtp-guard.js';
+import { registerAbuseMetrics } from './abuse/metrics.js';
 
 export interface InboundDeps {
   cfg: RelayConfig;
@@ -43,16 +45,17 @@ interface Listening {
   port: number;
 }
 
-type Session = SMTPServerSession & {
-  user?: string;
-  tenant?: string;
-  carteroListener?: string;
-  peer?: boolean;
-  /** Disk space held for the transaction in progress (from MAIL to the end of DATA). */
-  reservation?: Reservation;
-  /** The connection is gone: a reservation that arrives now is released at once. */
-  closed?: boolean;
-};
+type Session = SMTPServerSession &
+  GuardedSession & {
+    user?: string;
+    tenant?: string;
+    carteroListener?: string;
+    peer?: boolean;
+    /** Disk space held for the transaction in progress (from MAIL to the end of DATA). */
+    reservation?: Reservation;
+    /** The connection is gone: a reservation that arrives now is released at once. */
+    closed?: boolean;
+  };
 
 /** Room for what we add to a message: the Received line, the envelope and the trailer. */
 const OVERHEAD = 16 * 1024;
@@ -66,8 +69,21 @@ export class Inbound {
   private listening: Listening[] = [];
   private closing = false;
   private openTransactions = 0;
+  readonly guard: SmtpGuard;
 
-  constructor(private readonly d: InboundDeps) {}
+  constructor(private readonly d: InboundDeps) {
+    const abuse = registerAbuseMetrics(d.metrics.registry, d.metrics.rejected, () => ({
+      clients: this.guard.auth.lockedClients(),
+      accounts: this.guard.auth.lockedAccounts(),
+    }));
+    this.guard = new SmtpGuard({
+      cfg: () => this.d.cfg,
+      trusted: (address) => this.d.tenancy.dir.tenantForClient(undefined, address) !== undefined,
+      metrics: abuse,
+      log: d.log,
+      now: d.now,
+    });
+  }
 
   get ports(): Record<string, number> {
     return Object.fromEntries(this.listening.map((l) => [l.name, l.port]));
@@ -78,15 +94,31 @@ export class Inbound {
   }
 
   async start(): Promise<void> {
-    const patch = installGreetingDelayOption();
-    if (patch === 'unknown-upstream' && this.d.cfg.limits.greetingDelayMs !== 100) {
+    const hooks = installSmtpHooks();
+    if (!hooks.init) {
       this.d.log.warn(
         { event: 'greeting.delay.unsupported' },
-        'this smtp-server version changed its greeting code: greetingDelay is not applied (upstream 100ms pause)',
+        'this smtp-server version changed its greeting code: greetingDelay, reservedForTrusted and command deadlines are not applied',
+      );
+    } else if (!hooks.command) {
+      this.d.log.warn(
+        { event: 'smtp.deadlines.unsupported' },
+        'this smtp-server version changed its command dispatch: command deadlines count from the connection start',
       );
     }
     for (const l of this.d.cfg.listeners) {
-      const server = new SMTPServer(this.options(l));
+      const ref: { server?: SMTPServer } = {};
+      const hookOptions = this.guard.hooks(
+        l,
+        () => ref.server?.connections.size ?? 0,
+        (ms) => {
+          if (ref.server) ref.server.options.socketTimeout = ms;
+        },
+      );
+      const server = (ref.server = new SMTPServer({
+        ...this.options(l),
+        ...hookOptions,
+      } as SMTPServerOptions));
       server.on('error', (err) =>
         this.d.log.warn({ event: 'smtp.error', listener: l.name, err: err.message }, 'SMTP listener error'),
       );
@@ -119,6 +151,7 @@ export class Inbound {
    */
   async stop(graceMs: number): Promise<void> {
     this.closing = true;
+    this.guard.stop();
     const deadline = Date.now() + graceMs;
     await Promise.all(
       this.listening.map(
@@ -148,14 +181,12 @@ export class Inbound {
   reconfigure(): void {
     const cfg = this.d.cfg;
     for (const l of this.listening) {
-      const o = l.server.options as SMTPServerOptions & {
-        disabledCommands: string[];
-        greetingDelayMs?: number;
-      };
+      const o = l.server.options as SMTPServerOptions & HookOptions & { disabledCommands: string[] };
+      const now = cfg.listeners.find((x) => x.name === l.name) ?? l.config;
       o.name = cfg.hostname;
       o.size = cfg.limits.maxMessageSize;
       o.maxClients = cfg.limits.maxConnections;
-      o.socketTimeout = cfg.limits.idleTimeoutMs;
+      o.socketTimeout = now.limits.idleTimeoutMs;
       o.closeTimeout = cfg.gracePeriodMs;
       o.greetingDelayMs = cfg.limits.greetingDelayMs;
       o.disabledCommands = this.disabledCommands(l.config);
@@ -191,21 +222,36 @@ export class Inbound {
       hideDSN: false,
       hideENHANCEDSTATUSCODES: true,
       maxClients: cfg.limits.maxConnections,
-      socketTimeout: cfg.limits.idleTimeoutMs,
+      socketTimeout: l.limits.idleTimeoutMs,
       closeTimeout: cfg.gracePeriodMs,
       disableReverseLookup: true,
       logger: false,
       greetingDelayMs: cfg.limits.greetingDelayMs,
       onConnect: (session, cb) => {
         if (this.closing) return cb(reply.shuttingDown());
+        const refused = this.guard.admit(l.name, session as Session);
+        if (refused) {
+          this.d.log.info(
+            {
+              event: 'connection.refused',
+              listener: l.name,
+              client: session.remoteAddress,
+              reply: refused.message,
+            },
+            'connection refused: client over its limits',
+          );
+          return cb(refused);
+        }
         (session as Session).carteroListener = l.name;
         this.d.metrics.connections.inc({ listener: l.name });
         cb();
       },
       onClose: (session) => {
-        (session as Session).closed = true;
-        (session as Session).reservation?.release();
-        this.d.metrics.connections.dec({ listener: l.name });
+        const s = session as Session;
+        s.closed = true;
+        s.reservation?.release();
+        this.guard.closed(l.name, s);
+        if (s.carteroListener) this.d.metrics.connections.dec({ listener: l.name });
       },
       onAuth: (auth, session, cb) =>
         this.guarded(l, 'AUTH', cb, () => this.onAuth(l, auth, session as Session, cb)),
@@ -242,32 +288,37 @@ export class Inbound {
     cb: (err: Error | null | undefined, res?: { user: string }) => void,
   ): void {
     const peer = this.d.cfg.peer;
-    if (peer && auth.username === peer.username) {
-      if (!secretEquals(peer.password, auth.password ?? '')) {
-        this.d.log.warn(
-          { event: 'auth.failed', listener: l.name, client: session.remoteAddress, username: auth.username },
-          'authentication failed',
-        );
-        this.d.metrics.rejected.inc({ listener: l.name, reason: 'auth' });
-        return cb(new SmtpReplyError('ERR_AUTH', 535, '5.7.8', 'Authentication credentials invalid'));
-      }
-      session.peer = true;
-      return cb(null, { user: auth.username });
+    const username = auth.username ?? '';
+    const attempt = {
+      address: session.remoteAddress,
+      username,
+      trusted: this.d.tenancy.dir.tenantForClient(undefined, session.remoteAddress) !== undefined,
+      peer: !!peer && username === peer.username,
+    };
+    // a lock refuses the attempt before the password is looked at: a right one is refused too
+    const pre = this.guard.preAuth(l.name, session, attempt);
+    if (!pre.ok) return cb(pre.error);
+    let tenant: string | undefined;
+    let ok: boolean;
+    if (attempt.peer) {
+      ok = secretEquals(peer!.password, auth.password ?? '');
+    } else {
+      const acct = username ? this.d.cfg.accounts.get(username) : undefined;
+      // compare even for unknown users, so timing does not tell which usernames exist
+      ok =
+        secretEquals(acct ? acct.password : Buffer.from('\0no-such-account'), auth.password ?? '') && !!acct;
+      tenant = acct?.tenant;
     }
-    const acct = auth.username ? this.d.cfg.accounts.get(auth.username) : undefined;
-    // compare even for unknown users, so timing does not tell which usernames exist
-    const ok =
-      secretEquals(acct ? acct.password : Buffer.from('\0no-such-account'), auth.password ?? '') && !!acct;
-    if (!ok) {
-      this.d.log.warn(
-        { event: 'auth.failed', listener: l.name, client: session.remoteAddress, username: auth.username },
-        'authentication failed',
-      );
-      this.d.metrics.rejected.inc({ listener: l.name, reason: 'auth' });
-      return cb(new SmtpReplyError('ERR_AUTH', 535, '5.7.8', 'Authentication credentials invalid'));
+    if (ok) {
+      if (attempt.peer) session.peer = true;
+      else session.tenant = tenant;
+      return cb(null, { user: username });
     }
-    session.tenant = acct!.tenant;
-    cb(null, { user: auth.username! });
+    this.d.metrics.rejected.inc({ listener: l.name, reason: 'auth' });
+    const v = this.guard.failedAuth(l.name, session, attempt);
+    // failures after the first are answered late (smtp-server reads no further command meanwhile)
+    if (v.delayMs > 0) setTimeout(() => cb(v.error), v.delayMs).unref();
+    else cb(v.error);
   }
 
   private onMailFrom(

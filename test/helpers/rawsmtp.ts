@@ -13,6 +13,8 @@ export type RawStep = string | Buffer | { raw: string | Buffer; expectReplies: n
 export interface RawSmtpOptions {
   /** Default 127.0.0.1. */
   host?: string;
+  /** The client's own address (any of 127.0.0.0/8 on loopback), to act as several clients. */
+  localAddress?: string;
   /** Longest wait for the connection and for each expected reply (default 10 000 ms). */
   timeoutMs?: number;
   /** Wait for the greeting before the first step (default true). */
@@ -27,7 +29,11 @@ export interface RawSmtpOptions {
  */
 export async function rawSmtp(port: number, script: RawStep[], opts: RawSmtpOptions = {}): Promise<string[]> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
-  const socket = net.connect({ host: opts.host ?? '127.0.0.1', port });
+  const socket = net.connect({
+    host: opts.host ?? '127.0.0.1',
+    port,
+    ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+  });
   socket.setEncoding('utf8');
   const replies: string[] = [];
   let partial: string[] = [];

@@ -42,11 +42,75 @@ function expectConfigError(fn: () => unknown, field: string, reason: RegExp): vo
 }
 
 describe('resolveConfig with a good config', () => {
+  it("merges a listener's own client limits over the top-level ones", () => {
+    const cfg = resolveConfig(
+      {
+        version: 1,
+        limits: {
+          maxConnectionsPerClient: 10,
+          commandTimeout: '1m',
+          maxConnections: 40,
+          reservedForTrusted: 5,
+        },
+        listeners: [
+          { name: 'smtp', port: 25 },
+          {
+            name: 'submission',
+            port: 587,
+            limits: { maxConnectionsPerClient: 3, connectionRatePerClient: 'off', minDataRate: 0 },
+          },
+        ],
+      },
+      base,
+      {},
+    );
+    assert.deepEqual(cfg.listeners[0].limits, {
+      maxConnectionsPerClient: 10,
+      connectionRatePerClient: { count: 1200, perMs: 60_000 },
+      commandTimeoutMs: 60_000,
+      idleTimeoutMs: 300_000,
+      minDataRate: 500,
+    });
+    assert.deepEqual(cfg.listeners[1].limits, {
+      maxConnectionsPerClient: 3,
+      commandTimeoutMs: 60_000,
+      idleTimeoutMs: 300_000,
+      minDataRate: 0,
+    });
+    assert.equal(cfg.limits.reservedForTrusted, 5);
+    assert.throws(
+      () =>
+        resolveConfig(
+          {
+            version: 1,
+            limits: { maxConnections: 10, reservedForTrusted: 10 },
+            listeners: [{ name: 's', port: 25 }],
+          },
+          base,
+          {},
+        ),
+      /\/limits\/reservedForTrusted: must be below/,
+    );
+  });
+
   it('applies the defaults and parses durations', () => {
     const cfg = resolveConfig({ version: 1, listeners: [{ name: 'smtp', port: 2525 }] }, base, {});
     assert.equal(cfg.hostname, 'localhost');
     assert.deepEqual(cfg.listeners, [
-      { name: 'smtp', port: 2525, address: '127.0.0.1', tls: 'none', auth: 'optional' },
+      {
+        name: 'smtp',
+        port: 2525,
+        address: '127.0.0.1',
+        tls: 'none',
+        auth: 'optional',
+        limits: {
+          maxConnectionsPerClient: 50,
+          connectionRatePerClient: { count: 1200, perMs: 60_000 },
+          commandTimeoutMs: 300_000,
+          idleTimeoutMs: 300_000,
+          minDataRate: 500,
+        },
+      },
     ]);
     assert.equal(cfg.spoolDir, path.join(base, 'spool'));
     assert.deepEqual(cfg.trustedNetworks, []);
@@ -59,6 +123,17 @@ describe('resolveConfig with a good config', () => {
       idleTimeoutMs: 5 * 60_000,
       maxReceivedHeaders: 30,
       greetingDelayMs: 0,
+      reservedForTrusted: 100,
+      stress: { threshold: 0.8, commandTimeoutMs: 10_000, idleTimeoutMs: 10_000 },
+      auth: {
+        failuresPerConnection: 3,
+        failureDelayMs: 1000,
+        maxFailureDelayMs: 8000,
+        clientFailures: 10,
+        accountFailures: 30,
+        windowMs: 600_000,
+        lockoutMs: 900_000,
+      },
     });
     assert.deepEqual(cfg.queue, {
       maxMessages: 200_000,

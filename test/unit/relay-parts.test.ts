@@ -6,7 +6,7 @@ import { SMTPServer } from 'smtp-server';
 import { selectRoute } from '../../relay/src/router.js';
 import { TimeHeap } from '../../relay/src/heap.js';
 import { BounceWindow } from '../../relay/src/metrics.js';
-import { installGreetingDelayOption } from '../../relay/src/smtp-greeting.js';
+import { installSmtpHooks } from '../../relay/src/smtp-hooks.js';
 import type { RelayConfig } from '../../relay/src/config.js';
 
 const host = (h: string, port = 25) => ({ host: h, port, tls: 'none' as const });
@@ -110,16 +110,16 @@ describe('greeting delay override (ADR 002)', () => {
     }
   }
 
-  test('the override recognises the installed smtp-server', () => {
-    assert.equal(installGreetingDelayOption(), 'patched');
+  test('the hooks recognise the installed smtp-server', () => {
+    assert.deepEqual(installSmtpHooks(), { init: true, command: true });
   });
   test('greetingDelayMs 0: the greeting comes at once', async () => {
-    installGreetingDelayOption();
+    installSmtpHooks();
     const g = await greeting(0, 0);
     assert.match(g.beforeTick, /^220 /);
   });
   test('the upstream 100 ms pause stays the default, and a set pause is honoured', async () => {
-    installGreetingDelayOption();
+    installSmtpHooks();
     const upstream = await greeting(undefined, 100);
     assert.equal(upstream.beforeTick, '', 'no greeting before 100 ms');
     assert.match(upstream.afterTick, /^220 /);
