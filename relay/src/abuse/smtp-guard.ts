@@ -131,6 +131,7 @@ export class SmtpGuard {
     if (!lock) return { ok: true };
     const nth = (session.authFailures = (session.authFailures ?? 0) + 1);
     this.d.metrics.authFailures.inc({ listener, reason: `locked_${lock.scope}` });
+    this.d.metrics.rejected.inc({ listener, reason: 'auth_locked' });
     const close = closesConnection(nth, this.d.cfg().limits.auth);
     return { ok: false, error: close ? authTooMany() : authLocked(), delayMs: 0 };
   }
