@@ -329,3 +329,48 @@ describe('connection floods and slow clients', () => {
     assert.ok(worst < 15_000, `every slow client was cut (${worst} ms)`);
   });
 });
+
+describe('stress mode', () => {
+  let relay: RelayProc;
+  const sockets: net.Socket[] = [];
+  before(async () => {
+    relay = await startRelay({
+      config: {
+        hostname: 'relay.test',
+        trustedNetworks: [],
+        limits: {
+          maxConnections: 20,
+          reservedForTrusted: 0,
+          commandTimeout: '5m',
+          stress: { threshold: 0.5, commandTimeout: '2s', idleTimeout: '2s' },
+        },
+      },
+    });
+  });
+  after(async () => {
+    for (const s of sockets) s.destroy();
+    await relay?.cleanup();
+  });
+
+  it('from half of maxConnections open, idle clients get the short stress deadline, and stress ends with the load', async () => {
+    const stress = () => metric(relay, /^cartero_smtp_stress\{listener="smtp"\} (\d+)$/m);
+    // 5 idle connections: below the threshold, the 5-minute deadline applies
+    const few = await Promise.all(
+      Array.from({ length: 5 }, (_, i) => hold(relay.ports.smtp, `127.4.0.${i + 1}`)),
+    );
+    sockets.push(...few.map((h) => h.socket));
+    // 5 more reach the threshold (10 of 20)
+    const more = await Promise.all(
+      Array.from({ length: 5 }, (_, i) => hold(relay.ports.smtp, `127.4.1.${i + 1}`)),
+    );
+    sockets.push(...more.map((h) => h.socket));
+    for (const h of [...few, ...more]) assert.match(h.greeting, /^220 /);
+    assert.equal(await stress(), 1);
+    assert.ok(relay.logs.some((l) => l.event === 'smtp.stress.on'));
+    // every one of them is cut by the 2 s stress deadline, long before 5 minutes
+    const ends = await Promise.all([...few, ...more].map((h) => untilClosed(h.socket)));
+    for (const e of ends) assert.match(e.text, /421 4\.4\.2 Error: timeout exceeded/);
+    await waitFor(async () => (await stress()) === 0, { what: 'stress mode to end' });
+    await waitFor(() => relay.logs.some((l) => l.event === 'smtp.stress.off'), { what: 'smtp.stress.off' });
+  });
+});
