@@ -136,6 +136,20 @@ export const CONFIG_SCHEMA = {
         maxConnections: { type: 'integer', minimum: 1, default: 1000 },
         idleTimeout: { ...duration, default: '5m' },
         maxReceivedHeaders: { type: 'integer', minimum: 1, default: 30 },
+        maxHeaderLine: {
+          type: 'integer',
+          minimum: 78,
+          maximum: 65_536,
+          default: 998,
+          description: 'Longest header line in octets, without its CRLF; a longer one gets 552 5.6.0.',
+        },
+        maxHeaderSize: {
+          type: 'integer',
+          minimum: 1024,
+          maximum: 16_777_216,
+          default: 1_048_576,
+          description: 'Largest header section in octets; a larger one gets 552 5.6.0.',
+        },
         greetingDelay: {
           ...duration,
           default: '0ms',
@@ -548,6 +562,8 @@ export interface RelayConfig {
     maxConnections: number;
     idleTimeoutMs: number;
     maxReceivedHeaders: number;
+    maxHeaderLine: number;
+    maxHeaderSize: number;
     greetingDelayMs: number;
   };
   queue: {
@@ -902,6 +918,8 @@ export function resolveConfig(
       maxConnections: c.limits.maxConnections,
       idleTimeoutMs: parseDuration(c.limits.idleTimeout),
       maxReceivedHeaders: c.limits.maxReceivedHeaders,
+      maxHeaderLine: c.limits.maxHeaderLine,
+      maxHeaderSize: c.limits.maxHeaderSize,
       greetingDelayMs: parseDuration(c.limits.greetingDelay),
     },
     queue: {
