@@ -1,8 +1,16 @@
 /**
  * The admin HTTP port. Open: GET /metrics, /healthz, /readyz. Everything else needs
  * `Authorization: Bearer <token>` when admin.tokenFile is set (compared in constant time).
+ *
+ * Whatever a client sends, the answer is a status and a JSON `{"error": ...}`: requests the HTTP parser
+ * refuses get 400/431 written on the socket (clientError), a bad request target 400/414, a declared or
+ * streamed body over MAX_BODY 413, a known path with another method 405 with `Allow`, anything else 404.
+ * Only a handler failing on its own (not an HttpError) answers 500, with a generic message; the error is
+ * logged, never sent.
  */
 import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
 import type { RelayMetrics } from './metrics.js';
 import type { DeliveryEngine } from './delivery/engine.js';
 import { secretEquals } from './policy.js';
@@ -32,10 +40,21 @@ export interface AdminDeps {
   /** The bearer token, when the API is protected (read at each request: it hot-reloads). */
   token: () => Buffer | undefined;
   config: () => { version: number; hash: string };
+  /** Where internal errors (500) are logged. */
+  log?: Logger;
 }
 
-const OPEN = new Set(['GET /metrics', 'GET /healthz', 'GET /readyz']);
-const MAX_BODY = 1024 * 1024;
+const OPEN = new Set(['/metrics', '/healthz', '/readyz']);
+/** Largest request body kept (a JSON object); a larger one gets 413. */
+export const MAX_BODY = 1024 * 1024;
+/**
+ * A body over MAX_BODY is answered 413 at once, then read and dropped for at most this long: closing a
+ * connection the client is still sending on makes it see a reset instead of the answer. A client still
+ * sending after that is cut off.
+ */
+export const DRAIN_MS = 5000;
+/** Longest request target (path and query) in bytes; a longer one gets 414. */
+export const MAX_URL = 2048;
 
 export class AdminServer {
   private server?: http.Server;
@@ -88,12 +107,9 @@ export class AdminServer {
 
   async start(address: string, port: number): Promise<number> {
     this.server = http.createServer((req, res) => {
-      this.handle(req, res).catch((e: Error) => {
-        const status = e instanceof HttpError ? e.status : 500;
-        if (!res.headersSent) res.writeHead(status, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ error: e.message }) + '\n');
-      });
+      this.handle(req, res).catch((e: unknown) => this.fail(req, res, e));
     });
+    this.server.on('clientError', clientError);
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
       this.server!.listen(port, address, () => resolve());
@@ -104,41 +120,77 @@ export class AdminServer {
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://admin');
     const method = req.method ?? 'GET';
-    const key = `${method} ${url.pathname}`;
-    if (key === 'GET /metrics') {
-      const body = await this.d.metrics.registry.metrics();
-      res.writeHead(200, { 'content-type': this.d.metrics.registry.contentType }).end(body);
-      return;
+    const url = target(req.url ?? '/');
+    const path = url.pathname;
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > MAX_BODY) {
+      discard(req);
+      throw tooLarge();
     }
-    if (key === 'GET /healthz') return this.json(res, 200, { status: 'ok' });
-    if (key === 'GET /readyz')
+    if (OPEN.has(path)) {
+      if (method !== 'GET') return notAllowed(res, method, path, ['GET']);
+      if (path === '/metrics') {
+        const body = await this.d.metrics.registry.metrics();
+        res.writeHead(200, { 'content-type': this.d.metrics.registry.contentType }).end(body);
+        return;
+      }
+      if (path === '/healthz') return this.json(res, 200, { status: 'ok' });
       return this.json(res, this.d.ready() ? 200 : 503, { status: this.d.ready() ? 'ready' : 'not ready' });
-    if (!OPEN.has(key)) {
-      const token = this.d.token();
-      if (token) {
-        const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
-        if (!m || !secretEquals(token, m[1])) {
-          res.setHeader('www-authenticate', 'Bearer');
-          throw new HttpError(401, 'a valid bearer token is required');
-        }
+    }
+    const token = this.d.token();
+    if (token) {
+      const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
+      if (!m || !secretEquals(token, m[1])) {
+        res.setHeader('www-authenticate', 'Bearer');
+        throw new HttpError(401, 'a valid bearer token is required');
       }
     }
+    const allowed = new Set<string>();
     for (const r of this.routes) {
-      if (r.method !== method) continue;
-      const m = r.re.exec(url.pathname);
+      const m = r.re.exec(path);
       if (!m) continue;
+      if (r.method !== method) {
+        allowed.add(r.method);
+        continue;
+      }
       const [status, body] = await r.handler({
         method,
-        path: url.pathname,
-        params: m.slice(1).map((p) => decodeURIComponent(p)),
+        path,
+        params: m.slice(1).map(param),
         query: url.searchParams,
         body: () => readJson(req),
       });
       return this.json(res, status, body);
     }
-    throw new HttpError(404, `no such endpoint: ${key}`);
+    if (allowed.size) return notAllowed(res, method, path, [...allowed]);
+    throw new HttpError(404, `no such endpoint: ${method} ${path}`);
+  }
+
+  /** The answer to a request whose handling threw: its HttpError, or a 500 that tells nothing. */
+  private fail(req: http.IncomingMessage, res: http.ServerResponse, e: unknown): void {
+    let status = 500;
+    let message = 'internal error';
+    if (e instanceof HttpError && e.status >= 400 && e.status < 600) {
+      status = e.status;
+      message = e.message;
+    } else {
+      this.d.log?.error(
+        {
+          event: 'admin.error',
+          method: req.method,
+          path: req.url?.slice(0, 200),
+          err: (e as Error)?.message,
+        },
+        'admin request failed',
+      );
+    }
+    if (res.headersSent) {
+      res.destroy(); // an answer already on its way cannot be turned into an error: cut it short
+      return;
+    }
+    res.writeHead(status, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ error: message }) + '\n');
   }
 
   private json(res: http.ServerResponse, code: number, body: unknown): void {
@@ -152,20 +204,110 @@ export class AdminServer {
   }
 }
 
-async function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const c of req) {
-    n += (c as Buffer).length;
-    if (n > MAX_BODY) throw new HttpError(413, 'request body too large');
-    chunks.push(c as Buffer);
-  }
-  if (!n) return {};
+/** The path and query of a request target (origin form, or absolute form for http/https). */
+function target(raw: string): URL {
+  if (Buffer.byteLength(raw) > MAX_URL)
+    throw new HttpError(414, `request target too long (at most ${MAX_URL} bytes)`);
   try {
-    const v = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
-    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('not an object');
-    return v as Record<string, unknown>;
+    if (raw.startsWith('/')) return new URL(`http://admin${raw}`);
+    if (/^https?:\/\//i.test(raw)) {
+      const u = new URL(raw);
+      return new URL(`http://admin${u.pathname}${u.search}`);
+    }
+  } catch {
+    // falls through to the 400
+  }
+  throw new HttpError(400, 'request target must be a path');
+}
+
+/** One path parameter, percent-decoded; a malformed escape or a control character is the client's fault. */
+function param(p: string): string {
+  let v: string;
+  try {
+    v = decodeURIComponent(p);
+  } catch {
+    throw new HttpError(400, 'malformed percent-escape in the path');
+  }
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(v)) throw new HttpError(400, 'control character in the path');
+  return v;
+}
+
+function notAllowed(res: http.ServerResponse, method: string, path: string, allowed: string[]): never {
+  res.setHeader('allow', allowed.join(', '));
+  throw new HttpError(405, `${method} is not allowed on ${path} (allowed: ${allowed.join(', ')})`);
+}
+
+/**
+ * Answer for requests the HTTP parser refused (no request object exists): written on the socket as Node
+ * would, but with a JSON body. Nothing is written when an answer to an earlier request is on its way.
+ */
+function clientError(err: Error & { code?: string }, socket: Duplex): void {
+  const inflight = (socket as { _httpMessage?: http.ServerResponse })._httpMessage;
+  if (err.code === 'ECONNRESET' || !socket.writable || inflight?.headersSent) {
+    socket.destroy();
+    return;
+  }
+  const [status, message] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'request line and header fields too large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'request timed out']
+        : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW'
+          ? [413, 'chunk extensions too large']
+          : [400, 'malformed HTTP request'];
+  const body = JSON.stringify({ error: message }) + '\n';
+  socket.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+const tooLarge = () => new HttpError(413, `request body too large (at most ${MAX_BODY} bytes)`);
+
+/** Reads the rest of the request body and drops it; cuts the connection if that takes over DRAIN_MS. */
+function discard(req: http.IncomingMessage): void {
+  req.resume();
+  if (req.complete) return;
+  const timer = setTimeout(() => req.socket.destroy(), DRAIN_MS);
+  req.once('end', () => clearTimeout(timer)).once('close', () => clearTimeout(timer));
+}
+
+/** The request body as a JSON object (empty: {}); over MAX_BODY, a 413 at once and the rest discarded. */
+function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    const done = (err: HttpError | undefined) => {
+      req.off('data', onData).off('end', onEnd).off('close', onGone).off('error', onGone);
+      if (err) return reject(err);
+      try {
+        resolve(parseObject(Buffer.concat(chunks, n)));
+      } catch (e) {
+        reject(e as Error);
+      }
+    };
+    const onData = (c: Buffer) => {
+      n += c.length;
+      if (n <= MAX_BODY) return void chunks.push(c);
+      done(tooLarge());
+      discard(req);
+    };
+    const onEnd = () => done(undefined);
+    const onGone = () => done(new HttpError(400, 'request body cut short'));
+    req.on('data', onData).once('end', onEnd).once('close', onGone).once('error', onGone);
+  });
+}
+
+function parseObject(raw: Buffer): Record<string, unknown> {
+  if (!raw.length) return {};
+  let v: unknown;
+  try {
+    v = JSON.parse(raw.toString('utf8'));
   } catch (e) {
     throw new HttpError(400, `request body must be a JSON object: ${(e as Error).message}`);
   }
+  if (v === null || typeof v !== 'object' || Array.isArray(v))
+    throw new HttpError(400, 'request body must be a JSON object: not an object');
+  return v as Record<string, unknown>;
 }

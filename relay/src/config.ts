@@ -176,6 +176,20 @@ export const CONFIG_SCHEMA = {
         maxRecipients: { type: 'integer', minimum: 1, default: 1000 },
         maxConnections: { type: 'integer', minimum: 1, default: 1000 },
         maxReceivedHeaders: { type: 'integer', minimum: 1, default: 30 },
+        maxHeaderLine: {
+          type: 'integer',
+          minimum: 78,
+          maximum: 65_536,
+          default: 998,
+          description: 'Longest header line in octets, without its CRLF; a longer one gets 552 5.6.0.',
+        },
+        maxHeaderSize: {
+          type: 'integer',
+          minimum: 1024,
+          maximum: 16_777_216,
+          default: 1_048_576,
+          description: 'Largest header section in octets; a larger one gets 552 5.6.0.',
+        },
         greetingDelay: {
           ...duration,
           default: '0ms',
@@ -661,6 +675,8 @@ export interface RelayConfig {
     maxConnections: number;
     idleTimeoutMs: number;
     maxReceivedHeaders: number;
+    maxHeaderLine: number;
+    maxHeaderSize: number;
     greetingDelayMs: number;
     reservedForTrusted: number;
     stress: { threshold: number; commandTimeoutMs: number; idleTimeoutMs: number };
@@ -1039,6 +1055,8 @@ export function resolveConfig(
       maxConnections: c.limits.maxConnections,
       idleTimeoutMs: parseDuration(c.limits.idleTimeout),
       maxReceivedHeaders: c.limits.maxReceivedHeaders,
+      maxHeaderLine: c.limits.maxHeaderLine,
+      maxHeaderSize: c.limits.maxHeaderSize,
       greetingDelayMs: parseDuration(c.limits.greetingDelay),
       reservedForTrusted: c.limits.reservedForTrusted ?? Math.floor(c.limits.maxConnections / 10),
       stress: {

@@ -65,6 +65,15 @@ export const reply = {
     ),
   tooBig: (max: number) =>
     new SmtpReplyError('ERR_TOO_BIG', 552, '5.3.4', `Message too big (at most ${max} bytes)`),
+  headerLineTooLong: (max: number) =>
+    new SmtpReplyError(
+      'ERR_HEADER_LINE_TOO_LONG',
+      552,
+      '5.6.0',
+      `Header line too long (at most ${max} octets)`,
+    ),
+  headerTooBig: (max: number) =>
+    new SmtpReplyError('ERR_HEADER_TOO_BIG', 552, '5.6.0', `Header section too big (at most ${max} bytes)`),
   looped: (hops: number) =>
     new SmtpReplyError('ERR_LOOP', 554, '5.4.6', `Mail loop detected (${hops} Received headers)`),
   shuttingDown: () =>

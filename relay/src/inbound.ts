@@ -490,7 +490,11 @@ export class Inbound {
                     ? 'tenant_quota'
                     : e.responseCode === 451
                       ? 'spool_error'
-                      : 'refused';
+                      : e.code === 'ERR_HEADER_LINE_TOO_LONG'
+                        ? 'header_line_too_long'
+                        : e.code === 'ERR_HEADER_TOO_BIG'
+                          ? 'header_too_big'
+                          : 'refused';
           this.d.metrics.rejected.inc({ listener: l.name, reason });
         }
         finish(
@@ -525,6 +529,7 @@ export class Inbound {
     const helo = (session.hostNameAppearsAs || 'unknown').replace(/[^\x21-\x7e]/g, '?');
     let meta: HandoffMeta | undefined;
     const r = await receiveInto(stream, this.d.spool, id, reservation, max, {
+      headerLimits: cfg.limits,
       head: (head) => {
         const hops = countReceived(head);
         if (hops >= cfg.limits.maxReceivedHeaders) throw reply.looped(hops);

@@ -6,6 +6,10 @@
  * WRITE_CHUNK at a time; `for await` holds the socket while a write is pending, so memory per connection
  * stays bounded whatever the message size. The size limit is enforced as bytes arrive: past it nothing more
  * is written and the partial file is gone before the client hears 552.
+ *
+ * The header limits (limits.maxHeaderLine, limits.maxHeaderSize) are enforced the same way by a
+ * HeaderScanner that sees every byte of the header section, also past MAX_HEAD: a header section larger
+ * than what is held is counted while it streams to disk, never held.
  */
 import type { Readable } from 'node:stream';
 import { SmtpReplyError, reply } from './errors.js';
@@ -19,14 +23,130 @@ export const MAX_HEAD = 256 * 1024;
 /** Bodies up to this size are kept in memory after acceptance for a fast first delivery attempt. */
 export const MAX_CACHED_BODY = 128 * 1024;
 
-/** Index just past the blank line ending the header section (CRLF CRLF or LF LF), or -1. */
-export function findHeaderEnd(buf: Buffer, from = 0): number {
-  for (let i = Math.max(0, from); i < buf.length - 1; i++) {
-    if (buf[i] !== 0x0a) continue;
-    if (buf[i + 1] === 0x0a) return i + 2;
-    if (buf[i + 1] === 0x0d && buf[i + 2] === 0x0a) return i + 3;
+export interface HeaderLimits {
+  /** Longest header line in octets, its CRLF (or bare LF) not counted. */
+  maxHeaderLine: number;
+  /** Largest header section in octets: every header line with its line ending, not the blank line. */
+  maxHeaderSize: number;
+}
+
+/** RFC 5322's line limit, and 1 MiB of header section (the config defaults). */
+export const DEFAULT_HEADER_LIMITS: HeaderLimits = { maxHeaderLine: 998, maxHeaderSize: 1024 * 1024 };
+
+const LF = 0x0a;
+const CR = 0x0d;
+const isWsp = (b: number) => b === 0x20 || b === 0x09;
+/** A character of a header field name (RFC 5322 ftext: printable US-ASCII except the colon). */
+const isFtext = (b: number) => b >= 33 && b <= 126 && b !== 0x3a;
+
+/** Where the scanner is in the current line. */
+const enum At {
+  /** At the start of a line. */
+  Start,
+  /** After a CR at the start of a line: an empty line if LF follows. */
+  StartCr,
+  /** In what may be a field name (no colon yet). */
+  Name,
+  /** In white space after a field name, before its colon (obsolete syntax). */
+  NameWsp,
+  /** In a header field line (or a continuation line) after its colon: the limits apply. */
+  Field,
+}
+
+/**
+ * Follows the header section of a message fed to it chunk by chunk, holding nothing but counters. The
+ * section ends after its empty line (CRLF or a bare LF), or, as in Postfix, at the start of the first line
+ * that is neither a header field (`name:`) nor a continuation of one (leading white space): that line is
+ * body. A header line or the section over its limit is refused with 552 5.6.0 as soon as the bytes show
+ * it, without waiting for the line's end.
+ */
+export class HeaderScanner {
+  /** Octets of the complete header lines so far, line endings included. */
+  size = 0;
+  /**
+   * Offset from the start of the message where the header section ends, once known (past its empty line,
+   * or at the start of the first line that is not part of it). The scanner ignores what follows.
+   */
+  end?: number;
+  /** Octets pushed before the current chunk. */
+  private seen = 0;
+  /** Offset of the current line from the start of the message. */
+  private lineStart = 0;
+  /** Octets of the current line so far (a CR at its end included: it may be half of a CRLF). */
+  private line = 0;
+  /** The last octet seen was CR. */
+  private cr = false;
+  private at = At.Start;
+  /** A header field has been seen (a line with leading white space continues it). */
+  private fields = false;
+
+  constructor(private readonly limits: HeaderLimits) {}
+
+  get done(): boolean {
+    return this.end !== undefined;
   }
-  return -1;
+
+  /** Scans the next bytes of the message. Throws the reply when a limit is exceeded. */
+  push(chunk: Buffer): void {
+    let i = 0;
+    while (i < chunk.length && this.end === undefined) {
+      if (this.at === At.Field) {
+        const lf = chunk.indexOf(LF, i);
+        const stop = lf < 0 ? chunk.length : lf;
+        if (stop > i) this.cr = chunk[stop - 1] === CR;
+        this.line += stop - i;
+        this.check();
+        if (lf < 0) break;
+        this.size += this.line + 1;
+        if (this.size > this.limits.maxHeaderSize) throw reply.headerTooBig(this.limits.maxHeaderSize);
+        this.fields = true;
+        this.newLine(this.seen + lf + 1);
+        i = lf + 1;
+        continue;
+      }
+      const b = chunk[i];
+      switch (this.at) {
+        case At.Start:
+          if (b === LF) this.end = this.seen + i + 1;
+          else if (b === CR) this.at = At.StartCr;
+          else if (isWsp(b) && this.fields) this.at = At.Field;
+          else if (isFtext(b)) this.at = At.Name;
+          else this.end = this.lineStart;
+          break;
+        case At.StartCr:
+          this.end = b === LF ? this.seen + i + 1 : this.lineStart;
+          break;
+        case At.Name:
+          if (b === 0x3a) this.at = At.Field;
+          else if (isWsp(b)) this.at = At.NameWsp;
+          else if (!isFtext(b)) this.end = this.lineStart;
+          break;
+        case At.NameWsp:
+          if (b === 0x3a) this.at = At.Field;
+          else if (!isWsp(b)) this.end = this.lineStart;
+          break;
+      }
+      if (this.end !== undefined) break;
+      this.line++;
+      i++;
+      if (this.at === At.Field) this.check(); // a long field name counts once its colon shows it is one
+    }
+    this.seen += chunk.length;
+  }
+
+  private check(): void {
+    const { maxHeaderLine, maxHeaderSize } = this.limits;
+    const len = this.line - (this.cr ? 1 : 0);
+    if (len > maxHeaderLine) throw reply.headerLineTooLong(maxHeaderLine);
+    if (this.size + len > maxHeaderSize) throw reply.headerTooBig(maxHeaderSize);
+  }
+
+  private newLine(start: number): void {
+    this.lineStart = start;
+    this.line = 0;
+    this.cr = false;
+    this.at = At.Start;
+  }
 }
 
 function hasEightBit(b: Buffer): boolean {
@@ -36,11 +156,14 @@ function hasEightBit(b: Buffer): boolean {
 
 export interface ReceiveHooks {
   /**
-   * Called once with the header section (up to and including its blank line, or all of it when the
-   * message has none): returns the bytes to write in its place (our Received line, the header without any
-   * hand-off field), or throws the reply to give.
+   * Called once with the header section as HeaderScanner finds it (up to and including its empty line, or
+   * up to the first line that is not a header field; all of the message when it is all header; its first
+   * MAX_HEAD bytes when it is longer): returns the bytes to write in its place (our Received line, the
+   * header without any hand-off field), or throws the reply to give.
    */
   head(head: Buffer): Buffer;
+  /** Limits on the header section (default DEFAULT_HEADER_LIMITS); a config's `limits` will do. */
+  headerLimits?: HeaderLimits;
 }
 
 export interface Received {
@@ -69,8 +192,7 @@ export async function receiveInto(
   let writer: SpoolWriter | undefined;
   let head: Buffer[] | undefined = [];
   let headLen = 0;
-  /** The last 2 bytes of the header section so far (a blank line can straddle chunks). */
-  let carry: Buffer = Buffer.alloc(0);
+  const scanner = new HeaderScanner(hooks.headerLimits ?? DEFAULT_HEADER_LIMITS);
   let received = 0;
   let eightBit = false;
   let cache: Buffer[] | undefined = [];
@@ -100,18 +222,14 @@ export async function receiveInto(
       received += chunk.length;
       try {
         if (received > maxSize || stream.sizeExceeded) throw reply.tooBig(maxSize);
+        // past MAX_HEAD the header section streams to disk like a body, still scanned for its limits
+        if (!scanner.done) scanner.push(chunk);
         if (head) {
-          // look for the blank line in the new bytes, with the last 2 of the old ones in front (one copy
-          // of the chunk, not of everything held so far)
-          const probe = carry.length ? Buffer.concat([carry, chunk]) : chunk;
-          const at = findHeaderEnd(probe);
-          const before = headLen - carry.length;
-          carry = probe.subarray(-2);
           head.push(chunk);
           headLen += chunk.length;
-          if (at >= 0 || headLen >= MAX_HEAD) {
+          if (scanner.end !== undefined || headLen >= MAX_HEAD) {
             const all = Buffer.concat(head, headLen);
-            await startBody(all, at >= 0 ? before + at : all.length);
+            await startBody(all, scanner.end ?? all.length);
           }
         } else await write(chunk);
       } catch (e) {

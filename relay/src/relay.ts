@@ -108,6 +108,7 @@ export class Relay {
       ready: () => this.ready,
       token: () => this.cfg.admin.token,
       config: () => ({ version: 1, hash: this.cfg.hash, revision: this.cfg.fleet.revision ?? null }),
+      log: o.log,
     });
   }
 
@@ -177,6 +178,7 @@ export class Relay {
       const body = await r.body();
       const peers = Array.isArray(body.peers) ? body.peers : [];
       const ok = peers.every((p: unknown) => {
+        if (p === null || typeof p !== 'object') return false;
         const q = p as { host?: unknown; port?: unknown; tls?: unknown };
         return (
           typeof q.host === 'string' &&
@@ -425,7 +427,7 @@ export class Relay {
       const body = await r.body();
       if (
         (body.unit !== 'h' && body.unit !== 'd') ||
-        !Number.isInteger(body.used) ||
+        !Number.isSafeInteger(body.used) ||
         (body.used as number) < 0
       ) {
         throw new HttpError(400, 'body must be {"unit": "h" | "d", "used": <non-negative integer>}');

@@ -122,6 +122,8 @@ describe('resolveConfig with a good config', () => {
       maxConnections: 1000,
       idleTimeoutMs: 5 * 60_000,
       maxReceivedHeaders: 30,
+      maxHeaderLine: 998,
+      maxHeaderSize: 1_048_576,
       greetingDelayMs: 0,
       reservedForTrusted: 100,
       stress: { threshold: 0.8, commandTimeoutMs: 10_000, idleTimeoutMs: 10_000 },
@@ -426,5 +428,25 @@ describe('ipPools shared by a fleet', () => {
       '/ipPools/0/addresses',
       /POD_NAME and NODE_NAME are not set/,
     );
+  });
+});
+
+describe('limits.maxHeaderLine and limits.maxHeaderSize', () => {
+  it('take values within their bounds and refuse the rest', () => {
+    const limits = (l: Record<string, unknown>) => resolveConfig(doc({ limits: l }), base, {}).limits;
+    const low = limits({ maxHeaderLine: 78, maxHeaderSize: 1024 });
+    assert.equal(low.maxHeaderLine, 78);
+    assert.equal(low.maxHeaderSize, 1024);
+    const high = limits({ maxHeaderLine: 65_536, maxHeaderSize: 16_777_216 });
+    assert.equal(high.maxHeaderLine, 65_536);
+    assert.equal(high.maxHeaderSize, 16_777_216);
+    for (const [l, field, reason] of [
+      [{ maxHeaderLine: 77 }, '/limits/maxHeaderLine', /must be >= 78/],
+      [{ maxHeaderLine: 65_537 }, '/limits/maxHeaderLine', /must be <= 65536/],
+      [{ maxHeaderLine: 998.5 }, '/limits/maxHeaderLine', /must be integer/],
+      [{ maxHeaderSize: 1023 }, '/limits/maxHeaderSize', /must be >= 1024/],
+      [{ maxHeaderSize: 16_777_217 }, '/limits/maxHeaderSize', /must be <= 16777216/],
+    ] as const)
+      expectConfigError(() => limits(l), field, reason);
   });
 });
