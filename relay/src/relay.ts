@@ -176,6 +176,12 @@ export class Relay {
     this.admin.route('GET', '/drain', () => [200, this.drainStatus()]);
     this.admin.route('POST', '/drain', async (r) => {
       const body = await r.body();
+      // a drain cannot be undone: a mistyped body must not start one with defaults
+      const unknown = Object.keys(body).filter((k) => k !== 'peers');
+      if (unknown.length)
+        throw new HttpError(400, `unknown field ${JSON.stringify(unknown[0])}; the body is {"peers": [...]}`);
+      if (body.peers !== undefined && !Array.isArray(body.peers))
+        throw new HttpError(400, 'peers must be a list');
       const peers = Array.isArray(body.peers) ? body.peers : [];
       const ok = peers.every((p: unknown) => {
         if (p === null || typeof p !== 'object') return false;

@@ -144,6 +144,8 @@ describe('admin API under bad input', () => {
       ['/drain', { peers: [null] }],
       ['/drain', { peers: [1, 'x'] }],
       ['/drain', { peers: [{ host: 'h', port: 1e300 }] }],
+      ['/drain', { peer: [{ host: 'h', port: 25 }] }],
+      ['/drain', { peers: 'h:25' }],
       ['/tenants/default/pause', { until: 'not a time' }],
       ['/tenants/default/pause', { until: {} }],
       ['/suppressions', { tenant: 'default', address: { a: 1 } }],
