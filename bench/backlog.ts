@@ -393,7 +393,7 @@ async function startRelay(runDir: string, spoolDir: string, queued: number, opts
     routing: {
       default: { type: 'smarthost', smarthost: { host: '127.0.0.1', port: deadPort, tls: 'none' } },
     },
-    queue: { maxMessages: Math.max(2 * queued, 1_000_000), maxAge: '365d' },
+    queue: { maxMessages: Math.max(2 * queued, 1_000_000), maxAge: '30d' },
     limits: { maxConnections: 1000, maxMessageSize: (opts.messageMiB + 1) * MiB },
     logging: { level: 'warn' },
     admin: { port: adminPort },

@@ -2,21 +2,56 @@
  * Relay configuration: the JSON Schema (the one source of truth, also used by the operator when it
  * renders relay config), loading from YAML/JSON, validation with field paths, and resolution of
  * durations and file paths into a ready-to-use `RelayConfig`.
+ *
+ * Bounds. Every duration, size and count in CONFIG_SCHEMA has an upper bound the runtime can honour, so
+ * that `--check`, start and hot reload refuse what would fail later (a timer that fires at once, a socket
+ * timeout of Infinity, a rate limit that does not fit a number). For a new key:
+ * - integer or number: give it `minimum` and `maximum`. Ajv's strictNumbers (on with `strict: true`)
+ *   refuses NaN and ±Infinity, which YAML can write (`.nan`, `.inf`) although JSON cannot.
+ * - duration: `{ ...dur('1h'), default: '5m' }`, or `dur('1h', { min: '1s' })`. `dur` is a string of
+ *   DURATION_PATTERN with the keywords `maxDuration`/`minDuration`, registered on the Ajv instance below
+ *   (so checkConfigSchema, which the operator uses, applies them too); they report
+ *   `must be at most 1h` / `must be at least 1s`. A bound above MAX_TIMER_MS (2^31-1 ms, about 24.8
+ *   days: Node fires longer timers at once) throws at load, unless the field is marked
+ *   `{ timer: false }` because it is never a timer delay (only ever added to a timestamp, e.g. maxAge).
+ *   (The unbounded `duration` constant of before is gone on purpose: code still spreading it fails to
+ *   compile instead of adding an unbounded field.)
+ * - a field the operator renders from the SmtpRelay or IpPool CRD gets the same bound there
+ *   (crds/*.yaml: `maximum`, and for durations `maxLength: 16` plus a CEL rule; see queue.maxAge).
+ * - the bounds are listed in docs/config.md (section Bounds); test/unit/config-bounds.test.ts fails for a
+ *   number without `maximum` or a duration without `maxDuration`.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
-import YAML from 'yaml';
+import YAML, { CST, Lexer, LineCounter } from 'yaml';
 import ipaddr from 'ipaddr.js';
 import { ConfigError } from './errors.js';
-import { DURATION_PATTERN, parseDuration } from './duration.js';
+import { DURATION_PATTERN, MAX_TIMER_MS, parseDuration } from './duration.js';
 import { PoolManager } from './pools.js';
 import { Shaper } from './shaping.js';
 import { RATE_UNIT_MS, type RateUnit } from './ratelimit.js';
 import type { AuthLimits } from './abuse/auth-throttle.js';
 
-const duration = { type: 'string', pattern: DURATION_PATTERN } as const;
+/**
+ * A duration field bounded by `max` (and `min`, default 0ms). See "Bounds" above. `timer: false` allows a
+ * bound above MAX_TIMER_MS for a field that is never used as a timer delay.
+ */
+function dur(max: string, opts: { min?: string; timer?: false } = {}) {
+  if (opts.timer !== false && parseDuration(max) > MAX_TIMER_MS)
+    throw new Error(`duration bound ${max} is above what a timer can wait (${MAX_TIMER_MS} ms)`);
+  return {
+    type: 'string',
+    pattern: DURATION_PATTERN,
+    maxDuration: max,
+    ...(opts.min !== undefined ? { minDuration: opts.min } : {}),
+  } as const;
+}
+/** Byte counts on disk (free space, quotas): 1 PiB, far above any volume, well inside a safe integer. */
+const MAX_DISK_BYTES = 2 ** 50;
+/** Recipients per hour or day, per address or tenant (rates, caps, bursts): one billion. */
+const MAX_PER_PERIOD = 1_000_000_000;
 const tlsMode = { type: 'string', enum: ['none', 'starttls', 'implicit'] } as const;
 const outboundTls = {
   type: 'string',
@@ -45,7 +80,8 @@ const hostPort = {
   credentials: login,
 } as const;
 const cidr = { type: 'string', minLength: 1 } as const;
-export const RATE_PATTERN = '^[1-9][0-9]*/(s|m|h|d)$';
+/** `N/unit`, N from 1 to MAX_PER_PERIOD. */
+export const RATE_PATTERN = '^([1-9][0-9]{0,8}|1000000000)/(s|m|h|d)$';
 
 /** Client limits a listener may override (defaults in the top-level limits section). */
 const LISTENER_LIMITS = {
@@ -61,11 +97,14 @@ const LISTENER_LIMITS = {
     description: 'New connections per client address, e.g. 1200/m, or off; trusted networks are exempt.',
   },
   commandTimeout: {
-    ...duration,
+    ...dur('1h', { min: '1s' }),
     description:
       'A command line must be complete within this time of the previous reply (trickling does not extend it).',
   },
-  idleTimeout: { ...duration, description: 'No byte from the client for this long closes the connection.' },
+  idleTimeout: {
+    ...dur('1h', { min: '1s' }),
+    description: 'No byte from the client for this long closes the connection.',
+  },
   minDataRate: {
     type: 'integer',
     minimum: 0,
@@ -172,10 +211,10 @@ export const CONFIG_SCHEMA = {
       additionalProperties: false,
       default: {},
       properties: {
-        maxMessageSize: { type: 'integer', minimum: 1024, default: 26_214_400 },
-        maxRecipients: { type: 'integer', minimum: 1, default: 1000 },
-        maxConnections: { type: 'integer', minimum: 1, default: 1000 },
-        maxReceivedHeaders: { type: 'integer', minimum: 1, default: 30 },
+        maxMessageSize: { type: 'integer', minimum: 1024, maximum: 1_073_741_824, default: 26_214_400 },
+        maxRecipients: { type: 'integer', minimum: 1, maximum: 10_000, default: 1000 },
+        maxConnections: { type: 'integer', minimum: 1, maximum: 100_000, default: 1000 },
+        maxReceivedHeaders: { type: 'integer', minimum: 1, maximum: 1000, default: 30 },
         maxHeaderLine: {
           type: 'integer',
           minimum: 78,
@@ -191,7 +230,7 @@ export const CONFIG_SCHEMA = {
           description: 'Largest header section in octets; a larger one gets 552 5.6.0.',
         },
         greetingDelay: {
-          ...duration,
+          ...dur('5m'),
           default: '0ms',
           description: 'Pause before the banner (early-talker check); 0ms turns it off.',
         },
@@ -222,8 +261,8 @@ export const CONFIG_SCHEMA = {
               default: 0.8,
               description: 'Fraction of maxConnections in use from which the stress timeouts apply.',
             },
-            commandTimeout: { ...duration, default: '10s' },
-            idleTimeout: { ...duration, default: '10s' },
+            commandTimeout: { ...dur('1h', { min: '1s' }), default: '10s' },
+            idleTimeout: { ...dur('1h', { min: '1s' }), default: '10s' },
           },
         },
         auth: {
@@ -234,12 +273,12 @@ export const CONFIG_SCHEMA = {
           properties: {
             failuresPerConnection: { type: 'integer', minimum: 1, maximum: 100, default: 3 },
             failureDelay: {
-              ...duration,
+              ...dur('1m'),
               default: '1s',
               description:
                 'Pause before answering the 2nd failure on a connection; doubles for each further one.',
             },
-            maxFailureDelay: { ...duration, default: '8s' },
+            maxFailureDelay: { ...dur('1m'), default: '8s' },
             clientFailures: {
               type: 'integer',
               minimum: 0,
@@ -255,8 +294,8 @@ export const CONFIG_SCHEMA = {
               default: 30,
               description: 'Failures per account name within window before it is locked; 0: off.',
             },
-            window: { ...duration, default: '10m' },
-            lockout: { ...duration, default: '15m' },
+            window: { ...dur('1d', { min: '1s' }), default: '10m' },
+            lockout: { ...dur('1d', { min: '1s' }), default: '15m' },
           },
         },
       },
@@ -266,10 +305,11 @@ export const CONFIG_SCHEMA = {
       additionalProperties: false,
       default: {},
       properties: {
-        maxMessages: { type: 'integer', minimum: 1, default: 200_000 },
+        maxMessages: { type: 'integer', minimum: 1, maximum: 10_000_000, default: 200_000 },
         minFreeBytes: {
           type: 'integer',
           minimum: 0,
+          maximum: MAX_DISK_BYTES,
           default: 104_857_600,
           description: 'Refuse new mail (452) below this much free disk.',
         },
@@ -278,13 +318,13 @@ export const CONFIG_SCHEMA = {
           additionalProperties: false,
           default: {},
           properties: {
-            initial: { ...duration, default: '1m' },
-            factor: { type: 'number', minimum: 1, default: 2 },
-            max: { ...duration, default: '1h' },
+            initial: { ...dur('1d', { min: '1s' }), default: '1m' },
+            factor: { type: 'number', minimum: 1, maximum: 10, default: 2 },
+            max: { ...dur('1d', { min: '1s' }), default: '1h' },
           },
         },
-        maxAge: { ...duration, default: '5d' },
-        delayWarningAfter: duration,
+        maxAge: { ...dur('30d', { timer: false }), default: '5d' },
+        delayWarningAfter: dur('30d', { timer: false }),
       },
     },
     delivery: {
@@ -295,18 +335,19 @@ export const CONFIG_SCHEMA = {
         concurrency: {
           type: 'integer',
           minimum: 1,
+          maximum: 10_000,
           default: 200,
           description: 'Outbound connections in all.',
         },
-        perDestinationConcurrency: { type: 'integer', minimum: 1, default: 20 },
-        connectTimeout: { ...duration, default: '30s' },
-        commandTimeout: { ...duration, default: '5m' },
+        perDestinationConcurrency: { type: 'integer', minimum: 1, maximum: 10_000, default: 20 },
+        connectTimeout: { ...dur('10m', { min: '1s' }), default: '30s' },
+        commandTimeout: { ...dur('1h', { min: '1s' }), default: '5m' },
         connectionIdle: {
-          ...duration,
+          ...dur('1h'),
           default: '5s',
           description: 'How long an idle outbound connection is kept for reuse.',
         },
-        maxMessagesPerConnection: { type: 'integer', minimum: 1, default: 1000 },
+        maxMessagesPerConnection: { type: 'integer', minimum: 1, maximum: 100_000, default: 1000 },
       },
     },
     routing: {
@@ -359,7 +400,7 @@ export const CONFIG_SCHEMA = {
           items: { type: 'string' },
           description: 'host or host:port; system resolvers when empty.',
         },
-        timeout: { ...duration, default: '10s' },
+        timeout: { ...dur('1m', { min: '100ms' }), default: '10s' },
         allowPrivateTargets: {
           type: 'array',
           items: cidr,
@@ -413,6 +454,7 @@ export const CONFIG_SCHEMA = {
           burst: {
             type: 'integer',
             minimum: 1,
+            maximum: MAX_PER_PERIOD,
             description: 'Bucket size of per-second and per-minute limits (default: the limit itself).',
           },
           ipPool: {
@@ -422,14 +464,21 @@ export const CONFIG_SCHEMA = {
           retry: {
             type: 'object',
             additionalProperties: false,
-            properties: { initial: duration, factor: { type: 'number', minimum: 1 }, max: duration },
+            properties: {
+              initial: dur('1d', { min: '1s' }),
+              factor: { type: 'number', minimum: 1, maximum: 10 },
+              max: dur('1d', { min: '1s' }),
+            },
           },
-          maxAge: duration,
+          maxAge: dur('30d', { timer: false }),
           quota: {
             type: 'object',
             additionalProperties: false,
             default: {},
-            properties: { messages: { type: 'integer', minimum: 1 }, bytes: { type: 'integer', minimum: 1 } },
+            properties: {
+              messages: { type: 'integer', minimum: 1, maximum: 10_000_000 },
+              bytes: { type: 'integer', minimum: 1, maximum: MAX_DISK_BYTES },
+            },
           },
           bounceRate: {
             type: 'object',
@@ -438,16 +487,19 @@ export const CONFIG_SCHEMA = {
             properties: {
               warn: { type: 'number', minimum: 0, maximum: 1, default: 0.05 },
               pause: { type: 'number', minimum: 0, maximum: 1, default: 0.1 },
-              window: { ...duration, default: '1h' },
-              minVolume: { type: 'integer', minimum: 1, default: 100 },
-              cooldown: { ...duration, default: '1h' },
+              window: { ...dur('30d', { min: '1m', timer: false }), default: '1h' },
+              minVolume: { type: 'integer', minimum: 1, maximum: MAX_PER_PERIOD, default: 100 },
+              cooldown: { ...dur('30d', { timer: false }), default: '1h' },
             },
           },
           suppression: {
             type: 'object',
             additionalProperties: false,
             default: {},
-            properties: { enabled: { type: 'boolean', default: true }, ttl: { ...duration, default: '30d' } },
+            properties: {
+              enabled: { type: 'boolean', default: true },
+              ttl: { ...dur('3650d', { min: '1s', timer: false }), default: '30d' },
+            },
           },
         },
       },
@@ -476,8 +528,8 @@ export const CONFIG_SCHEMA = {
                     '^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$',
                   description: 'EHLO name; must match the PTR record of ip.',
                 },
-                perHour: { type: 'integer', minimum: 1 },
-                perDay: { type: 'integer', minimum: 1 },
+                perHour: { type: 'integer', minimum: 1, maximum: MAX_PER_PERIOD },
+                perDay: { type: 'integer', minimum: 1, maximum: MAX_PER_PERIOD },
                 pod: {
                   type: 'string',
                   minLength: 1,
@@ -512,7 +564,7 @@ export const CONFIG_SCHEMA = {
               dailyCaps: {
                 type: 'array',
                 minItems: 1,
-                items: { type: 'integer', minimum: 1 },
+                items: { type: 'integer', minimum: 1, maximum: MAX_PER_PERIOD },
                 description: 'Per-address cap on day 1, 2, ...; none after the last day.',
               },
             },
@@ -530,9 +582,9 @@ export const CONFIG_SCHEMA = {
           additionalProperties: false,
           default: {},
           properties: {
-            maxConnections: { type: 'integer', minimum: 1, default: 20 },
-            messagesPerConnection: { type: 'integer', minimum: 1, default: 100 },
-            messagesPerSecond: { type: 'number', exclusiveMinimum: 0 },
+            maxConnections: { type: 'integer', minimum: 1, maximum: 10_000, default: 20 },
+            messagesPerConnection: { type: 'integer', minimum: 1, maximum: 100_000, default: 100 },
+            messagesPerSecond: { type: 'number', exclusiveMinimum: 0, maximum: 1_000_000 },
           },
         },
         rules: {
@@ -544,9 +596,9 @@ export const CONFIG_SCHEMA = {
             properties: {
               domain: { type: 'string', pattern: '^(\\*\\.)?[A-Za-z0-9.-]+$' },
               mx: { type: 'string', pattern: '^(\\*\\.)?[A-Za-z0-9.-]+$' },
-              maxConnections: { type: 'integer', minimum: 1 },
-              messagesPerConnection: { type: 'integer', minimum: 1 },
-              messagesPerSecond: { type: 'number', exclusiveMinimum: 0 },
+              maxConnections: { type: 'integer', minimum: 1, maximum: 10_000 },
+              messagesPerConnection: { type: 'integer', minimum: 1, maximum: 100_000 },
+              messagesPerSecond: { type: 'number', exclusiveMinimum: 0, maximum: 1_000_000 },
             },
           },
         },
@@ -554,7 +606,10 @@ export const CONFIG_SCHEMA = {
           type: 'object',
           additionalProperties: false,
           default: {},
-          properties: { initial: { ...duration, default: '1m' }, max: { ...duration, default: '30m' } },
+          properties: {
+            initial: { ...dur('1d', { min: '1s' }), default: '1m' },
+            max: { ...dur('1d', { min: '1s' }), default: '30m' },
+          },
         },
       },
     },
@@ -602,7 +657,7 @@ export const CONFIG_SCHEMA = {
       type: 'object',
       additionalProperties: false,
       default: {},
-      properties: { gracePeriod: { ...duration, default: '30s' } },
+      properties: { gracePeriod: { ...dur('1h'), default: '30s' } },
     },
     logging: {
       type: 'object',
@@ -738,9 +793,45 @@ const ajv = new Ajv({
   allErrors: false,
   useDefaults: true,
   strict: true,
+  strictNumbers: true, // NaN and ±Infinity (YAML .nan, .inf) are not numbers
   strictRequired: false,
   allowUnionTypes: true,
+  verbose: true, // errors carry the value: describe() words .inf and .nan
 });
+const DURATION_RE = new RegExp(DURATION_PATTERN);
+/** The keywords `maxDuration` and `minDuration` (see "Bounds" at the top); the bound is a duration string. */
+for (const keyword of ['maxDuration', 'minDuration'] as const) {
+  ajv.addKeyword({
+    keyword,
+    type: 'string',
+    schemaType: 'string',
+    errors: true,
+    compile(bound: string) {
+      const limitMs = parseDuration(bound); // a bad bound fails here, when the schema compiles
+      const check: ((data: string) => boolean) & { errors?: Partial<ErrorObject>[] } = (data) => {
+        if (!DURATION_RE.test(data)) return true; // `pattern` reports it
+        let ms: number;
+        try {
+          ms = parseDuration(data);
+        } catch {
+          ms = Infinity; // too long to count in milliseconds: above any bound
+        }
+        const ok = keyword === 'maxDuration' ? ms <= limitMs : ms >= limitMs;
+        check.errors = ok
+          ? []
+          : [
+              {
+                keyword,
+                message: `must be at ${keyword === 'maxDuration' ? 'most' : 'least'} ${bound}`,
+                params: { limit: bound },
+              },
+            ];
+        return ok;
+      };
+      return check;
+    },
+  });
+}
 const validate = ajv.compile(CONFIG_SCHEMA);
 
 /**
@@ -770,13 +861,31 @@ function describe(err: ErrorObject): ConfigError {
         field,
         `must be one of ${(err.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`,
       );
-    case 'pattern':
+    case 'pattern': {
+      const pattern = (err.params as { pattern: string }).pattern;
       return new ConfigError(
         field,
-        /ms\|s\|m\|h\|d/.test(String((err.params as { pattern: string }).pattern))
+        pattern === DURATION_PATTERN
           ? 'must be a duration such as 250ms, 30s, 5m, 4h or 5d'
-          : `must match ${(err.params as { pattern: string }).pattern}`,
+          : pattern === RATE_PATTERN
+            ? `must be a rate such as 10/s, 600/m, 1000/h or 10000/d, from 1 to ${MAX_PER_PERIOD} per unit`
+            : `must match ${pattern}`,
       );
+    }
+    case 'type': {
+      // YAML's .inf and .nan (and a number too large for a double, which reads as Infinity)
+      const data: unknown = err.data;
+      const s = err.parentSchema as { minimum?: number; maximum?: number; pattern?: string } | undefined;
+      if (s?.pattern === DURATION_PATTERN)
+        return new ConfigError(field, 'must be a duration such as 250ms, 30s, 5m, 4h or 5d');
+      if (typeof data === 'number' && data === Infinity && s?.maximum !== undefined)
+        return new ConfigError(field, `must be <= ${s.maximum}`);
+      if (typeof data === 'number' && data === -Infinity && s?.minimum !== undefined)
+        return new ConfigError(field, `must be >= ${s.minimum}`);
+      if (typeof data === 'number' && !Number.isFinite(data))
+        return new ConfigError(field, `${err.message ?? 'is invalid'}, not ${String(data)}`);
+      return new ConfigError(field, err.message ?? 'is invalid');
+    }
     case 'const':
       return new ConfigError(
         field,
@@ -865,7 +974,10 @@ export function resolveConfig(
     return b;
   };
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc))
-    throw new ConfigError('/', 'must be a mapping');
+    throw new ConfigError(
+      '/',
+      `must be a mapping (key: value), not ${Array.isArray(doc) ? 'a list' : doc === null ? 'null' : `a ${typeof doc}`}`,
+    );
   if (!validate(doc)) throw describe(validate.errors![0]);
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   const c = doc as any;
@@ -1199,19 +1311,142 @@ export function resolveConfig(
   return cfg;
 }
 
-/** Reads, parses and validates a config file; throws ConfigError naming the field and the reason. */
-export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): RelayConfig {
-  let text: string;
+/** A config file larger than this is refused unread (a Kubernetes ConfigMap or Secret holds at most 1 MiB). */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+/** yaml's maxAliasCount: how much alias (`*name`) expansion a config may do; refuses "billion laughs" documents. */
+export const MAX_YAML_ALIASES = 100;
+/**
+ * Nesting a config may have (a real one has about 6 levels). Deeper YAML is refused before it is parsed:
+ * the yaml package parses nesting by recursion and turns the stack overflow into an error, but at the
+ * bottom of that recursion V8 itself can fail ("RegExpCompiler Allocation failed - process out of
+ * memory") and abort the process: seen with 1,000 nested `[` parsed twice, as hot reload does.
+ */
+export const MAX_YAML_DEPTH = 64;
+
+/** Reads at most `max` + 1 bytes of `file` (a FIFO or /dev/zero does not make it read forever). */
+function readCapped(file: string, max: number): Buffer {
+  const fd = openSync(file, 'r');
   try {
-    text = readFileSync(file, 'utf8');
+    const buf = Buffer.alloc(max + 1);
+    let n = 0;
+    while (n < buf.length) {
+      const got = readSync(fd, buf, n, buf.length - n, null);
+      if (got === 0) break;
+      n += got;
+    }
+    return buf.subarray(0, n);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * An upper bound of the nesting depth of a YAML text, from its tokens (cheap, no recursion): flow
+ * collections are counted exactly; block nesting as the indentation levels open plus the indicators
+ * (`-`, `?`, `:`) on the line. Stops once above `limit`.
+ */
+function yamlDepth(text: string, limit: number): number {
+  const indents: number[] = [];
+  let flow = 0;
+  let onLine = 0;
+  let indent = 0;
+  let lineStart = true;
+  let max = 0;
+  for (const src of new Lexer().lex(text)) {
+    const type = CST.tokenType(src);
+    if (type === 'newline') {
+      lineStart = true;
+      indent = 0;
+      onLine = 0;
+      continue;
+    }
+    if (type === 'space') {
+      if (lineStart) indent = src.length;
+      continue;
+    }
+    if (type === 'flow-map-start' || type === 'flow-seq-start') flow++;
+    else if (type === 'flow-map-end' || type === 'flow-seq-end') flow = Math.max(0, flow - 1);
+    else if (type === 'seq-item-ind' || type === 'explicit-key-ind' || type === 'map-value-ind') {
+      if (flow === 0) onLine++;
+    } else if (type === 'doc-start') indents.length = 0;
+    if (lineStart && type !== 'comment' && type !== 'byte-order-mark' && type !== 'doc-mode') {
+      lineStart = false;
+      while (indents.length && indents[indents.length - 1] >= indent) indents.pop();
+      indents.push(indent);
+    }
+    max = Math.max(max, indents.length + onLine + flow);
+    if (max > limit) break;
+  }
+  return max;
+}
+
+/** One line of a YAML error: the message without yaml's code frame, and where. */
+function yamlProblem(message: string, pos: number | undefined, lines: LineCounter): string {
+  const text = message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+  if (pos === undefined) return `not valid YAML: ${text}`;
+  const { line, col } = lines.linePos(pos);
+  return `not valid YAML at line ${line}, column ${col}: ${text}`;
+}
+
+/**
+ * Parses the text of a config file (YAML, or JSON, which is YAML) into one document. Every problem is a
+ * ConfigError for `/` of one line: a syntax error (with line and column), a duplicate key, more than one
+ * document, an unknown tag, nesting deeper than MAX_YAML_DEPTH, more alias expansions than
+ * MAX_YAML_ALIASES, an empty file. The result is not checked further (see resolveConfig).
+ */
+export function parseConfigText(text: string): unknown {
+  if (yamlDepth(text, MAX_YAML_DEPTH) > MAX_YAML_DEPTH)
+    throw new ConfigError('/', `not valid YAML: nested more than ${MAX_YAML_DEPTH} levels deep`);
+  const lines = new LineCounter();
+  let docs: YAML.Document.Parsed[];
+  try {
+    docs = YAML.parseAllDocuments(text, {
+      lineCounter: lines,
+      prettyErrors: false,
+      uniqueKeys: true,
+      logLevel: 'error', // no warnings on stderr: they are refused below
+    }) as YAML.Document.Parsed[];
   } catch (e) {
-    throw new ConfigError('/', `cannot read config file ${file}: ${(e as Error).message}`);
+    throw new ConfigError('/', yamlProblem((e as Error).message, undefined, lines));
+  }
+  if (docs.length === 0)
+    throw new ConfigError('/', 'the file is empty: it needs a mapping with version: 1 and listeners');
+  const problem = docs[0].errors[0] ?? docs[0].warnings[0];
+  if (problem) throw new ConfigError('/', yamlProblem(problem.message, problem.pos[0], lines));
+  if (docs.length > 1) {
+    const { line } = lines.linePos(docs[1].range[0]);
+    throw new ConfigError(
+      '/',
+      `not valid YAML: a second document starts at line ${line} (after ---); the config is one document`,
+    );
   }
   let doc: unknown;
   try {
-    doc = YAML.parse(text, { prettyErrors: true });
+    doc = docs[0].toJS({ maxAliasCount: MAX_YAML_ALIASES });
   } catch (e) {
-    throw new ConfigError('/', `not valid YAML: ${(e as Error).message}`);
+    const msg = (e as Error).message;
+    throw new ConfigError(
+      '/',
+      /excessive alias count/i.test(msg)
+        ? `not valid YAML: aliases (*name) expand too much (yaml's maxAliasCount ${MAX_YAML_ALIASES}; a "billion laughs" document?)`
+        : yamlProblem(msg, undefined, lines),
+    );
   }
+  if (doc === null || doc === undefined)
+    throw new ConfigError('/', 'the file holds no values: it needs a mapping with version: 1 and listeners');
+  return doc;
+}
+
+/** Reads, parses and validates a config file; throws ConfigError naming the field and the reason. */
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): RelayConfig {
+  let data: Buffer;
+  try {
+    data = readCapped(file, MAX_CONFIG_BYTES);
+  } catch (e) {
+    throw new ConfigError('/', `cannot read config file ${file}: ${(e as Error).message}`);
+  }
+  if (data.length > MAX_CONFIG_BYTES)
+    throw new ConfigError('/', `config file ${file} is larger than ${MAX_CONFIG_BYTES} bytes`);
+  const doc = parseConfigText(data.toString('utf8'));
   return resolveConfig(doc, path.dirname(path.resolve(file)), env);
 }

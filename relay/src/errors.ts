@@ -26,11 +26,22 @@ export class SmtpReplyError extends CarteroError {
 export class ConfigError extends CarteroError {
   /** JSON-pointer-like path of the bad field, e.g. `/listeners/0/port`. */
   readonly field: string;
+  /** The message is one line whatever the config holds: a key with a newline, a reason over lines. */
   constructor(field: string, reason: string) {
-    super('ERR_CONFIG', `${field || '/'}: ${reason}`);
+    super('ERR_CONFIG', `${printable(field || '/', 200)}: ${reason.replace(/\s*[\r\n]+\s*/g, ' ').trim()}`);
     this.name = 'ConfigError';
     this.field = field;
   }
+}
+
+/** `text` with control characters escaped (a newline as `\u000a`), cut to `max` characters. */
+function printable(text: string, max: number): string {
+  const s = text.replace(
+    // eslint-disable-next-line no-control-regex -- control characters are what this escapes
+    /[\u0000-\u001f\u007f]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+  return s.length > max ? `${s.slice(0, max)}…` : s;
 }
 
 /** The spool refused a write but nothing was lost: the client should retry later. */

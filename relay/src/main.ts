@@ -9,9 +9,7 @@ process.env.UV_THREADPOOL_SIZE ??= '16';
 import { parseArgs } from 'node:util';
 import { loadConfigFile } from './config.js';
 import { ConfigError } from './errors.js';
-import { createLogger } from './log.js';
-import { Relay } from './relay.js';
-import { ConfigWatcher } from './reload.js';
+import type { Relay } from './relay.js';
 
 const USAGE = 'usage: cartero-relay --config FILE [--check]';
 
@@ -52,6 +50,12 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write('config ok\n');
     return 0;
   }
+  // loaded only to run: --check stays quick (an init container, a CI step)
+  const [{ createLogger }, { Relay }, { ConfigWatcher }] = await Promise.all([
+    import('./log.js'),
+    import('./relay.js'),
+    import('./reload.js'),
+  ]);
   const log = createLogger(cfg.logLevel);
   let relay: Relay;
   try {

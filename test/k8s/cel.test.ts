@@ -205,6 +205,63 @@ describe('CEL rules of the project CRDs, with kubectl', () => {
     );
   });
 
+  it('refuses durations and counts the relay would refuse, and accepts the bounds themselves', async () => {
+    // the relay's bounds (relay/src/config.ts): retry 1s..1d, maxAge and delayWarningAfter up to 30d,
+    // bounceRate.window 1m..30d, sizes and counts up to their maximum
+    const atBounds = await relayYaml('at-bounds', (spec) => {
+      const q = spec.queue as Json;
+      q.retry = { initial: '1000ms', factor: 10, max: '86400s' };
+      q.maxAge = '720h';
+      q.delayWarningAfter = '2592000000ms';
+      q.maxMessages = 10_000_000;
+      const t = (spec.tenants as Json[])[1];
+      t.bounceRate = { window: '1m', cooldown: '30d', minVolume: 1_000_000_000 };
+      t.maxAge = '43200m';
+      t.rateLimits = { perDay: 1_000_000_000 };
+      spec.limits = { maxMessageSize: 1_073_741_824, maxRecipients: 10_000, maxConnections: 100_000 };
+      spec.delivery = { concurrency: 10_000, perDestinationConcurrency: 10_000 };
+    });
+    const ok = await kubectl(server, dir, ['apply', '--dry-run=server', '-f', '-'], atBounds);
+    assert.equal(ok.code, 0, ok.stderr);
+
+    // the rules (CEL), with values that pass the schema (pattern, maxLength 16)
+    const over = await relayYaml('over', (spec) => {
+      const q = spec.queue as Json;
+      q.retry = { initial: '999ms', max: '2d' };
+      q.maxAge = '31d';
+      q.delayWarningAfter = '2592000001ms';
+      const t = (spec.tenants as Json[])[1];
+      t.bounceRate = { window: '59s', cooldown: '999999999999999s' };
+      t.maxAge = '99999999999999d';
+    });
+    const r = await kubectl(server, dir, ['apply', '-f', '-'], over);
+    assert.notEqual(r.code, 0);
+    for (const want of [
+      /spec\.queue\.retry\.initial: Invalid value: "string": must be from 1s to 1d/,
+      /spec\.queue\.retry\.max: Invalid value: "string": must be from 1s to 1d/,
+      /spec\.queue\.maxAge: Invalid value: "string": must be at most 30d/,
+      /spec\.queue\.delayWarningAfter: Invalid value: "string": must be at most 30d/,
+      /spec\.tenants\[1\]\.bounceRate\.window: Invalid value: "string": must be from 1m to 30d/,
+      /spec\.tenants\[1\]\.bounceRate\.cooldown: Invalid value: "string": must be at most 30d/,
+      /spec\.tenants\[1\]\.maxAge: Invalid value: "string": must be at most 30d/,
+    ])
+      assert.match(r.stderr, want);
+    assert.doesNotMatch(r.stderr, /evaluation error|no such overload|overflow/, 'no rule fails at run time');
+
+    // the schema: a maximum, and a duration too long to be one (400 digits)
+    const huge = await relayYaml('huge', (spec) => {
+      (spec.queue as Json).maxAge = '9'.repeat(400) + 'd';
+      spec.limits = { maxMessageSize: 1_073_741_825 };
+    });
+    const h = await kubectl(server, dir, ['apply', '-f', '-'], huge);
+    assert.notEqual(h.code, 0);
+    assert.match(h.stderr, /spec\.queue\.maxAge: Too long: may not be (longer|more) than 16/);
+    assert.match(
+      h.stderr,
+      /spec\.limits\.maxMessageSize: Invalid value: 1073741825: spec\.limits\.maxMessageSize in body should be less than or equal to 1073741824/,
+    );
+  });
+
   it('enforces CEL whatever fieldValidation says (it only governs unknown fields)', async () => {
     const pool = await example('20-ippool.yaml');
     (pool.metadata as Json).name = 'ignore';

@@ -156,15 +156,15 @@ describe('resolveConfig with a good config', () => {
   it('parses every duration unit', () => {
     const cfg = resolveConfig(
       doc({
-        limits: { idleTimeout: '250ms', greetingDelay: '2s' },
+        limits: { idleTimeout: '2s', greetingDelay: '250ms' },
         queue: { retry: { initial: '30s', max: '4h' }, maxAge: '2d', delayWarningAfter: '90m' },
         shutdown: { gracePeriod: '45s' },
       }),
       base,
       {},
     );
-    assert.equal(cfg.limits.idleTimeoutMs, 250);
-    assert.equal(cfg.limits.greetingDelayMs, 2000);
+    assert.equal(cfg.limits.idleTimeoutMs, 2000);
+    assert.equal(cfg.limits.greetingDelayMs, 250);
     assert.deepEqual(cfg.queue.retry, { initialMs: 30_000, factor: 2, maxMs: 4 * 3_600_000 });
     assert.equal(cfg.queue.maxAgeMs, 2 * 86_400_000);
     assert.equal(cfg.queue.delayWarningAfterMs, 90 * 60_000);

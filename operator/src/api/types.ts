@@ -981,7 +981,7 @@ export interface SmtpRelaySpec {
        */
       pause?: number;
       /**
-       * Sliding window, e.g. 1h.
+       * Sliding window, e.g. 1h (1m to 30d).
        */
       window?: string;
       /**
@@ -989,12 +989,12 @@ export interface SmtpRelaySpec {
        */
       minVolume?: number;
       /**
-       * How long a pause lasts (0ms until resumed).
+       * How long a pause lasts, at most 30d (0ms until resumed).
        */
       cooldown?: string;
     };
     /**
-     * Queue lifetime of the tenant's mail (overrides spec.queue.maxAge).
+     * Queue lifetime of the tenant's mail, at most 30d (overrides spec.queue.maxAge).
      */
     maxAge?: string;
   }[];
@@ -1047,7 +1047,7 @@ export interface SmtpRelaySpec {
      */
     retry?: {
       /**
-       * First wait (default 1m).
+       * First wait, 1s to 1d (default 1m).
        */
       initial?: string;
       /**
@@ -1055,16 +1055,16 @@ export interface SmtpRelaySpec {
        */
       factor?: number;
       /**
-       * Longest wait (default 1h).
+       * Longest wait, 1s to 1d (default 1h).
        */
       max?: string;
     };
     /**
-     * How long mail may stay queued before it bounces with 4.4.7.
+     * How long mail may stay queued before it bounces with 4.4.7; at most 30d.
      */
     maxAge?: string;
     /**
-     * Age at which the sender gets one delay notice; none when unset.
+     * Age at which the sender gets one delay notice, at most 30d; none when unset.
      */
     delayWarningAfter?: string;
     /**
@@ -1079,7 +1079,7 @@ export interface SmtpRelaySpec {
    */
   limits?: {
     /**
-     * Bytes (default 25 MiB).
+     * Bytes, at most 1 GiB (default 25 MiB).
      */
     maxMessageSize?: number;
     /**
