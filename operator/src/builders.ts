@@ -5,6 +5,8 @@
 import { createHash } from 'node:crypto';
 import YAML from 'yaml';
 import type { IpPool, SmtpRelay, SmtpRelaySpec } from './api/types.js';
+import { CONFIG_SCHEMA } from '../../relay/src/config.js';
+import { parseDuration } from '../../relay/src/duration.js';
 
 export const GROUP = 'cartero.io';
 export const VERSION = 'v1alpha1';
@@ -155,6 +157,36 @@ export interface RelayConfigResult {
   secretData: Record<string, string>;
 }
 
+const LIMIT_DEFAULTS = CONFIG_SCHEMA.properties.limits.properties;
+
+/**
+ * What the relay refuses in spec.limits beyond its schema (relay/src/config.ts, resolveConfig), with the
+ * relay's defaults for what the spec leaves out. The CRD's CEL rule says the first one at admission.
+ */
+export function limitsProblems(limits: SmtpRelaySpec['limits']): Problem[] {
+  const l = limits ?? {};
+  const out: Problem[] = [];
+  const maxConnections = l.maxConnections ?? LIMIT_DEFAULTS.maxConnections.default;
+  if (l.reservedForTrusted !== undefined && l.reservedForTrusted >= maxConnections)
+    out.push({
+      reason: 'InvalidSpec',
+      message: `limits.reservedForTrusted (${l.reservedForTrusted}) must be below limits.maxConnections (${maxConnections})`,
+    });
+  const auth = LIMIT_DEFAULTS.auth.properties;
+  const delay = l.auth?.failureDelay ?? auth.failureDelay.default;
+  const maxDelay = l.auth?.maxFailureDelay ?? auth.maxFailureDelay.default;
+  try {
+    if (parseDuration(maxDelay) < parseDuration(delay))
+      out.push({
+        reason: 'InvalidSpec',
+        message: `limits.auth.maxFailureDelay (${maxDelay}) must not be shorter than limits.auth.failureDelay (${delay})`,
+      });
+  } catch {
+    // not a duration: the CRD's pattern refuses it, and the relay schema check reports it
+  }
+  return out;
+}
+
 /**
  * Renders the relay config (CONFIG_SCHEMA of relay/src/config.ts) for the whole fleet. Every pod reads
  * the same file; pool addresses name the pod they belong to.
@@ -164,7 +196,7 @@ export function buildRelayConfig(input: BuildInput): RelayConfigResult {
   const spec = relay.spec;
   const name = relay.metadata.name!;
   const ns = relay.metadata.namespace!;
-  const problems: Problem[] = [];
+  const problems: Problem[] = limitsProblems(spec.limits);
   const secretData: Record<string, string> = {
     [secretKeys.admin]: input.adminToken,
     [secretKeys.peer]: input.peerPassword,
@@ -175,6 +207,8 @@ export function buildRelayConfig(input: BuildInput): RelayConfigResult {
     port: containerPortOf(l),
     tls: l.tls ?? 'none',
     auth: l.auth ?? 'optional',
+    // the listener's client limits, over spec.limits (the relay merges them; a reload applies them)
+    ...(l.limits && Object.keys(l.limits).length ? { limits: l.limits } : {}),
   }));
   const route = (
     r: { host: string; port?: number; tls?: string; credentialsSecret?: string },

@@ -169,6 +169,51 @@ describe('operator fleet features', { timeout: 240_000 }, () => {
     await assert.rejects(apply(bad), /spec\.listeners\[0\]\.tls.*Unsupported value: "sometimes"/s);
   });
 
+  it('the schema and its CEL rules refuse client limits out of bounds, naming the field', async () => {
+    const withLimits = (limits: string, listener: string) =>
+      relayYaml({ tenants: '    - {name: news}' }).replace(
+        'terminationGracePeriodSeconds: 15',
+        `terminationGracePeriodSeconds: 15\n  listeners: [{name: smtp, port: 25, limits: ${listener}}]\n  limits: ${limits}`,
+      );
+    const refused = (yaml: string, want: RegExp[]) =>
+      assert.rejects(apply(yaml), (e: Error) => {
+        for (const re of want) assert.match(e.message, re);
+        return true;
+      });
+    await refused(
+      withLimits(
+        '{maxConnectionsPerClient: 0, auth: {failuresPerConnection: 1000}}',
+        '{connectionRatePerClient: fast}',
+      ),
+      [
+        /spec\.limits\.maxConnectionsPerClient: Invalid value: 0: .*greater than or equal to 1/,
+        /spec\.limits\.auth\.failuresPerConnection: Invalid value: 1000: .*less than or equal to 100/,
+        /spec\.listeners\[0\]\.limits\.connectionRatePerClient: Invalid value: "fast"/,
+      ],
+    );
+    await refused(
+      withLimits(
+        '{reservedForTrusted: 1000, stress: {idleTimeout: 61m}, auth: {lockout: 2d, maxFailureDelay: 61s}}',
+        '{commandTimeout: 3600001ms}',
+      ),
+      [
+        /spec\.limits\.reservedForTrusted: Invalid value: .*must be below maxConnections/,
+        /spec\.limits\.stress\.idleTimeout: Invalid value: .*must be at most 1h/,
+        /spec\.limits\.auth\.lockout: Invalid value: .*must be at most 1d/,
+        /spec\.limits\.auth\.maxFailureDelay: Invalid value: .*must be at most 1m/,
+        /spec\.listeners\[0\]\.limits\.commandTimeout: Invalid value: .*must be at most 1h/,
+      ],
+    );
+    // every knob at its largest is accepted (server-side dry run: nothing is stored)
+    await kubectl(
+      ['apply', '--dry-run=server', '-f', '-'],
+      withLimits(
+        '{maxConnections: 2000, reservedForTrusted: 1999, commandTimeout: 60m, idleTimeout: 3600000ms, maxHeaderLine: 65536, maxHeaderSize: 16777216, stress: {threshold: 1, commandTimeout: 1h, idleTimeout: 3600s}, auth: {failuresPerConnection: 100, failureDelay: 60s, maxFailureDelay: 1m, clientFailures: 1000000, accountFailures: 1000000, window: 1d, lockout: 24h}}',
+        '{maxConnectionsPerClient: 1000000, connectionRatePerClient: 999999999/d, commandTimeout: 1h, idleTimeout: 0d, minDataRate: 1000000000}',
+      ),
+    );
+  });
+
   it('a missing credentials Secret is Degraded with a reason; the tenant works once it exists', async () => {
     await apply(poolYaml(EGRESS));
     await apply(relayYaml({ tenants: '    - {name: news, credentialsSecret: news-smtp, ipPool: bulk}' }));

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import YAML from 'yaml';
-import { checkConfigSchema, resolveConfig } from '../../relay/src/config.js';
+import { CONFIG_SCHEMA, checkConfigSchema, resolveConfig } from '../../relay/src/config.js';
 import type { IpPool, SmtpRelay } from '../../operator/src/api/types.js';
 import {
   buildConfigMap,
@@ -13,6 +13,7 @@ import {
   buildServices,
   buildStatefulSet,
   buildEgressPolicies,
+  limitsProblems,
   restartHash,
   secretKeys,
   type BuildInput,
@@ -20,6 +21,7 @@ import {
 import { allocate, warmupToday } from '../../operator/src/allocate.js';
 import { isSubset } from '../../operator/src/objects.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
+import { loadCrd } from '../../scripts/crd-types.js';
 
 let tmp: string;
 before(async () => {
@@ -69,6 +71,19 @@ const pool: IpPool = {
     warmup: { start: '2026-11-27', dailyCaps: [50, 100, 200] },
   },
 };
+
+/** Lays the rendered files out as a pod sees them (/etc/cartero/{config,secrets}) and loads the config. */
+async function loadAsPod(built: ReturnType<typeof buildRelayConfig>, name: string) {
+  const root = path.join(tmp, name);
+  await mkdir(path.join(root, 'etc/cartero/config'), { recursive: true });
+  await mkdir(path.join(root, 'etc/cartero/secrets'), { recursive: true });
+  for (const [k, v] of Object.entries(built.secretData))
+    await writeFile(path.join(root, 'etc/cartero/secrets', k), v);
+  return resolveConfig(structuredClone(built.doc), path.join(root, 'etc/cartero/config'), {
+    POD_IP: '10.0.0.5',
+    POD_NAME: 'mail-0',
+  });
+}
 
 function input(r = relay()): BuildInput {
   return {
@@ -160,6 +175,115 @@ describe('relay config builder', () => {
     const doc = buildRelayConfig(input()).doc;
     (doc.listeners as { port: number }[])[0].port = 70000;
     assert.match(String(checkConfigSchema(doc)?.message), /^\/listeners\/0\/port: /);
+  });
+
+  it('carries spec.limits and listener limits into the relay config, which passes the schema and loads', async () => {
+    const limits = {
+      maxConnections: 400,
+      maxConnectionsPerClient: 20,
+      connectionRatePerClient: '600/m',
+      commandTimeout: '2m',
+      idleTimeout: '3m',
+      minDataRate: 1000,
+      reservedForTrusted: 50,
+      stress: { threshold: 0.7, commandTimeout: '15s', idleTimeout: '20s' },
+      auth: {
+        failuresPerConnection: 2,
+        failureDelay: '500ms',
+        maxFailureDelay: '4s',
+        clientFailures: 5,
+        accountFailures: 20,
+        window: '1h',
+        lockout: '30m',
+      },
+    };
+    const own = {
+      maxConnectionsPerClient: 5,
+      connectionRatePerClient: 'off',
+      commandTimeout: '30s',
+      idleTimeout: '1m',
+      minDataRate: 2000,
+    };
+    const r = relay({
+      limits,
+      listeners: [
+        { name: 'smtp', port: 25, limits: own },
+        { name: 'submission', port: 587, auth: 'required' },
+      ],
+    });
+    const built = buildRelayConfig(input(r));
+    assert.deepEqual(built.problems, []);
+    const doc = built.doc as { limits: unknown; listeners: { name: string; limits?: unknown }[] };
+    assert.deepEqual(doc.limits, limits);
+    assert.deepEqual(doc.listeners[0].limits, own);
+    assert.equal('limits' in doc.listeners[1], false);
+    assert.equal(checkConfigSchema(built.doc), undefined);
+    const cfg = await loadAsPod(built, 'limits');
+    assert.deepEqual(cfg.listeners[0].limits, {
+      maxConnectionsPerClient: 5,
+      commandTimeoutMs: 30_000,
+      idleTimeoutMs: 60_000,
+      minDataRate: 2000,
+    });
+    assert.deepEqual(cfg.listeners[1].limits, {
+      maxConnectionsPerClient: 20,
+      connectionRatePerClient: { count: 600, perMs: 60_000 },
+      commandTimeoutMs: 120_000,
+      idleTimeoutMs: 180_000,
+      minDataRate: 1000,
+    });
+    assert.equal(cfg.limits.reservedForTrusted, 50);
+    assert.deepEqual(cfg.limits.stress, { threshold: 0.7, commandTimeoutMs: 15_000, idleTimeoutMs: 20_000 });
+    assert.equal(cfg.limits.auth.lockoutMs, 30 * 60_000);
+    // the header limits (the relay's schema gains them separately) are carried the same way
+    const headers = buildRelayConfig(input(relay({ limits: { maxHeaderLine: 2000, maxHeaderSize: 65536 } })));
+    assert.deepEqual(headers.doc.limits, { maxHeaderLine: 2000, maxHeaderSize: 65536 });
+    // listener limits reload: they do not roll the pods
+    const plain = relay({
+      limits,
+      listeners: [
+        { name: 'smtp', port: 25 },
+        { name: 'submission', port: 587, auth: 'required' },
+      ],
+    });
+    assert.equal(restartHash(r), restartHash(plain));
+  });
+
+  it('reports limits the relay would refuse beyond its schema, with its defaults for what is left out', async () => {
+    assert.deepEqual(limitsProblems(undefined), []);
+    assert.deepEqual(limitsProblems({ reservedForTrusted: 999, auth: { failureDelay: '8s' } }), []);
+    const cases = [
+      [
+        { reservedForTrusted: 1000 },
+        /reservedForTrusted \(1000\) must be below limits\.maxConnections \(1000\)/,
+      ],
+      [{ maxConnections: 10, reservedForTrusted: 10 }, /reservedForTrusted \(10\) .* \(10\)/],
+      [
+        { auth: { failureDelay: '10s' } },
+        /maxFailureDelay \(8s\) must not be shorter than .*failureDelay \(10s\)/,
+      ],
+    ] as const;
+    for (const [limits, message] of cases) {
+      const built = buildRelayConfig(input(relay({ limits })));
+      assert.deepEqual(
+        built.problems.map((p) => p.reason),
+        ['InvalidSpec'],
+      );
+      assert.match(built.problems[0].message, message);
+      // the relay refuses it too, for the same field
+      await assert.rejects(
+        loadAsPod(built, 'refused'),
+        /\/limits\/(reservedForTrusted|auth\/maxFailureDelay)/,
+      );
+    }
+    // the CRD's CEL rule assumes the relay's default maxConnections
+    const crd = loadCrd('crds/smtprelay.yaml');
+    const rule = crd.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.limits[
+      'x-kubernetes-validations'
+    ][0] as { rule: string; message: string };
+    const dflt = CONFIG_SCHEMA.properties.limits.properties.maxConnections.default;
+    assert.match(rule.rule, new RegExp(`: ${dflt}\\)$`));
+    assert.match(rule.message, new RegExp(`\\(default ${dflt}\\)`));
   });
 
   it('the revision changes when a secret changes', () => {

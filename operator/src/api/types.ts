@@ -105,6 +105,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
       ]
     | [
@@ -129,6 +130,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -151,74 +153,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
-        },
-      ]
-    | [
-        {
-          /**
-           * Listener name (metrics label, Service port name).
-           */
-          name: string;
-          /**
-           * Port on the Services.
-           */
-          port: number;
-          /**
-           * Unprivileged port inside the pod. Default: 2525 for 25, 5870 for 587, 4650 for 465, the port itself from 1024 up, otherwise 10000 plus the port.
-           */
-          containerPort?: number;
-          /**
-           * none, STARTTLS offered, or TLS from the first byte. TLS modes need spec.tls.
-           */
-          tls?: 'none' | 'starttls' | 'implicit';
-          /**
-           * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
-           */
-          auth?: 'required' | 'optional';
-        },
-        {
-          /**
-           * Listener name (metrics label, Service port name).
-           */
-          name: string;
-          /**
-           * Port on the Services.
-           */
-          port: number;
-          /**
-           * Unprivileged port inside the pod. Default: 2525 for 25, 5870 for 587, 4650 for 465, the port itself from 1024 up, otherwise 10000 plus the port.
-           */
-          containerPort?: number;
-          /**
-           * none, STARTTLS offered, or TLS from the first byte. TLS modes need spec.tls.
-           */
-          tls?: 'none' | 'starttls' | 'implicit';
-          /**
-           * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
-           */
-          auth?: 'required' | 'optional';
-        },
-        {
-          /**
-           * Listener name (metrics label, Service port name).
-           */
-          name: string;
-          /**
-           * Port on the Services.
-           */
-          port: number;
-          /**
-           * Unprivileged port inside the pod. Default: 2525 for 25, 5870 for 587, 4650 for 465, the port itself from 1024 up, otherwise 10000 plus the port.
-           */
-          containerPort?: number;
-          /**
-           * none, STARTTLS offered, or TLS from the first byte. TLS modes need spec.tls.
-           */
-          tls?: 'none' | 'starttls' | 'implicit';
-          /**
-           * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
-           */
-          auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
       ]
     | [
@@ -243,6 +178,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -265,6 +201,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -287,28 +224,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
-        },
-        {
-          /**
-           * Listener name (metrics label, Service port name).
-           */
-          name: string;
-          /**
-           * Port on the Services.
-           */
-          port: number;
-          /**
-           * Unprivileged port inside the pod. Default: 2525 for 25, 5870 for 587, 4650 for 465, the port itself from 1024 up, otherwise 10000 plus the port.
-           */
-          containerPort?: number;
-          /**
-           * none, STARTTLS offered, or TLS from the first byte. TLS modes need spec.tls.
-           */
-          tls?: 'none' | 'starttls' | 'implicit';
-          /**
-           * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
-           */
-          auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
       ]
     | [
@@ -333,6 +249,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -355,6 +272,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -377,6 +295,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -399,28 +318,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
-        },
-        {
-          /**
-           * Listener name (metrics label, Service port name).
-           */
-          name: string;
-          /**
-           * Port on the Services.
-           */
-          port: number;
-          /**
-           * Unprivileged port inside the pod. Default: 2525 for 25, 5870 for 587, 4650 for 465, the port itself from 1024 up, otherwise 10000 plus the port.
-           */
-          containerPort?: number;
-          /**
-           * none, STARTTLS offered, or TLS from the first byte. TLS modes need spec.tls.
-           */
-          tls?: 'none' | 'starttls' | 'implicit';
-          /**
-           * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
-           */
-          auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
       ]
     | [
@@ -445,6 +343,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -467,6 +366,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -489,6 +389,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -511,6 +412,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -533,28 +435,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
-        },
-        {
-          /**
-           * Listener name (metrics label, Service port name).
-           */
-          name: string;
-          /**
-           * Port on the Services.
-           */
-          port: number;
-          /**
-           * Unprivileged port inside the pod. Default: 2525 for 25, 5870 for 587, 4650 for 465, the port itself from 1024 up, otherwise 10000 plus the port.
-           */
-          containerPort?: number;
-          /**
-           * none, STARTTLS offered, or TLS from the first byte. TLS modes need spec.tls.
-           */
-          tls?: 'none' | 'starttls' | 'implicit';
-          /**
-           * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
-           */
-          auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
       ]
     | [
@@ -579,6 +460,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -601,6 +483,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -623,6 +506,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -645,6 +529,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -667,6 +552,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -689,28 +575,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
-        },
-        {
-          /**
-           * Listener name (metrics label, Service port name).
-           */
-          name: string;
-          /**
-           * Port on the Services.
-           */
-          port: number;
-          /**
-           * Unprivileged port inside the pod. Default: 2525 for 25, 5870 for 587, 4650 for 465, the port itself from 1024 up, otherwise 10000 plus the port.
-           */
-          containerPort?: number;
-          /**
-           * none, STARTTLS offered, or TLS from the first byte. TLS modes need spec.tls.
-           */
-          tls?: 'none' | 'starttls' | 'implicit';
-          /**
-           * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
-           */
-          auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
       ]
     | [
@@ -735,6 +600,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -757,6 +623,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -779,6 +646,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -801,6 +669,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -823,6 +692,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -845,6 +715,7 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -867,6 +738,32 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
+        },
+      ]
+    | [
+        {
+          /**
+           * Listener name (metrics label, Service port name).
+           */
+          name: string;
+          /**
+           * Port on the Services.
+           */
+          port: number;
+          /**
+           * Unprivileged port inside the pod. Default: 2525 for 25, 5870 for 587, 4650 for 465, the port itself from 1024 up, otherwise 10000 plus the port.
+           */
+          containerPort?: number;
+          /**
+           * none, STARTTLS offered, or TLS from the first byte. TLS modes need spec.tls.
+           */
+          tls?: 'none' | 'starttls' | 'implicit';
+          /**
+           * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
+           */
+          auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
         {
           /**
@@ -889,6 +786,145 @@ export interface SmtpRelaySpec {
            * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
            */
           auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
+        },
+        {
+          /**
+           * Listener name (metrics label, Service port name).
+           */
+          name: string;
+          /**
+           * Port on the Services.
+           */
+          port: number;
+          /**
+           * Unprivileged port inside the pod. Default: 2525 for 25, 5870 for 587, 4650 for 465, the port itself from 1024 up, otherwise 10000 plus the port.
+           */
+          containerPort?: number;
+          /**
+           * none, STARTTLS offered, or TLS from the first byte. TLS modes need spec.tls.
+           */
+          tls?: 'none' | 'starttls' | 'implicit';
+          /**
+           * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
+           */
+          auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
+        },
+        {
+          /**
+           * Listener name (metrics label, Service port name).
+           */
+          name: string;
+          /**
+           * Port on the Services.
+           */
+          port: number;
+          /**
+           * Unprivileged port inside the pod. Default: 2525 for 25, 5870 for 587, 4650 for 465, the port itself from 1024 up, otherwise 10000 plus the port.
+           */
+          containerPort?: number;
+          /**
+           * none, STARTTLS offered, or TLS from the first byte. TLS modes need spec.tls.
+           */
+          tls?: 'none' | 'starttls' | 'implicit';
+          /**
+           * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
+           */
+          auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
+        },
+        {
+          /**
+           * Listener name (metrics label, Service port name).
+           */
+          name: string;
+          /**
+           * Port on the Services.
+           */
+          port: number;
+          /**
+           * Unprivileged port inside the pod. Default: 2525 for 25, 5870 for 587, 4650 for 465, the port itself from 1024 up, otherwise 10000 plus the port.
+           */
+          containerPort?: number;
+          /**
+           * none, STARTTLS offered, or TLS from the first byte. TLS modes need spec.tls.
+           */
+          tls?: 'none' | 'starttls' | 'implicit';
+          /**
+           * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
+           */
+          auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
+        },
+        {
+          /**
+           * Listener name (metrics label, Service port name).
+           */
+          name: string;
+          /**
+           * Port on the Services.
+           */
+          port: number;
+          /**
+           * Unprivileged port inside the pod. Default: 2525 for 25, 5870 for 587, 4650 for 465, the port itself from 1024 up, otherwise 10000 plus the port.
+           */
+          containerPort?: number;
+          /**
+           * none, STARTTLS offered, or TLS from the first byte. TLS modes need spec.tls.
+           */
+          tls?: 'none' | 'starttls' | 'implicit';
+          /**
+           * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
+           */
+          auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
+        },
+        {
+          /**
+           * Listener name (metrics label, Service port name).
+           */
+          name: string;
+          /**
+           * Port on the Services.
+           */
+          port: number;
+          /**
+           * Unprivileged port inside the pod. Default: 2525 for 25, 5870 for 587, 4650 for 465, the port itself from 1024 up, otherwise 10000 plus the port.
+           */
+          containerPort?: number;
+          /**
+           * none, STARTTLS offered, or TLS from the first byte. TLS modes need spec.tls.
+           */
+          tls?: 'none' | 'starttls' | 'implicit';
+          /**
+           * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
+           */
+          auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
+        },
+        {
+          /**
+           * Listener name (metrics label, Service port name).
+           */
+          name: string;
+          /**
+           * Port on the Services.
+           */
+          port: number;
+          /**
+           * Unprivileged port inside the pod. Default: 2525 for 25, 5870 for 587, 4650 for 465, the port itself from 1024 up, otherwise 10000 plus the port.
+           */
+          containerPort?: number;
+          /**
+           * none, STARTTLS offered, or TLS from the first byte. TLS modes need spec.tls.
+           */
+          tls?: 'none' | 'starttls' | 'implicit';
+          /**
+           * required: every client authenticates. optional: clients in trusted networks relay without AUTH; nobody else relays without it.
+           */
+          auth?: 'required' | 'optional';
+          limits?: ListenerLimits;
         },
       ];
   /**
@@ -1090,6 +1126,88 @@ export interface SmtpRelaySpec {
      * Open connections per listener (default 1000).
      */
     maxConnections?: number;
+    /**
+     * Longest header line in octets, without its CRLF; a longer one gets 552 5.6.0 (default 998).
+     */
+    maxHeaderLine?: number;
+    /**
+     * Largest header section in octets; a larger one gets 552 5.6.0 (default 1 MiB).
+     */
+    maxHeaderSize?: number;
+    /**
+     * Open connections per client address (IPv6 per /64) on each listener of a relay; more get 421. Trusted networks are exempt. Default 50 (Postfix: smtpd_client_connection_count_limit).
+     */
+    maxConnectionsPerClient?: number;
+    /**
+     * New connections per client address on each listener of a relay, as count/unit (s, m, h, d), or off; more get 421. Trusted networks are exempt. Default 1200/m (Postfix: smtpd_client_connection_rate_limit).
+     */
+    connectionRatePerClient?: string;
+    /**
+     * Time a client has to send a complete command line after the previous reply (trickling bytes does not extend it), at most 1h. Default 5m (Postfix: smtpd_timeout).
+     */
+    commandTimeout?: string;
+    /**
+     * No byte from the client for this long closes the connection, at most 1h. Default 5m.
+     */
+    idleTimeout?: string;
+    /**
+     * Bytes per second DATA must average after its first commandTimeout; 0 turns it off. Default 500 (Postfix: smtpd_min_data_rate).
+     */
+    minDataRate?: number;
+    /**
+     * Connection slots of each listener's maxConnections that only trusted networks may take, so a flood from outside never locks the cluster's own senders out. Below maxConnections. Default a tenth of maxConnections.
+     */
+    reservedForTrusted?: number;
+    /**
+     * Shorter timeouts on a listener while it is nearly full (Postfix's stress mode, where smtpd_timeout drops to 10s).
+     */
+    stress?: {
+      /**
+       * Fraction of maxConnections in use from which the stress timeouts apply. Default 0.8.
+       */
+      threshold?: number;
+      /**
+       * commandTimeout under stress, at most 1h. Default 10s.
+       */
+      commandTimeout?: string;
+      /**
+       * idleTimeout under stress, at most 1h. Default 10s.
+       */
+      idleTimeout?: string;
+    };
+    /**
+     * AUTH throttling: per connection, per client address and per account name, counted on each relay; trusted networks are exempt from the address and account locks. Postfix's smtpd_client_auth_rate_limit is the nearest (it counts every AUTH attempt, not failures).
+     */
+    auth?: {
+      /**
+       * Failed AUTH attempts after which the connection is closed (421). Default 3.
+       */
+      failuresPerConnection?: number;
+      /**
+       * Pause before answering the second failure on a connection, doubling for each further one; at most 1m. Default 1s.
+       */
+      failureDelay?: string;
+      /**
+       * Longest such pause, not below failureDelay; at most 1m. Default 8s.
+       */
+      maxFailureDelay?: string;
+      /**
+       * Failures per client address (IPv6 per /64) within window that lock the address out of AUTH for lockout (454); 0 turns it off. Default 10.
+       */
+      clientFailures?: number;
+      /**
+       * Failures per account name within window that lock the account out of AUTH for lockout (454); 0 turns it off. Default 30.
+       */
+      accountFailures?: number;
+      /**
+       * Sliding window of clientFailures and accountFailures, at most 1d. Default 10m.
+       */
+      window?: string;
+      /**
+       * How long a locked address or account stays locked, at most 1d. Default 15m.
+       */
+      lockout?: string;
+    };
   };
   /**
    * Outbound concurrency per relay.
@@ -1121,6 +1239,31 @@ export interface SmtpRelaySpec {
      */
     mxPort?: number;
   };
+}
+/**
+ * Client limits of this listener. Each one set here overrides the one of the same name in spec.limits (e.g. tighter ones on a port open to the Internet); the others apply as set there. Changes reach running relays without a restart.
+ */
+export interface ListenerLimits {
+  /**
+   * Open connections per client address (IPv6 per /64). Default spec.limits.maxConnectionsPerClient.
+   */
+  maxConnectionsPerClient?: number;
+  /**
+   * New connections per client address, e.g. 1200/m, or off. Default spec.limits.connectionRatePerClient.
+   */
+  connectionRatePerClient?: string;
+  /**
+   * Time to send a complete command line, at most 1h. Default spec.limits.commandTimeout.
+   */
+  commandTimeout?: string;
+  /**
+   * Silence that closes a connection, at most 1h. Default spec.limits.idleTimeout.
+   */
+  idleTimeout?: string;
+  /**
+   * Bytes per second DATA must average; 0 turns it off. Default spec.limits.minDataRate.
+   */
+  minDataRate?: number;
 }
 /**
  * A next hop.
