@@ -194,7 +194,7 @@ describe('operator fleet features', { timeout: 240_000 }, () => {
     await refused(
       withLimits(
         '{reservedForTrusted: 1000, stress: {idleTimeout: 61m}, auth: {lockout: 2d, maxFailureDelay: 61s}}',
-        '{commandTimeout: 3600001ms}',
+        '{commandTimeout: 3600001ms, idleTimeout: 500ms}',
       ),
       [
         /spec\.limits\.reservedForTrusted: Invalid value: .*must be below maxConnections/,
@@ -202,6 +202,7 @@ describe('operator fleet features', { timeout: 240_000 }, () => {
         /spec\.limits\.auth\.lockout: Invalid value: .*must be at most 1d/,
         /spec\.limits\.auth\.maxFailureDelay: Invalid value: .*must be at most 1m/,
         /spec\.listeners\[0\]\.limits\.commandTimeout: Invalid value: .*must be at most 1h/,
+        /spec\.listeners\[0\]\.limits\.idleTimeout: Invalid value: .*must be at least 1s/,
       ],
     );
     // every knob at its largest is accepted (server-side dry run: nothing is stored)
@@ -209,7 +210,7 @@ describe('operator fleet features', { timeout: 240_000 }, () => {
       ['apply', '--dry-run=server', '-f', '-'],
       withLimits(
         '{maxConnections: 2000, reservedForTrusted: 1999, commandTimeout: 60m, idleTimeout: 3600000ms, maxHeaderLine: 65536, maxHeaderSize: 16777216, stress: {threshold: 1, commandTimeout: 1h, idleTimeout: 3600s}, auth: {failuresPerConnection: 100, failureDelay: 60s, maxFailureDelay: 1m, clientFailures: 1000000, accountFailures: 1000000, window: 1d, lockout: 24h}}',
-        '{maxConnectionsPerClient: 1000000, connectionRatePerClient: 999999999/d, commandTimeout: 1h, idleTimeout: 0d, minDataRate: 1000000000}',
+        '{maxConnectionsPerClient: 1000000, connectionRatePerClient: 999999999/d, commandTimeout: 1h, idleTimeout: 1s, minDataRate: 1000000000}',
       ),
     );
   });
