@@ -231,7 +231,9 @@ export class Relay {
   reload(next: RelayConfig): void {
     const cur = this.cfg;
     const restartNeeded: string[] = [];
-    if (JSON.stringify(next.listeners) !== JSON.stringify(cur.listeners)) restartNeeded.push('listeners');
+    // a listener's client limits apply at once (the guard reads them live); the rest needs new sockets
+    const bound = (ls: RelayConfig['listeners']) => JSON.stringify(ls.map(({ limits: _limits, ...l }) => l));
+    if (bound(next.listeners) !== bound(cur.listeners)) restartNeeded.push('listeners');
     if (next.spoolDir !== cur.spoolDir) restartNeeded.push('paths.spool');
     if (next.admin.address !== cur.admin.address || next.admin.port !== cur.admin.port)
       restartNeeded.push('admin address/port');

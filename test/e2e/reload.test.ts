@@ -20,6 +20,7 @@ import { startRelay, type LogLine, type RelayProc } from '../helpers/relay.js';
 import { startTestMx, type ReceivedMessage, type TestMx } from '../helpers/testmx.js';
 import { SmtpSession } from '../helpers/smtpsession.js';
 import { waitFor } from '../helpers/poll.js';
+import { rawSmtp } from '../helpers/rawsmtp.js';
 
 const MX_IP = '127.0.4.61';
 const DOMAIN = 'reload.test';
@@ -492,6 +493,28 @@ describe('hot reload of a running relay', () => {
       assert.equal((await early.command('NOOP'))[0].code, 250, 'the early session still works');
     } finally {
       for (const s of open) s.destroy();
+      await relay.cleanup();
+    }
+  });
+
+  test("a listener's client limits apply at the reload, without a restart", async () => {
+    const relay = await startRelay({ config: { hostname: 'relay.reload.test', trustedNetworks: [] } });
+    const held: SmtpSession[] = [];
+    try {
+      held.push(await SmtpSession.open(relay.ports.smtp));
+      const since = relay.logs.length;
+      await rewriteConfig(relay, (doc) => {
+        (doc.listeners as Record<string, unknown>[])[0].limits = { maxConnectionsPerClient: 1 };
+      });
+      const reloaded = await nextEvent(relay, 'config.reloaded', since);
+      assert.deepEqual(reloaded.line.restartNeeded, [], 'client limits need no restart');
+      // 127.0.0.1 holds one connection already: a second one is over the new cap
+      const second = await rawSmtp(relay.ports.smtp, [], { readGreeting: true });
+      assert.match(second[0], /^421 4\.7\.0 Too many concurrent connections/);
+      const other = await rawSmtp(relay.ports.smtp, ['QUIT'], { localAddress: '127.0.8.1' });
+      assert.match(other[0], /^220 /, 'another address still connects');
+    } finally {
+      for (const s of held) s.destroy();
       await relay.cleanup();
     }
   });
