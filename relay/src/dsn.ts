@@ -6,7 +6,7 @@
  * The DSN must be sent with a null reverse-path (`MAIL FROM:<>`) so that it can never bounce back.
  */
 import { createHash } from 'node:crypto';
-import { describeStatus, isStatusCode } from './classify.js';
+import { describeStatus, isStatusCode } from './delivery/classify.js';
 
 export type DsnAction = 'failed' | 'delayed' | 'delivered' | 'relayed';
 
