@@ -20,10 +20,13 @@ export interface DestinationHost {
 export type DestinationResult =
   /** Hosts to try in order: by preference, equal preferences shuffled. */
   | { kind: 'hosts'; hosts: DestinationHost[] }
-  /** Mail for the domain cannot be delivered: bounce with `status` (RFC 3463). */
-  | { kind: 'permanent'; status: string; reason: string }
+  /**
+   * Mail for the domain cannot be delivered: it does not exist (or is no valid name), it has a null MX
+   * (RFC 7505), or none of its hosts is usable. The classifier (delivery/classify.ts) gives the status.
+   */
+  | { kind: 'permanent'; failure: 'nxdomain' | 'null-mx' | 'no-route'; reason: string }
   /** Try again later. */
-  | { kind: 'temporary'; status: '4.4.3'; reason: string };
+  | { kind: 'temporary'; reason: string };
 
 export interface MxResolverOptions {
   /** `ip` or `ip:port` (`[ipv6]:port`); the system resolvers when empty. */
@@ -205,7 +208,7 @@ export class MxResolver {
   async resolveDestination(domain: string): Promise<DestinationResult> {
     const name = domainToASCII(normalizeHost(domain.trim()));
     if (name === '') {
-      return { kind: 'permanent', status: '5.1.2', reason: `${domain}: not a valid domain name` };
+      return { kind: 'permanent', failure: 'nxdomain', reason: `${domain}: not a valid domain name` };
     }
     const cached = this.cache.get(name);
     if (cached) return this.present(cached);
@@ -240,7 +243,7 @@ export class MxResolver {
       if (real.length === 0) {
         return {
           kind: 'permanent',
-          status: '5.1.10',
+          failure: 'null-mx',
           reason: `${domain} does not accept mail (null MX, RFC 7505)`,
         };
       }
@@ -256,11 +259,15 @@ export class MxResolver {
     } else if (mx.failure === 'nodata') {
       candidates = [{ exchange: domain, preference: 0 }]; // implicit MX, RFC 5321 §5.1
     } else if (mx.failure === 'nxdomain') {
-      return { kind: 'permanent', status: '5.1.2', reason: `${domain}: domain does not exist (NXDOMAIN)` };
+      return {
+        kind: 'permanent',
+        failure: 'nxdomain',
+        reason: `${domain}: domain does not exist (NXDOMAIN)`,
+      };
     } else if (mx.failure === 'badname') {
-      return { kind: 'permanent', status: '5.1.2', reason: `${domain}: not a valid domain name` };
+      return { kind: 'permanent', failure: 'nxdomain', reason: `${domain}: not a valid domain name` };
     } else {
-      return { kind: 'temporary', status: '4.4.3', reason: `MX lookup for ${domain} failed: ${mx.code}` };
+      return { kind: 'temporary', reason: `MX lookup for ${domain} failed: ${mx.code}` };
     }
 
     const resolved = await Promise.all(candidates.map((c) => this.addresses(c.exchange)));
@@ -282,21 +289,20 @@ export class MxResolver {
     if (failed.length > 0) {
       return {
         kind: 'temporary',
-        status: '4.4.3',
         reason: `could not resolve mail hosts of ${domain}: ${failed.join(', ')}`,
       };
     }
     if (refused.length > 0) {
       return {
         kind: 'permanent',
-        status: '5.4.4',
+        failure: 'no-route',
         reason: `no usable mail host for ${domain}: refused: private address ${refused.join(', ')}`,
       };
     }
     const what = mx.ok
       ? `no MX host of ${domain} (${candidates.map((c) => c.exchange).join(', ')}) has an address`
       : `${domain} has no MX, A or AAAA record`;
-    return { kind: 'permanent', status: '5.4.4', reason: what };
+    return { kind: 'permanent', failure: 'no-route', reason: what };
   }
 
   /** A then AAAA addresses of `host`; `temporary` names the error when a lookup may succeed later. */

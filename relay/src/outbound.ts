@@ -5,6 +5,7 @@
 import type { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { OutboundTls } from './config.js';
+import type { ReplyInfo } from './delivery/classify.js';
 
 export interface Hop {
   /** What to connect to: an IP address, or a host name for static routes. */
@@ -34,19 +35,35 @@ export interface TxResult {
   rcpts: ({ ok: true; reply: string } | { ok: false; code?: number; reply: string })[];
 }
 
-/** An SMTP-level failure affecting the whole transaction (connect, greeting, EHLO, TLS, AUTH, MAIL, DATA). */
+/**
+ * An SMTP-level failure affecting the whole transaction (connect, greeting, EHLO, TLS, AUTH, MAIL, DATA).
+ * What it means for the recipients is for the classifier to say (`cause`, see delivery/classify.ts).
+ */
 export class HopError extends Error {
   constructor(
     readonly stage: 'connect' | 'session' | 'mail' | 'data',
     readonly code: number | undefined,
+    /** The reply or error text as reported (may carry our own prefix). */
     readonly reply: string,
     readonly errCode?: string,
+    /** The server's reply or nodemailer's error message, as it came. */
+    readonly response: string = reply,
+    /** Whether the session had been set up when it failed; unknown for failures while opening it. */
+    readonly connected?: boolean,
   ) {
     super(reply);
     this.name = 'HopError';
   }
-  get temporary(): boolean {
-    return this.code === undefined || this.code < 500;
+
+  /** The failure as the classifier takes it. */
+  get replyInfo(): ReplyInfo {
+    return {
+      stage: this.stage,
+      code: this.code,
+      errCode: this.errCode,
+      message: this.response,
+      ...(this.connected === undefined ? {} : { connected: this.connected }),
+    };
   }
 }
 
@@ -81,7 +98,10 @@ function toHopError(err: NmError, fallbackStage: HopError['stage']): HopError {
         : cmd === 'DATA' || cmd === '.'
           ? 'data'
           : fallbackStage;
-  return new HopError(stage, err.responseCode, oneLine(err.response || err.message), err.code);
+  const text = oneLine(err.response || err.message);
+  // a failure during a transaction struck an established session; one while opening it may not have
+  const connected = fallbackStage === 'connect' ? undefined : true;
+  return new HopError(stage, err.responseCode, text, err.code, text, connected);
 }
 
 export class OutboundSession {
@@ -156,7 +176,16 @@ export class OutboundSession {
             const he = toHopError(err as NmError, 'session');
             settled = true;
             conn.close();
-            reject(new HopError('session', he.code, `authentication failed: ${he.reply}`, 'EAUTH'));
+            reject(
+              new HopError(
+                'session',
+                he.code,
+                `authentication failed: ${he.reply}`,
+                'EAUTH',
+                he.response,
+                true,
+              ),
+            );
           } else ready();
         });
       });

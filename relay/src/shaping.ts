@@ -1,7 +1,8 @@
 /**
  * Per-destination traffic shaping: how many connections a destination gets, how many messages go
  * over one connection, how fast messages may be sent (a token bucket per destination key), and an
- * exponential back-off when the destination says it is being flooded (421, or a 4xx throttle reply).
+ * exponential back-off when the destination says it is being flooded (a reply the classifier in
+ * delivery/classify.ts decides is a `throttle`: 421, or a 4xx throttle reply).
  *
  * Limits come from rules matched on the recipient domain and/or the MX host:
  *  1. the user's rules, then
@@ -88,42 +89,6 @@ export const BUILTIN_RULES: ShapingRule[] = [
   { domain: 'mac.com', maxConnections: 10, messagesPerConnection: 50 },
   { mx: '*.icloud.com', maxConnections: 10, messagesPerConnection: 50 },
 ];
-
-/*
- * Throttle texts: Gmail "4.7.28 ... has been temporarily rate limited", "4.7.0 ... unusual rate";
- * Outlook "4.7.500 Server busy. Please try again later" (matched by "server busy": "try again later" alone
- * ends many replies that are not throttles), "4.7.650 ... temporarily rate limited";
- * Yahoo "[TSS04] Messages from ... temporarily deferred due to unexpected volume or user complaints";
- * generic MTAs "Too many connections", "too many concurrent SMTP connections", "slow down",
- * "throttled", "rate limit exceeded". "Too many recipients" is a per-message limit, not a throttle.
- */
-const THROTTLE_TEXT = new RegExp(
-  [
-    String.raw`too many (?:concurrent |simultaneous |smtp |parallel )*(?:connections|sessions|messages|mails)`,
-    String.raw`too much mail`,
-    String.raw`slow(?:ing)? down`,
-    String.raw`rate[- ]?limit`,
-    String.raw`unusual rate`,
-    String.raw`throttl`,
-    String.raw`server (?:is )?busy`,
-    String.raw`temporarily deferred`,
-    String.raw`\bTSS0\d\b`,
-  ].join('|'),
-  'i',
-);
-
-/**
- * Whether a reply says the destination is throttling us: every 421 (the server is closing the
- * channel), and a 4xx whose text names a connection or rate limit. 5xx replies never are (they are
- * refusals, not throttles). Without `code`, the reply text's leading code is used.
- */
-export function isThrottleReply(code: number | undefined, text: string | undefined): boolean {
-  const t = text ?? '';
-  const c = code ?? Number(/^\s*([1-5]\d\d)\b/.exec(t)?.[1]);
-  if (c === 421) return true;
-  if (!(c >= 400 && c < 500)) return false;
-  return THROTTLE_TEXT.test(t);
-}
 
 interface Matcher {
   /** -1 absent; 0 `*`; suffix length + 1 for `*.suffix`; 1e6 exact. */

@@ -15,16 +15,12 @@ import { BounceGuard, type GuardConfig, type PauseRecord, type TenantState } fro
 import { SuppressionStore } from './suppression.js';
 import { PoolManager, type AddressUsage } from './pools.js';
 import { Shaper, type ShapingConfig } from './shaping.js';
+import { isHardBounce } from './delivery/classify.js';
 
 interface PersistedState {
   v: 1;
   pools: AddressUsage[];
   pauses: PauseRecord[];
-}
-
-/** Recipients that bounced for a reason about the address itself (RFC 3463 X.1.x) count as hard bounces. */
-export function isHardBounce(status: string): boolean {
-  return /^5\.1\.\d+$/.test(status);
 }
 
 function shapingConfig(cfg: RelayConfig): ShapingConfig {

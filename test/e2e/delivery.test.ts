@@ -25,6 +25,7 @@ describe('delivery through MX, routes and backups', () => {
   let mxA: TestMx; // 127.0.4.3: ok.test, nomx.test, sender.test
   let mx2: TestMx; // 127.0.4.2: secondary MX of prio.test (primary 127.0.4.1 is down)
   let routed: TestMx; // 127.0.4.4: per-domain route target
+  let small: TestMx; // 127.0.4.5: route target of small.test, SIZE 2048
   let relay: RelayProc;
 
   before(async () => {
@@ -32,6 +33,7 @@ describe('delivery through MX, routes and backups', () => {
     const P = mxA.port;
     mx2 = await startTestMx({ address: '127.0.4.2', port: P, name: 'mx2.prio.test' });
     routed = await startTestMx({ address: '127.0.4.4', name: 'routed.test' });
+    small = await startTestMx({ address: '127.0.4.5', name: 'small.test', size: 2048 });
     dns = await startDns({
       mx: [
         { domain: 'ok.test', host: 'mx.ok.test', pref: 10 },
@@ -57,6 +59,7 @@ describe('delivery through MX, routes and backups', () => {
           domains: [
             { domain: 'routed.test', host: '127.0.4.4', port: routed.port, tls: 'none' },
             { domain: '*.wild.test', host: '127.0.4.4', port: routed.port, tls: 'none' },
+            { domain: 'small.test', host: '127.0.4.5', port: small.port, tls: 'none' },
           ],
         },
         dns: { servers: [dns.server], allowPrivateTargets: ['127.0.0.0/8'], mxPort: P, timeout: '2s' },
@@ -66,7 +69,7 @@ describe('delivery through MX, routes and backups', () => {
 
   after(async () => {
     await relay?.cleanup();
-    await Promise.all([mxA?.close(), mx2?.close(), routed?.close(), dns?.stop()]);
+    await Promise.all([mxA?.close(), mx2?.close(), routed?.close(), small?.close(), dns?.stop()]);
   });
 
   test('relays a message byte for byte: dot-stuffed lines, 8-bit body, our Received header first', async () => {
@@ -194,6 +197,24 @@ describe('delivery through MX, routes and backups', () => {
     assert.match(r['remote-mta'], /mx\.ok\.test/);
     assert.match(dsn.original, /Subject: will partly bounce/, 'original headers attached');
     assert.equal(dsn.originalType, 'text/rfc822-headers');
+  });
+
+  test('a message over the next hop’s SIZE bounces with 5.3.4 (refused before MAIL FROM, no reply)', async () => {
+    await sendMail(relay.ports.smtp, {
+      from: 'sender-big@sender.test',
+      to: ['ok-big@small.test'],
+      subject: 'too big for small.test',
+      body: 'x'.repeat(8000),
+    });
+    const bounce = await waitFor(() => mxA.byRecipient('sender-big@sender.test')[0], { what: 'DSN' });
+    const r = parseDsn(bounce.raw).recipients[0];
+    assert.equal(r['final-recipient'], 'rfc822; ok-big@small.test');
+    assert.equal(r['action'], 'failed');
+    assert.equal(r['status'], '5.3.4');
+    assert.equal(small.messages.length, 0);
+    await relay.waitForLog(
+      (l) => l.event === 'bounced' && l.to === 'ok-big@small.test' && l.status === '5.3.4',
+    );
   });
 
   test('null MX and NXDOMAIN bounce with their status codes', async () => {

@@ -37,6 +37,8 @@ export interface TestMxOptions {
   slowMs?: number;
   /** Offer STARTTLS with this key and certificate (PEM). Without it STARTTLS is not offered. */
   tls?: { key: string | Buffer; cert: string | Buffer };
+  /** Advertise SIZE with this limit in bytes (a client may then refuse a larger message itself). */
+  size?: number;
 }
 
 /** One message the test MX accepted. */
@@ -142,6 +144,7 @@ export async function startTestMx(opts: TestMxOptions = {}): Promise<TestMx> {
     maxAllowedUnauthenticatedCommands: false,
     closeTimeout: 250,
     ...(opts.tls ? { key: opts.tls.key, cert: opts.tls.cert } : {}),
+    ...(opts.size ? { size: opts.size } : {}),
 
     onConnect(_session, callback) {
       callback(mode === 'down-421' ? down() : null);

@@ -106,33 +106,32 @@ describe('MxResolver against dnsmasq', () => {
     });
   });
 
-  it('bounces a null MX domain with 5.1.10', async () => {
+  it('fails a null MX domain for good (null-mx)', async () => {
     const res = await resolver().resolveDestination('nullmx.test');
     assert.equal(res.kind, 'permanent');
-    assert.equal(res.status, '5.1.10');
+    assert.equal(res.failure, 'null-mx');
     assert.match(res.reason, /null MX/);
   });
 
-  it('bounces a domain that does not exist with 5.1.2', async () => {
+  it('fails a domain that does not exist for good (nxdomain)', async () => {
     const res = await resolver().resolveDestination('nope.test');
     assert.deepEqual(res, {
       kind: 'permanent',
-      status: '5.1.2',
+      failure: 'nxdomain',
       reason: 'nope.test: domain does not exist (NXDOMAIN)',
     });
   });
 
-  it('bounces with 5.4.4 when no MX host has an address', async () => {
+  it('fails for good (no-route) when no MX host has an address', async () => {
     const res = await resolver().resolveDestination('dangling.test');
     assert.equal(res.kind, 'permanent');
-    assert.equal(res.status, '5.4.4');
+    assert.equal(res.failure, 'no-route');
     assert.match(res.reason, /ghost\.dangling\.test/);
   });
 
-  it('defers on SERVFAIL with 4.4.3', async () => {
+  it('fails temporarily on SERVFAIL', async () => {
     const res = await resolver().resolveDestination('broken.test');
     assert.equal(res.kind, 'temporary');
-    assert.equal(res.status, '4.4.3');
     assert.match(res.reason, /ESERVFAIL/);
   });
 
@@ -160,7 +159,7 @@ describe('MxResolver against dnsmasq', () => {
   it('refuses private targets unless allow-listed', async () => {
     const res = await resolver({ allowPrivateTargets: [] }).resolveDestination('prio.test');
     assert.equal(res.kind, 'permanent');
-    assert.equal(res.status, '5.4.4');
+    assert.equal(res.failure, 'no-route');
     assert.match(res.reason, /refused: private address 127\.0\.4\.2 \(mx2\.prio\.test\)/);
   });
 

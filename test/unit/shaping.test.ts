@@ -1,12 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  BUILTIN_RULES,
-  Shaper,
-  isThrottleReply,
-  type ShapingConfig,
-  type ShapingRule,
-} from '../../relay/src/shaping.js';
+import { BUILTIN_RULES, Shaper, type ShapingConfig, type ShapingRule } from '../../relay/src/shaping.js';
 
 const defaults = { maxConnections: 50, messagesPerConnection: 500 };
 const backoff = { initialMs: 1000, maxMs: 8000 };
@@ -190,57 +184,6 @@ describe('Shaper.takeSend', () => {
     const free = { maxConnections: 1, messagesPerConnection: 1 };
     for (let i = 0; i < 1000; i++) assert.equal(s.takeSend('k', free).ok, true);
   });
-});
-
-describe('isThrottleReply', () => {
-  const cases: [number | undefined, string, boolean][] = [
-    [421, '421 4.7.0 Try again later, closing connection. (EHLO) - gsmtp', true],
-    [421, 'anything at all', true],
-    [
-      421,
-      '421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user complaints - 4.16.55.1',
-      true,
-    ],
-    [
-      450,
-      '450 4.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP address. To protect our users from spam, mail sent from your IP address has been temporarily rate limited.',
-      true,
-    ],
-    [451, '451 4.7.0 Too many connections from your host', true],
-    [452, '452 4.7.0 Too many concurrent SMTP connections; please try again later', true],
-    [451, '451 4.7.500 Server busy. Please try again later from [192.0.2.1]. (S77719)', true],
-    [
-      451,
-      '451 4.7.650 The mail server [192.0.2.1] has been temporarily rate limited due to IP reputation.',
-      true,
-    ],
-    [451, '451 Temporarily deferred due to user complaints [TSS04]', true],
-    [450, '450 4.7.1 Slow down: you are sending too fast', true],
-    [451, '451 4.7.1 Rate-limit exceeded', true],
-    [451, '451 4.7.1 Throttled: too much mail from 192.0.2.1', true],
-    [undefined, '421 4.3.2 Service shutting down', true],
-    [undefined, '451 4.7.1 RATE LIMIT exceeded', true],
-    // not throttles
-    [451, '451 4.3.0 Error: queue file write error', false],
-    [451, '451 4.3.0 Temporary local problem - please try later', false],
-    [452, '452 4.5.3 Too many recipients (at most 100 per message)', false],
-    [
-      450,
-      '450 4.2.1 The user you are trying to contact is receiving mail at a rate that prevents additional messages from being delivered',
-      false,
-    ],
-    [452, '452 4.2.2 The email account that you tried to reach is over quota', false],
-    [550, '550 5.7.1 Service unavailable, rate limited, too many connections, try again later', false],
-    [554, '554 5.7.1 [TS03] All messages from 192.0.2.1 will be permanently deferred', false],
-    [250, '250 2.0.0 OK try again later', false],
-    [undefined, 'Connection timeout', false],
-    [undefined, '', false],
-  ];
-  for (const [code, text, want] of cases) {
-    it(`${want ? 'throttle' : 'not throttle'}: ${code ?? '-'} ${text.slice(0, 60)}`, () => {
-      assert.equal(isThrottleReply(code, text), want);
-    });
-  }
 });
 
 describe('Shaper back-off', () => {

@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import type { DeliveryState, Envelope } from '../spool/types.js';
 import { OutboundSession, HopError, type Hop, type TxResult } from '../outbound.js';
 import type { Destination } from './sessions.js';
+import { classify, resultOf, type Cause } from './classify.js';
 import { discard, type JobContext } from './transport.js';
 import { HANDOFF_HEADER, type HandoffMeta, type Job, type Outcome } from './types.js';
 
@@ -47,11 +48,31 @@ export async function runHandoff(ctx: JobContext, dest: Destination, job: Job, p
   const env = msg.env;
   const out = new Map<number, Outcome>();
   const retryAt = d.now() + 5000;
+  /** Whatever a peer answers, the recipients stay ours until one takes them (the classifier defers them). */
+  const decided = (cause: Cause, reply: string, remoteMta?: string): Outcome => {
+    const c = classify({ ...cause, peer: true });
+    return {
+      result: resultOf(c.decision),
+      status: c.status,
+      reply,
+      ...(remoteMta ? { remoteMta } : {}),
+      route: 'handoff',
+      ...(c.decision === 'deliver' ? {} : { retryAt }),
+    };
+  };
+  /** Why no peer took the recipients, as the classifier takes it. */
+  const failure = (e: unknown): { cause: Cause; text: string } =>
+    e instanceof HopError
+      ? { cause: e.replyInfo, text: e.reply }
+      : { cause: { localError: true }, text: (e as Error).message };
   let body: Buffer | Readable | undefined;
   try {
     const head = handoffHeader(env, msg.state, rcpts);
     const openBody = ctx.bodyOf(job);
-    let last = 'no peer relay given';
+    let last: { cause: Cause; text: string } = {
+      cause: { errCode: 'ECONNECTION', connected: false },
+      text: 'no peer relay given',
+    };
     for (const hop of peers) {
       let session: OutboundSession;
       try {
@@ -63,7 +84,7 @@ export async function runHandoff(ctx: JobContext, dest: Destination, job: Job, p
             commandTimeoutMs: d.cfg.delivery.commandTimeoutMs,
           }));
       } catch (e) {
-        last = e instanceof HopError ? e.reply : (e as Error).message;
+        last = failure(e);
         continue;
       }
       let tx: TxResult;
@@ -80,44 +101,29 @@ export async function runHandoff(ctx: JobContext, dest: Destination, job: Job, p
           body,
         );
       } catch (e) {
-        last = e instanceof HopError ? e.reply : (e as Error).message;
+        last = failure(e);
         continue;
       }
       dest.release(d.cfg.delivery, session, ctx.running());
+      // nodemailer reports a recipient accepted only on a 2xx to the end of DATA
       tx.rcpts.forEach((r, k) =>
         out.set(
           rcpts[k],
-          r.ok
-            ? { result: 'delivered', status: '2.0.0', reply: r.reply, remoteMta: hop.name, route: 'handoff' }
-            : {
-                result: 'deferred',
-                status: '4.0.0',
-                reply: r.reply,
-                remoteMta: hop.name,
-                route: 'handoff',
-                retryAt,
-              },
+          decided(
+            r.ok
+              ? { stage: 'data', code: 250, message: r.reply }
+              : { stage: 'rcpt', code: r.code, message: r.reply },
+            r.reply,
+            hop.name,
+          ),
         ),
       );
       return;
     }
-    for (const i of rcpts)
-      out.set(i, {
-        result: 'deferred',
-        status: '4.4.1',
-        reply: `hand-off failed: ${last}`,
-        route: 'handoff',
-        retryAt,
-      });
+    for (const i of rcpts) out.set(i, decided(last.cause, `hand-off failed: ${last.text}`));
   } catch (e) {
     for (const i of rcpts)
-      out.set(i, {
-        result: 'deferred',
-        status: '4.3.0',
-        reply: `hand-off failed: ${(e as Error).message}`,
-        route: 'handoff',
-        retryAt,
-      });
+      out.set(i, decided({ localError: true }, `hand-off failed: ${(e as Error).message}`));
   } finally {
     discard(body);
     job.resolve(out);

@@ -6,7 +6,7 @@
 import type { DeliveryState, Envelope } from '../spool/types.js';
 import { scheduleNext, type RetryPolicy } from '../retry.js';
 import { dsnRecipientsWanted, type DsnRecipient } from '../dsn.js';
-import { isHardBounce } from '../tenant-runtime.js';
+import { isHardBounce, statusFor } from './classify.js';
 import type { EngineDeps, Outcome } from './types.js';
 
 export interface OutcomeInput {
@@ -98,6 +98,7 @@ export function applyOutcomes(input: OutcomeInput): OutcomePlan {
   });
   if (decision.kind === 'expire') {
     // this was the last attempt: what is still pending bounces as expired (RFC 3463 4.4.7)
+    const status = statusFor({ expired: true });
     const hours = Math.round((now - env.arrivedAt) / 3_600_000);
     for (const i of pending) {
       const r = state.rcpts[i];
@@ -109,7 +110,7 @@ export function applyOutcomes(input: OutcomeInput): OutcomePlan {
           address: rc.address,
           orcpt: rc.orcpt,
           action: 'failed',
-          status: '4.4.7',
+          status,
           diagnostic: `delivery time expired after ${hours}h; last error: ${r.lastReply ?? 'none'}`,
           remoteMta: r.remoteMta,
           lastAttemptAt: r.lastAttemptAt ? new Date(r.lastAttemptAt) : undefined,
@@ -164,7 +165,7 @@ export function reportOutcomes(
         from: env.from,
         to: env.rcpts[i].address,
         route: o?.route,
-        status: event === 'expired' ? '4.4.7' : o?.status,
+        status: event === 'expired' ? statusFor({ expired: true }) : o?.status,
         reply: o?.reply ?? r.lastReply,
         remoteMta: o?.remoteMta,
         attempt: r.attempts,

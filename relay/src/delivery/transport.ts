@@ -6,7 +6,7 @@
 import type { Readable } from 'node:stream';
 import { OutboundSession, HopError, type Hop, type TxResult } from '../outbound.js';
 import type { Route } from '../router.js';
-import { isThrottleReply } from '../shaping.js';
+import { classify, resultOf, type Cause, type DnsFailure } from './classify.js';
 import type { Destination } from './sessions.js';
 import type { BodySource, EngineDeps, Job, Outcome } from './types.js';
 
@@ -18,13 +18,10 @@ export interface JobContext {
   bodyOf: (job: Job) => BodySource;
 }
 
-const ENHANCED_RE = /^[245]\.\d{1,3}\.\d{1,3}$/;
-
-export function statusFromReply(code: number | undefined, reply: string, fallback: string): string {
-  const m = /^(?:\d{3}[ -])?([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply);
-  if (m && ENHANCED_RE.test(m[1]) && code !== undefined && m[1][0] === String(code)[0]) return m[1];
-  if (code === undefined) return fallback;
-  return code >= 500 ? '5.0.0' : code >= 400 ? '4.0.0' : '2.0.0';
+/** A recipient's outcome as the classifier decides it for `cause`, with the text to record. */
+function decided(cause: Cause, reply: string): Pick<Outcome, 'result' | 'status' | 'reply'> {
+  const c = classify(cause);
+  return { result: resultOf(c.decision), status: c.status, reply };
 }
 
 /** A stream that was opened for a transaction that did not read it to the end. */
@@ -46,11 +43,7 @@ export function backupHops(d: EngineDeps): Hop[] {
 async function hopsFor(
   d: EngineDeps,
   route: Route,
-): Promise<
-  | { hops: Hop[] }
-  | { permanent: { status: string; reason: string } }
-  | { temporary: { status: string; reason: string } }
-> {
+): Promise<{ hops: Hop[] } | { dns: DnsFailure; reason: string }> {
   const backups = backupHops(d);
   if (route.kind !== 'mx') {
     const h = route.host;
@@ -69,10 +62,9 @@ async function hopsFor(
     };
   }
   const res = await d.resolver.resolveDestination(route.domain);
-  if (res.kind === 'permanent') return { permanent: { status: res.status, reason: res.reason } };
-  if (res.kind === 'temporary') {
-    return backups.length ? { hops: backups } : { temporary: { status: res.status, reason: res.reason } };
-  }
+  if (res.kind === 'permanent') return { dns: res.failure, reason: res.reason };
+  if (res.kind === 'temporary')
+    return backups.length ? { hops: backups } : { dns: 'temporary', reason: res.reason };
   const hops: Hop[] = [];
   for (const h of res.hosts)
     for (const a of h.addresses)
@@ -102,9 +94,10 @@ export async function runDelivery(ctx: JobContext, dest: Destination, job: Job):
     const backedOff = until !== undefined && until > d.now();
     if (backedOff && d.cfg.routing.backups.length === 0) {
       return all({
-        result: 'deferred',
-        status: '4.4.5',
-        reply: `destination backed off after a throttling reply, until ${new Date(until).toISOString()}`,
+        ...decided(
+          { held: 'backoff' },
+          `destination backed off after a throttling reply, until ${new Date(until).toISOString()}`,
+        ),
         notBefore: until,
       });
     }
@@ -114,9 +107,7 @@ export async function runDelivery(ctx: JobContext, dest: Destination, job: Job):
       const pick = d.tenancy.pools.pick(pool, rcpts.length);
       if (!pick.ok)
         return all({
-          result: 'deferred',
-          status: '4.4.5',
-          reply: `ip pool ${pool}: ${pick.reason}`,
+          ...decided({ held: 'pool-cap' }, `ip pool ${pool}: ${pick.reason}`),
           notBefore: pick.retryAt,
         });
       egress = { ip: pick.ip, ehlo: pick.ehlo, bind: pick.bind };
@@ -124,10 +115,7 @@ export async function runDelivery(ctx: JobContext, dest: Destination, job: Job):
     }
     // while the destination is backed off, only the backup routes are tried
     const plan = backedOff ? { hops: backupHops(d) } : await hopsFor(d, route);
-    if ('permanent' in plan)
-      return all({ result: 'bounced', status: plan.permanent.status, reply: plan.permanent.reason });
-    if ('temporary' in plan)
-      return all({ result: 'deferred', status: plan.temporary.status, reply: plan.temporary.reason });
+    if ('dns' in plan) return all(decided({ dns: plan.dns }, plan.reason));
     const openBody = ctx.bodyOf(job);
     const first = env.rcpts[rcpts[0]];
     const envelope = {
@@ -160,7 +148,7 @@ export async function runDelivery(ctx: JobContext, dest: Destination, job: Job):
           }));
       } catch (e) {
         last = e instanceof HopError ? e : new HopError('connect', undefined, (e as Error).message);
-        if (isThrottleReply(last.code, last.reply)) shaper.onThrottle(dest.key);
+        if (classify(last.replyInfo).decision === 'throttle') shaper.onThrottle(dest.key);
         hopFailed(d, env.id, hop, last.reply, 'next hop unavailable');
         continue;
       }
@@ -177,16 +165,19 @@ export async function runDelivery(ctx: JobContext, dest: Destination, job: Job):
         tx = await session.send(envelope, body);
       } catch (e) {
         const he = e instanceof HopError ? e : new HopError('data', undefined, (e as Error).message);
-        if (isThrottleReply(he.code, he.reply)) shaper.onThrottle(dest.key);
-        if (wasReused && he.code === undefined && he.stage !== 'data') {
+        const c = classify(he.replyInfo);
+        if (c.decision === 'throttle') shaper.onThrottle(dest.key);
+        if (wasReused && he.code === undefined && he.stage !== 'data' && c.decision === 'defer') {
           h--; // a cached session that died while idle: dial the same hop again
           continue;
         }
         last = he;
-        if (he.stage === 'data' || (he.stage === 'mail' && !he.temporary)) {
+        // refused at DATA, or for good at MAIL FROM: the same at every hop; a 4xx to MAIL FROM: next hop
+        const result = resultOf(c.decision);
+        if (he.stage === 'data' || (he.stage === 'mail' && result === 'bounced')) {
           return all({
-            result: he.temporary ? 'deferred' : 'bounced',
-            status: statusFromReply(he.code, he.reply, '4.4.2'),
+            result,
+            status: c.status,
             reply: he.reply,
             remoteMta: hop.name,
             route: hop.kind === 'backup' ? 'backup' : route.kind,
@@ -202,41 +193,27 @@ export async function runDelivery(ctx: JobContext, dest: Destination, job: Job):
         d.tenancy.pools.record(pool, egress.ip, delivered);
         d.metrics.egressSent.inc({ pool, ip: egress.ip }, delivered);
       }
-      if (tx.rcpts.some((r) => !r.ok && isThrottleReply(r.code, r.reply))) shaper.onThrottle(dest.key);
       const kind = hop.kind === 'backup' ? 'backup' : route.kind;
-      tx.rcpts.forEach((r, k) => {
-        if (r.ok)
-          out.set(rcpts[k], {
-            result: 'delivered',
-            status: '2.0.0',
-            reply: r.reply,
-            remoteMta: hop.name,
-            route: kind,
-          });
-        else {
-          const temporary = r.code === undefined || r.code < 500;
-          out.set(rcpts[k], {
-            result: temporary ? 'deferred' : 'bounced',
-            status: statusFromReply(r.code, r.reply, '4.0.0'),
-            reply: r.reply,
-            remoteMta: hop.name,
-            route: kind,
-          });
-        }
-      });
+      // nodemailer reports a recipient accepted only on a 2xx to the end of DATA; a refused one with RCPT's reply
+      const causes: Cause[] = tx.rcpts.map((r) =>
+        r.ok
+          ? { stage: 'data', code: 250, message: r.reply }
+          : { stage: 'rcpt', code: r.code, message: r.reply },
+      );
+      if (causes.some((c) => classify(c).decision === 'throttle')) shaper.onThrottle(dest.key);
+      tx.rcpts.forEach((r, k) =>
+        out.set(rcpts[k], { ...decided(causes[k], r.reply), remoteMta: hop.name, route: kind }),
+      );
       return;
     }
     // Every hop failed before a transaction could start (connect, greeting, EHLO, TLS, AUTH, or a 4xx to
     // MAIL): that is a problem of the route, not of the recipients, so defer, even on a 5xx greeting or a
     // refused login; maxAge bounds how long.
-    const reason = last ? last.reply : 'no usable next hop';
-    all({
-      result: 'deferred',
-      status: last?.code ? statusFromReply(last.code, reason, '4.4.1').replace(/^5/, '4') : '4.4.1',
-      reply: reason,
-    });
+    // The classifier defers a refusal at the connect and session stages (class 4 status).
+    if (last) all(decided(last.replyInfo, last.reply));
+    else all(decided({ errCode: 'ECONNECTION', connected: false }, 'no usable next hop'));
   } catch (e) {
-    all({ result: 'deferred', status: '4.3.0', reply: `local error: ${(e as Error).message}` });
+    all(decided({ localError: true }, `local error: ${(e as Error).message}`));
   } finally {
     discard(body);
     if (reserved) d.tenancy.pools.release(reserved.pool, reserved.ip, rcpts.length);
