@@ -30,7 +30,6 @@ import {
 import { killAll, sleep } from './proc.js';
 import { CarteroRelay, PostfixRelay, type RelaySystem } from './systems.js';
 
-const REFERENCE_DIR = '/work/shared/bench/postfix';
 const RESULTS_FILE = path.join(REPO_ROOT, 'bench', 'results', 'latest.json');
 
 const SCENARIOS: Scenario[] = [
@@ -180,10 +179,7 @@ async function main(): Promise<void> {
   mkdirSync(opts.dir, { recursive: true, mode: 0o755 });
   rmSync(path.join(opts.dir, 'logs'), { recursive: true, force: true });
   mkdirSync(path.join(opts.dir, 'logs'));
-  const all: RelaySystem[] = [
-    new PostfixRelay(REFERENCE_DIR, opts.dir),
-    new CarteroRelay(REPO_ROOT, opts.dir),
-  ];
+  const all: RelaySystem[] = [new PostfixRelay(opts.dir), new CarteroRelay(REPO_ROOT, opts.dir)];
   const systems = all.filter((s) => (opts.systems as string[]).includes(s.name));
   const ready: RelaySystem[] = [];
   const results: { scenario: Scenario; runs: RunResult[] }[] = [];

@@ -1,6 +1,6 @@
 /**
  * The systems the benchmark drives: the smtp-sink that counts deliveries, the reference Postfix relay
- * (from /work/shared/bench/postfix, unchanged apart from @BASE@) and the Cartero relay.
+ * (bench/postfix/ in this repository, unchanged apart from @BASE@) and the Cartero relay.
  */
 import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
 import {
@@ -14,6 +14,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import {
   assertPortFree,
   freePort,
@@ -29,6 +30,19 @@ import {
 } from './proc.js';
 
 const STARTUP_TIMEOUT_MS = 30_000;
+
+/**
+ * The reference Postfix configuration, carried in the repository (bench/postfix/: main.cf.in, a template
+ * with @BASE@ for the scratch directory, and master.cf), so that a clone can run the benchmark.
+ * Resolved from this module: dist/bench/systems.js and bench/systems.ts both sit two levels below the root.
+ */
+export const POSTFIX_REFERENCE_DIR = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  'bench',
+  'postfix',
+);
 
 /** `smtp-sink -c` on 127.0.0.1:port, counting completed DATA transactions from its `-c` output. */
 export class Sink {
@@ -126,7 +140,7 @@ function killTree(root: number): void {
 }
 
 /**
- * The reference Postfix 3.7 relay: main.cf.in/master.cf from the shared reference directory, with
+ * The reference Postfix 3.7 relay: main.cf.in/master.cf from bench/postfix/ (POSTFIX_REFERENCE_DIR), with
  * @BASE@ replaced by `base`, laid out as @BASE@/postfix/{etc,spool,data}. It listens on
  * 127.0.0.1:2525 and relays to [127.0.0.1]:2626 (both fixed by that configuration).
  */
@@ -139,8 +153,8 @@ export class PostfixRelay implements RelaySystem {
   private current?: ChildProcess;
 
   constructor(
-    private readonly referenceDir: string,
     private readonly base: string,
+    private readonly referenceDir: string = POSTFIX_REFERENCE_DIR,
   ) {
     this.etc = path.join(base, 'postfix', 'etc');
     this.spool = path.join(base, 'postfix', 'spool');

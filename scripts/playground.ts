@@ -13,6 +13,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isDeepStrictEqual } from 'node:util';
 import YAML from 'yaml';
 import { startCaptureMx } from './capture-mx.js';
 import { startApiServer } from '../test/k8s/apiserver/server.js';
@@ -117,12 +118,26 @@ const playgroundDns = {
   allowPrivateTargets: ['127.0.4.0/24'],
   mxPort: CAPTURE.port,
 };
+let routing = false;
 async function routeToCapture(): Promise<void> {
+  // one pass at a time: a slow kubectl must not let two passes patch (and announce) the same relay
+  if (routing) return;
+  routing = true;
+  try {
+    await routeOnce();
+  } finally {
+    routing = false;
+  }
+}
+async function routeOnce(): Promise<void> {
   const list = JSON.parse(await kubectl(['get', 'smr', '-A', '-o', 'json'])) as {
     items: { metadata: { name: string; namespace: string }; spec: { dns?: unknown } }[];
   };
   for (const r of list.items) {
-    if (JSON.stringify(r.spec.dns) === JSON.stringify(playgroundDns)) continue;
+    // A real difference only: the API server returns the object with its keys in its own order, and a
+    // user may have set more of spec.dns (a merge patch leaves those alone).
+    const dns = (r.spec.dns ?? {}) as Record<string, unknown>;
+    if (Object.entries(playgroundDns).every(([k, v]) => isDeepStrictEqual(dns[k], v))) continue;
     await kubectl([
       'patch',
       'smr',

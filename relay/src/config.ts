@@ -582,7 +582,12 @@ export const CONFIG_SCHEMA = {
           additionalProperties: false,
           default: {},
           properties: {
-            maxConnections: { type: 'integer', minimum: 1, maximum: 10_000, default: 20 },
+            maxConnections: {
+              type: 'integer',
+              minimum: 1,
+              maximum: 10_000,
+              description: 'Connections per destination; default: delivery.perDestinationConcurrency.',
+            },
             messagesPerConnection: { type: 'integer', minimum: 1, maximum: 100_000, default: 100 },
             messagesPerSecond: { type: 'number', exclusiveMinimum: 0, maximum: 1_000_000 },
           },
@@ -1241,7 +1246,12 @@ export function resolveConfig(
     ],
     ipPools,
     shaping: {
-      defaults: { ...c.shaping.defaults },
+      // Without its own figure, the shaping default follows delivery.perDestinationConcurrency (the ceiling
+      // per destination): raising that ceiling raises what a destination without a rule gets.
+      defaults: {
+        ...c.shaping.defaults,
+        maxConnections: c.shaping.defaults.maxConnections ?? c.delivery.perDestinationConcurrency,
+      },
       rules: c.shaping.rules,
       backoff: {
         initialMs: parseDuration(c.shaping.backoff.initial),

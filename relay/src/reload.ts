@@ -1,8 +1,9 @@
 /**
  * Hot reload: watches the config file's folder and the secret and TLS folders (inotify through fs.watch,
  * which also sees Kubernetes' atomic `..data` symlink swap), re-reads the config when anything changes
- * (debounced), and on a fixed interval as a safety net. A config whose hash is unchanged is ignored; an
- * invalid one is reported and the running config stays.
+ * (debounced), once when the watches are armed (the running config was read before), and on a fixed
+ * interval as a safety net. A config whose hash is unchanged is ignored; an invalid one is reported and
+ * the running config stays.
  */
 import { watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
@@ -40,6 +41,10 @@ export class ConfigWatcher {
     }
     this.poll = setInterval(() => this.check(), this.o.pollMs ?? 10_000);
     this.poll.unref();
+    // The running config was read before the watches existed (main.ts reads it, builds and starts the
+    // relay, then calls start): a change made in between raised no event. Look once now that they are
+    // armed, rather than leaving it to the poll.
+    this.check();
   }
 
   private schedule(): void {

@@ -4,7 +4,12 @@
  * exponential back-off when the destination says it is being flooded (a reply the classifier in
  * delivery/classify.ts decides is a `throttle`: 421, or a 4xx throttle reply).
  *
- * Limits come from rules matched on the recipient domain and/or the MX host:
+ * A destination is what the relay connects to: for MX delivery a recipient domain (reached through its
+ * MX hosts), for a static route (smarthost or domain route) the route's host, which carries mail for
+ * many recipient domains. Limits come from rules matched on the recipient domain and/or the MX host
+ * (`limitsFor`), or, for a static route, on its host alone (`limitsForHost`: only rules without a
+ * `domain`, their `mx` pattern matched against the host; the recipient domain of whichever message
+ * happened to open the route never decides the route's limits):
  *  1. the user's rules, then
  *  2. `BUILTIN_RULES` (conservative figures for the big mailbox providers), then
  *  3. the defaults.
@@ -26,9 +31,12 @@
  */
 
 export interface ShapingRule {
-  /** Recipient domain: exact, `*.suffix` or `*`. */
+  /** Recipient domain (MX delivery only): exact, `*.suffix` or `*`. */
   domain?: string;
-  /** MX host: exact, `*.suffix` (e.g. `*.google.com`) or `*`. */
+  /**
+   * The host connected to (the MX host, or a static route's host): exact, `*.suffix` (e.g.
+   * `*.google.com`) or `*`.
+   */
   mx?: string;
   maxConnections?: number;
   messagesPerConnection?: number;
@@ -168,6 +176,13 @@ function matching(rules: CompiledRule[], domain: string, mx: string | undefined)
   return hits.map((r) => r.rule);
 }
 
+/** The rules of one tier that match a static route's host: `mx`-only rules, best first. */
+function matchingHost(rules: CompiledRule[], host: string): ShapingRule[] {
+  const hits = rules.filter((r) => !r.domain && r.mx?.test(host));
+  hits.sort((a, b) => b.mx!.rank - a.mx!.rank || a.index - b.index);
+  return hits.map((r) => r.rule);
+}
+
 const BUILTIN_COMPILED = compileRules(BUILTIN_RULES, 'BUILTIN_RULES');
 const CACHE_MAX = 10_000;
 const FIELDS = ['maxConnections', 'messagesPerConnection', 'messagesPerSecond'] as const;
@@ -219,11 +234,34 @@ export class Shaper {
     this.cache.clear();
   }
 
-  /** The limits for a recipient domain, optionally reached through MX host `mxHost` (cached, frozen). */
+  /**
+   * The limits for MX delivery to a recipient domain, optionally reached through MX host `mxHost`
+   * (cached, frozen).
+   */
   limitsFor(domain: string, mxHost?: string): DestinationLimits {
     const d = normalize(domain);
     const mx = mxHost === undefined ? undefined : normalize(mxHost);
     const key = mx === undefined ? d : `${d}\0${mx}`;
+    return this.cached(key, () => [
+      matching(this.rules, d, mx),
+      this.cfg.builtins === false ? [] : matching(BUILTIN_COMPILED, d, mx),
+    ]);
+  }
+
+  /**
+   * The limits for a static route's host (a smarthost or a domain route), which carries mail for many
+   * recipient domains: only rules without a `domain` apply, their `mx` pattern matched against the host
+   * (cached, frozen).
+   */
+  limitsForHost(host: string): DestinationLimits {
+    const h = normalize(host);
+    return this.cached(`\0${h}`, () => [
+      matchingHost(this.rules, h),
+      this.cfg.builtins === false ? [] : matchingHost(BUILTIN_COMPILED, h),
+    ]);
+  }
+
+  private cached(key: string, rules: () => [user: ShapingRule[], builtin: ShapingRule[]]): DestinationLimits {
     const hit = this.cache.get(key);
     if (hit) return hit;
     const defaults = this.cfg.defaults;
@@ -232,8 +270,7 @@ export class Shaper {
       messagesPerConnection: defaults.messagesPerConnection,
     };
     if (defaults.messagesPerSecond !== undefined) out.messagesPerSecond = defaults.messagesPerSecond;
-    const user = matching(this.rules, d, mx);
-    const builtin = this.cfg.builtins === false ? [] : matching(BUILTIN_COMPILED, d, mx);
+    const [user, builtin] = rules();
     for (const f of FIELDS) {
       const u = user.find((r) => r[f] !== undefined)?.[f];
       if (u !== undefined) {

@@ -86,6 +86,12 @@ describe('npm start: the Kubernetes playground', { timeout: 240_000 }, () => {
       readFileSync(path.join(dir, 'captured', file), 'utf8'),
       /From: invoices@billing\.example\.com/,
     );
+    // spec.dns is patched (and announced) once per SmtpRelay, not again at every 2 s pass
+    const announced = [...out.matchAll(/playground: SmtpRelay (\S+) resolves every domain/g)].map(
+      (x) => x[1],
+    );
+    assert.ok(announced.length > 0, out);
+    assert.deepEqual(announced, [...new Set(announced)], out.slice(-3000));
   });
 
   it('re-applying an edited example changes the running fleet', async () => {

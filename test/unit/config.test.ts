@@ -4,6 +4,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { loadConfigFile, resolveConfig } from '../../relay/src/config.js';
 import { ConfigError } from '../../relay/src/errors.js';
+import { Shaper } from '../../relay/src/shaping.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 
 let base: string;
@@ -151,6 +152,24 @@ describe('resolveConfig with a good config', () => {
     assert.deepEqual(cfg.admin, { address: '127.0.0.1', port: 9025 });
     assert.equal(cfg.gracePeriodMs, 30_000);
     assert.equal(cfg.logLevel, 'info');
+  });
+
+  it('delivery.perDestinationConcurrency sets the shaping default: 50 means 50, not the former 20', () => {
+    const limits = (extra: Record<string, unknown>, domain: string) =>
+      new Shaper(resolveConfig(doc(extra), base).shaping, Date.now).limitsFor(domain).maxConnections;
+    for (const n of [50, 10_000, 1, 5, 20]) {
+      const delivery = { perDestinationConcurrency: n };
+      assert.equal(limits({ delivery }, 'example.org'), n, `perDestinationConcurrency ${n}`);
+      // built-in provider figures still only tighten it
+      assert.equal(limits({ delivery }, 'gmail.com'), Math.min(20, n), `gmail.com at ${n}`);
+    }
+    assert.equal(limits({}, 'example.org'), 20, 'both defaults: 20');
+    // an explicit shaping default stays as given (the lower of the two applies per destination)
+    const both = {
+      delivery: { perDestinationConcurrency: 50 },
+      shaping: { defaults: { maxConnections: 30 } },
+    };
+    assert.equal(limits(both, 'example.org'), 30);
   });
 
   it('parses every duration unit', () => {

@@ -21,6 +21,7 @@ import { parseDsn } from '../helpers/dsn.js';
 let mx: TestMx;
 let dir: string;
 let cfg: RelayConfig;
+const baseCfg = () => cfg;
 const engines: DeliveryEngine[] = [];
 
 before(async () => {
@@ -50,6 +51,7 @@ after(async () => {
 async function engine(
   spool: MemSpool,
   activeLimit?: number,
+  cfg: RelayConfig = baseCfg(),
 ): Promise<{ e: DeliveryEngine; m: RelayMetrics }> {
   const log = createLogger('silent');
   const ref: { e?: DeliveryEngine } = {};
@@ -74,6 +76,23 @@ async function engine(
   const e = (ref.e = new DeliveryEngine(deps, activeLimit));
   engines.push(e);
   return { e, m: metrics };
+}
+
+/** A config like `cfg` whose smarthost is `to`. */
+function smarthostCfg(to: TestMx): RelayConfig {
+  return resolveConfig(
+    {
+      version: 1,
+      hostname: 'relay.engine.test',
+      listeners: [{ name: 'smtp', port: 0 }],
+      trustedNetworks: ['127.0.0.0/8'],
+      routing: {
+        default: { type: 'smarthost', smarthost: { host: to.address, port: to.port, tls: 'none' } },
+      },
+      admin: { port: 0 },
+    },
+    dir,
+  );
 }
 
 function message(
@@ -204,4 +223,35 @@ test('a drain hands a big message to the peer as the hand-off header followed by
   assert.ok(got.raw.subarray(got.raw.length - m.raw.length).equals(m.raw), 'the body follows, byte-exact');
   await waitFor(() => e.stats().depth === 0, { what: 'queue empty' });
   assert.equal(e.handedOff, 1);
+});
+
+test("a smarthost's connection limit does not come from the first recipient domain it carried", async () => {
+  // outlook.com has a built-in limit of 10 connections; the smarthost is not outlook.com
+  const held = await startTestMx({ address: '127.0.4.21', slowMs: 8000 });
+  try {
+    const spool = new MemSpool();
+    const { e } = await engine(spool, undefined, smarthostCfg(held));
+    e.start();
+    const first = message(['ok-first@outlook.com']);
+    e.add(spool.put(first.env, first.raw), first.raw);
+    await waitFor(() => held.byRecipient('ok-first@outlook.com')[0], { what: 'the outlook.com message' });
+    const n = 14;
+    for (let i = 0; i < n; i++) {
+      const { env, raw } = message([`slow+sh${i}@d${i}.test`]);
+      e.add(spool.put(env, raw), raw);
+    }
+    // the test MX holds each DATA reply 8 s: transactions in flight are RCPTs seen but not yet accepted
+    const inFlight = () =>
+      held.rcptAttempts.filter((r) => r.address.startsWith('slow+sh')).length -
+      held.messages.filter((m) => m.rcptTo[0]?.startsWith('slow+sh')).length;
+    let max = 0;
+    await waitFor(() => (max = Math.max(max, inFlight())) >= n, {
+      timeoutMs: 7000,
+      what: `${n} transactions at once through the smarthost (default limit 20)`,
+    }).catch((err: Error) => {
+      throw new Error(`${err.message}; at most ${max} at once`, { cause: err });
+    });
+  } finally {
+    await held.close();
+  }
 });

@@ -108,6 +108,35 @@ describe('Shaper.limitsFor', () => {
     assert.equal(m.limitsFor('d.test').maxConnections, 50); // MX rules need an MX host
   });
 
+  it("a static route's host is shaped by mx-only rules on the host, never by recipient domains", () => {
+    const s = new Shaper(
+      cfg([
+        { domain: '*', maxConnections: 2 },
+        { domain: 'corp.example', mx: 'relay.corp.example', maxConnections: 3 },
+        { mx: '*.corp.example', maxConnections: 4 },
+        { mx: 'relay.corp.example', maxConnections: 5, messagesPerSecond: 7 },
+      ]),
+      () => 0,
+    );
+    assert.deepEqual(s.limitsForHost('Relay.Corp.Example.'), {
+      maxConnections: 5,
+      messagesPerConnection: 500,
+      messagesPerSecond: 7,
+    });
+    assert.equal(s.limitsForHost('other.corp.example').maxConnections, 4);
+    assert.deepEqual(s.limitsForHost('smtp.provider.test'), defaults); // domain '*' is for MX delivery
+    assert.equal(s.limitsFor('any.test').maxConnections, 2);
+    // built-in recipient-domain figures never apply to a route's host; built-in MX hosts do
+    const b = new Shaper(cfg(), () => 0);
+    assert.deepEqual(b.limitsForHost('outlook.com'), defaults);
+    assert.deepEqual(b.limitsForHost('gmail.com'), defaults);
+    assert.deepEqual(b.limitsForHost('smtp-mail.outlook.com'), {
+      maxConnections: 10,
+      messagesPerConnection: 50,
+    });
+    assert.notEqual(b.limitsForHost('outlook.com'), b.limitsFor('outlook.com'), 'separate cache entries');
+  });
+
   it('caches, and reconfigure drops the cache', () => {
     const s = new Shaper(cfg([{ domain: 'x.test', maxConnections: 3 }]), () => 0);
     const a = s.limitsFor('x.test');

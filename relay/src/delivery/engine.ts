@@ -189,7 +189,7 @@ export class DeliveryEngine extends BulkOps {
   /** After a config reload: destination limits are recomputed from the new shaping rules. */
   reconfigure(): void {
     for (const dest of this.dests.values()) {
-      dest.limits = this.d.tenancy.shaper.limitsFor(dest.route.domain);
+      dest.shape(this.d.tenancy.shaper);
       dest.mxChecked = false;
       this.pump(dest);
     }
@@ -425,7 +425,7 @@ export class DeliveryEngine extends BulkOps {
     let dest = this.dests.get(job.route.key);
     if (!dest) {
       this.dests.set(job.route.key, (dest = new Destination(job.route.key, job.route)));
-      dest.limits = this.d.tenancy.shaper.limitsFor(job.route.domain);
+      dest.shape(this.d.tenancy.shaper);
     }
     dest.queue.push(job);
     this.pump(dest);

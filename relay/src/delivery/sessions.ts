@@ -5,7 +5,7 @@
 import type { RelayConfig } from '../config.js';
 import type { OutboundSession } from '../outbound.js';
 import type { Route } from '../router.js';
-import type { DestinationLimits } from '../shaping.js';
+import type { DestinationLimits, Shaper } from '../shaping.js';
 import type { Job } from './types.js';
 
 export class Destination {
@@ -19,6 +19,18 @@ export class Destination {
     readonly key: string,
     readonly route: Route,
   ) {}
+
+  /**
+   * (Re)computes the shaping limits from what this destination connects to: for MX delivery the
+   * recipient domain, and the MX host once known; for a static route its host, whatever the recipient
+   * domains it carries.
+   */
+  shape(shaper: Shaper, mxHost?: string): void {
+    this.limits =
+      this.route.kind === 'mx'
+        ? shaper.limitsFor(this.route.domain, mxHost)
+        : shaper.limitsForHost(this.route.host.host);
+  }
 
   /** Transactions one session may carry to this destination. */
   perConnection(cfg: RelayConfig['delivery']): number {

@@ -129,7 +129,7 @@ export async function runDelivery(ctx: JobContext, dest: Destination, job: Job):
     if (route.kind === 'mx' && !dest.mxChecked && plan.hops[0]?.kind === 'mx') {
       // shaping rules may name the MX host (e.g. every domain hosted at one provider)
       dest.mxChecked = true;
-      dest.limits = shaper.limitsFor(route.domain, plan.hops[0].name);
+      dest.shape(shaper, plan.hops[0].name);
     }
     const localAddress = egress?.bind ? egress.ip : undefined;
     let reused = dest.takeIdle(d.cfg.delivery, localAddress);
