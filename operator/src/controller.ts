@@ -20,7 +20,7 @@ import type { Registry } from 'prom-client';
 import { Gauge } from 'prom-client';
 import type { Condition, IpPool, IpPoolStatus, SmtpRelay, SmtpRelayStatus } from './api/types.js';
 import { checkConfigSchema } from '../../relay/src/config.js';
-import { allocate, warmupToday, type PodWant } from './allocate.js';
+import { allocate, warmupToday, type PodWant } from './ippool/allocate.js';
 import {
   ABANDON_ANNOTATION,
   API_VERSION,
@@ -57,7 +57,7 @@ import {
   recordPurge,
   type LastPurge,
   type PurgeState,
-} from './purge.js';
+} from './relay/purge.js';
 import {
   RelayAdmin,
   drainFinished,
@@ -65,7 +65,7 @@ import {
   knownDepth,
   type QueueSuspension,
   type TenantState,
-} from './relay-admin.js';
+} from './relay/admin-client.js';
 import {
   applyCall,
   decideSuspensions,
@@ -75,7 +75,7 @@ import {
   wantedSuspensions,
   type PodSuspensions,
   type SuspensionCall,
-} from './suspend.js';
+} from './relay/suspend.js';
 import { startInformer, type Informer, type InformerEventType } from './runtime/informer.js';
 import { WorkQueue } from './runtime/workqueue.js';
 
