@@ -18,7 +18,7 @@ import {
   secretKeys,
   type BuildInput,
 } from '../../operator/src/builders.js';
-import { allocate, warmupToday } from '../../operator/src/allocate.js';
+import { allocate, warmupToday } from '../../operator/src/ippool/allocate.js';
 import { isSubset } from '../../operator/src/objects.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 import { loadCrd } from '../../scripts/crd-types.js';

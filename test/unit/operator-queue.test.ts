@@ -8,10 +8,10 @@ import {
   suspendedStatus,
   wantedSuspensions,
   type PodSuspensions,
-} from '../../operator/src/suspend.js';
-import { lastPurgeOf, parsePurge, planPurge, recordPurge } from '../../operator/src/purge.js';
+} from '../../operator/src/relay/suspend.js';
+import { lastPurgeOf, parsePurge, planPurge, recordPurge } from '../../operator/src/relay/purge.js';
 import { mergePatchFor } from '../../operator/src/objects.js';
-import type { QueueSuspension } from '../../operator/src/relay-admin.js';
+import type { QueueSuspension } from '../../operator/src/relay/admin-client.js';
 
 const NOW = new Date('2026-12-05T07:00:00.000Z');
 const since = '2026-12-05T06:00:00.000Z';

@@ -1,7 +1,7 @@
 /** The operator's reading of a relay's admin answers while the relay still indexes its spool. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { drainFinished, drainPending, knownDepth } from '../../operator/src/relay-admin.js';
+import { drainFinished, drainPending, knownDepth } from '../../operator/src/relay/admin-client.js';
 
 test('a recovering relay has no known queue depth, even at 0', () => {
   assert.equal(knownDepth({ depth: 0, byTenant: {}, recovering: true }), undefined);

@@ -4,8 +4,8 @@
  * owns the suspensions with source `fleet` on the relays; those made through a relay's admin API (source
  * `admin`) are never touched, only reported.
  */
-import type { QueueSuspension as SpecSuspension, SmtpRelayStatus } from './api/types.js';
-import type { QueueSelector, QueueSuspension } from './relay-admin.js';
+import type { QueueSuspension as SpecSuspension, SmtpRelayStatus } from '../api/types.js';
+import type { QueueSelector, QueueSuspension } from './admin-client.js';
 
 export type SuspendedStatus = NonNullable<NonNullable<SmtpRelayStatus['queue']>['suspended']>[number];
 

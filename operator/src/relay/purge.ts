@@ -4,8 +4,8 @@
  * status.purge, so an operator restart does not run it twice on a pod, and a pod that joins later never
  * runs an old purge).
  */
-import type { SmtpRelayStatus } from './api/types.js';
-import type { PurgeResult, QueueSelector } from './relay-admin.js';
+import type { SmtpRelayStatus } from '../api/types.js';
+import type { PurgeResult, QueueSelector } from './admin-client.js';
 
 export const PURGE_ANNOTATION = 'cartero.io/purge';
 

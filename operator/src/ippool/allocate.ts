@@ -4,7 +4,7 @@
  * release theirs (the StatefulSet removes the highest ordinals first, so those are released first).
  * The record lives in the IpPool's status, so it survives operator restarts.
  */
-import type { IpPool, IpPoolStatus } from './api/types.js';
+import type { IpPool, IpPoolStatus } from '../api/types.js';
 
 export interface PodWant {
   relay: string;

@@ -1,0 +1,305 @@
+/**
+ * The SmtpRelay controller. Each reconcile observes (informer caches, the relays' admin APIs), decides
+ * with pure functions (scale-down.ts, spec-check.ts, fleet-sync.ts, status.ts, suspend.ts, purge.ts)
+ * and applies (server-side apply of what differs, admin API calls, status when it changed, events).
+ */
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { IpPool, SmtpRelay } from '../api/types.js';
+import type { ApiWriter } from '../api-writer.js';
+import {
+  API_VERSION,
+  FINALIZER,
+  buildConfigMap,
+  buildEgressPolicies,
+  buildPdb,
+  buildRelayConfig,
+  buildSecret,
+  buildServiceMonitor,
+  buildServices,
+  buildStatefulSet,
+  names,
+  secretKeys,
+  type Allocation,
+  type Credentials,
+  type KObject,
+  type Problem,
+} from '../builders.js';
+import { podsOf, poolsOf, secretsOf, type Caches, type Pod } from '../cache.js';
+import { errorText } from '../errors.js';
+import type { EventRecorder } from '../events.js';
+import { RelayAdmin } from './admin-client.js';
+import { checkRenderedConfig } from './config-check.js';
+import { carryRateUse, drainPods, restartDrainedPod } from './drain.js';
+import { FiguresReader, type PodFigures } from './figures.js';
+import { finalizeRelay } from './finalize.js';
+import { decidePauseCopies, decideSuppressionCopies } from './fleet-sync.js';
+import { QueueOps } from './queue-ops.js';
+import { drainedSurvivors, planScale, scaleDownStep } from './scale-down.js';
+import { checkSpec } from './spec-check.js';
+import { relayStatus } from './status.js';
+
+type Admin = (ip: string) => RelayAdmin;
+
+export interface RelayControllerOptions {
+  caches: Caches;
+  writer: ApiWriter;
+  events: EventRecorder;
+  log: Logger;
+  now: () => Date;
+  /** Relay image for SmtpRelays that name none. */
+  defaultImage: string;
+  /** How often a relay is reconciled at rest (fleet figures, pauses, suppressions). */
+  statusIntervalMs: number;
+}
+
+export class RelayController {
+  readonly figures = new FiguresReader();
+  private readonly queueOps: QueueOps;
+  /** Per relay pod: the suppression feed position copied so far. */
+  private readonly suppressionCursor = new Map<string, number>();
+
+  constructor(private readonly o: RelayControllerOptions) {
+    this.queueOps = new QueueOps(o.events);
+  }
+
+  async reconcile(ns: string, name: string): Promise<{ requeueAfterMs?: number } | void> {
+    const { caches, writer, events } = this.o;
+    const relay = caches.relays.get(ns, name);
+    if (!relay) {
+      this.forget(ns, name);
+      return;
+    }
+    const log = this.o.log.child({ smtprelay: `${ns}/${name}` });
+    const n = names(name);
+    const now = this.o.now();
+    const pods = podsOf(caches, ns, name);
+    const ownSecret = caches.secrets.get(ns, n.secret);
+    const adminToken = decode(ownSecret?.data?.[secretKeys.admin]) || randomBytes(24).toString('base64url');
+    const peerPassword = decode(ownSecret?.data?.[secretKeys.peer]) || randomBytes(24).toString('base64url');
+    const admin: Admin = (ip) => new RelayAdmin(`http://${ip}:9025`, adminToken);
+
+    if (relay.metadata.deletionTimestamp) return finalizeRelay(this.o, relay, pods, admin, log);
+    if (!(relay.metadata.finalizers ?? []).includes(FINALIZER))
+      await writer.mergePatch({
+        apiVersion: API_VERSION,
+        kind: 'SmtpRelay',
+        metadata: { name, namespace: ns, finalizers: [...(relay.metadata.finalizers ?? []), FINALIZER] },
+      });
+
+    // --- observe: inputs from the caches
+    const { credentials, pools, allocations } = this.inputs(relay);
+
+    // --- replicas: lower the StatefulSet only once the pods that go are drained
+    const sts = caches.statefulsets.get(ns, n.statefulSet);
+    const desired = relay.spec.replicas ?? 2;
+    const plan = planScale({
+      name,
+      desired,
+      current: sts ? (sts.spec?.replicas ?? desired) : undefined,
+      pools: [...pools.values()],
+      allocations,
+    });
+    let stsReplicas = plan.replicas;
+    let drain: { message: string; pods: string[] } | undefined;
+    if (plan.going.length) {
+      const progress = await drainPods(relay, pods, plan.going, admin, log);
+      if (progress.done) await carryRateUse(pods, plan.going, admin, log, this.o.now);
+      const step = scaleDownStep(plan, progress);
+      stsReplicas = step.replicas;
+      drain = step.drain;
+      events.emit(relay, step.event);
+    }
+
+    // --- desired objects
+    const built = buildRelayConfig({
+      relay,
+      defaultImage: this.o.defaultImage,
+      credentials,
+      pools,
+      allocations,
+      adminToken,
+      peerPassword,
+      replicas: Math.max(desired, 1),
+    });
+    const problems: Problem[] = [...built.problems];
+    const revision = (built.doc.fleet as { revision: string }).revision;
+    if (relay.spec.tls && !caches.secrets.get(ns, relay.spec.tls.secretName))
+      problems.push({
+        reason: 'SecretMissing',
+        message: `TLS Secret ${relay.spec.tls.secretName} not found`,
+      });
+    problems.push(...checkSpec(relay, (pool) => !!caches.pools.get(ns, pool)));
+    const invalid = checkRenderedConfig(built.doc);
+    if (invalid) problems.push(invalid);
+    await writer.refreshOptionalKinds();
+    const hostNodes = [...pools.values()]
+      .filter((p) => p.spec.mode === 'HostNetwork')
+      .flatMap((p) => p.spec.addresses.map((a) => a.node!).filter(Boolean));
+    const desiredObjects: KObject[] = [
+      buildConfigMap(relay, built.doc),
+      buildSecret(relay, built.secretData),
+      ...buildServices(relay),
+      buildStatefulSet({
+        relay,
+        defaultImage: this.o.defaultImage,
+        replicas: stsReplicas,
+        ...(hostNodes.length ? { hostNetworkNodes: hostNodes } : {}),
+      }),
+    ];
+    const pdb = buildPdb(relay);
+    if (pdb) desiredObjects.push(pdb);
+    if (writer.optionalKinds.serviceMonitor) desiredObjects.push(buildServiceMonitor(relay));
+    const egress = buildEgressPolicies(relay, pools, allocations);
+    if (egress.length && !writer.optionalKinds.ciliumEgress)
+      problems.push({
+        reason: 'EgressGatewayUnavailable',
+        message:
+          'an IpPool uses mode CiliumEgressGateway, but the CiliumEgressGatewayPolicy CRD is not installed',
+      });
+    else desiredObjects.push(...egress);
+
+    // --- apply
+    let applyError: string | undefined;
+    let applied = 0;
+    for (const obj of desiredObjects) {
+      try {
+        if (await writer.apply(obj)) applied++;
+      } catch (e) {
+        applyError = `${obj.kind} ${obj.metadata.name}: ${errorText(e)}`;
+        log.warn({ err: errorText(e), kind: obj.kind, name: obj.metadata.name }, 'apply.failed');
+      }
+    }
+    if (applied) log.info({ applied }, 'reconcile.applied');
+    if (!pdb) await writer.deletePdbIfPresent(ns, n.pdb);
+
+    // --- fleet figures, pauses and suppressions
+    const figures = await this.figures.read(pods, admin);
+    await this.syncFleet(relay, figures, admin, log);
+    const queueOps = await this.queueOps.sync(relay, figures, desired, admin, log, now);
+    problems.push(...queueOps.problems);
+    if (!drain) await this.restartDrainedSurvivors(relay, pods, figures, stsReplicas, admin, log);
+
+    // --- status
+    const { status, events: statusEvents } = relayStatus(relay, {
+      ...(plan.waiting ? { waiting: plan.waiting } : {}),
+      sts,
+      figures,
+      revision,
+      problems,
+      applyError,
+      drain,
+      desired,
+      now,
+    });
+    Object.assign(status, queueOps.status);
+    await writer.writeStatus(relay, 'smtprelays', status);
+    events.emitAll(relay, statusEvents);
+    return { requeueAfterMs: drain ? Math.min(this.o.statusIntervalMs, 2000) : this.o.statusIntervalMs };
+  }
+
+  /** The Secrets' credentials, the IpPools and their allocations to this relay's pods. */
+  private inputs(relay: SmtpRelay): {
+    credentials: Map<string, Credentials>;
+    pools: Map<string, IpPool>;
+    allocations: Allocation[];
+  } {
+    const ns = relay.metadata.namespace!;
+    const credentials = new Map<string, Credentials>();
+    for (const s of secretsOf(relay)) {
+      const secret = this.o.caches.secrets.get(ns, s);
+      const username = decode(secret?.data?.username);
+      const password = decode(secret?.data?.password);
+      if (username && password) credentials.set(s, { username, password });
+    }
+    const pools = new Map<string, IpPool>();
+    const allocations: Allocation[] = [];
+    for (const p of poolsOf(relay)) {
+      const pool = this.o.caches.pools.get(ns, p);
+      if (!pool) continue;
+      pools.set(p, pool);
+      for (const a of pool.status?.allocations ?? [])
+        if (a.relay === relay.metadata.name) allocations.push({ pool: p, ip: a.ip, pod: a.pod });
+    }
+    return { credentials, pools, allocations };
+  }
+
+  /** Copies pauses and suppressions made on one relay to every other relay of the fleet. */
+  private async syncFleet(relay: SmtpRelay, figures: PodFigures[], admin: Admin, log: Logger): Promise<void> {
+    const live = figures.filter((f) => f.ip && f.tenants && !f.draining);
+    if (live.length < 2) return;
+    const ipOf = new Map(live.map((f) => [f.name, f.ip!]));
+    const copies = decidePauseCopies(
+      (relay.spec.tenants ?? []).map((t) => t.name),
+      live.map((f) => ({ name: f.name, tenants: f.tenants! })),
+    );
+    for (const c of copies) {
+      try {
+        if (c.op === 'pause') {
+          await admin(ipOf.get(c.pod)!).pause(c.tenant, c.reason, c.until);
+          log.info({ tenant: c.tenant, pod: c.pod, from: c.from }, 'fleet.pause.copied');
+        } else {
+          await admin(ipOf.get(c.pod)!).call('POST', `/tenants/${encodeURIComponent(c.tenant)}/resume`, {
+            source: 'fleet',
+          });
+          log.info({ tenant: c.tenant, pod: c.pod }, 'fleet.resume.copied');
+        }
+      } catch (e) {
+        log.warn({ err: errorText(e), pod: c.pod }, 'fleet.pause.failed');
+      }
+    }
+    for (const f of live) {
+      const key = `${relay.metadata.namespace}/${f.name}`;
+      try {
+        const feed = await admin(f.ip!).suppressionChanges(this.suppressionCursor.get(key) ?? 0);
+        const copies = decideSuppressionCopies(
+          f.name,
+          feed.changes,
+          live.map((x) => x.name),
+        );
+        for (const c of copies) {
+          if (c.op === 'add') await admin(ipOf.get(c.pod)!).addSuppression(c.tenant, c.address, c.reason!);
+          else
+            await admin(ipOf.get(c.pod)!)
+              .removeSuppression(c.tenant, c.address)
+              .catch(() => undefined);
+        }
+        this.suppressionCursor.set(key, feed.lastSeq);
+      } catch (e) {
+        log.warn({ err: errorText(e), pod: f.name }, 'fleet.suppressions.failed');
+      }
+    }
+  }
+
+  private async restartDrainedSurvivors(
+    relay: SmtpRelay,
+    pods: Pod[],
+    figures: PodFigures[],
+    replicas: number,
+    admin: Admin,
+    log: Logger,
+  ): Promise<void> {
+    for (const pod of drainedSurvivors(figures, replicas)) {
+      // its rate-limit use this hour and day would be forgotten with its volume: the others count it
+      await carryRateUse(pods, [pod], admin, log, this.o.now);
+      this.o.events.emit(relay, {
+        type: 'Normal',
+        reason: 'RestartingDrainedPod',
+        message: `${pod} finished a drain but is still wanted: its empty volume and the pod are recreated`,
+      });
+      await restartDrainedPod(this.o.writer.core, relay.metadata.namespace!, pod, log);
+    }
+  }
+
+  /** Forgets what this process remembers of a relay that is gone. */
+  private forget(ns: string, name: string): void {
+    this.o.writer.forgetRelay(ns, name);
+    this.o.events.forget(`SmtpRelay/${ns}/${name}`);
+    for (const k of [...this.suppressionCursor.keys()])
+      if (k.startsWith(`${ns}/${name}-`)) this.suppressionCursor.delete(k);
+    this.queueOps.forgetRelay(ns, name);
+  }
+}
+
+const decode = (v: unknown) =>
+  typeof v === 'string' ? Buffer.from(v, 'base64').toString('utf8') : undefined;
