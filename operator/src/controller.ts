@@ -19,7 +19,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { Gauge } from 'prom-client';
 import type { Condition, IpPool, IpPoolStatus, SmtpRelay, SmtpRelayStatus } from './api/types.js';
-import { checkConfigSchema } from '../../relay/src/config.js';
+import { checkConfigSchema } from '../../relay/src/contract/index.js';
 import { allocate, warmupToday, type PodWant } from './allocate.js';
 import {
   ABANDON_ANNOTATION,

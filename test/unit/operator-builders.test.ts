@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import YAML from 'yaml';
-import { CONFIG_SCHEMA, checkConfigSchema, resolveConfig } from '../../relay/src/config.js';
+import { resolveConfig } from '../../relay/src/config.js';
+import { CONFIG_SCHEMA, checkConfigSchema } from '../../relay/src/contract/index.js';
 import type { IpPool, SmtpRelay } from '../../operator/src/api/types.js';
 import {
   buildConfigMap,
