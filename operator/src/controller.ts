@@ -19,7 +19,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { Gauge } from 'prom-client';
 import type { Condition, IpPool, IpPoolStatus, SmtpRelay, SmtpRelayStatus } from './api/types.js';
-import { checkConfigSchema } from '../../relay/src/contract/index.js';
+import { validateRelayConfig } from '../../relay/src/contract/index.js';
 import { allocate, warmupToday, type PodWant } from './allocate.js';
 import {
   ABANDON_ANNOTATION,
@@ -499,19 +499,24 @@ export class Operator {
         message: `TLS Secret ${relay.spec.tls.secretName} not found`,
       });
     problems.push(...this.checkSpec(relay));
-    const invalid = checkConfigSchema(built.doc);
+    // The relay's own check (schema and every rule), with the Secret's data and the pods' POD_IP (any
+    // address: 192.0.2.1, TEST-NET-1). A config it would refuse is not applied: the ConfigMap and the
+    // Secret keep the last good pair, which the pods keep running (and restart with).
+    const invalid = validateRelayConfig(built.doc, {
+      secrets: built.secretData,
+      env: { POD_IP: '192.0.2.1' },
+    });
     if (invalid)
-      problems.push({
+      problems.unshift({
         reason: 'InvalidConfig',
-        message: `the relay config rendered from the spec is invalid: ${invalid.message}`,
+        message: `the relay would refuse the config rendered from the spec, so it is not applied (the relays keep the last good one): ${invalid.message}`,
       });
     await this.refreshOptionalKinds();
     const hostNodes = [...pools.values()]
       .filter((p) => p.spec.mode === 'HostNetwork')
       .flatMap((p) => p.spec.addresses.map((a) => a.node!).filter(Boolean));
     const desiredObjects: KObject[] = [
-      buildConfigMap(relay, built.doc),
-      buildSecret(relay, built.secretData),
+      ...(invalid ? [] : [buildConfigMap(relay, built.doc), buildSecret(relay, built.secretData)]),
       ...buildServices(relay),
       buildStatefulSet({
         relay,
