@@ -5,8 +5,7 @@
 import { createHash } from 'node:crypto';
 import YAML from 'yaml';
 import type { IpPool, SmtpRelay, SmtpRelaySpec } from './api/types.js';
-import { CONFIG_SCHEMA } from '../../relay/src/config.js';
-import { parseDuration } from '../../relay/src/duration.js';
+import { CONFIG_SCHEMA, parseDuration } from '../../relay/src/contract/index.js';
 
 export const GROUP = 'cartero.io';
 export const VERSION = 'v1alpha1';
@@ -160,7 +159,7 @@ export interface RelayConfigResult {
 const LIMIT_DEFAULTS = CONFIG_SCHEMA.properties.limits.properties;
 
 /**
- * What the relay refuses in spec.limits beyond its schema (relay/src/config.ts, resolveConfig), with the
+ * What the relay refuses in spec.limits beyond its schema (relay/src/contract/resolve.ts, resolveRelayConfig), with the
  * relay's defaults for what the spec leaves out. The CRD's CEL rule says the first one at admission.
  */
 export function limitsProblems(limits: SmtpRelaySpec['limits']): Problem[] {
@@ -188,7 +187,7 @@ export function limitsProblems(limits: SmtpRelaySpec['limits']): Problem[] {
 }
 
 /**
- * Renders the relay config (CONFIG_SCHEMA of relay/src/config.ts) for the whole fleet. Every pod reads
+ * Renders the relay config (CONFIG_SCHEMA of relay/src/contract/config-schema.ts) for the whole fleet. Every pod reads
  * the same file; pool addresses name the pod they belong to.
  */
 export function buildRelayConfig(input: BuildInput): RelayConfigResult {

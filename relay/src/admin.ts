@@ -14,6 +14,7 @@ import type { Logger } from 'pino';
 import type { RelayMetrics } from './metrics.js';
 import type { DeliveryEngine } from './delivery/engine.js';
 import { secretEquals } from './policy.js';
+import type { ConfigResponse, QueueSummary } from './contract/admin-api.js';
 
 export class HttpError extends Error {
   constructor(
@@ -39,7 +40,7 @@ export interface AdminDeps {
   ready: () => boolean;
   /** The bearer token, when the API is protected (read at each request: it hot-reloads). */
   token: () => Buffer | undefined;
-  config: () => { version: number; hash: string };
+  config: () => ConfigResponse & { version: number };
   /** Where internal errors (500) are logged. */
   log?: Logger;
 }
@@ -75,7 +76,7 @@ export class AdminServer {
           activeDeliveries: stats.active,
           oldestArrival: stats.oldestArrival ?? null,
           messages: limit ? await e.list(limit) : [],
-        },
+        } satisfies QueueSummary & Record<string, unknown>,
       ];
     });
     this.route('GET', '/queue/messages', async (r) => [

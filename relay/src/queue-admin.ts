@@ -8,6 +8,12 @@
  *   POST /queue/purge    {tenant?, domain?, dsn: bool}         -> {"purged": N, "dsn": M, "busy": K}
  */
 import type { Logger } from 'pino';
+import type {
+  PurgeResult,
+  ResumeResponse,
+  SuspendResponse,
+  SuspensionsResponse,
+} from './contract/admin-api.js';
 import { HttpError, type AdminServer } from './admin.js';
 import type { DeliveryEngine } from './delivery/engine.js';
 import type { Suspensions, SuspensionSource } from './delivery/suspensions.js';
@@ -44,7 +50,10 @@ export function registerQueueOps(
     return body.source;
   };
 
-  admin.route('GET', '/queue/suspensions', () => [200, { suspensions: o.suspensions.all }]);
+  admin.route('GET', '/queue/suspensions', () => [
+    200,
+    { suspensions: [...o.suspensions.all] } satisfies SuspensionsResponse,
+  ]);
 
   admin.route('POST', '/queue/suspend', async (r) => {
     const body = await r.body();
@@ -57,7 +66,7 @@ export function registerQueueOps(
     const suspension = await o.suspensions.add({ tenant, domain, reason, source: src }, o.now());
     const held = o.engine.countMatching(tenant, domain);
     o.log.warn({ event: 'queue.suspended', tenant, domain, reason, by: src, held }, 'queue suspended');
-    return [200, { suspension, held }];
+    return [200, { suspension, held } satisfies SuspendResponse];
   });
 
   admin.route('POST', '/queue/resume', async (r) => {
@@ -70,7 +79,7 @@ export function registerQueueOps(
       { event: 'queue.resumed', tenant, domain, by: src ?? 'any', resumed, released },
       'queue resumed',
     );
-    return [200, { resumed, released }];
+    return [200, { resumed, released } satisfies ResumeResponse];
   });
 
   admin.route('POST', '/queue/purge', async (r) => {
@@ -85,6 +94,6 @@ export function registerQueueOps(
       );
     const res = await o.engine.purge(tenant, domain, body.dsn);
     o.log.warn({ event: 'queue.purge', tenant, domain, withDsn: body.dsn, ...res }, 'queue purged');
-    return [200, res];
+    return [200, res satisfies PurgeResult];
   });
 }

@@ -9,13 +9,19 @@ import type { EngineDeps } from './delivery/types.js';
 import { Inbound, type InboundDeps } from './inbound.js';
 import { TenantRuntime } from './tenant-runtime.js';
 import { AdminServer, HttpError } from './admin.js';
-import { parseDuration } from './duration.js';
+import { parseDuration } from './contract/duration.js';
 import { RelayMetrics } from './metrics.js';
 import { MxResolver } from './dns.js';
 import { registerSpoolMetrics } from './spool/metrics.js';
 import { writeFileDurable } from './durable.js';
 import { Suspensions } from './delivery/suspensions.js';
 import { registerQueueOps } from './queue-admin.js';
+import type {
+  DrainStatus,
+  RateLimitsResponse,
+  SuppressionChangesResponse,
+  TenantsResponse,
+} from './contract/admin-api.js';
 
 export interface RelayOptions {
   now?: () => number;
@@ -354,7 +360,7 @@ export class Relay {
     );
   }
 
-  drainStatus(): Record<string, unknown> {
+  drainStatus(): DrainStatus & Record<string, unknown> {
     const depth = this.engine.stats().depth;
     return {
       draining: this.drainSince !== undefined,
@@ -381,7 +387,10 @@ export class Relay {
       queue: this.engine.tenantUsage(name),
       rateLimits: t().limiter(name)?.usage() ?? [],
     });
-    a.route('GET', '/tenants', () => [200, { tenants: [...this.cfg.tenants.keys()].map(tenantView) }]);
+    a.route('GET', '/tenants', () => [
+      200,
+      { tenants: [...this.cfg.tenants.keys()].map(tenantView) } satisfies TenantsResponse,
+    ]);
     a.route('GET', '/tenants/([a-z0-9-]+)', (r) => [200, tenantView(known(r.params[0]))]);
     a.route('POST', '/tenants/([a-z0-9-]+)/pause', async (r) => {
       const name = known(r.params[0]);
@@ -428,7 +437,7 @@ export class Relay {
         tenants: Object.fromEntries(
           [...this.cfg.tenants.keys()].map((n) => [n, t().limiter(n)?.usage() ?? []]),
         ),
-      },
+      } satisfies RateLimitsResponse,
     ]);
     a.route('POST', '/ratelimits/([a-z0-9-]+)', async (r) => {
       const name = known(r.params[0]);
@@ -460,7 +469,10 @@ export class Relay {
         throw new HttpError(400, 'since must be a non-negative integer');
       return [
         200,
-        t().suppressions.changesSince(since, Math.min(Number(r.query.get('limit') ?? 1000) || 1000, 10_000)),
+        t().suppressions.changesSince(
+          since,
+          Math.min(Number(r.query.get('limit') ?? 1000) || 1000, 10_000),
+        ) satisfies SuppressionChangesResponse,
       ];
     });
     a.route('POST', '/suppressions', async (r) => {

@@ -261,6 +261,43 @@ describe('operator end to end', { timeout: 240_000 }, () => {
     await waitFor(() => mx.byRecipient('ok-news@example.test').length === 1, { timeoutMs: 30_000 });
   });
 
+  it('a spec the relay would refuse is not applied: InvalidConfig names the field, the pods keep the last good config', async () => {
+    const objects = async () =>
+      JSON.parse(
+        await kubectl(['get', 'configmap/fleet-config', 'secret/fleet-secrets', '-n', 'mail', '-o', 'json']),
+      ).items as { metadata: { name: string; resourceVersion: string }; data: Record<string, string> }[];
+    const before = await objects();
+    const hashBefore = (await getRelay())!.status!.configHash;
+    // the only tenant's Secret does not exist: rendered, the submission listener wants AUTH and has no account
+    await kubectl(
+      ['apply', '-f', '-'],
+      relayYaml({ replicas: 2, tenants: '    - {name: ghost, credentialsSecret: ghost-smtp}' }),
+    );
+    const r = await waitFor(
+      async () => {
+        const r = await getRelay();
+        return r?.status?.observedGeneration === r?.metadata.generation &&
+          cond(r, 'Degraded')?.reason === 'InvalidConfig'
+          ? r
+          : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 250, what: 'the Degraded condition to say InvalidConfig' },
+    );
+    assert.equal(cond(r, 'Degraded')?.status, 'True');
+    assert.match(
+      cond(r, 'Degraded')!.message,
+      /\/listeners\/1\/auth: auth: required needs at least one entry/,
+    );
+    assert.deepEqual(await objects(), before, 'the ConfigMap and the Secret are not replaced');
+    const pods = (await getRelay())!.status!.pods ?? [];
+    assert.equal(pods.length, 2);
+    for (const p of pods) assert.equal(p.configHash, hashBefore, `${p.name} runs the last good config`);
+    // the spec fixed: applied again
+    await kubectl(['apply', '-f', '-'], relayYaml({ replicas: 2, tenants: `${BILLING}\n${NEWS}` }));
+    await waitForCurrentConfig();
+    assert.equal(cond(await getRelay(), 'Degraded')?.status, 'False');
+  });
+
   it('a pod that is still wanted but finished a drain is started over on a fresh volume', async () => {
     // e.g. a scale-down reverted half-way: fleet-1 drained (empty queue) but replicas say it stays
     const token = Buffer.from(

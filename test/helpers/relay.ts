@@ -28,7 +28,7 @@ export interface RelayExit {
 
 export interface StartRelayOptions {
   /**
-   * A relay config document (see relay/src/config.ts). Filled in when absent: `version: 1`,
+   * A relay config document (see relay/src/contract/config-schema.ts). Filled in when absent: `version: 1`,
    * `listeners: [{ name: 'smtp' }]`, `port: 0` on each listener, `admin.port: 0`,
    * `shutdown.gracePeriod: '5s'`; `paths.root` is always set to the root directory.
    */

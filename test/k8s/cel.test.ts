@@ -206,7 +206,7 @@ describe('CEL rules of the project CRDs, with kubectl', () => {
   });
 
   it('refuses durations and counts the relay would refuse, and accepts the bounds themselves', async () => {
-    // the relay's bounds (relay/src/config.ts): retry 1s..1d, maxAge and delayWarningAfter up to 30d,
+    // the relay's bounds (relay/src/contract/config-schema.ts): retry 1s..1d, maxAge and delayWarningAfter up to 30d,
     // bounceRate.window 1m..30d, sizes and counts up to their maximum
     const atBounds = await relayYaml('at-bounds', (spec) => {
       const q = spec.queue as Json;

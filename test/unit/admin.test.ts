@@ -16,7 +16,7 @@ const admin = new AdminServer({
   engine: {} as DeliveryEngine,
   ready: () => true,
   token: () => undefined,
-  config: () => ({ version: 1, hash: 'x' }),
+  config: () => ({ version: 1, hash: 'x', revision: null }),
   log,
 });
 let base: string;

@@ -8,14 +8,14 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { MAX_YAML_ALIASES, MAX_YAML_DEPTH, parseConfigText } from '../../relay/src/config.js';
+import { CONFIG_SCHEMA, checkConfigSchema } from '../../relay/src/contract/config-schema.js';
 import {
-  CONFIG_SCHEMA,
-  MAX_YAML_ALIASES,
-  MAX_YAML_DEPTH,
-  checkConfigSchema,
-  parseConfigText,
-} from '../../relay/src/config.js';
-import { DURATION_PATTERN, MAX_TIMER_MS, formatDuration, parseDuration } from '../../relay/src/duration.js';
+  DURATION_PATTERN,
+  MAX_TIMER_MS,
+  formatDuration,
+  parseDuration,
+} from '../../relay/src/contract/duration.js';
 import { ConfigError } from '../../relay/src/errors.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -150,7 +150,11 @@ describe('every duration, size and count of CONFIG_SCHEMA is bounded', () => {
       ),
       ...durations.filter((l) => typeof l.schema.maxDuration !== 'string'),
     ].map((l) => pointer(l.path));
-    assert.deepEqual(unbounded, [], 'give these a bound (see "Bounds" at the top of relay/src/config.ts)');
+    assert.deepEqual(
+      unbounded,
+      [],
+      'give these a bound (see "Bounds" at the top of relay/src/contract/config-schema.ts)',
+    );
   });
 
   it('a duration used as a timer delay is bounded at or below MAX_TIMER_MS (2^31-1 ms)', () => {

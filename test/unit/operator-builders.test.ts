@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import YAML from 'yaml';
-import { CONFIG_SCHEMA, checkConfigSchema, resolveConfig } from '../../relay/src/config.js';
+import { resolveConfig } from '../../relay/src/config.js';
+import { CONFIG_SCHEMA, checkConfigSchema, validateRelayConfig } from '../../relay/src/contract/index.js';
 import type { IpPool, SmtpRelay } from '../../operator/src/api/types.js';
 import {
   buildConfigMap,
@@ -543,6 +544,70 @@ describe('examples/kubernetes', () => {
       });
       assert.deepEqual([...cfg.tenants.keys()].sort(), ['billing', 'default', 'newsletter']);
       assert.equal(cfg.routing.backups.length, 1);
+    }
+  });
+});
+
+describe("the relay's full check of a rendered config (validateRelayConfig, as the controller runs it)", () => {
+  const check = (built: ReturnType<typeof buildRelayConfig>) =>
+    validateRelayConfig(built.doc, { secrets: built.secretData, env: { POD_IP: '192.0.2.1' } });
+
+  it("accepts what the builder renders for a fleet (every pod's pool addresses), without changing it", () => {
+    const built = buildRelayConfig(input());
+    const before = structuredClone(built.doc);
+    assert.equal(check(built), undefined);
+    assert.deepEqual(built.doc, before, 'the document is not changed (no defaults filled in)');
+  });
+
+  it("a fleet whose only tenant's Secret is missing: auth: required without an account, which the schema lets pass", () => {
+    const built = buildRelayConfig({
+      ...input(relay({ tenants: [{ name: 'billing', credentialsSecret: 'billing-smtp' }] })),
+      credentials: new Map(),
+    });
+    assert.equal(checkConfigSchema(built.doc), undefined, 'the schema alone accepts it');
+    const err = check(built);
+    assert.equal(err?.field, '/listeners/1/auth');
+    assert.match(String(err?.message), /auth: required needs at least one entry in \/accounts/);
+  });
+
+  it('reads the secrets from the Secret data: a missing or empty one is named', () => {
+    const built = buildRelayConfig(input());
+    const missing = { ...built.secretData };
+    delete missing[secretKeys.tenant('billing')];
+    const err = validateRelayConfig(built.doc, { secrets: missing, env: { POD_IP: '192.0.2.1' } });
+    assert.equal(err?.field, '/tenants/0/accounts/0/passwordFile');
+    const empty = { ...built.secretData, [secretKeys.admin]: '\n' };
+    const err2 = validateRelayConfig(built.doc, { secrets: empty, env: { POD_IP: '192.0.2.1' } });
+    assert.equal(err2?.field, '/admin/tokenFile');
+    assert.match(String(err2?.message), /is empty/);
+  });
+
+  it('applies the rules across fields: names, limits, retry, pools, environment', () => {
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- editing the rendered document
+    const cases: [string, (doc: Record<string, any>) => void, string][] = [
+      ['duplicate tenant', (d) => d.tenants.push({ name: 'billing' }), '/tenants/2/name'],
+      [
+        'reservedForTrusted not below maxConnections',
+        (d) => (d.limits = { maxConnections: 10, reservedForTrusted: 10 }),
+        '/limits/reservedForTrusted',
+      ],
+      [
+        'retry max shorter than initial',
+        (d) => (d.queue.retry = { initial: '1h', max: '10m' }),
+        '/queue/retry/max',
+      ],
+      [
+        'an address in two pools',
+        (d) => d.ipPools.push({ name: 'other', addresses: [{ ip: '192.0.2.10', ehlo: 'x.example.com' }] }),
+        '/ipPools/1/addresses/0/ip',
+      ],
+      ['a tenant naming a pool not rendered', (d) => (d.tenants[0].ipPool = 'nope'), '/tenants/0/ipPool'],
+      ['an environment variable the pods lack', (d) => (d.admin.address = '${NOT_SET}'), '/admin/address'],
+    ];
+    for (const [name, change, field] of cases) {
+      const built = buildRelayConfig(input());
+      change(built.doc);
+      assert.equal(check(built)?.field, field, name);
     }
   });
 });

@@ -227,8 +227,11 @@ describe('spec rules', () => {
   });
 
   it('the rendered config check names InvalidConfig', () => {
-    const p = checkRenderedConfig({ listeners: 'not a list' });
+    const p = checkRenderedConfig({ listeners: 'not a list' }, {});
     assert.equal(p?.reason, 'InvalidConfig');
-    assert.match(p!.message, /^the relay config rendered from the spec is invalid: /);
+    assert.match(
+      p!.message,
+      /^the relay would refuse the config rendered from the spec, so it is not applied/,
+    );
   });
 });

@@ -1,28 +1,38 @@
-/** A small client for a relay pod's admin API (relay/src/admin.ts), used for status, drain and fleet sync. */
+/**
+ * A small client for a relay pod's admin API (relay/src/admin.ts), used for status, drain and fleet sync.
+ * The requests and responses are the relay contract's (relay/src/contract/admin-api.ts).
+ */
+import type {
+  AddRateUseRequest,
+  AddSuppressionRequest,
+  ConfigResponse,
+  DrainRequest,
+  DrainStatus,
+  PauseRequest,
+  PurgeRequest,
+  PurgeResult,
+  QueueSelector,
+  QueueSummary,
+  RateLimitsResponse,
+  ResumeRequest,
+  ResumeResponse,
+  SuppressionChangesResponse,
+  SuspendRequest,
+  SuspendResponse,
+  SuspensionsResponse,
+  TenantsResponse,
+} from '../../../relay/src/contract/index.js';
 
-export interface QueueSummary {
-  depth: number;
-  byTenant: Record<string, number>;
-  /** True while the relay still indexes its spool after a start: depth counts only what it found so far. */
-  recovering?: boolean;
-}
-export interface TenantState {
-  name: string;
-  state: 'active' | 'warning' | 'paused';
-  rate: number;
-  attempted: number;
-  hard: number;
-  reason?: string;
-  by?: string;
-  pausedUntil?: number;
-}
-export interface DrainStatus {
-  draining: boolean;
-  queued: number;
-  done: boolean;
-  /** True while the relay still indexes its spool after a start (relays before 0.2 do not send it). */
-  recovering?: boolean;
-}
+export type {
+  DrainStatus,
+  PurgeResult,
+  QueueSelector,
+  QueueSummary,
+  QueueSuspension,
+  RateLimitUse,
+  SuppressionChange,
+  TenantState,
+} from '../../../relay/src/contract/index.js';
 
 /** The pod's queue depth, or undefined while it is not known yet (the relay still indexes its spool). */
 export function knownDepth(q: QueueSummary): number | undefined {
@@ -40,33 +50,9 @@ export function drainPending(name: string, d: DrainStatus): string {
     ? `${name} (indexing its spool, ${d.queued} found so far)`
     : `${name} (${d.queued} queued)`;
 }
-export interface RateLimitUse {
-  unit: string;
-  limit: number;
-  used: number;
-  windowStart: number;
-  resetsAt: number;
-}
 
 /** Bulk queue operations walk a relay's whole queue: they get longer than the status reads. */
 const BULK_TIMEOUT_MS = 60_000;
-
-export interface QueueSelector {
-  tenant?: string;
-  domain?: string;
-}
-export interface QueueSuspension extends QueueSelector {
-  reason: string;
-  source: 'admin' | 'fleet';
-  since: string;
-  /** Messages held, when the relay reports it (not part of the contract yet). */
-  held?: number;
-}
-export interface PurgeResult {
-  purged: number;
-  dsn: number;
-  busy: number;
-}
 
 export class RelayAdmin {
   constructor(
@@ -91,60 +77,55 @@ export class RelayAdmin {
   }
 
   queue = () => this.call<QueueSummary>('GET', '/queue?limit=1');
-  tenants = async () => (await this.call<{ tenants: TenantState[] }>('GET', '/tenants')).tenants;
-  config = () => this.call<{ hash: string; revision: string | null }>('GET', '/config');
+  tenants = async () => (await this.call<TenantsResponse>('GET', '/tenants')).tenants;
+  config = () => this.call<ConfigResponse>('GET', '/config');
   drainStatus = () => this.call<DrainStatus>('GET', '/drain');
-  drain = (peers: { host: string; port: number }[]) => this.call<DrainStatus>('POST', '/drain', { peers });
-  rateLimits = () =>
-    this.call<{ share: number; tenants: Record<string, RateLimitUse[]> }>('GET', '/ratelimits');
+  drain = (peers: { host: string; port: number }[]) =>
+    this.call<DrainStatus>('POST', '/drain', { peers } satisfies DrainRequest);
+  rateLimits = () => this.call<RateLimitsResponse>('GET', '/ratelimits');
   addRateUse = (tenant: string, unit: 'h' | 'd', used: number) =>
-    this.call('POST', `/ratelimits/${encodeURIComponent(tenant)}`, { unit, used });
+    this.call('POST', `/ratelimits/${encodeURIComponent(tenant)}`, {
+      unit,
+      used,
+    } satisfies AddRateUseRequest);
   pause = (tenant: string, reason: string, until?: number) =>
     this.call('POST', `/tenants/${encodeURIComponent(tenant)}/pause`, {
       reason,
       source: 'fleet',
       ...(until ? { until } : {}),
-    });
+    } satisfies PauseRequest);
   /** Queue suspensions (held mail) on this relay, made by the operator (`fleet`) or by hand (`admin`). */
-  suspensions = async () =>
-    (await this.call<{ suspensions: QueueSuspension[] }>('GET', '/queue/suspensions')).suspensions;
+  suspensions = async () => (await this.call<SuspensionsResponse>('GET', '/queue/suspensions')).suspensions;
   /** Holds queued mail of a tenant, a domain or both; idempotent per tenant, domain and source. */
   suspend = (s: QueueSelector & { reason: string }) =>
-    this.call<{ suspension: QueueSuspension; held: number }>(
+    this.call<SuspendResponse>(
       'POST',
       '/queue/suspend',
-      { ...s, source: 'fleet' },
+      { ...s, source: 'fleet' } satisfies SuspendRequest,
       BULK_TIMEOUT_MS,
     );
   resume = (s: QueueSelector) =>
-    this.call<{ resumed: boolean; released: number }>(
+    this.call<ResumeResponse>(
       'POST',
       '/queue/resume',
-      { ...s, source: 'fleet' },
+      { ...s, source: 'fleet' } satisfies ResumeRequest,
       BULK_TIMEOUT_MS,
     );
   /** Deletes queued mail of a tenant, a domain or both, optionally bouncing it to its senders. */
   purge = (s: QueueSelector & { dsn: boolean }) =>
-    this.call<PurgeResult>('POST', '/queue/purge', s, BULK_TIMEOUT_MS);
+    this.call<PurgeResult>('POST', '/queue/purge', s satisfies PurgeRequest, BULK_TIMEOUT_MS);
   suppressionChanges = (since: number) =>
-    this.call<{ changes: SuppressionChange[]; lastSeq: number; reset?: boolean }>(
-      'GET',
-      `/suppressions/changes?since=${since}`,
-    );
+    this.call<SuppressionChangesResponse>('GET', `/suppressions/changes?since=${since}`);
   addSuppression = (tenant: string, address: string, reason: string) =>
-    this.call('POST', '/suppressions', { tenant, address, reason, source: 'fleet' });
+    this.call('POST', '/suppressions', {
+      tenant,
+      address,
+      reason,
+      source: 'fleet',
+    } satisfies AddSuppressionRequest);
   removeSuppression = (tenant: string, address: string) =>
     this.call(
       'DELETE',
       `/suppressions/${encodeURIComponent(tenant)}/${encodeURIComponent(address)}?source=fleet`,
     );
-}
-
-export interface SuppressionChange {
-  seq: number;
-  op: 'add' | 'remove';
-  tenant: string;
-  address: string;
-  source?: string;
-  entry?: { reason: string; source: string; expiresAt: number };
 }

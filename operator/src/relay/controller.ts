@@ -130,15 +130,14 @@ export class RelayController {
         message: `TLS Secret ${relay.spec.tls.secretName} not found`,
       });
     problems.push(...checkSpec(relay, (pool) => !!caches.pools.get(ns, pool)));
-    const invalid = checkRenderedConfig(built.doc);
-    if (invalid) problems.push(invalid);
+    const invalid = checkRenderedConfig(built.doc, built.secretData);
+    if (invalid) problems.unshift(invalid);
     await writer.refreshOptionalKinds();
     const hostNodes = [...pools.values()]
       .filter((p) => p.spec.mode === 'HostNetwork')
       .flatMap((p) => p.spec.addresses.map((a) => a.node!).filter(Boolean));
     const desiredObjects: KObject[] = [
-      buildConfigMap(relay, built.doc),
-      buildSecret(relay, built.secretData),
+      ...(invalid ? [] : [buildConfigMap(relay, built.doc), buildSecret(relay, built.secretData)]),
       ...buildServices(relay),
       buildStatefulSet({
         relay,

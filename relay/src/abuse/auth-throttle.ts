@@ -10,21 +10,10 @@
  * lock the cluster's own senders out); the fleet's peer account is exempt from the address lock. Both
  * still have the per-connection limit. The decisions are here; the SMTP side is in inbound.ts.
  */
+import type { AuthLimits } from '../contract/config-types.js';
 import { SlidingCounter, clientKey } from './window.js';
 
-export interface AuthLimits {
-  /** The Nth failed AUTH on one connection closes it. */
-  failuresPerConnection: number;
-  /** Delay before answering the 2nd failure on a connection; doubles for each further one. */
-  failureDelayMs: number;
-  maxFailureDelayMs: number;
-  /** Failures per client address within `windowMs` before it is locked; 0 turns the lock off. */
-  clientFailures: number;
-  /** Failures per account name (from any untrusted address) within `windowMs`; 0 turns it off. */
-  accountFailures: number;
-  windowMs: number;
-  lockoutMs: number;
-}
+export type { AuthLimits };
 
 export const DEFAULT_AUTH_LIMITS: AuthLimits = {
   failuresPerConnection: 3,

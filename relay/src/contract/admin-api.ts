@@ -1,0 +1,135 @@
+/**
+ * The shapes of the relay's admin API (relay/src/admin.ts, queue-admin.ts and the tenancy routes in
+ * relay.ts) that the operator uses (operator/src/relay-admin.ts), part of the relay contract. A response
+ * may carry more fields than these; the ones here are what a client may rely on.
+ */
+
+/** GET /queue?limit=N */
+export interface QueueSummary {
+  depth: number;
+  byTenant: Record<string, number>;
+  /** True while the relay still indexes its spool after a start: depth counts only what it found so far. */
+  recovering?: boolean;
+}
+/** One tenant in GET /tenants, GET /tenants/:name and the answer of POST /tenants/:name/pause|resume. */
+export interface TenantState {
+  name: string;
+  state: 'active' | 'warning' | 'paused';
+  rate: number;
+  attempted: number;
+  hard: number;
+  reason?: string;
+  by?: string;
+  pausedUntil?: number;
+}
+/** GET /tenants */
+export interface TenantsResponse {
+  tenants: TenantState[];
+}
+/** POST /tenants/:name/pause */
+export interface PauseRequest {
+  reason: string;
+  source?: 'admin' | 'fleet';
+  /** Epoch milliseconds (or an ISO 8601 time). */
+  until?: number | string;
+}
+/** GET /config: which config the relay runs. */
+export interface ConfigResponse {
+  hash: string;
+  /** fleet.revision of the config (the operator's rendering), or null. */
+  revision: string | null;
+}
+/** GET /drain and the answer of POST /drain. */
+export interface DrainStatus {
+  draining: boolean;
+  queued: number;
+  done: boolean;
+  /** True while the relay still indexes its spool after a start (relays before 0.2 do not send it). */
+  recovering?: boolean;
+}
+/** POST /drain */
+export interface DrainRequest {
+  peers: { host: string; port: number; tls?: 'none' | 'opportunistic' | 'required' | 'implicit' }[];
+}
+/** One limit of a tenant in GET /ratelimits. */
+export interface RateLimitUse {
+  unit: string;
+  limit: number;
+  used: number;
+  windowStart: number;
+  resetsAt: number;
+}
+/** GET /ratelimits */
+export interface RateLimitsResponse {
+  share: number;
+  tenants: Record<string, RateLimitUse[]>;
+}
+/** POST /ratelimits/:tenant */
+export interface AddRateUseRequest {
+  unit: 'h' | 'd';
+  used: number;
+}
+export interface QueueSelector {
+  tenant?: string;
+  domain?: string;
+}
+export interface QueueSuspension extends QueueSelector {
+  reason: string;
+  source: 'admin' | 'fleet';
+  since: string;
+  /** Messages held, when the relay reports it (not part of the contract yet). */
+  held?: number;
+}
+/** GET /queue/suspensions */
+export interface SuspensionsResponse {
+  suspensions: QueueSuspension[];
+}
+/** POST /queue/suspend */
+export interface SuspendRequest extends QueueSelector {
+  reason?: string;
+  source?: 'admin' | 'fleet';
+}
+export interface SuspendResponse {
+  suspension: QueueSuspension;
+  held: number;
+}
+/** POST /queue/resume */
+export interface ResumeRequest extends QueueSelector {
+  source?: 'admin' | 'fleet';
+}
+export interface ResumeResponse {
+  resumed: boolean;
+  released: number;
+}
+/** POST /queue/purge */
+export interface PurgeRequest extends QueueSelector {
+  dsn: boolean;
+}
+export interface PurgeResult {
+  purged: number;
+  dsn: number;
+  busy: number;
+}
+/** One entry of GET /suppressions/changes. */
+export interface SuppressionChange {
+  seq: number;
+  op: 'add' | 'remove';
+  tenant: string;
+  address: string;
+  source?: string;
+  entry?: { reason: string; source: string; expiresAt: number };
+}
+/** GET /suppressions/changes?since=N */
+export interface SuppressionChangesResponse {
+  changes: SuppressionChange[];
+  lastSeq: number;
+  /** The relay's log does not reach back to `since`: read the whole list again. */
+  reset?: boolean;
+}
+/** POST /suppressions */
+export interface AddSuppressionRequest {
+  tenant: string;
+  address: string;
+  reason: string;
+  source?: 'admin' | 'fleet';
+}

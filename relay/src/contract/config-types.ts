@@ -1,0 +1,132 @@
+/** The resolved relay config (what resolveRelayConfig returns and the relay runs on), part of the relay contract. */
+import type ipaddr from 'ipaddr.js';
+
+export type TlsMode = 'none' | 'starttls' | 'implicit';
+export type OutboundTls = 'opportunistic' | 'required' | 'none' | 'implicit';
+export interface HostRoute {
+  host: string;
+  port: number;
+  tls: OutboundTls;
+  credentials?: { username: string; password: string };
+}
+export interface ListenerConfig {
+  name: string;
+  address: string;
+  port: number;
+  tls: TlsMode;
+  auth: 'required' | 'optional';
+  /** The client limits of this listener (its overrides over the top-level ones). */
+  limits: ListenerLimits;
+}
+export interface ListenerLimits {
+  maxConnectionsPerClient: number;
+  connectionRatePerClient?: { count: number; perMs: number };
+  commandTimeoutMs: number;
+  idleTimeoutMs: number;
+  minDataRate: number;
+}
+export interface TenantConfig {
+  name: string;
+  senderDomains: string[];
+  rateLimits: string[];
+  burst?: number;
+  ipPool?: string;
+  retry?: { initialMs: number; factor: number; maxMs: number };
+  maxAgeMs?: number;
+  quota: { messages?: number; bytes?: number };
+  bounceRate: { warn: number; pause: number; windowMs: number; minVolume: number; cooldownMs: number };
+  suppression: { enabled: boolean; ttlMs: number };
+}
+export interface PoolConfigResolved {
+  name: string;
+  addresses: { ip: string; ehlo: string; perHour?: number; perDay?: number }[];
+  warmup?: { start: string; dailyCaps: number[] };
+}
+export const DEFAULT_TENANT = 'default';
+
+export interface RelayConfig {
+  hostname: string;
+  spoolDir: string;
+  listeners: ListenerConfig[];
+  tls?: { cert: Buffer; key: Buffer };
+  trustedNetworks: [ipaddr.IPv4 | ipaddr.IPv6, number][];
+  accounts: Map<string, { password: Buffer; tenant: string }>;
+  limits: {
+    maxMessageSize: number;
+    maxRecipients: number;
+    maxConnections: number;
+    idleTimeoutMs: number;
+    maxReceivedHeaders: number;
+    maxHeaderLine: number;
+    maxHeaderSize: number;
+    greetingDelayMs: number;
+    reservedForTrusted: number;
+    stress: { threshold: number; commandTimeoutMs: number; idleTimeoutMs: number };
+    auth: AuthLimits;
+  };
+  queue: {
+    maxMessages: number;
+    minFreeBytes: number;
+    retry: { initialMs: number; factor: number; maxMs: number };
+    maxAgeMs: number;
+    delayWarningAfterMs?: number;
+  };
+  delivery: {
+    concurrency: number;
+    perDestinationConcurrency: number;
+    connectTimeoutMs: number;
+    commandTimeoutMs: number;
+    connectionIdleMs: number;
+    maxMessagesPerConnection: number;
+  };
+  routing: {
+    default: { type: 'mx' } | { type: 'smarthost'; smarthost: HostRoute };
+    domains: (HostRoute & { domain: string })[];
+    backups: HostRoute[];
+  };
+  dns: {
+    servers: string[];
+    timeoutMs: number;
+    allowPrivateTargets: [ipaddr.IPv4 | ipaddr.IPv6, number][];
+    mxPort: number;
+  };
+  admin: { address: string; port: number; token?: Buffer };
+  tenants: Map<string, TenantConfig>;
+  /** Clients in these CIDRs send as the tenant named (most specific first); the global trustedNetworks map to 'default'. */
+  tenantNetworks: { net: [ipaddr.IPv4 | ipaddr.IPv6, number]; tenant: string }[];
+  ipPools: PoolConfigResolved[];
+  shaping: {
+    defaults: { maxConnections: number; messagesPerConnection: number; messagesPerSecond?: number };
+    rules: {
+      domain?: string;
+      mx?: string;
+      maxConnections?: number;
+      messagesPerConnection?: number;
+      messagesPerSecond?: number;
+    }[];
+    backoff: { initialMs: number; maxMs: number };
+  };
+  fleet: { rateLimitShare: number; revision?: string };
+  peer?: { username: string; password: Buffer };
+  /** sha256 of the config file and every secret it names: which config this relay runs. */
+  hash: string;
+  /** Folders whose changes may change the config (secrets, TLS): watched for hot reload. */
+  watchPaths: string[];
+  gracePeriodMs: number;
+  logLevel: string;
+}
+
+/** The AUTH abuse limits (relay/src/abuse/auth-throttle.ts enforces them). */
+export interface AuthLimits {
+  /** The Nth failed AUTH on one connection closes it. */
+  failuresPerConnection: number;
+  /** Delay before answering the 2nd failure on a connection; doubles for each further one. */
+  failureDelayMs: number;
+  maxFailureDelayMs: number;
+  /** Failures per client address within `windowMs` before it is locked; 0 turns the lock off. */
+  clientFailures: number;
+  /** Failures per account name (from any untrusted address) within `windowMs`; 0 turns it off. */
+  accountFailures: number;
+  windowMs: number;
+  lockoutMs: number;
+}
