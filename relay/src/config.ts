@@ -628,7 +628,45 @@ export const CONFIG_SCHEMA = {
           exclusiveMinimum: 0,
           maximum: 1,
           default: 1,
-          description: "This replica's share of every tenant rate limit (1/N in a fleet of N).",
+          description:
+            "This replica's share of every tenant rate limit (1/N in a fleet of N): what it enforces alone, without rateLimitStore or while the store does not answer.",
+        },
+        rateLimitStore: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['type', 'address'],
+          description:
+            'A Redis shared by the fleet: every replica counts tenant rate limits there, fleet-wide (docs/adr/009-fleet-rate-limits.md).',
+          properties: {
+            type: { enum: ['redis'] },
+            address: {
+              type: 'string',
+              minLength: 1,
+              maxLength: 300,
+              description:
+                'host:port or [IPv6]:port (port 6379 when omitted); environment variables are expanded.',
+            },
+            username: { type: 'string', minLength: 1, maxLength: 128 },
+            passwordFile: {
+              type: 'string',
+              minLength: 1,
+              description: 'File under paths.secrets with the Redis password (AUTH).',
+            },
+            keyPrefix: {
+              type: 'string',
+              maxLength: 64,
+              pattern: '^[A-Za-z0-9:_./-]*$',
+              default: 'cartero:',
+              description: 'Prefix of every key: fleets sharing one Redis need different ones.',
+            },
+            timeout: {
+              ...dur('10s', { min: '1ms' }),
+              default: '250ms',
+              description:
+                'How long an RCPT waits for the store before the replica enforces its local share instead.',
+            },
+            maxInFlight: { type: 'integer', minimum: 1, maximum: 100_000, default: 1000 },
+          },
         },
         revision: {
           type: 'string',
@@ -779,7 +817,20 @@ export interface RelayConfig {
     }[];
     backoff: { initialMs: number; maxMs: number };
   };
-  fleet: { rateLimitShare: number; revision?: string };
+  fleet: {
+    rateLimitShare: number;
+    revision?: string;
+    rateLimitStore?: {
+      type: 'redis';
+      host: string;
+      port: number;
+      username?: string;
+      password?: string;
+      keyPrefix: string;
+      timeoutMs: number;
+      maxInFlight: number;
+    };
+  };
   peer?: { username: string; password: Buffer };
   /** sha256 of the config file and every secret it names: which config this relay runs. */
   hash: string;
@@ -984,6 +1035,35 @@ export function resolveConfig(
   const root = path.resolve(baseDir, c.paths.root);
   const under = (p: string) => path.resolve(root, p);
   const secretsDir = under(c.paths.secrets);
+  const rateLimitStore = (r: {
+    type: 'redis';
+    address: string;
+    username?: string;
+    passwordFile?: string;
+    keyPrefix: string;
+    timeout: string;
+    maxInFlight: number;
+  }): NonNullable<RelayConfig['fleet']['rateLimitStore']> => {
+    const f = '/fleet/rateLimitStore';
+    const address = expandEnv(r.address, `${f}/address`, env);
+    const m = /^\[([0-9a-fA-F:.]+)\](?::(\d{1,5}))?$|^([A-Za-z0-9.-]+)(?::(\d{1,5}))?$/.exec(address);
+    const host = m?.[1] ?? m?.[3];
+    const port = Number(m?.[2] ?? m?.[4] ?? 6379);
+    if (!host || !(port >= 1 && port <= 65535))
+      throw new ConfigError(`${f}/address`, `not host:port: ${JSON.stringify(address)}`);
+    return {
+      type: r.type,
+      host,
+      port,
+      ...(r.username ? { username: r.username } : {}),
+      ...(r.passwordFile
+        ? { password: sec(secretsDir, r.passwordFile, `${f}/passwordFile`).toString('utf8').trim() }
+        : {}),
+      keyPrefix: r.keyPrefix,
+      timeoutMs: parseDuration(r.timeout),
+      maxInFlight: r.maxInFlight,
+    };
+  };
   const tlsDir = under(c.paths.tls);
   const names = new Set<string>();
   const listeners: ListenerConfig[] = c.listeners.map((l: ListenerConfig, i: number) => {
@@ -1251,6 +1331,7 @@ export function resolveConfig(
     fleet: {
       rateLimitShare: c.fleet.rateLimitShare,
       ...(c.fleet.revision ? { revision: c.fleet.revision } : {}),
+      ...(c.fleet.rateLimitStore ? { rateLimitStore: rateLimitStore(c.fleet.rateLimitStore) } : {}),
     },
     ...(c.peer
       ? {

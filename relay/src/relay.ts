@@ -375,14 +375,17 @@ export class Relay {
       if (!this.cfg.tenants.has(name)) throw new HttpError(404, `no tenant named ${name}`);
       return name;
     };
-    const tenantView = (name: string) => ({
+    const tenantView = async (name: string) => ({
       name,
       ...t().guard.state(name),
       queue: this.engine.tenantUsage(name),
-      rateLimits: t().limiter(name)?.usage() ?? [],
+      rateLimits: (await t().rateUsage(name)).usage,
     });
-    a.route('GET', '/tenants', () => [200, { tenants: [...this.cfg.tenants.keys()].map(tenantView) }]);
-    a.route('GET', '/tenants/([a-z0-9-]+)', (r) => [200, tenantView(known(r.params[0]))]);
+    a.route('GET', '/tenants', async () => [
+      200,
+      { tenants: await Promise.all([...this.cfg.tenants.keys()].map(tenantView)) },
+    ]);
+    a.route('GET', '/tenants/([a-z0-9-]+)', async (r) => [200, await tenantView(known(r.params[0]))]);
     a.route('POST', '/tenants/([a-z0-9-]+)/pause', async (r) => {
       const name = known(r.params[0]);
       const body = await r.body();
@@ -408,7 +411,7 @@ export class Relay {
         `tenant ${name} paused`,
       );
       await t().save();
-      return [200, tenantView(name)];
+      return [200, await tenantView(name)];
     });
     a.route('POST', '/tenants/([a-z0-9-]+)/resume', async (r) => {
       const name = known(r.params[0]);
@@ -419,17 +422,25 @@ export class Relay {
         `tenant ${name} resumed`,
       );
       await t().save();
-      return [200, tenantView(name)];
+      return [200, await tenantView(name)];
     });
-    a.route('GET', '/ratelimits', () => [
-      200,
-      {
-        share: this.cfg.fleet.rateLimitShare,
-        tenants: Object.fromEntries(
-          [...this.cfg.tenants.keys()].map((n) => [n, t().limiter(n)?.usage() ?? []]),
-        ),
-      },
-    ]);
+    // Without a store: this replica's counts (limit = its share), which the operator carries to the
+    // survivors when a replica leaves. With one: the fleet-wide counts (scope "fleet"), which stay in the
+    // store when a replica leaves, so a POST changes nothing shared (docs/adr/009-fleet-rate-limits.md).
+    a.route('GET', '/ratelimits', async () => {
+      const names = [...this.cfg.tenants.keys()];
+      const views = await Promise.all(names.map((n) => t().rateUsage(n)));
+      const store = t().storeState();
+      return [
+        200,
+        {
+          share: this.cfg.fleet.rateLimitShare,
+          ...(store ? { store } : {}),
+          scope: views.some((v) => v.scope === 'fleet') ? 'fleet' : 'replica',
+          tenants: Object.fromEntries(names.map((n, i) => [n, views[i].usage])),
+        },
+      ];
+    });
     a.route('POST', '/ratelimits/([a-z0-9-]+)', async (r) => {
       const name = known(r.params[0]);
       const body = await r.body();
@@ -440,11 +451,13 @@ export class Relay {
       ) {
         throw new HttpError(400, 'body must be {"unit": "h" | "d", "used": <non-negative integer>}');
       }
+      const view = await t().rateUsage(name);
+      if (view.scope === 'fleet') return [200, { tenant: name, scope: 'fleet', rateLimits: view.usage }];
       t()
         .limiter(name)
         ?.addUsed(body.unit, body.used as number);
       await t().save();
-      return [200, { tenant: name, rateLimits: t().limiter(name)?.usage() ?? [] }];
+      return [200, { tenant: name, scope: 'replica', rateLimits: t().limiter(name)?.usage() ?? [] }];
     });
     a.route('GET', '/suppressions', (r) => [
       200,
