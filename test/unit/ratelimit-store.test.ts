@@ -15,6 +15,10 @@ import {
 } from '../../relay/src/ratelimit-store.js';
 import { parseRateSpec } from '../../relay/src/ratelimit.js';
 import { startRedis, type RedisProc } from '../helpers/redis.js';
+import { resolveConfig } from '../../relay/src/config.js';
+import { createLogger } from '../../relay/src/log.js';
+import { TenantRuntime } from '../../relay/src/tenant-runtime.js';
+import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 import { unusedPort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/poll.js';
 
@@ -201,5 +205,74 @@ describe('RedisRateStore against redis-server', () => {
     await assert.rejects(s.take('acme', [parseRateSpec('5/s')], undefined), RespError);
     assert.ok(Date.now() - t0 < 1000);
     assert.equal(s.connected, false);
+  });
+});
+
+describe('TenantRuntime with a store that never answers', () => {
+  it('waits one timeout, then uses the local share at once; logs once; reports the replica scope', async () => {
+    const sockets: net.Socket[] = [];
+    const silent = net.createServer((sock) => sockets.push(sock));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.63', r));
+    const dir = await makeTmpDir('cartero-rlstore-');
+    const lines: Record<string, unknown>[] = [];
+    const log = createLogger('info', { write: (l: string) => void lines.push(JSON.parse(l)) });
+    const doc = (store: boolean) => ({
+      version: 1,
+      listeners: [{ name: 'smtp', port: 0 }],
+      paths: { root: dir },
+      tenants: [{ name: 'acme', trustedNetworks: ['127.0.0.1'], rateLimits: ['6/m'] }],
+      fleet: {
+        rateLimitShare: 0.5,
+        ...(store
+          ? {
+              rateLimitStore: {
+                type: 'redis',
+                address: `127.0.0.63:${(silent.address() as net.AddressInfo).port}`,
+                timeout: '150ms',
+              },
+            }
+          : {}),
+      },
+    });
+    const rt = await TenantRuntime.open(resolveConfig(doc(true), dir, {}), Date.now, log);
+    try {
+      await waitFor(() => rt.storeState()?.up, { what: 'connected to the silent server' });
+      const t0 = Date.now();
+      const first = await rt.checkRcpt('acme', 'a@dest.test');
+      const took = Date.now() - t0;
+      assert.equal(first.fallback, 'timeout');
+      assert.equal(first.err, undefined);
+      assert.ok(took >= 140 && took < 2000, `waited ${took} ms`);
+      const codes = [];
+      for (let i = 0; i < 4; i++) {
+        const t = Date.now();
+        const r = await rt.checkRcpt('acme', `b${i}@dest.test`);
+        assert.ok(Date.now() - t < 100, 'no wait while the store is down');
+        assert.equal(r.fallback, 'down');
+        codes.push(r.err ? r.err.responseCode : 250);
+      }
+      // the local share of 6/m is 3: the first RCPT and two more
+      assert.deepEqual(codes, [250, 250, 451, 451]);
+      const view = await rt.rateUsage('acme');
+      assert.equal(view.scope, 'replica');
+      assert.deepEqual(
+        view.usage.map((u) => [u.unit, u.limit, u.used]),
+        [['m', 3, 3]],
+      );
+      assert.equal(rt.storeState()?.up, false);
+      assert.equal(lines.filter((l) => l.event === 'ratelimit.store.down').length, 1, 'logged once');
+
+      // a reload without the store: local share only, no fallback reported
+      rt.reconfigure(resolveConfig(doc(false), dir, {}));
+      assert.equal(rt.storeState(), undefined);
+      const r = await rt.checkRcpt('acme', 'c@dest.test');
+      assert.equal(r.fallback, undefined);
+      assert.equal(r.err?.responseCode, 451);
+    } finally {
+      await rt.close();
+      for (const sock of sockets) sock.destroy();
+      await new Promise((r) => silent.close(r));
+      await removeTmpDir(dir);
+    }
   });
 });
