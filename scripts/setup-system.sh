@@ -3,10 +3,12 @@
 # dnsmasq  - real DNS server for MX records in tests
 # swaks    - real SMTP client in tests
 # postfix  - smtp-source / smtp-sink (tests, bench) and the reference relay peer (bench)
+# redis-server - the shared rate-limit store in tests (fleet.rateLimitStore)
 set -euo pipefail
 need=()
 command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 { command -v smtp-source >/dev/null 2>&1 && command -v smtp-sink >/dev/null 2>&1; } || need+=(postfix)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v unzip >/dev/null 2>&1 || need+=(unzip)
@@ -23,4 +25,6 @@ $SUDO apt-get update -qq >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian's dnsmasq package may start a system instance; tests run their own on loopback ports.
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now dnsmasq >/dev/null 2>&1 || true; fi
+# Likewise redis-server: tests run their own on loopback ports.
+if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
 $SUDO pkill -x dnsmasq >/dev/null 2>&1 || true

@@ -141,6 +141,7 @@ export const secretKeys = {
   peer: 'peer.password',
   tenant: (t: string) => `tenant-${t}.password`,
   route: (secret: string) => `route-${secret}.password`,
+  rateLimitStore: 'ratelimit-store.password',
 };
 
 /** Problems a human must fix; reported in conditions and events, never thrown. */
@@ -346,7 +347,7 @@ export function buildRelayConfig(input: BuildInput): RelayConfigResult {
     ...(spec.dns && Object.keys(spec.dns).length ? { dns: spec.dns } : {}),
     tenants,
     ipPools,
-    fleet: { rateLimitShare: rateShare(input.replicas) },
+    fleet: { rateLimitShare: rateShare(input.replicas), ...rateLimitStore(input, secretData, problems) },
     peer: { username: PEER_USERNAME, passwordFile: secretKeys.peer },
     admin: { address: '${POD_IP}', port: ADMIN_PORT, tokenFile: secretKeys.admin },
     shutdown: { gracePeriod: `${Math.max(grace - 10, 5)}s` },
@@ -357,6 +358,36 @@ export function buildRelayConfig(input: BuildInput): RelayConfigResult {
     JSON.stringify(doc) + JSON.stringify(Object.entries(secretData).sort()),
   ).slice(0, 16);
   return { doc, problems, secretData };
+}
+
+/** The relay's fleet.rateLimitStore for spec.rateLimitStore (docs/adr/009-fleet-rate-limits.md). */
+function rateLimitStore(
+  input: BuildInput,
+  secretData: Record<string, string>,
+  problems: Problem[],
+): { rateLimitStore?: Record<string, unknown> } {
+  const st = input.relay.spec.rateLimitStore;
+  if (!st) return {};
+  const { namespace, name } = input.relay.metadata;
+  let keyPrefix = st.keyPrefix ?? `${namespace}/${name}:`;
+  if (keyPrefix.length > 64) keyPrefix = `${sha256(`${namespace}/${name}`).slice(0, 16)}:`;
+  const out: Record<string, unknown> = { type: 'redis', address: st.address, keyPrefix };
+  if (st.timeout) out.timeout = st.timeout;
+  if (st.credentialsSecret) {
+    const c = input.credentials.get(st.credentialsSecret);
+    if (!c) {
+      problems.push({
+        reason: 'SecretMissing',
+        message: `rateLimitStore: Secret ${st.credentialsSecret} (keys username, password) not found or incomplete; each pod enforces its share`,
+      });
+      return {};
+    } else {
+      secretData[secretKeys.rateLimitStore] = c.password;
+      if (c.username !== 'default') out.username = c.username;
+      out.passwordFile = secretKeys.rateLimitStore;
+    }
+  }
+  return { rateLimitStore: out };
 }
 
 /** Each replica's share of every tenant limit; at least a tiny positive share so the schema holds. */

@@ -112,6 +112,7 @@ export function secretsOf(r: SmtpRelay): string[] {
   for (const d of routing?.domains ?? []) if (d.credentialsSecret) s.add(d.credentialsSecret);
   for (const b of routing?.backups ?? []) if (b.credentialsSecret) s.add(b.credentialsSecret);
   if (r.spec?.tls?.secretName) s.add(r.spec.tls.secretName);
+  if (r.spec?.rateLimitStore?.credentialsSecret) s.add(r.spec.rateLimitStore.credentialsSecret);
   return [...s];
 }
 

@@ -437,16 +437,28 @@ export class Inbound {
         cb,
       );
     }
-    const { err, reason } = this.d.tenancy.checkRcpt(tenant, address.address);
-    if (err) {
-      if (reason === 'rate_limited') this.d.metrics.rateLimited.inc({ tenant });
-      this.d.log.info(
-        { event: 'rcpt.refused', listener: l.name, tenant, to: address.address, reason, reply: err.message },
-        'RCPT TO refused',
-      );
-      return this.refuse(l, reason!, err, cb);
-    }
-    cb();
+    this.d.tenancy.checkRcpt(tenant, address.address).then(
+      ({ err, reason, fallback }) => {
+        if (fallback) this.d.metrics.rateLimitStoreFallbacks.inc({ reason: fallback });
+        if (err) {
+          if (reason === 'rate_limited') this.d.metrics.rateLimited.inc({ tenant });
+          this.d.log.info(
+            {
+              event: 'rcpt.refused',
+              listener: l.name,
+              tenant,
+              to: address.address,
+              reason,
+              reply: err.message,
+            },
+            'RCPT TO refused',
+          );
+          return this.refuse(l, reason!, err, cb);
+        }
+        cb();
+      },
+      (e: unknown) => cb(e as Error),
+    );
   }
 
   private onData(

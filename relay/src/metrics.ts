@@ -21,6 +21,7 @@ export class RelayMetrics {
   readonly rejected: Counter<'listener' | 'reason'>;
   readonly dsnSent: Counter<'action'>;
   readonly rateLimited: Counter<'tenant'>;
+  readonly rateLimitStoreFallbacks: Counter<'reason'>;
   readonly egressSent: Counter<'pool' | 'ip'>;
   readonly tenantPaused: Gauge<'tenant'>;
   readonly tenantWarning: Gauge<'tenant'>;
@@ -130,6 +131,12 @@ export class RelayMetrics {
       name: 'cartero_rate_limited_total',
       help: 'Recipients refused (451 4.7.1) because the tenant reached a rate limit.',
       labelNames: ['tenant'],
+      registers: [r],
+    });
+    this.rateLimitStoreFallbacks = new Counter({
+      name: 'cartero_ratelimit_store_fallbacks_total',
+      help: "Recipients checked against this replica's share of the tenant limits because the shared store did not answer (reason: down, timeout, busy, reply).",
+      labelNames: ['reason'],
       registers: [r],
     });
     this.egressSent = new Counter({

@@ -381,17 +381,19 @@ export class Relay {
       if (!this.cfg.tenants.has(name)) throw new HttpError(404, `no tenant named ${name}`);
       return name;
     };
-    const tenantView = (name: string) => ({
+    const tenantView = async (name: string) => ({
       name,
       ...t().guard.state(name),
       queue: this.engine.tenantUsage(name),
-      rateLimits: t().limiter(name)?.usage() ?? [],
+      rateLimits: (await t().rateUsage(name)).usage,
     });
-    a.route('GET', '/tenants', () => [
+    a.route('GET', '/tenants', async () => [
       200,
-      { tenants: [...this.cfg.tenants.keys()].map(tenantView) } satisfies TenantsResponse,
+      {
+        tenants: await Promise.all([...this.cfg.tenants.keys()].map(tenantView)),
+      } satisfies TenantsResponse,
     ]);
-    a.route('GET', '/tenants/([a-z0-9-]+)', (r) => [200, tenantView(known(r.params[0]))]);
+    a.route('GET', '/tenants/([a-z0-9-]+)', async (r) => [200, await tenantView(known(r.params[0]))]);
     a.route('POST', '/tenants/([a-z0-9-]+)/pause', async (r) => {
       const name = known(r.params[0]);
       const body = await r.body();
@@ -417,7 +419,7 @@ export class Relay {
         `tenant ${name} paused`,
       );
       await t().save();
-      return [200, tenantView(name)];
+      return [200, await tenantView(name)];
     });
     a.route('POST', '/tenants/([a-z0-9-]+)/resume', async (r) => {
       const name = known(r.params[0]);
@@ -428,17 +430,25 @@ export class Relay {
         `tenant ${name} resumed`,
       );
       await t().save();
-      return [200, tenantView(name)];
+      return [200, await tenantView(name)];
     });
-    a.route('GET', '/ratelimits', () => [
-      200,
-      {
-        share: this.cfg.fleet.rateLimitShare,
-        tenants: Object.fromEntries(
-          [...this.cfg.tenants.keys()].map((n) => [n, t().limiter(n)?.usage() ?? []]),
-        ),
-      } satisfies RateLimitsResponse,
-    ]);
+    // Without a store: this replica's counts (limit = its share), which the operator carries to the
+    // survivors when a replica leaves. With one: the fleet-wide counts (scope "fleet"), which stay in the
+    // store when a replica leaves, so a POST changes nothing shared (docs/adr/009-fleet-rate-limits.md).
+    a.route('GET', '/ratelimits', async () => {
+      const names = [...this.cfg.tenants.keys()];
+      const views = await Promise.all(names.map((n) => t().rateUsage(n)));
+      const store = t().storeState();
+      return [
+        200,
+        {
+          share: this.cfg.fleet.rateLimitShare,
+          ...(store ? { store } : {}),
+          scope: views.some((v) => v.scope === 'fleet') ? 'fleet' : 'replica',
+          tenants: Object.fromEntries(names.map((n, i) => [n, views[i].usage])),
+        } satisfies RateLimitsResponse,
+      ];
+    });
     a.route('POST', '/ratelimits/([a-z0-9-]+)', async (r) => {
       const name = known(r.params[0]);
       const body = await r.body();
@@ -449,11 +459,13 @@ export class Relay {
       ) {
         throw new HttpError(400, 'body must be {"unit": "h" | "d", "used": <non-negative integer>}');
       }
+      const view = await t().rateUsage(name);
+      if (view.scope === 'fleet') return [200, { tenant: name, scope: 'fleet', rateLimits: view.usage }];
       t()
         .limiter(name)
         ?.addUsed(body.unit, body.used as number);
       await t().save();
-      return [200, { tenant: name, rateLimits: t().limiter(name)?.usage() ?? [] }];
+      return [200, { tenant: name, scope: 'replica', rateLimits: t().limiter(name)?.usage() ?? [] }];
     });
     a.route('GET', '/suppressions', (r) => [
       200,

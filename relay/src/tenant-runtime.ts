@@ -10,7 +10,17 @@ import type { RelayConfig, TenantConfig } from './config.js';
 import { SmtpReplyError } from './errors.js';
 import { writeFileDurable } from './durable.js';
 import { TenantDirectory } from './tenancy.js';
-import { RateLimiter, RateUsageStore, PeriodicSaver, parseRateSpec, type WindowUsage } from './ratelimit.js';
+import {
+  RateLimiter,
+  RateUsageStore,
+  PeriodicSaver,
+  parseRateSpec,
+  type RateSpec,
+  type TakeResult,
+  type WindowUsage,
+} from './ratelimit.js';
+import { RedisRateStore } from './ratelimit-store.js';
+import { RespError } from './resp.js';
 import { BounceGuard, type GuardConfig, type PauseRecord, type TenantState } from './guard.js';
 import { SuppressionStore } from './suppression.js';
 import { PoolManager, type AddressUsage } from './pools.js';
@@ -27,6 +37,10 @@ function shapingConfig(cfg: RelayConfig): ShapingConfig {
   return { defaults: cfg.shaping.defaults, rules: cfg.shaping.rules, backoff: cfg.shaping.backoff };
 }
 
+function specOf(t: TenantConfig): { limits: RateSpec[]; burst?: number } {
+  return { limits: t.rateLimits.map(parseRateSpec), ...(t.burst ? { burst: t.burst } : {}) };
+}
+
 export class TenantRuntime {
   dir: TenantDirectory;
   readonly guard: BounceGuard;
@@ -38,6 +52,11 @@ export class TenantRuntime {
   private readonly stateFile: string;
   private saver?: PeriodicSaver;
   private cfg: RelayConfig;
+  /** The fleet's shared rate-limit store (fleet.rateLimitStore), and the tenant limits it is asked about. */
+  private store?: RedisRateStore;
+  private storeKey = '';
+  private storeDown = false;
+  private readonly specs = new Map<string, { limits: RateSpec[]; burst?: number }>();
   onStateChange?: (tenant: string, state: TenantState) => void;
 
   private constructor(
@@ -50,8 +69,11 @@ export class TenantRuntime {
     this.dir = new TenantDirectory(cfg);
     this.rateStore = new RateUsageStore(path.join(cfg.spoolDir, 'rate-usage.json'));
     this.stateFile = path.join(cfg.spoolDir, 'tenancy-state.json');
-    for (const t of cfg.tenants.values())
+    for (const t of cfg.tenants.values()) {
       this.limiters.set(t.name, this.newLimiter(t, persisted.rates[t.name]));
+      this.specs.set(t.name, specOf(t));
+    }
+    this.setStore(cfg);
     this.guard = new BounceGuard((t) => this.guardConfig(t), now, persisted.state?.pauses);
     this.guard.onExpire = (tenant, st) => this.changed(tenant, st);
     this.suppressions = new SuppressionStore({ dir: path.join(cfg.spoolDir, 'suppressions'), now });
@@ -138,6 +160,8 @@ export class TenantRuntime {
   }
 
   async close(): Promise<void> {
+    this.store?.close();
+    this.store = undefined;
     await this.saver?.stop();
     await this.suppressions.close();
   }
@@ -160,6 +184,92 @@ export class TenantRuntime {
       else this.limiters.set(t.name, this.newLimiter(t));
     }
     for (const name of [...this.limiters.keys()]) if (!cfg.tenants.has(name)) this.limiters.delete(name);
+    this.specs.clear();
+    for (const t of cfg.tenants.values()) this.specs.set(t.name, specOf(t));
+    this.setStore(cfg);
+  }
+
+  /** Opens, replaces or closes the shared store when its configuration changed. */
+  private setStore(cfg: RelayConfig): void {
+    const sc = cfg.fleet.rateLimitStore;
+    const key = sc ? JSON.stringify(sc) : '';
+    if (key === this.storeKey) return;
+    this.store?.close();
+    this.store = undefined;
+    this.storeKey = key;
+    this.storeDown = false;
+    if (!sc) return;
+    this.store = new RedisRateStore(sc, (up, why) => {
+      if (!up) this.storeFailed(new RespError('down', why ?? 'connection lost'));
+    });
+  }
+
+  /** Logs once per outage; the caller counts every fallback. */
+  private storeFailed(e: unknown): void {
+    if (this.storeDown) return;
+    this.storeDown = true;
+    const sc = this.cfg.fleet.rateLimitStore;
+    this.log.warn(
+      {
+        event: 'ratelimit.store.down',
+        store: sc ? `${sc.host}:${sc.port}` : undefined,
+        err: (e as Error).message,
+        share: this.cfg.fleet.rateLimitShare,
+      },
+      'rate-limit store unavailable: enforcing the local share of every limit until it answers',
+    );
+  }
+
+  private storeAnswered(): void {
+    if (!this.storeDown) return;
+    this.storeDown = false;
+    this.log.info({ event: 'ratelimit.store.up' }, 'rate-limit store answers again: limits are fleet-wide');
+  }
+
+  /** Whether limits are counted in a shared store, and whether it answered last time. */
+  storeState(): { type: 'redis'; up: boolean } | undefined {
+    return this.store ? { type: 'redis', up: !this.storeDown && this.store.connected } : undefined;
+  }
+
+  /**
+   * Takes one recipient from the tenant's limits: fleet-wide in the store when there is one and it
+   * answers in time, else from this replica's share. `fallback` says why the store was not used.
+   */
+  async take(tenant: string): Promise<{ result?: TakeResult; fallback?: string }> {
+    const store = this.store;
+    const spec = this.specs.get(tenant);
+    if (store && spec?.limits.length) {
+      try {
+        const result = await store.take(tenant, spec.limits, spec.burst);
+        this.storeAnswered();
+        return { result };
+      } catch (e) {
+        this.storeFailed(e);
+        return {
+          result: this.limiters.get(tenant)?.tryTake(1),
+          fallback: e instanceof RespError ? e.kind : 'error',
+        };
+      }
+    }
+    return { result: this.limiters.get(tenant)?.tryTake(1) };
+  }
+
+  /**
+   * The state of the tenant's limits for the admin API: fleet-wide from the store (limit = the configured
+   * figure), or this replica's (limit = its share) without a store or while it does not answer.
+   */
+  async rateUsage(tenant: string): Promise<{ scope: 'fleet' | 'replica'; usage: WindowUsage[] }> {
+    const spec = this.specs.get(tenant);
+    if (this.store && spec?.limits.length) {
+      try {
+        const usage = await this.store.usage(tenant, spec.limits, spec.burst);
+        this.storeAnswered();
+        return { scope: 'fleet', usage };
+      } catch (e) {
+        this.storeFailed(e);
+      }
+    }
+    return { scope: 'replica', usage: this.limiters.get(tenant)?.usage() ?? [] };
   }
 
   tenant(name: string): TenantConfig | undefined {
@@ -212,8 +322,14 @@ export class TenantRuntime {
     return undefined;
   }
 
-  /** RCPT TO: suppressed recipient, or over the tenant's rate limit (takes one recipient from the limits when accepted). */
-  checkRcpt(tenant: string, rcpt: string): { err?: SmtpReplyError; reason?: 'suppressed' | 'rate_limited' } {
+  /**
+   * RCPT TO: suppressed recipient, or over the tenant's rate limit (takes one recipient from the limits
+   * when accepted). `fallback`: the shared store did not answer and the local share decided.
+   */
+  async checkRcpt(
+    tenant: string,
+    rcpt: string,
+  ): Promise<{ err?: SmtpReplyError; reason?: 'suppressed' | 'rate_limited'; fallback?: string }> {
     const t = this.cfg.tenants.get(tenant);
     if (t?.suppression.enabled) {
       const s = this.suppressions.isSuppressed(tenant, rcpt);
@@ -229,7 +345,8 @@ export class TenantRuntime {
         };
       }
     }
-    const r = this.limiters.get(tenant)?.tryTake(1);
+    const { result: r, fallback } = await this.take(tenant);
+    const fb = fallback ? { fallback } : {};
     if (r && !r.ok) {
       const secs = Math.max(1, Math.ceil(r.retryAfterMs / 1000));
       return {
@@ -240,9 +357,10 @@ export class TenantRuntime {
           '4.7.1',
           `Rate limit ${r.limit} reached for tenant ${tenant}; try again in ${secs} s`,
         ),
+        ...fb,
       };
     }
-    return {};
+    return fb;
   }
 
   /** A recipient's final or temporary outcome: feeds the bounce guard and the suppression list. */

@@ -145,6 +145,26 @@ describe('CEL rules of the project CRDs, with kubectl', () => {
     assert.match((await kubectl(server, dir, ['apply', '-f', '-'], noHost)).stderr, /smarthost is required/);
   });
 
+  it('bounds the rateLimitStore timeout to 1ms..10s, as the relay does', async () => {
+    for (const [timeout, ok] of [
+      ['100ms', true],
+      ['10s', true],
+      ['11s', false],
+      ['0ms', false],
+    ] as const) {
+      const yaml = await relayYaml(`store-${timeout}`, (spec) => {
+        spec.rateLimitStore = { address: 'redis.mail.svc:6379', timeout };
+      });
+      const r = await kubectl(server, dir, ['apply', '-f', '-'], yaml);
+      if (ok) assert.equal(r.code, 0, r.stderr);
+      else
+        assert.match(
+          r.stderr,
+          /spec\.rateLimitStore\.timeout: Invalid value: "string": must be between 1ms and 10s/,
+        );
+    }
+  });
+
   it('refuses a tenant whose bounceRate pause is below warn, naming the tenant', async () => {
     const yaml = await relayYaml('bounce', (spec) => {
       (spec.tenants as Json[])[1].bounceRate = { warn: 0.1, pause: 0.05 };

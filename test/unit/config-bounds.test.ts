@@ -72,6 +72,7 @@ function base(): Json {
       },
     ],
     shaping: { rules: [{ domain: 'a.example' }] },
+    fleet: { rateLimitStore: { type: 'redis', address: 'redis.example:6379' } },
   };
 }
 

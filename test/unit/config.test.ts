@@ -242,6 +242,30 @@ describe('resolveConfig with a good config', () => {
     assert.equal(cfg.admin.address, '10.42.0.7');
   });
 
+  it('resolves fleet.rateLimitStore: host and port, the password file, defaults; refuses a bad address', () => {
+    const store = (r: Record<string, unknown>) =>
+      resolveConfig(doc({ fleet: { rateLimitShare: 0.5, rateLimitStore: { type: 'redis', ...r } } }), base, {
+        REDIS: 'redis.cartero.svc',
+      }).fleet;
+    assert.deepEqual(store({ address: '${REDIS}:6380', passwordFile: 'alice' }), {
+      rateLimitShare: 0.5,
+      rateLimitStore: {
+        type: 'redis',
+        host: 'redis.cartero.svc',
+        port: 6380,
+        password: 'hunter2',
+        keyPrefix: 'cartero:',
+        timeoutMs: 250,
+        maxInFlight: 1000,
+      },
+    });
+    const v6 = store({ address: '[fd00::1]', timeout: '2s', keyPrefix: 'ns/a:' }).rateLimitStore!;
+    assert.deepEqual([v6.host, v6.port, v6.timeoutMs, v6.keyPrefix], ['fd00::1', 6379, 2000, 'ns/a:']);
+    assert.equal(resolveConfig(doc({}), base, {}).fleet.rateLimitStore, undefined, 'standalone by default');
+    expectConfigError(() => store({ address: 'redis:99999' }), '/fleet/rateLimitStore/address', /host:port/);
+    expectConfigError(() => store({ address: 'a b:1' }), '/fleet/rateLimitStore/address', /host:port/);
+  });
+
   it('parses trusted networks given as CIDRs or single addresses', () => {
     const cfg = resolveConfig(doc({ trustedNetworks: ['10.0.0.0/8', '192.0.2.1', 'fd00::/8'] }), base, {});
     assert.deepEqual(

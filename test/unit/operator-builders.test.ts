@@ -287,6 +287,50 @@ describe('relay config builder', () => {
     assert.match(rule.message, new RegExp(`\\(default ${dflt}\\)`));
   });
 
+  it('spec.rateLimitStore renders fleet.rateLimitStore with its password file and a per-fleet key prefix', async () => {
+    const i = input(
+      relay({
+        rateLimitStore: { address: 'redis.cartero.svc:6379', credentialsSecret: 'redis', timeout: '100ms' },
+      }),
+    );
+    i.credentials.set('redis', { username: 'default', password: 'r3dis' });
+    const built = buildRelayConfig(i);
+    assert.deepEqual(built.problems, []);
+    assert.deepEqual((built.doc.fleet as Record<string, unknown>).rateLimitStore, {
+      type: 'redis',
+      address: 'redis.cartero.svc:6379',
+      keyPrefix: 'team/mail:',
+      timeout: '100ms',
+      passwordFile: secretKeys.rateLimitStore,
+    });
+    const cfg = await loadAsPod(built, 'store');
+    assert.deepEqual(cfg.fleet.rateLimitStore, {
+      type: 'redis',
+      host: 'redis.cartero.svc',
+      port: 6379,
+      password: 'r3dis',
+      keyPrefix: 'team/mail:',
+      timeoutMs: 100,
+      maxInFlight: 1000,
+    });
+    assert.equal(cfg.fleet.rateLimitShare, 0.333333, 'the share stays: it is the fallback');
+
+    // an ACL user is passed on; a missing Secret is a problem, and the pods keep to their shares
+    i.credentials.set('redis', { username: 'cartero', password: 'r3dis' });
+    const acl = buildRelayConfig(i).doc.fleet as { rateLimitStore: Record<string, unknown> };
+    assert.equal(acl.rateLimitStore.username, 'cartero');
+    i.credentials.delete('redis');
+    const missing = buildRelayConfig(i);
+    assert.deepEqual(
+      missing.problems.map((p) => p.reason),
+      ['SecretMissing'],
+    );
+    assert.equal(checkConfigSchema(missing.doc), undefined);
+    assert.equal((missing.doc.fleet as Record<string, unknown>).rateLimitStore, undefined);
+    // without the field, nothing is rendered: each pod enforces its share
+    assert.equal((buildRelayConfig(input()).doc.fleet as Record<string, unknown>).rateLimitStore, undefined);
+  });
+
   it('the revision changes when a secret changes', () => {
     const a = buildRelayConfig(input());
     const i = input();

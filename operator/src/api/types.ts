@@ -1223,6 +1223,27 @@ export interface SmtpRelaySpec {
     perDestinationConcurrency?: number;
   };
   /**
+   * A Redis the relays share to count tenant rate limits across the whole fleet (docs/adr/009-fleet-rate-limits.md). Without it, and while it does not answer, each pod enforces 1/replicas of every limit.
+   */
+  rateLimitStore?: {
+    /**
+     * host:port of the Redis, e.g. its Service (redis.cartero.svc:6379); port 6379 when omitted.
+     */
+    address: string;
+    /**
+     * Secret in this namespace with the keys username and password (kubernetes.io/basic-auth layout) for Redis AUTH; username default unless the Redis has ACL users.
+     */
+    credentialsSecret?: string;
+    /**
+     * Prefix of every key; fleets sharing one Redis need different ones. Default <namespace>/<name>:.
+     */
+    keyPrefix?: string;
+    /**
+     * How long an RCPT waits for Redis before the pod uses its share instead, 1ms to 10s. Default 250ms.
+     */
+    timeout?: string;
+  };
+  /**
    * DNS for MX delivery. For air-gapped clusters and tests; the pod's resolvers by default.
    */
   dns?: {

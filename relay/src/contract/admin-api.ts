@@ -62,6 +62,10 @@ export interface RateLimitUse {
 /** GET /ratelimits */
 export interface RateLimitsResponse {
   share: number;
+  /** `fleet`: the counts are the fleet's, from the shared store; `replica`: this relay's own (its share). */
+  scope: 'fleet' | 'replica';
+  /** The shared store, when the relay has one, and whether it answers. */
+  store?: { type: 'redis'; up: boolean };
   tenants: Record<string, RateLimitUse[]>;
 }
 /** POST /ratelimits/:tenant */

@@ -621,7 +621,45 @@ export const CONFIG_SCHEMA = {
           exclusiveMinimum: 0,
           maximum: 1,
           default: 1,
-          description: "This replica's share of every tenant rate limit (1/N in a fleet of N).",
+          description:
+            "This replica's share of every tenant rate limit (1/N in a fleet of N): what it enforces alone, without rateLimitStore or while the store does not answer.",
+        },
+        rateLimitStore: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['type', 'address'],
+          description:
+            'A Redis shared by the fleet: every replica counts tenant rate limits there, fleet-wide (docs/adr/009-fleet-rate-limits.md).',
+          properties: {
+            type: { enum: ['redis'] },
+            address: {
+              type: 'string',
+              minLength: 1,
+              maxLength: 300,
+              description:
+                'host:port or [IPv6]:port (port 6379 when omitted); environment variables are expanded.',
+            },
+            username: { type: 'string', minLength: 1, maxLength: 128 },
+            passwordFile: {
+              type: 'string',
+              minLength: 1,
+              description: 'File under paths.secrets with the Redis password (AUTH).',
+            },
+            keyPrefix: {
+              type: 'string',
+              maxLength: 64,
+              pattern: '^[A-Za-z0-9:_./-]*$',
+              default: 'cartero:',
+              description: 'Prefix of every key: fleets sharing one Redis need different ones.',
+            },
+            timeout: {
+              ...dur('10s', { min: '1ms' }),
+              default: '250ms',
+              description:
+                'How long an RCPT waits for the store before the replica enforces its local share instead.',
+            },
+            maxInFlight: { type: 'integer', minimum: 1, maximum: 100_000, default: 1000 },
+          },
         },
         revision: {
           type: 'string',

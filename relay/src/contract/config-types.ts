@@ -106,7 +106,20 @@ export interface RelayConfig {
     }[];
     backoff: { initialMs: number; maxMs: number };
   };
-  fleet: { rateLimitShare: number; revision?: string };
+  fleet: {
+    rateLimitShare: number;
+    revision?: string;
+    rateLimitStore?: {
+      type: 'redis';
+      host: string;
+      port: number;
+      username?: string;
+      password?: string;
+      keyPrefix: string;
+      timeoutMs: number;
+      maxInFlight: number;
+    };
+  };
   peer?: { username: string; password: Buffer };
   /** sha256 of the config file and every secret it names: which config this relay runs. */
   hash: string;

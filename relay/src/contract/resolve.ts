@@ -126,6 +126,37 @@ export function resolveRelayConfig(doc: unknown, input: ResolveInput): RelayConf
   const root = path.resolve(input.baseDir, c.paths.root);
   const under = (p: string) => path.resolve(root, p);
   const secretsDir = under(c.paths.secrets);
+  const rateLimitStore = (r: {
+    type: 'redis';
+    address: string;
+    username?: string;
+    passwordFile?: string;
+    keyPrefix: string;
+    timeout: string;
+    maxInFlight: number;
+  }): NonNullable<RelayConfig['fleet']['rateLimitStore']> => {
+    const f = '/fleet/rateLimitStore';
+    const address = expandEnv(r.address, `${f}/address`, env);
+    const m = /^\[([0-9a-fA-F:.]+)\](?::(\d{1,5}))?$|^([A-Za-z0-9.-]+)(?::(\d{1,5}))?$/.exec(address);
+    const host = m?.[1] ?? m?.[3];
+    const port = Number(m?.[2] ?? m?.[4] ?? 6379);
+    if (!host || !(port >= 1 && port <= 65535))
+      throw new ConfigError(`${f}/address`, `not host:port: ${JSON.stringify(address)}`);
+    return {
+      type: r.type,
+      host,
+      port,
+      ...(r.username ? { username: r.username } : {}),
+      ...(r.passwordFile
+        ? {
+            password: sec('secrets', secretsDir, r.passwordFile, `${f}/passwordFile`).toString('utf8').trim(),
+          }
+        : {}),
+      keyPrefix: r.keyPrefix,
+      timeoutMs: parseDuration(r.timeout),
+      maxInFlight: r.maxInFlight,
+    };
+  };
   const tlsDir = under(c.paths.tls);
   const names = new Set<string>();
   const listeners: ListenerConfig[] = c.listeners.map((l: ListenerConfig, i: number) => {
@@ -403,6 +434,7 @@ export function resolveRelayConfig(doc: unknown, input: ResolveInput): RelayConf
     fleet: {
       rateLimitShare: c.fleet.rateLimitShare,
       ...(c.fleet.revision ? { revision: c.fleet.revision } : {}),
+      ...(c.fleet.rateLimitStore ? { rateLimitStore: rateLimitStore(c.fleet.rateLimitStore) } : {}),
     },
     ...(c.peer
       ? {
