@@ -1,42 +1,10 @@
 /** The relay's command line: config errors, usage errors and --check, against the real binary. */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { RELAY_MAIN, runRelayExpectFailure } from '../helpers/relay.js';
+import { runRelayCli, runRelayExpectFailure } from '../helpers/relay.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the relay with `args` and waits (at most 15 s) for it to exit. */
-function runCli(args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const env = { ...process.env };
-    delete env.NODE_TEST_CONTEXT;
-    const child = spawn(process.execPath, [RELAY_MAIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`relay ${args.join(' ')} did not exit within 15 s; stderr:\n${stderr}`));
-    }, 15_000);
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 describe('cartero-relay command line', () => {
   let dir: string;
@@ -79,12 +47,12 @@ describe('cartero-relay command line', () => {
   });
 
   it('exits 64 with usage when --config is missing or an option is unknown', async () => {
-    const none = await runCli([]);
+    const none = await runRelayCli([]);
     assert.equal(none.code, 64);
     assert.match(none.stderr, /--config is required/);
     assert.match(none.stderr, /usage: cartero-relay --config FILE/);
 
-    const unknown = await runCli(['--config', 'x.yaml', '--frobnicate']);
+    const unknown = await runRelayCli(['--config', 'x.yaml', '--frobnicate']);
     assert.equal(unknown.code, 64);
     assert.match(unknown.stderr, /usage: cartero-relay/);
   });
@@ -93,13 +61,13 @@ describe('cartero-relay command line', () => {
     const file = path.join(dir, 'ok.yaml');
     // a fixed port is fine here: --check never binds it
     await writeFile(file, 'version: 1\nlisteners: [{ name: smtp, port: 25 }]\n');
-    const ok = await runCli(['--config', file, '--check']);
+    const ok = await runRelayCli(['--config', file, '--check']);
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal(ok.stdout, 'config ok\n');
 
     const badFile = path.join(dir, 'bad.yaml');
     await writeFile(badFile, 'version: 2\nlisteners: [{ name: smtp, port: 25 }]\n');
-    const bad = await runCli(['--config', badFile, '--check']);
+    const bad = await runRelayCli(['--config', badFile, '--check']);
     assert.equal(bad.code, 2);
     assert.equal(bad.stderr, 'cartero-relay: config error: /version: must be 1\n');
     assert.equal(bad.stdout, '');

@@ -12,11 +12,16 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import YAML from 'yaml';
-import { RELAY_MAIN, runRelayExpectFailure, startRelay, type RelayProc } from '../helpers/relay.js';
+import {
+  runRelayCli,
+  runRelayExpectFailure,
+  startRelay,
+  type CliResult,
+  type RelayProc,
+} from '../helpers/relay.js';
 import { SmtpSession } from '../helpers/smtpsession.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 
@@ -417,37 +422,6 @@ const structureCases: Case[] = [
 
 const CASES = [...typeCases, ...numberCases, ...durationCases, ...networkCases, ...structureCases];
 
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the relay with `args` and waits (at most 15 s) for it to exit. */
-function runCli(args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const env = { ...process.env };
-    delete env.NODE_TEST_CONTEXT;
-    const child = spawn(process.execPath, [RELAY_MAIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`relay ${args.join(' ')} did not exit within 15 s; stderr:\n${stderr}`));
-    }, 15_000);
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
 /** Runs `fn` over `items`, at most `limit` at a time. */
 async function pool<T, R>(items: T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array<R>(items.length);
@@ -489,7 +463,7 @@ describe('config fuzzing through --check', () => {
     results = await pool(CASES, 4, async (c, i) => {
       const file = path.join(dir, `case-${i}.yaml`);
       await writeFile(file, c.text);
-      return runCli(['--config', file, '--check']);
+      return runRelayCli(['--config', file, '--check']);
     });
   });
 
@@ -498,7 +472,7 @@ describe('config fuzzing through --check', () => {
   });
 
   it('the unmutated config passes (so each mutation fails for its own reason)', async () => {
-    const ok = await runCli(['--config', path.join(dir, 'base.yaml'), '--check']);
+    const ok = await runRelayCli(['--config', path.join(dir, 'base.yaml'), '--check']);
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal(ok.stdout, 'config ok\n');
   });
