@@ -241,11 +241,13 @@ for (const r of relays.items) {
 const rel = path.relative(process.cwd(), root) || '.';
 say(`
 Cartero playground is running: Kubernetes API ${api.url}, the operator, and the fleet it built from
-examples/kubernetes/. (Pods are local processes; their logs are ${rel}/pods/<ns>_<pod>_<uid>/<container>.log.)
+examples/kubernetes/. (Pods are local processes; their output is in ${rel}/pods/<ns>_<pod>_<uid>/<container>.log,
+which \`kubectl logs\` serves.)
 
 ${lines.join('\n')}
 
   Look around:  kubectl --kubeconfig ${api.kubeconfig} get smr,ipp,sts,pods -A
+  Logs:         kubectl --kubeconfig ${api.kubeconfig} logs -n <ns> <pod> [-f] [--tail=N]
   Change the fleet: edit examples/kubernetes/*.yaml, then
                 kubectl --kubeconfig ${api.kubeconfig} apply -f examples/kubernetes/
   Captured mail: ${rel}/captured/ (every domain resolves to the capture MX here)

@@ -2,7 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from '../helpers/poll.js';
@@ -550,5 +550,155 @@ spec:
     assert.equal(status.state.waiting?.reason, 'ErrImagePull');
     assert.equal((pod('stray')?.status as { phase: string }).phase, 'Pending');
     await k('delete', 'pod', 'stray', '--wait=true', '--timeout=30s');
+  });
+});
+
+describe('process kubelet: kubectl logs (pods/log)', () => {
+  let dir: string;
+  let server: ApiServer;
+  let kubelet: Kubelet;
+  const errors: unknown[] = [];
+  const NODE_IMAGE = 'cartero.test/node:1';
+  /** Runs kubectl; resolves with its exit code and output (never rejects on a non-zero exit). */
+  const run = (args: string[]) =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      const all = ['--kubeconfig', server.kubeconfig, '--cache-dir', path.join(dir, 'cache'), ...args];
+      execFile('kubectl', all, { timeout: 60_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      );
+    });
+  const logs = async (...args: string[]) => {
+    const r = await run(['logs', ...args]);
+    assert.equal(r.code, 0, `kubectl logs ${args.join(' ')}: ${r.stderr}`);
+    return r;
+  };
+  /** A pod (restartPolicy Never) whose containers run `node -e <script>`. */
+  const podYaml = (name: string, containers: Record<string, string>) =>
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name },
+      spec: {
+        nodeName: 'cartero-kubelet',
+        restartPolicy: 'Never',
+        terminationGracePeriodSeconds: 2,
+        containers: Object.entries(containers).map(([c, script]) => ({
+          name: c,
+          image: NODE_IMAGE,
+          args: ['-e', script],
+        })),
+      },
+    });
+  const apply = (text: string) => kubectl(server, dir, ['apply', '-f', '-'], text);
+  const logFileHas = (name: string, text: string) => async () => {
+    const file = kubelet.logPath('default', name);
+    return !!file && existsSync(file) && (await readFile(file, 'utf8')).includes(text);
+  };
+
+  before(async () => {
+    dir = await makeTmpDir('cartero-kubelet-logs-test-');
+    server = await startApiServer({ dir: path.join(dir, 'api') });
+    kubelet = startKubelet({
+      server,
+      images: { [NODE_IMAGE]: { command: process.execPath } },
+      dir: path.join(dir, 'pods'),
+      onError: (err) => errors.push(err),
+      services: false,
+      podAddresses: loopbackAddresses(`127.1.${2 + (process.pid % 250)}`),
+    });
+    await apply(podYaml('printer', { main: 'for (let i = 1; i <= 5; i++) console.log(`line ${i}`)' }));
+    await waitFor(logFileHas('printer', 'line 5'), { what: 'printer output' });
+  });
+
+  after(async () => {
+    await kubelet?.stop();
+    await server?.stop();
+    if (dir) await removeTmpDir(dir);
+    assert.deepEqual(errors, [], 'the kubelet hit no errors');
+  });
+
+  it('serves the whole log, --tail and --limit-bytes, as text/plain', async () => {
+    assert.equal((await logs('printer')).stdout, 'line 1\nline 2\nline 3\nline 4\nline 5\n');
+    assert.equal((await logs('printer', '--tail=2')).stdout, 'line 4\nline 5\n');
+    assert.equal((await logs('printer', '--tail=0')).stdout, '');
+    assert.equal((await logs('printer', '--limit-bytes=9')).stdout, 'line 1\nli');
+    assert.equal((await logs('pod/printer', '--timestamps', '--since=1h')).stdout.split('\n').length, 6);
+    const res = await fetch(`${server.url}/api/v1/namespaces/default/pods/printer/log?tailLines=1`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
+    assert.equal(await res.text(), 'line 5\n');
+  });
+
+  it('answers NotFound for an unknown pod and 400 for --previous', async () => {
+    const missing = await run(['logs', 'nope']);
+    assert.notEqual(missing.code, 0);
+    assert.match(missing.stderr, /pods "nope" not found/);
+    const previous = await run(['logs', 'printer', '--previous']);
+    assert.notEqual(previous.code, 0);
+    assert.match(previous.stderr, /previous terminated container "main" in pod "printer" not found/);
+  });
+
+  it('picks a container with -c; without one the server answers 400 naming them', async () => {
+    await apply(podYaml('duo', { a: 'console.log("from a")', b: 'console.log("from b")' }));
+    await waitFor(logFileHas('duo', 'from a'), { what: 'duo output' });
+    assert.equal((await logs('duo', '-c', 'a')).stdout, 'from a\n');
+    // The process kubelet runs the first container only: b has no log yet, an empty 200.
+    assert.equal((await logs('duo', '-c', 'b')).stdout, '');
+    const bad = await run(['logs', 'duo', '-c', 'zz']);
+    assert.match(bad.stderr, /container zz is not valid for pod duo/);
+    // kubectl itself defaults to the first container (and says so); the API call needs a name.
+    const defaulted = await logs('duo');
+    assert.equal(defaulted.stdout, 'from a\n');
+    assert.match(defaulted.stderr, /Defaulted container "a" out of: a, b/);
+    const res = await fetch(`${server.url}/api/v1/namespaces/default/pods/duo/log`);
+    assert.equal(res.status, 400);
+    const status = (await res.json()) as { reason: string; message: string };
+    assert.equal(status.reason, 'BadRequest');
+    assert.equal(status.message, 'a container name must be specified for pod duo, choose one of: [a b]');
+  });
+
+  it('follows with -f: a line written later arrives, and the stream ends when the process exits', async () => {
+    const go = path.join(dir, 'go');
+    const script = [
+      'const fs = require("node:fs");',
+      'console.log("first");',
+      `const t = setInterval(() => { if (fs.existsSync(${JSON.stringify(go)})) { clearInterval(t); console.log("second"); } }, 20);`,
+    ].join('\n');
+    await apply(podYaml('follower', { main: script }));
+    await waitFor(logFileHas('follower', 'first'), { what: 'follower output' });
+    const all = [
+      '--kubeconfig',
+      server.kubeconfig,
+      '--cache-dir',
+      path.join(dir, 'cache'),
+      'logs',
+      '-f',
+      'follower',
+    ];
+    const child = execFile('kubectl', all, { timeout: 60_000 });
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    let exitCode: number | null | undefined;
+    child.on('exit', (code) => (exitCode = code));
+    try {
+      await waitFor(() => out.includes('first\n'), { what: 'kubectl logs -f to print the first line' });
+      assert.equal(exitCode, undefined, 'kubectl logs -f keeps following while the process runs');
+      await writeFile(go, '');
+      await waitFor(() => exitCode !== undefined, { what: 'kubectl logs -f to end', timeoutMs: 20_000 });
+      assert.equal(exitCode, 0);
+      assert.equal(out, 'first\nsecond\n');
+    } finally {
+      child.kill();
+    }
+  });
+
+  it('lists pods/log in discovery', async () => {
+    const list = (await (await fetch(`${server.url}/api/v1`)).json()) as {
+      resources: { name: string; verbs: string[]; kind: string }[];
+    };
+    assert.deepEqual(
+      list.resources.find((r) => r.name === 'pods/log'),
+      { name: 'pods/log', singularName: '', namespaced: true, kind: 'Pod', verbs: ['get'] },
+    );
   });
 });

@@ -2,6 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parse as parseYaml } from 'yaml';
 import { ApiError, badRequest, toApiError, unsupportedMediaType } from './errors.js';
+import type { PodLogSource } from './logs.js';
 import type { KObject } from './objects.js';
 import type { Registry, ResourceType } from './resources.js';
 import type { Store } from './store.js';
@@ -59,6 +60,8 @@ export interface ServerContext {
   watches: Set<(reset?: boolean) => void>;
   /** How often watches with allowWatchBookmarks get a BOOKMARK (default 30 s). */
   bookmarkIntervalMs?: number;
+  /** Where `pods/log` reads container logs (registered by the process kubelet). */
+  podLogs?: PodLogSource;
 }
 
 export function mediaType(header: string | undefined): string {

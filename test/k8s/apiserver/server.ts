@@ -1,5 +1,5 @@
 /**
- * A Kubernetes API server for tests, in process: discovery, CRUD, watch, status/scale subresources,
+ * A Kubernetes API server for tests, in process: discovery, CRUD, watch, status/scale/log subresources,
  * CRDs, finalizers and garbage collection over an in-memory store. Real kubectl works against it.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -33,6 +33,7 @@ import {
   type ServerContext,
   type TableRenderer,
 } from './http.js';
+import { handlePodLog, type PodLogSource } from './logs.js';
 import type { KObject } from './objects.js';
 import { fromCrd, Registry } from './resources.js';
 import { installPatchers, installProtobuf, managedFieldsTracker } from './integrations.js';
@@ -114,6 +115,11 @@ export interface ApiServer {
   decoders: Map<string, BodyDecoder>;
   patchers: Map<string, Patcher>;
   setTableRenderer(renderer: TableRenderer | undefined): void;
+  /**
+   * Where `GET .../pods/<name>/log` (`kubectl logs`) reads container logs: the process kubelet
+   * registers itself when it starts and unregisters when it stops. Without one every log is empty.
+   */
+  setPodLogSource(source: PodLogSource | undefined): void;
   /**
    * Test hook: ends every open watch stream, cleanly (`end`, as a real server does at its request
    * timeout or on a graceful shutdown) or by dropping the connection (`reset`, as a crash or a
@@ -407,6 +413,16 @@ async function route(
     record.verb = 'create';
     return handleTokenRequest(ctx, req, res, rr, tokens);
   }
+  if (t.kind === 'Pod' && rr.group === '' && rr.subresource === 'log' && rr.name && rr.namespace) {
+    if (method !== 'GET')
+      throw new ApiError(
+        405,
+        'MethodNotAllowed',
+        'the server does not allow this method on the requested resource',
+      );
+    record.verb = 'get';
+    return handlePodLog(ctx, req, res, rr, url.searchParams);
+  }
   if (!verb)
     throw new ApiError(
       405,
@@ -557,6 +573,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     decoders: ctx.decoders,
     patchers: ctx.patchers,
     setTableRenderer: (r) => (ctx.tableRenderer = r),
+    setPodLogSource: (source) => (ctx.podLogs = source),
     closeWatches(how = 'end') {
       const open = [...ctx.watches];
       for (const finish of open) finish(how === 'reset');

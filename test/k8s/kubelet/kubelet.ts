@@ -35,7 +35,8 @@
  * - env: `PATH` and `HOME` from the host, `HOSTNAME`, `POD_NAME`, `POD_NAMESPACE`, `POD_IP`,
  *   `NODE_NAME`, `KUBERNETES_SERVICE_HOST`/`_PORT` (the API server), `KUBECONFIG`, then the
  *   container's `envFrom` and `env` (literals, fieldRef, configMapKeyRef, secretKeyRef).
- * - stdout and stderr go to `<podDir>/<container>.log` (appended across restarts).
+ * - stdout and stderr go to `<podDir>/<container>.log` (appended across restarts); the API server
+ *   serves them as `pods/log` (`kubectl logs`) through the `PodLogSource` registered here.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -75,7 +76,7 @@ export interface KubeletOptions {
    * files, `KUBECONFIG`, `KUBERNETES_SERVICE_HOST`/`_PORT`); `caCert` (PEM) goes to their `ca.crt`.
    */
   server: Pick<ApiServer, 'store' | 'registry'> &
-    Partial<Pick<ApiServer, 'url' | 'serviceAccountToken'>> & { caCert?: string };
+    Partial<Pick<ApiServer, 'url' | 'serviceAccountToken' | 'setPodLogSource'>> & { caCert?: string };
   /** image -> local command (the image's entrypoint). */
   images: Record<string, ImageCommand>;
   /** Where pod directories go (`<dir>/<namespace>_<name>_<uid>`). */
@@ -1814,6 +1815,18 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
 
   schedule();
 
+  // `kubectl logs`: the API server reads the log files named here (`<podDir>/<container>.log`).
+  opts.server.setPodLogSource?.({
+    logFile: (pod, container) => {
+      const rt = runtimes.get(pod.uid);
+      return rt && path.join(rt.dir, `${container}.log`);
+    },
+    running: (pod, container) => {
+      const rt = runtimes.get(pod.uid);
+      return rt?.child !== undefined && (rt.container.name ?? 'main') === container;
+    },
+  });
+
   return {
     pods: () =>
       [...runtimes.values()].map((rt) => ({
@@ -1833,6 +1846,7 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
     async stop(stopOpts = {}) {
       stopped = true;
       unsubscribe();
+      opts.server.setPodLogSource?.(undefined);
       await services?.stop();
       await Promise.all([...runtimes.values()].map((rt) => terminate(rt, stopOpts.graceSeconds)));
     },
