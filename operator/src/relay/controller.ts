@@ -131,7 +131,7 @@ export class RelayController {
       });
     problems.push(...checkSpec(relay, (pool) => !!caches.pools.get(ns, pool)));
     const invalid = checkRenderedConfig(built.doc, built.secretData);
-    if (invalid) problems.unshift(invalid);
+    if (invalid) problems.push(invalid);
     await writer.refreshOptionalKinds();
     const hostNodes = [...pools.values()]
       .filter((p) => p.spec.mode === 'HostNetwork')
