@@ -1,41 +1,24 @@
 /**
- * Inbound SMTP: one smtp-server per listener. Policy decisions come from policy.ts; accepted messages are
- * written durably to the spool before the client hears `250 ... queued as <id>`.
+ * Inbound SMTP: one smtp-server per listener, its handlers from connect to the end of DATA. Policy
+ * decisions come from policy.ts, abuse limits from abuse/, and accepting a message (spool, envelope,
+ * queue) from accept.ts: the client hears `250 ... queued as <id>` only once it is durable.
  */
 import {
   SMTPServer,
   type SMTPServerOptions,
-  type SMTPServerSession,
   type SMTPServerDataStream,
   type SMTPServerAddress,
   type SMTPServerAuthentication,
 } from 'smtp-server';
-import type { Logger } from 'pino';
-import { finished } from 'node:stream/promises';
-import type { ListenerConfig, RelayConfig } from './config.js';
-import { Spool, newQueueId, initialState, type Envelope, type Reservation } from './spool/disk.js';
-import { receiveInto, type Received } from './receive.js';
-import type { DeliveryEngine } from './delivery/engine.js';
-import type { RelayMetrics } from './metrics.js';
+import type { ListenerConfig } from './config.js';
 import { reply, SmtpReplyError } from './errors.js';
-import { addressProblem, countReceived, secretEquals } from './policy.js';
-import type { TenantRuntime } from './tenant-runtime.js';
-import { DEFAULT_TENANT } from './config.js';
-import type { HandoffMeta } from './delivery/types.js';
-import { takeHandoffHeader } from './delivery/handoff.js';
+import { addressProblem, secretEquals } from './policy.js';
 import { installSmtpHooks, type HookOptions } from './smtp-hooks.js';
-import { SmtpGuard, type GuardedSession } from './abuse/smtp-guard.js';
+import { SmtpGuard } from './abuse/smtp-guard.js';
 import { registerAbuseMetrics } from './abuse/metrics.js';
+import { acceptMessage, OVERHEAD, type AcceptDeps, type InboundSession } from './accept.js';
 
-export interface InboundDeps {
-  cfg: RelayConfig;
-  spool: Spool;
-  engine: DeliveryEngine;
-  tenancy: TenantRuntime;
-  metrics: RelayMetrics;
-  log: Logger;
-  now: () => number;
-}
+export type InboundDeps = AcceptDeps;
 
 interface Listening {
   name: string;
@@ -45,25 +28,7 @@ interface Listening {
   port: number;
 }
 
-type Session = SMTPServerSession &
-  GuardedSession & {
-    user?: string;
-    tenant?: string;
-    carteroListener?: string;
-    peer?: boolean;
-    /** Disk space held for the transaction in progress (from MAIL to the end of DATA). */
-    reservation?: Reservation;
-    /** The connection is gone: a reservation that arrives now is released at once. */
-    closed?: boolean;
-  };
-
-/** Room for what we add to a message: the Received line, the envelope and the trailer. */
-const OVERHEAD = 16 * 1024;
-
-function rfc5322Date(d: Date): string {
-  // e.g. "Sun, 29 Nov 2026 10:00:00 +0000"
-  return d.toUTCString().replace(/GMT$/, '+0000');
-}
+type Session = InboundSession;
 
 export class Inbound {
   private listening: Listening[] = [];
@@ -475,7 +440,7 @@ export class Inbound {
       this.openTransactions--;
       cb(err, msg);
     };
-    this.receive(l, stream, session).then(
+    acceptMessage(this.d, l, stream, session).then(
       (id) => finish(null, `2.0.0 Ok: queued as ${id}`),
       (e: Error) => {
         if (!(e instanceof SmtpReplyError) || e.responseCode === 451) {
@@ -516,176 +481,5 @@ export class Inbound {
         );
       },
     );
-  }
-
-  /** Streams the message into the spool and queues it; resolves with its queue id once it is durable. */
-  private async receive(l: ListenerConfig, stream: SMTPServerDataStream, session: Session): Promise<string> {
-    const cfg = this.d.cfg;
-    const max = cfg.limits.maxMessageSize;
-    let reservation = session.reservation;
-    session.reservation = undefined;
-    if (!reservation) {
-      try {
-        reservation = await this.d.spool.reserve(max + OVERHEAD);
-      } catch (e) {
-        stream.resume(); // the dialogue needs DATA read to its end (or the client gone)
-        await finished(stream).catch(() => undefined);
-        throw e;
-      }
-    }
-    const now = this.d.now();
-    const id = newQueueId(now);
-    const user = typeof session.user === 'string' ? session.user : undefined;
-    const rcpts = session.envelope.rcptTo;
-    const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-    const helo = (session.hostNameAppearsAs || 'unknown').replace(/[^\x21-\x7e]/g, '?');
-    let meta: HandoffMeta | undefined;
-    const r = await receiveInto(stream, this.d.spool, id, reservation, max, {
-      headerLimits: cfg.limits,
-      head: (head) => {
-        const hops = countReceived(head);
-        if (hops >= cfg.limits.maxReceivedHeaders) throw reply.looped(hops);
-        // The hand-off header is believed only from an authenticated peer, and stripped from anyone's mail.
-        const taken = takeHandoffHeader(head);
-        meta = taken.meta;
-        if (session.peer) return taken.raw;
-        const received = Buffer.from(
-          `Received: from ${helo} ([${session.remoteAddress}])\r\n\tby ${cfg.hostname} (Cartero) with ${session.transmissionType || 'ESMTP'} id ${id}` +
-            (rcpts.length === 1 ? `\r\n\tfor <${rcpts[0].address}>` : '') +
-            `; ${rfc5322Date(new Date(now))}\r\n`,
-        );
-        return Buffer.concat([received, taken.raw]);
-      },
-    });
-    try {
-      if (session.peer) return await this.acceptHandoff(l, r, session, meta, id, now);
-      const tenant = session.tenant ?? DEFAULT_TENANT;
-      const overQuota = this.d.tenancy.checkQuota(tenant, this.d.engine.tenantUsage(tenant), r.size);
-      if (overQuota) throw overQuota;
-      const envDsn = (session.envelope as { dsn?: { ret?: string; envid?: string } }).dsn ?? {};
-      const env: Envelope = {
-        v: 1,
-        id,
-        tenant,
-        pool: this.d.tenancy.poolOf(tenant) ?? null,
-        arrivedAt: now,
-        from,
-        rcpts: rcpts.map((rc) => {
-          const dsn = (rc as { dsn?: { notify?: string[]; orcpt?: string } }).dsn;
-          return {
-            address: rc.address,
-            ...(dsn?.notify ? { notify: dsn.notify } : {}),
-            ...(dsn?.orcpt ? { orcpt: dsn.orcpt } : {}),
-          };
-        }),
-        dsn: {
-          ...(envDsn.ret === 'FULL' || envDsn.ret === 'HDRS' ? { ret: envDsn.ret } : {}),
-          ...(envDsn.envid ? { envid: envDsn.envid } : {}),
-        },
-        size: r.size,
-        eightBit: r.eightBit,
-        smtpUtf8: /[\u0080-\uffff]/.test(from + rcpts.map((rc) => rc.address).join('')),
-        origin: 'smtp',
-        client: { address: session.remoteAddress, helo, ...(user ? { user } : {}), listener: l.name },
-      };
-      const { bodyOffset, crc32 } = await r.writer.commit(env);
-      this.d.metrics.received.inc({ tenant });
-      this.d.log.info(
-        {
-          event: 'received',
-          queueId: id,
-          tenant,
-          from,
-          rcpts: rcpts.length,
-          size: env.size,
-          client: session.remoteAddress,
-          user,
-          listener: l.name,
-        },
-        'queued',
-      );
-      this.d.engine.add({ env, state: initialState(env, now), bodyOffset, crc32 }, r.body);
-      return id;
-    } finally {
-      await r.writer.abort(); // no-op once committed
-    }
-  }
-
-  /** A message handed off by a peer relay: keeps its tenant, arrival time, attempts and DSN parameters. */
-  private async acceptHandoff(
-    l: ListenerConfig,
-    r: Received,
-    session: Session,
-    meta: HandoffMeta | undefined,
-    id: string,
-    now: number,
-  ): Promise<string> {
-    const rcpts = session.envelope.rcptTo.map((r) => r.address);
-    const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-    const byAddr = new Map((meta?.rcpts ?? []).map((r) => [r.address.toLowerCase(), r]));
-    const env: Envelope = {
-      v: 1,
-      id,
-      tenant:
-        meta?.tenant && this.d.cfg.tenants.has(meta.tenant) ? meta.tenant : (meta?.tenant ?? DEFAULT_TENANT),
-      pool: meta ? (this.d.tenancy.poolOf(meta.tenant) ?? null) : null,
-      arrivedAt: meta?.arrivedAt ?? now,
-      from,
-      rcpts: rcpts.map((a) => {
-        const m = byAddr.get(a.toLowerCase());
-        return {
-          address: a,
-          ...(m?.notify ? { notify: m.notify } : {}),
-          ...(m?.orcpt ? { orcpt: m.orcpt } : {}),
-        };
-      }),
-      dsn: meta?.dsn ?? {},
-      size: r.size,
-      eightBit: r.eightBit,
-      smtpUtf8: /[\u0080-\uffff]/.test(from + rcpts.join('')),
-      origin: meta?.origin ?? 'smtp',
-      client: {
-        address: session.remoteAddress,
-        helo: (session.hostNameAppearsAs || 'unknown').replace(/[^\x21-\x7e]/g, '?'),
-        user: typeof session.user === 'string' ? session.user : undefined,
-        listener: l.name,
-      },
-    };
-    const state = initialState(env, now);
-    state.attempts = meta?.attempts ?? 0;
-    state.delayWarned = meta?.delayWarned ?? false;
-    env.rcpts.forEach((r, i) => {
-      const m = byAddr.get(r.address.toLowerCase());
-      if (m) {
-        state.rcpts[i].attempts = m.attempts;
-        if (m.lastReply) state.rcpts[i].lastReply = m.lastReply;
-      }
-    });
-    const { bodyOffset, crc32 } = await r.writer.commit(env);
-    if (state.attempts > 0) {
-      try {
-        await this.d.spool.saveState(id, state);
-      } catch (e) {
-        // the peer hears 451 and sends it again: this copy must not stay behind to be delivered too
-        await this.d.spool.remove(id, env.size).catch(() => undefined);
-        throw e;
-      }
-    }
-    this.d.log.info(
-      {
-        event: 'received',
-        queueId: id,
-        tenant: env.tenant,
-        from,
-        rcpts: rcpts.length,
-        size: env.size,
-        client: session.remoteAddress,
-        handoffFrom: meta?.from,
-        listener: l.name,
-      },
-      'queued (handed off by a peer)',
-    );
-    this.d.engine.add({ env, state, bodyOffset, crc32 }, r.body);
-    return id;
   }
 }

@@ -1,6 +1,8 @@
 /**
  * The relay config's JSON Schema (CONFIG_SCHEMA, the one source of truth: the relay validates its file
  * with it, the operator the config it renders) and its Ajv setup, part of the relay contract.
+ * Over 500 lines on purpose: it is one declaration (data, not logic), read top to bottom with
+ * docs/config.md; splitting it by section would scatter the bounds the tests walk.
  * Bounds. Every duration, size and count in CONFIG_SCHEMA has an upper bound the runtime can honour, so
  * that `--check`, start and hot reload refuse what would fail later (a timer that fires at once, a socket
  * timeout of Infinity, a rate limit that does not fit a number). For a new key:
