@@ -9,7 +9,7 @@
  * the playground runs a dnsmasq that resolves every domain to the capture MX and sets spec.dns of every
  * SmtpRelay to use it (a field the examples leave out, so re-applying an example keeps it). It says so.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +18,7 @@ import YAML from 'yaml';
 import { startCaptureMx } from './capture-mx.js';
 import { startApiServer } from '../test/k8s/apiserver/server.js';
 import { loopbackAddresses, startKubelet } from '../test/k8s/kubelet/kubelet.js';
+import { kubectlFor } from '../test/k8s/harness.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 // CARTERO_PLAYGROUND_DIR: where state goes (default .tmp/playground; the playground test uses a temp dir)
@@ -41,14 +42,7 @@ const kubelet = startKubelet({
   dir: path.join(root, 'pods'),
   podAddresses: loopbackAddresses('127.0.1'),
 });
-const kubectlBase = ['--kubeconfig', api.kubeconfig, '--cache-dir', path.join(root, 'kube-cache')];
-function kubectl(args: string[]): Promise<string> {
-  return new Promise((resolve, reject) =>
-    execFile('kubectl', [...kubectlBase, ...args], { timeout: 180_000 }, (err, stdout, stderr) =>
-      err ? reject(new Error(`kubectl ${args.join(' ')}: ${stderr || err.message}`)) : resolve(stdout),
-    ),
-  );
-}
+const kubectl = kubectlFor(api.kubeconfig, path.join(root, 'kube-cache'), { timeoutMs: 180_000 });
 
 // --- operator, as a process with the kubeconfig (what the chart runs as a Deployment)
 let stopping = false;

@@ -23,8 +23,9 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
-import { startApiServer, type ApiServer, type RequestRecord } from '../k8s/apiserver/server.js';
-import { loopbackAddresses, startKubelet, type Kubelet } from '../k8s/kubelet/kubelet.js';
+import type { ApiServer, RequestRecord } from '../k8s/apiserver/server.js';
+import type { Kubelet } from '../k8s/kubelet/kubelet.js';
+import { startTestCluster, type Kubectl, type TestCluster } from '../k8s/harness.js';
 import { waitFor } from '../helpers/poll.js';
 import { RELAY_MAIN } from '../helpers/relay.js';
 import { sendMail } from '../helpers/swaks.js';
@@ -39,7 +40,6 @@ const OPERATOR_IMAGE = 'ghcr.io/cartero/operator:0.1.0';
 const RELAY_IMAGE = 'ghcr.io/cartero/relay:0.1.0';
 const NS = 'cartero-system';
 const RELEASE = 'cartero';
-const SLOT = 10 + (process.pid % 240);
 const MX_ADDRESS = '127.0.4.95';
 
 type Obj = {
@@ -57,7 +57,9 @@ type Obj = {
 type Any = any;
 
 let dir: string;
+let cluster: TestCluster;
 let api: ApiServer;
+let kubectl: Kubectl;
 let kubelet: Kubelet;
 let mx: TestMx;
 let stopScheduler: (() => void) | undefined;
@@ -97,15 +99,6 @@ function run(
 let helmKubeconfig: string | undefined;
 const helm = (...args: string[]) =>
   run(HELM, helmKubeconfig ? ['--kubeconfig', helmKubeconfig, ...args] : args);
-async function kubectl(args: string[], input?: string): Promise<string> {
-  const r = await run(
-    'kubectl',
-    ['--kubeconfig', api.kubeconfig, '--cache-dir', path.join(dir, 'kube-cache'), ...args],
-    input,
-  );
-  if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.out}`);
-  return r.stdout;
-}
 const kjson = async (args: string[]): Promise<Any> => JSON.parse(await kubectl([...args, '-o', 'json']));
 
 /** `helm template` → parsed objects (hooks included). */
@@ -163,9 +156,8 @@ after(async () => {
   stopScheduler?.();
   logProxy?.closeAllConnections();
   logProxy?.close();
-  await kubelet?.stop();
+  await cluster?.stop();
   await mx?.close();
-  await api?.stop();
   if (process.env.KEEP_TMP) console.log(`kept ${dir}`);
   else if (dir) await removeTmpDir(dir);
 });
@@ -393,18 +385,20 @@ describe('chart: install, examples, upgrade, uninstall, namespace mode', { timeo
   let installed: Obj[] = [];
 
   before(async () => {
-    api = await startApiServer({ dir: path.join(dir, 'api'), serviceClusterIpRange: `127.14.${SLOT}.0/24` });
-    kubelet = startKubelet({
-      server: api,
-      images: {
-        // what operator/Dockerfile and relay/Dockerfile start (ENTRYPOINT ["node", "dist/.../main.js"])
-        [OPERATOR_IMAGE]: { command: process.execPath, args: [OPERATOR_MAIN] },
-        [RELAY_IMAGE]: { command: process.execPath, args: [RELAY_MAIN] },
+    cluster = await startTestCluster({
+      dir,
+      kubelet: {
+        images: {
+          // what operator/Dockerfile and relay/Dockerfile start (ENTRYPOINT ["node", "dist/.../main.js"])
+          [OPERATOR_IMAGE]: { command: process.execPath, args: [OPERATOR_MAIN] },
+          [RELAY_IMAGE]: { command: process.execPath, args: [RELAY_MAIN] },
+        },
+        onError: (e) => kubeletErrors.push(String(e)),
       },
-      dir: path.join(dir, 'pods'),
-      podAddresses: loopbackAddresses(`127.13.${SLOT}`),
-      onError: (e) => kubeletErrors.push(String(e)),
+      kubectl: { timeoutMs: 90_000 },
     });
+    ({ api, kubectl } = cluster);
+    kubelet = cluster.kubelet!;
     stopScheduler = startScheduler(api);
     logProxy = await startLogProxy(api.url, kubelet);
     const { port } = logProxy.address() as { port: number };

@@ -5,14 +5,13 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { Operator } from '../../operator/src/controller.js';
-import { startApiServer, type ApiServer } from '../k8s/apiserver/server.js';
-import { loopbackAddresses, startKubelet, type Kubelet } from '../k8s/kubelet/kubelet.js';
+import type { ApiServer } from '../k8s/apiserver/server.js';
+import { startTestCluster, type Kubectl, type TestCluster } from '../k8s/harness.js';
 import { waitFor } from '../helpers/poll.js';
 import { RELAY_MAIN } from '../helpers/relay.js';
 import { sendMail } from '../helpers/swaks.js';
@@ -26,21 +25,12 @@ const MX_ADDRESS = '127.0.4.91';
 const EGRESS = ['127.0.3.111', '127.0.3.112'];
 
 let dir: string;
+let cluster: TestCluster;
 let api: ApiServer;
-let kubelet: Kubelet;
+let kubectl: Kubectl;
 let mx: TestMx;
 let operator: Operator;
 
-function kubectl(args: string[], input?: string): Promise<string> {
-  const all = ['--kubeconfig', api.kubeconfig, '--cache-dir', path.join(dir, 'cache'), ...args];
-  return new Promise((resolve, reject) => {
-    const child = execFile('kubectl', all, { timeout: 60_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`kubectl ${args.join(' ')} failed: ${stderr}`));
-      else resolve(stdout);
-    });
-    child.stdin?.end(input ?? '');
-  });
-}
 const apply = (yaml: string) => kubectl(['apply', '-f', '-'], yaml);
 const getJson = async <T>(...args: string[]): Promise<T | undefined> => {
   const out = await kubectl(['get', ...args, '-n', 'team', '-o', 'json', '--ignore-not-found']);
@@ -128,16 +118,11 @@ async function admin<T>(pod: string, method: string, p: string, body?: unknown):
 
 before(async () => {
   dir = await makeTmpDir('operator-fleet-e2e');
-  api = await startApiServer({
-    dir: path.join(dir, 'api'),
-    serviceClusterIpRange: `127.11.${process.pid % 250}.0/24`,
+  cluster = await startTestCluster({
+    dir,
+    kubelet: { images: { [IMAGE]: { command: process.execPath, args: [RELAY_MAIN] } } },
   });
-  kubelet = startKubelet({
-    server: api,
-    images: { [IMAGE]: { command: process.execPath, args: [RELAY_MAIN] } },
-    dir: path.join(dir, 'pods'),
-    podAddresses: loopbackAddresses(`127.10.${process.pid % 250}`),
-  });
+  ({ api, kubectl } = cluster);
   mx = await startTestMx({ address: MX_ADDRESS });
   await kubectl(['apply', '-f', path.join(ROOT, 'crds')]);
   await apply('apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n');
@@ -154,9 +139,8 @@ before(async () => {
 
 after(async () => {
   await operator?.stop();
-  await kubelet?.stop();
+  await cluster?.stop();
   await mx?.close();
-  await api?.stop();
   await removeTmpDir(dir);
 });
 

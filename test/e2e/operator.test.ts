@@ -6,15 +6,14 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { Operator } from '../../operator/src/controller.js';
-import { startApiServer, type ApiServer } from '../k8s/apiserver/server.js';
-import { loopbackAddresses, startKubelet, type Kubelet } from '../k8s/kubelet/kubelet.js';
+import type { ApiServer } from '../k8s/apiserver/server.js';
+import { startTestCluster, type Kubectl, type TestCluster } from '../k8s/harness.js';
 import { waitFor } from '../helpers/poll.js';
 import { RELAY_MAIN } from '../helpers/relay.js';
 import { unusedPort } from '../helpers/ports.js';
@@ -46,22 +45,12 @@ spec:
 `;
 
 let dir: string;
+let cluster: TestCluster;
 let api: ApiServer;
-let kubelet: Kubelet;
+let kubectl: Kubectl;
 let mx: TestMx;
 let operator: Operator;
 let registry: Registry;
-
-function kubectl(args: string[], input?: string): Promise<string> {
-  const all = ['--kubeconfig', api.kubeconfig, '--cache-dir', path.join(dir, 'cache'), ...args];
-  return new Promise((resolve, reject) => {
-    const child = execFile('kubectl', all, { timeout: 60_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`kubectl ${args.join(' ')} failed: ${stderr}`));
-      else resolve(stdout);
-    });
-    child.stdin?.end(input ?? '');
-  });
-}
 
 const relayYaml = (o: { replicas: number; tenants: string; mxPort?: number }) => `
 apiVersion: v1
@@ -148,16 +137,11 @@ async function reconcileCount(): Promise<number> {
 
 before(async () => {
   dir = await makeTmpDir('operator-e2e');
-  api = await startApiServer({
-    dir: path.join(dir, 'api'),
-    serviceClusterIpRange: `127.9.${process.pid % 250}.0/24`,
+  cluster = await startTestCluster({
+    dir,
+    kubelet: { images: { [IMAGE]: { command: process.execPath, args: [RELAY_MAIN] } } },
   });
-  kubelet = startKubelet({
-    server: api,
-    images: { [IMAGE]: { command: process.execPath, args: [RELAY_MAIN] } },
-    dir: path.join(dir, 'pods'),
-    podAddresses: loopbackAddresses(`127.8.${process.pid % 250}`),
-  });
+  ({ api, kubectl } = cluster);
   mx = await startTestMx({ address: MX_ADDRESS });
   await kubectl(['apply', '-f', path.join(ROOT, 'crds')]);
   // the Prometheus Operator's CRD, reduced to what the API server needs: the operator adds ServiceMonitors
@@ -178,9 +162,8 @@ before(async () => {
 
 after(async () => {
   await operator?.stop();
-  await kubelet?.stop();
+  await cluster?.stop();
   await mx?.close();
-  await api?.stop();
   if (process.env.KEEP_TMP) console.log(`kept ${dir}`);
   else await removeTmpDir(dir);
 });

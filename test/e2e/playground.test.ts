@@ -5,11 +5,12 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { kubectlFor } from '../k8s/harness.js';
 import { waitFor } from '../helpers/poll.js';
 import { sendMail } from '../helpers/swaks.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
@@ -19,18 +20,8 @@ let dir: string;
 let child: ChildProcess;
 let out = '';
 
-function kubectl(kubeconfig: string, args: string[], input?: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const c = execFile(
-      'kubectl',
-      ['--kubeconfig', kubeconfig, '--cache-dir', path.join(dir, 'cache'), ...args],
-      { timeout: 60_000 },
-      (err, stdout, stderr) =>
-        err ? reject(new Error(`kubectl ${args.join(' ')}: ${stderr}`)) : resolve(stdout),
-    );
-    c.stdin?.end(input ?? '');
-  });
-}
+const kubectl = (kubeconfig: string, args: string[], input?: string): Promise<string> =>
+  kubectlFor(kubeconfig, path.join(dir, 'cache'))(args, input);
 
 /** Processes whose command line mentions the playground folder. */
 function strays(): string[] {

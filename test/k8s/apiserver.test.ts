@@ -1,6 +1,5 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
@@ -8,6 +7,7 @@ import { parse as parseYaml } from 'yaml';
 import { waitFor } from '../helpers/poll.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 import { startApiServer, type ApiServer } from './apiserver/server.js';
+import { kubectlOf } from './harness.js';
 
 interface Obj {
   apiVersion?: string;
@@ -19,26 +19,6 @@ interface Obj {
 interface WatchEvent {
   type: string;
   object: Obj;
-}
-
-function kubectl(
-  server: ApiServer,
-  dir: string,
-  args: string[],
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const all = ['--kubeconfig', server.kubeconfig, '--cache-dir', path.join(dir, 'cache'), ...args];
-  return new Promise((resolve) => {
-    execFile('kubectl', all, { timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-async function kubectlOk(server: ApiServer, dir: string, args: string[]): Promise<string> {
-  const r = await kubectl(server, dir, args);
-  assert.equal(r.code, 0, `kubectl ${args.join(' ')} failed: ${r.stderr}`);
-  return r.stdout;
 }
 
 async function api(
@@ -88,7 +68,7 @@ function openWatch(
 describe('test API server with real kubectl', () => {
   let server: ApiServer;
   let dir: string;
-  const k = (...args: string[]) => kubectlOk(server, dir, args);
+  const k = (...args: string[]) => kubectlOf(server, dir)(args);
   const file = async (name: string, text: string) => {
     const p = path.join(dir, name);
     await writeFile(p, text);
@@ -145,9 +125,10 @@ describe('test API server with real kubectl', () => {
       /settings/,
     );
     assert.match(
-      await kubectlOk(server, dir, ['get', 'configmaps', '-n', 'cm-test', '-l', 'app!=relay']).catch((e) =>
-        String(e),
-      ),
+      await kubectlOf(
+        server,
+        dir,
+      )(['get', 'configmaps', '-n', 'cm-test', '-l', 'app!=relay']).catch((e) => String(e)),
       /^$/,
     );
     await writeFile(cmFile, cm('  b: "3"\n'));
@@ -155,7 +136,7 @@ describe('test API server with real kubectl', () => {
     const again = JSON.parse(await k('get', 'cm', 'settings', '-n', 'cm-test', '-o', 'json')) as Obj;
     assert.deepEqual(again.data, { b: '3' });
     assert.match(await k('delete', '-f', cmFile), /deleted/);
-    const gone = await kubectl(server, dir, ['get', 'cm', 'settings', '-n', 'cm-test']);
+    const gone = await kubectlOf(server, dir).run(['get', 'cm', 'settings', '-n', 'cm-test']);
     assert.notEqual(gone.code, 0);
     assert.match(gone.stderr, /NotFound/);
     const users = new Set(server.requests.filter((r) => r.resource === 'configmaps').map((r) => r.user));
@@ -334,7 +315,7 @@ spec:
     const patched = JSON.parse(await k('get', 'sts', 's1', '-o', 'json')) as Obj;
     assert.equal((patched.spec as { replicas: number }).replicas, 5);
     assert.equal(patched.metadata.generation, 3);
-    const conflict = await kubectl(server, dir, [
+    const conflict = await kubectlOf(server, dir).run([
       'apply',
       '--validate=false',
       '--server-side',
@@ -379,14 +360,14 @@ spec:
     await k('apply', '-f', await file('g1.yaml', gadget('g1', '{color: red}')));
     assert.equal(await k('get', 'gd', 'g1', '-o', 'jsonpath={.spec.size}'), '1', 'defaulted from the schema');
     assert.match(await k('get', 'gadgets'), /NAME\s+SIZE\ng1\s+1\n/);
-    const bad = await kubectl(server, dir, [
+    const bad = await kubectlOf(server, dir).run([
       'apply',
       '-f',
       await file('g2.yaml', gadget('g2', '{color: green, size: 0}')),
     ]);
     assert.notEqual(bad.code, 0);
     assert.match(bad.stderr, /spec\.color: Unsupported value: "green"/);
-    const unknown = await kubectl(server, dir, [
+    const unknown = await kubectlOf(server, dir).run([
       'apply',
       '-f',
       await file('g3.yaml', gadget('g3', '{bogus: 1}')),
@@ -402,7 +383,7 @@ spec:
       w.events.map((e) => e.type),
       ['ADDED', 'DELETED'],
     );
-    await waitFor(async () => (await kubectl(server, dir, ['get', 'gadgets'])).code !== 0, {
+    await waitFor(async () => (await kubectlOf(server, dir).run(['get', 'gadgets'])).code !== 0, {
       what: 'gadgets no longer served',
     });
   });

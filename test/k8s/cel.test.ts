@@ -2,7 +2,6 @@
 // small test CRD for transition rules, field paths, runtime errors and CRDs whose rules do not compile.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +9,7 @@ import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 import { CelValidator, crdRuleErrors, escapeProperty } from './apiserver/cel.js';
 import { startApiServer, type ApiServer } from './apiserver/server.js';
+import { kubectlOf } from './harness.js';
 
 type Json = Record<string, unknown>;
 
@@ -20,28 +20,6 @@ interface Cause {
   reason: string;
   message: string;
   field: string;
-}
-
-function kubectl(
-  server: ApiServer,
-  dir: string,
-  args: string[],
-  input?: string,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const all = ['--kubeconfig', server.kubeconfig, '--cache-dir', path.join(dir, 'cache'), ...args];
-  return new Promise((resolve) => {
-    const child = execFile('kubectl', all, { timeout: 60_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin?.end(input ?? '');
-  });
-}
-
-async function kubectlOk(server: ApiServer, dir: string, args: string[], input?: string): Promise<string> {
-  const r = await kubectl(server, dir, args, input);
-  assert.equal(r.code, 0, `kubectl ${args.join(' ')} failed: ${r.stderr}`);
-  return r.stdout;
 }
 
 async function api(
@@ -81,7 +59,7 @@ describe('CEL rules of the project CRDs, with kubectl', () => {
   before(async () => {
     dir = await makeTmpDir('cel-kubectl-');
     server = await startApiServer({ dir: path.join(dir, 'api') });
-    await kubectlOk(server, dir, ['apply', '-f', path.join(ROOT, 'crds')]);
+    await kubectlOf(server, dir)(['apply', '-f', path.join(ROOT, 'crds')]);
   });
 
   after(async () => {
@@ -90,27 +68,27 @@ describe('CEL rules of the project CRDs, with kubectl', () => {
   });
 
   it('accepts the examples in examples/kubernetes', async () => {
-    const out = await kubectlOk(server, dir, ['apply', '-f', EXAMPLES]);
+    const out = await kubectlOf(server, dir)(['apply', '-f', EXAMPLES]);
     assert.match(out, /ippool\.cartero\.io\/newsletter created/);
     assert.match(out, /smtprelay\.cartero\.io\/outbound created/);
     // and an update that keeps them valid
     const relay = await relayYaml('outbound', (spec) => {
       spec.replicas = 3;
     });
-    assert.match(await kubectlOk(server, dir, ['apply', '-f', '-'], relay), /configured/);
+    assert.match(await kubectlOf(server, dir)(['apply', '-f', '-'], relay), /configured/);
   });
 
   it('refuses an SmtpRelay with a tenant named twice', async () => {
     const yaml = await relayYaml('twice', (spec) => {
       (spec.tenants as Json[])[1].name = 'billing';
     });
-    const r = await kubectl(server, dir, ['apply', '-f', '-'], yaml);
+    const r = await kubectlOf(server, dir).run(['apply', '-f', '-'], yaml);
     assert.notEqual(r.code, 0);
     assert.match(
       r.stderr,
       /The SmtpRelay "twice" is invalid: spec: Invalid value: "object": a tenant name is used twice/,
     );
-    const get = await kubectl(server, dir, ['get', 'smtprelay', 'twice', '-n', 'mail']);
+    const get = await kubectlOf(server, dir).run(['get', 'smtprelay', 'twice', '-n', 'mail']);
     assert.match(get.stderr, /NotFound/);
   });
 
@@ -118,14 +96,14 @@ describe('CEL rules of the project CRDs, with kubectl', () => {
     const yaml = await relayYaml('mx-smarthost', (spec) => {
       (spec.routing as Json).default = { type: 'mx', smarthost: { host: 'smtp.example.net' } };
     });
-    const r = await kubectl(server, dir, ['apply', '-f', '-'], yaml);
+    const r = await kubectlOf(server, dir).run(['apply', '-f', '-'], yaml);
     assert.notEqual(r.code, 0);
     assert.match(
       r.stderr,
       /spec\.routing\.default: Invalid value: "object": smarthost is required with type smarthost and not allowed with type mx/,
     );
     // an update of the stored example (kubectl patch: a merge patch) is refused the same way
-    const p = await kubectl(server, dir, [
+    const p = await kubectlOf(server, dir).run([
       'patch',
       'smtprelay',
       'outbound',
@@ -142,7 +120,10 @@ describe('CEL rules of the project CRDs, with kubectl', () => {
     const noHost = await relayYaml('smarthost-missing', (spec) => {
       (spec.routing as Json).default = { type: 'smarthost' };
     });
-    assert.match((await kubectl(server, dir, ['apply', '-f', '-'], noHost)).stderr, /smarthost is required/);
+    assert.match(
+      (await kubectlOf(server, dir).run(['apply', '-f', '-'], noHost)).stderr,
+      /smarthost is required/,
+    );
   });
 
   it('bounds the rateLimitStore timeout to 1ms..10s, as the relay does', async () => {
@@ -155,7 +136,7 @@ describe('CEL rules of the project CRDs, with kubectl', () => {
       const yaml = await relayYaml(`store-${timeout}`, (spec) => {
         spec.rateLimitStore = { address: 'redis.mail.svc:6379', timeout };
       });
-      const r = await kubectl(server, dir, ['apply', '-f', '-'], yaml);
+      const r = await kubectlOf(server, dir).run(['apply', '-f', '-'], yaml);
       if (ok) assert.equal(r.code, 0, r.stderr);
       else
         assert.match(
@@ -169,7 +150,7 @@ describe('CEL rules of the project CRDs, with kubectl', () => {
     const yaml = await relayYaml('bounce', (spec) => {
       (spec.tenants as Json[])[1].bounceRate = { warn: 0.1, pause: 0.05 };
     });
-    const r = await kubectl(server, dir, ['apply', '-f', '-'], yaml);
+    const r = await kubectlOf(server, dir).run(['apply', '-f', '-'], yaml);
     assert.notEqual(r.code, 0);
     assert.match(
       r.stderr,
@@ -183,7 +164,7 @@ describe('CEL rules of the project CRDs, with kubectl', () => {
     const addresses = (pool.spec as Json).addresses as Json[];
     addresses[2].ip = addresses[0].ip;
     for (const extra of [[], ['--validate=false'], ['--dry-run=server']]) {
-      const r = await kubectl(server, dir, ['apply', ...extra, '-f', '-'], toYaml(pool));
+      const r = await kubectlOf(server, dir).run(['apply', ...extra, '-f', '-'], toYaml(pool));
       assert.notEqual(r.code, 0, extra.join(' '));
       assert.match(
         r.stderr,
@@ -241,7 +222,7 @@ describe('CEL rules of the project CRDs, with kubectl', () => {
       spec.limits = { maxMessageSize: 1_073_741_824, maxRecipients: 10_000, maxConnections: 100_000 };
       spec.delivery = { concurrency: 10_000, perDestinationConcurrency: 10_000 };
     });
-    const ok = await kubectl(server, dir, ['apply', '--dry-run=server', '-f', '-'], atBounds);
+    const ok = await kubectlOf(server, dir).run(['apply', '--dry-run=server', '-f', '-'], atBounds);
     assert.equal(ok.code, 0, ok.stderr);
 
     // the rules (CEL), with values that pass the schema (pattern, maxLength 16)
@@ -254,7 +235,7 @@ describe('CEL rules of the project CRDs, with kubectl', () => {
       t.bounceRate = { window: '59s', cooldown: '999999999999999s' };
       t.maxAge = '99999999999999d';
     });
-    const r = await kubectl(server, dir, ['apply', '-f', '-'], over);
+    const r = await kubectlOf(server, dir).run(['apply', '-f', '-'], over);
     assert.notEqual(r.code, 0);
     for (const want of [
       /spec\.queue\.retry\.initial: Invalid value: "string": must be from 1s to 1d/,
@@ -273,7 +254,7 @@ describe('CEL rules of the project CRDs, with kubectl', () => {
       (spec.queue as Json).maxAge = '9'.repeat(400) + 'd';
       spec.limits = { maxMessageSize: 1_073_741_825 };
     });
-    const h = await kubectl(server, dir, ['apply', '-f', '-'], huge);
+    const h = await kubectlOf(server, dir).run(['apply', '-f', '-'], huge);
     assert.notEqual(h.code, 0);
     assert.match(h.stderr, /spec\.queue\.maxAge: Too long: may not be (longer|more) than 16/);
     assert.match(
@@ -769,7 +750,7 @@ describe('CEL rules of a test CRD, through the API', () => {
   it('kubectl shows the CRD error; an update adding a bad rule is refused and the CRD stays as it was', async () => {
     const schema = structuredClone(WIDGET_SCHEMA);
     ((schema.properties as Json).spec as Json)['x-kubernetes-validations'] = [{ rule: 'self.minReplicas >' }];
-    const r = await kubectl(server, dir, ['apply', '-f', '-'], toYaml(widgetCrd(schema)));
+    const r = await kubectlOf(server, dir).run(['apply', '-f', '-'], toYaml(widgetCrd(schema)));
     assert.notEqual(r.code, 0);
     assert.match(
       r.stderr,

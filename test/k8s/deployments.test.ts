@@ -14,15 +14,18 @@ import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 import type { KObject } from './apiserver/objects.js';
 import type { ResourceType } from './apiserver/resources.js';
 import { startApiServer, type ApiServer } from './apiserver/server.js';
+import { allocateAddresses, kubectlOf } from './harness.js';
 import {
   isRunningAndReady,
-  loopbackAddresses,
   REVISION_ANNOTATION,
   startKubelet,
   TEMPLATE_HASH_LABEL,
   type Kubelet,
 } from './kubelet/kubelet.js';
 import { processAlive } from '../helpers/ports.js';
+
+/** Pod addresses and Service IPs no other test process uses at the same time. */
+const NET = allocateAddresses();
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/podserver.js', import.meta.url));
 const HELM = fileURLToPath(new URL('../../../.tmp/tools/helm/helm', import.meta.url));
@@ -80,15 +83,8 @@ describe('process kubelet: Deployments and ReplicaSets', () => {
   let podT: ResourceType;
   let rsT: ResourceType;
   let deployT: ResourceType;
-  const k = (...args: string[]) =>
-    run('kubectl', ['--kubeconfig', server.kubeconfig, '--cache-dir', path.join(dir, 'cache'), ...args], {});
-  const apply = (text: string) =>
-    run(
-      'kubectl',
-      ['--kubeconfig', server.kubeconfig, '--cache-dir', path.join(dir, 'cache'), 'apply', '-f', '-'],
-      {},
-      text,
-    );
+  const k = (...args: string[]) => kubectlOf(server, dir)(args);
+  const apply = (text: string) => kubectlOf(server, dir)(['apply', '-f', '-'], text);
   const helm = (...args: string[]) =>
     run(HELM, ['--kubeconfig', server.kubeconfig, ...args], {
       HELM_CACHE_HOME: path.join(dir, 'hc'),
@@ -109,7 +105,7 @@ describe('process kubelet: Deployments and ReplicaSets', () => {
 
   before(async () => {
     dir = await makeTmpDir('cartero-deployments-test-');
-    server = await startApiServer({ dir: path.join(dir, 'api') });
+    server = await startApiServer({ dir: path.join(dir, 'api'), serviceClusterIpRange: NET.serviceRange });
     podT = server.registry.find('', 'v1', 'pods')!;
     rsT = server.registry.find('apps', 'v1', 'replicasets')!;
     deployT = server.registry.find('apps', 'v1', 'deployments')!;
@@ -119,8 +115,7 @@ describe('process kubelet: Deployments and ReplicaSets', () => {
       images: { [IMAGE]: podserver, [CHART_IMAGE]: podserver },
       dir: path.join(dir, 'pods'),
       onError: (err) => errors.push(err),
-      // 127.0.x and 127.1.x are kubelet.test.ts's; a prefix per test process.
-      podAddresses: loopbackAddresses(`127.2.${10 + (process.pid % 240)}`),
+      podAddresses: NET.podAddresses(),
     });
   });
 

@@ -10,6 +10,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startApiServer } from './apiserver/server.js';
+import { kubectlOf } from './harness.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 
 const HELM = fileURLToPath(new URL('../../../.tmp/tools/helm/helm', import.meta.url));
@@ -38,8 +39,7 @@ function run(cmd: string, args: string[]): Promise<{ code: number; out: string }
   });
 }
 const helm = (...args: string[]) => run(HELM, ['--kubeconfig', api.kubeconfig, ...args]);
-const kubectl = (...args: string[]) =>
-  run('kubectl', ['--kubeconfig', api.kubeconfig, '--cache-dir', path.join(dir, 'kc'), ...args]);
+const kubectl = (...args: string[]) => kubectlOf(api, dir).run(args);
 
 before(async () => {
   dir = await makeTmpDir('cartero-helm-');
@@ -95,7 +95,7 @@ test('helm lint, template, install, status, upgrade and uninstall work unmodifie
     '-o',
     'jsonpath={.status.conditions[?(@.type=="Established")].status}',
   );
-  assert.equal(crd.out, 'True', 'the chart CRD is installed and established');
+  assert.equal(crd.stdout, 'True', 'the chart CRD is installed and established');
   const release = await kubectl(
     'get',
     'secrets',
@@ -104,7 +104,7 @@ test('helm lint, template, install, status, upgrade and uninstall work unmodifie
     '-o',
     'jsonpath={.items[*].metadata.labels.status}',
   );
-  assert.equal(release.out, 'deployed', 'the release record Helm wrote (in protobuf) reads back');
+  assert.equal(release.stdout, 'deployed', 'the release record Helm wrote (in protobuf) reads back');
   assert.ok(api.requests.some((r) => r.resource === 'secrets' && r.verb === 'create'));
 
   const status = await helm('status', 'smoke');
@@ -112,13 +112,13 @@ test('helm lint, template, install, status, upgrade and uninstall work unmodifie
   const up = await helm('upgrade', 'smoke', chart, '--set', 'greeting=hi');
   assert.equal(up.code, 0, up.out);
   assert.match(up.out, /REVISION: 2/);
-  assert.equal((await kubectl('get', 'cm', 'smoke-cm', '-o', 'jsonpath={.data.greeting}')).out, 'hi');
+  assert.equal((await kubectl('get', 'cm', 'smoke-cm', '-o', 'jsonpath={.data.greeting}')).stdout, 'hi');
 
   const un = await helm('uninstall', 'smoke');
   assert.equal(un.code, 0, un.out);
-  assert.match((await kubectl('get', 'cm', 'smoke-cm')).out, /NotFound|not found/);
+  assert.match((await kubectl('get', 'cm', 'smoke-cm')).stderr, /NotFound|not found/);
   assert.equal(
-    (await kubectl('get', 'secrets', '-l', 'owner=helm', '-o', 'name')).out.trim(),
+    (await kubectl('get', 'secrets', '-l', 'owner=helm', '-o', 'name')).stdout.trim(),
     '',
     'no release records left',
   );

@@ -10,9 +10,9 @@ import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 import type { KObject } from './apiserver/objects.js';
 import type { ResourceType } from './apiserver/resources.js';
 import { startApiServer, type ApiServer } from './apiserver/server.js';
+import { allocateAddresses, kubectlOf } from './harness.js';
 import {
   isRunningAndReady,
-  loopbackAddresses,
   POD_NAME_LABEL,
   REVISION_LABEL,
   startKubelet,
@@ -20,19 +20,11 @@ import {
 } from './kubelet/kubelet.js';
 import { processAlive } from '../helpers/ports.js';
 
+/** Pod addresses and Service IPs no other test process uses at the same time. */
+const NET = allocateAddresses();
+
 const FIXTURE = fileURLToPath(new URL('./fixtures/podserver.js', import.meta.url));
 const IMAGE = 'cartero.test/podserver:1';
-
-function kubectl(server: ApiServer, dir: string, args: string[], input?: string): Promise<string> {
-  const all = ['--kubeconfig', server.kubeconfig, '--cache-dir', path.join(dir, 'cache'), ...args];
-  return new Promise((resolve, reject) => {
-    const child = execFile('kubectl', all, { timeout: 60_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`kubectl ${args.join(' ')} failed: ${stderr}`));
-      else resolve(stdout);
-    });
-    child.stdin?.end(input ?? '');
-  });
-}
 
 const manifest = (opts: { replicas: number; greeting: string }) => `
 apiVersion: v1
@@ -95,8 +87,8 @@ describe('process kubelet: StatefulSets to local processes', () => {
   const errors: unknown[] = [];
   let podT: ResourceType;
   let stsT: ResourceType;
-  const k = (...args: string[]) => kubectl(server, dir, args);
-  const apply = (text: string) => kubectl(server, dir, ['apply', '-f', '-'], text);
+  const k = (...args: string[]) => kubectlOf(server, dir)(args);
+  const apply = (text: string) => kubectlOf(server, dir)(['apply', '-f', '-'], text);
   const pod = (name: string): KObject | undefined => {
     try {
       return server.store.get(podT, 'default', name);
@@ -114,7 +106,7 @@ describe('process kubelet: StatefulSets to local processes', () => {
 
   before(async () => {
     dir = await makeTmpDir('cartero-kubelet-test-');
-    server = await startApiServer({ dir: path.join(dir, 'api') });
+    server = await startApiServer({ dir: path.join(dir, 'api'), serviceClusterIpRange: NET.serviceRange });
     podT = server.registry.find('', 'v1', 'pods')!;
     stsT = server.registry.find('apps', 'v1', 'statefulsets')!;
     server.store.subscribe((e) => {
@@ -131,10 +123,8 @@ describe('process kubelet: StatefulSets to local processes', () => {
       images: { [IMAGE]: { command: process.execPath, args: [FIXTURE] } },
       dir: path.join(dir, 'pods'),
       onError: (err) => errors.push(err),
-      // Per test process, so concurrently running test files do not share pod addresses.
-      podAddresses: loopbackAddresses(
-        `127.0.${10 + (process.pid % 240)}`,
-      ) /* 127.0.0-9.x: the project's address plan (DESIGN §5) */,
+      // A block per test process, so concurrently running test files do not share pod addresses.
+      podAddresses: NET.podAddresses(),
     });
   });
 
@@ -171,7 +161,7 @@ describe('process kubelet: StatefulSets to local processes', () => {
     );
     const ip0 = ipOf('x-0');
     const ip1 = ipOf('x-1');
-    assert.match(ip0, /^127\.0\.\d+\.\d+$/);
+    assert.ok(ip0.startsWith(`${NET.podPrefix}.`), ip0);
     assert.notEqual(ip0, ip1);
 
     const i0 = await info('x-0');
@@ -307,7 +297,7 @@ describe('process kubelet: Parallel pods, grace periods, unknown images', () => 
   let kubelet: Kubelet;
   const errors: unknown[] = [];
   let podT: ResourceType;
-  const k = (...args: string[]) => kubectl(server, dir, args);
+  const k = (...args: string[]) => kubectlOf(server, dir)(args);
   const pod = (name: string): KObject | undefined => {
     try {
       return server.store.get(podT, 'default', name);
@@ -322,14 +312,14 @@ describe('process kubelet: Parallel pods, grace periods, unknown images', () => 
 
   before(async () => {
     dir = await makeTmpDir('cartero-kubelet-test-');
-    server = await startApiServer({ dir: path.join(dir, 'api') });
+    server = await startApiServer({ dir: path.join(dir, 'api'), serviceClusterIpRange: NET.serviceRange });
     podT = server.registry.find('', 'v1', 'pods')!;
     kubelet = startKubelet({
       server,
       images: { [IMAGE]: { command: process.execPath, args: [FIXTURE] } },
       dir: path.join(dir, 'pods'),
       onError: (err) => errors.push(err),
-      podAddresses: loopbackAddresses(`127.1.${2 + (process.pid % 250)}`),
+      podAddresses: NET.podAddresses(),
     });
   });
 
@@ -341,9 +331,7 @@ describe('process kubelet: Parallel pods, grace periods, unknown images', () => 
   });
 
   it('creates Parallel pods at once, kills SIGTERM-deaf processes after the grace period', async () => {
-    await kubectl(
-      server,
-      dir,
+    await kubectlOf(server, dir)(
       ['apply', '-f', '-'],
       `apiVersion: apps/v1
 kind: StatefulSet
@@ -419,9 +407,7 @@ spec:
         return undefined;
       }
     };
-    await kubectl(
-      server,
-      dir,
+    await kubectlOf(server, dir)(
       ['apply', '-f', '-'],
       `apiVersion: apps/v1
 kind: StatefulSet
@@ -466,9 +452,7 @@ spec:
   });
 
   it('restarts a container whose liveness probe fails', async () => {
-    await kubectl(
-      server,
-      dir,
+    await kubectlOf(server, dir)(
       ['apply', '-f', '-'],
       `apiVersion: v1
 kind: Pod
@@ -480,9 +464,10 @@ spec:
     - name: server
       image: ${IMAGE}
       args: [--port, "9091"]
-      livenessProbe: {httpGet: {path: /livez, port: 9091}, periodSeconds: 0.2, failureThreshold: 2}
+      livenessProbe: {httpGet: {path: /livez, port: 9091}, initialDelaySeconds: 3, periodSeconds: 0.2, failureThreshold: 2}
 `,
     );
+    // The delay covers the restarted process's start-up on a loaded machine (no startupProbe here).
     const restarts = () =>
       (pod('lively')?.status as { containerStatuses?: { restartCount: number }[] } | undefined)
         ?.containerStatuses?.[0]?.restartCount;
@@ -503,9 +488,7 @@ spec:
   });
 
   it('starts a pod once the ConfigMap its volume needs exists', async () => {
-    await kubectl(
-      server,
-      dir,
+    await kubectlOf(server, dir)(
       ['apply', '-f', '-'],
       `apiVersion: v1
 kind: Pod
@@ -589,7 +572,7 @@ describe('process kubelet: kubectl logs (pods/log)', () => {
         })),
       },
     });
-  const apply = (text: string) => kubectl(server, dir, ['apply', '-f', '-'], text);
+  const apply = (text: string) => kubectlOf(server, dir)(['apply', '-f', '-'], text);
   const logFileHas = (name: string, text: string) => async () => {
     const file = kubelet.logPath('default', name);
     return !!file && existsSync(file) && (await readFile(file, 'utf8')).includes(text);
@@ -597,14 +580,14 @@ describe('process kubelet: kubectl logs (pods/log)', () => {
 
   before(async () => {
     dir = await makeTmpDir('cartero-kubelet-logs-test-');
-    server = await startApiServer({ dir: path.join(dir, 'api') });
+    server = await startApiServer({ dir: path.join(dir, 'api'), serviceClusterIpRange: NET.serviceRange });
     kubelet = startKubelet({
       server,
       images: { [NODE_IMAGE]: { command: process.execPath } },
       dir: path.join(dir, 'pods'),
       onError: (err) => errors.push(err),
       services: false,
-      podAddresses: loopbackAddresses(`127.1.${2 + (process.pid % 250)}`),
+      podAddresses: NET.podAddresses(),
     });
     await apply(podYaml('printer', { main: 'for (let i = 1; i <= 5; i++) console.log(`line ${i}`)' }));
     await waitFor(logFileHas('printer', 'line 5'), { what: 'printer output' });

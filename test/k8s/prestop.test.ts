@@ -5,7 +5,6 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,23 +14,15 @@ import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 import type { KObject } from './apiserver/objects.js';
 import type { ResourceType } from './apiserver/resources.js';
 import { startApiServer, type ApiServer } from './apiserver/server.js';
-import { isRunningAndReady, loopbackAddresses, startKubelet, type Kubelet } from './kubelet/kubelet.js';
+import { allocateAddresses, kubectlOf } from './harness.js';
+import { isRunningAndReady, startKubelet, type Kubelet } from './kubelet/kubelet.js';
+
+/** Pod addresses and Service IPs no other test process uses at the same time. */
+const NET = allocateAddresses();
 
 const PODSERVER = fileURLToPath(new URL('./fixtures/podserver.js', import.meta.url));
 const HOOK = fileURLToPath(new URL('./fixtures/hook.js', import.meta.url));
 const IMAGE = 'cartero.test/podserver:1';
-const SLOT = 10 + (process.pid % 240);
-
-function kubectl(server: ApiServer, dir: string, args: string[], input?: string): Promise<string> {
-  const all = ['--kubeconfig', server.kubeconfig, '--cache-dir', path.join(dir, 'cache'), ...args];
-  return new Promise((resolve, reject) => {
-    const child = execFile('kubectl', all, { timeout: 60_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`kubectl ${args.join(' ')} failed: ${stderr}`));
-      else resolve(stdout);
-    });
-    child.stdin?.end(input ?? '');
-  });
-}
 
 interface Event {
   what: string;
@@ -62,8 +53,8 @@ describe('process kubelet: preStop hooks', () => {
   let kubelet: Kubelet;
   const errors: unknown[] = [];
   let podT: ResourceType;
-  const k = (...args: string[]) => kubectl(server, dir, args);
-  const apply = (text: string) => kubectl(server, dir, ['apply', '-f', '-'], text);
+  const k = (...args: string[]) => kubectlOf(server, dir)(args);
+  const apply = (text: string) => kubectlOf(server, dir)(['apply', '-f', '-'], text);
   const pod = (name: string): KObject | undefined => {
     try {
       return server.store.get(podT, 'default', name);
@@ -89,7 +80,7 @@ describe('process kubelet: preStop hooks', () => {
     dir = await makeTmpDir('cartero-prestop-test-');
     server = await startApiServer({
       dir: path.join(dir, 'api'),
-      serviceClusterIpRange: `127.4.${SLOT}.0/24`,
+      serviceClusterIpRange: NET.serviceRange,
     });
     podT = server.registry.find('', 'v1', 'pods')!;
     server.store.subscribe((e) => {
@@ -105,7 +96,7 @@ describe('process kubelet: preStop hooks', () => {
       images: { [IMAGE]: { command: process.execPath, args: [PODSERVER] } },
       dir: path.join(dir, 'pods'),
       onError: (err) => errors.push(err),
-      podAddresses: loopbackAddresses(`127.7.${SLOT}`),
+      podAddresses: NET.podAddresses(),
     });
   });
 

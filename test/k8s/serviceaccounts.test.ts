@@ -5,7 +5,6 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -16,30 +15,16 @@ import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 import type { KObject } from './apiserver/objects.js';
 import type { ResourceType } from './apiserver/resources.js';
 import { startApiServer, type ApiServer } from './apiserver/server.js';
-import {
-  isRunningAndReady,
-  loopbackAddresses,
-  SERVICEACCOUNT_DIR,
-  startKubelet,
-  type Kubelet,
-} from './kubelet/kubelet.js';
+import { allocateAddresses, kubectlOf } from './harness.js';
+import { isRunningAndReady, SERVICEACCOUNT_DIR, startKubelet, type Kubelet } from './kubelet/kubelet.js';
+
+/** Pod addresses and Service IPs no other test process uses at the same time. */
+const NET = allocateAddresses();
 
 const PODSERVER = fileURLToPath(new URL('./fixtures/podserver.js', import.meta.url));
 const KUBECLIENT = fileURLToPath(new URL('./fixtures/kubeclient.js', import.meta.url));
 const IMAGE = 'cartero.test/podserver:1';
 const CLIENT_IMAGE = 'cartero.test/kubeclient:1';
-const SLOT = 10 + (process.pid % 240);
-
-function kubectl(server: ApiServer, dir: string, args: string[], input?: string): Promise<string> {
-  const all = ['--kubeconfig', server.kubeconfig, '--cache-dir', path.join(dir, 'cache'), ...args];
-  return new Promise((resolve, reject) => {
-    const child = execFile('kubectl', all, { timeout: 60_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`kubectl ${args.join(' ')} failed: ${stderr}`));
-      else resolve(stdout);
-    });
-    child.stdin?.end(input ?? '');
-  });
-}
 
 const claims = (token: string) =>
   JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8')) as {
@@ -62,8 +47,8 @@ describe('process kubelet: ServiceAccount identity', () => {
   let podT: ResourceType;
   let saT: ResourceType;
   let cmT: ResourceType;
-  const k = (...args: string[]) => kubectl(server, dir, args);
-  const apply = (text: string) => kubectl(server, dir, ['apply', '-f', '-'], text);
+  const k = (...args: string[]) => kubectlOf(server, dir)(args);
+  const apply = (text: string) => kubectlOf(server, dir)(['apply', '-f', '-'], text);
   const get = (t: ResourceType, ns: string, name: string): KObject | undefined => {
     try {
       return server.store.get(t, ns, name);
@@ -85,7 +70,7 @@ describe('process kubelet: ServiceAccount identity', () => {
     dir = await makeTmpDir('cartero-serviceaccounts-test-');
     server = await startApiServer({
       dir: path.join(dir, 'api'),
-      serviceClusterIpRange: `127.4.${SLOT}.0/24`,
+      serviceClusterIpRange: NET.serviceRange,
     });
     podT = server.registry.find('', 'v1', 'pods')!;
     saT = server.registry.find('', 'v1', 'serviceaccounts')!;
@@ -98,7 +83,7 @@ describe('process kubelet: ServiceAccount identity', () => {
       },
       dir: path.join(dir, 'pods'),
       onError: (err) => errors.push(err),
-      podAddresses: loopbackAddresses(`127.6.${SLOT}`),
+      podAddresses: NET.podAddresses(),
     });
   });
 

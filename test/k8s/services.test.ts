@@ -5,7 +5,6 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -16,28 +15,18 @@ import { ApiError } from './apiserver/errors.js';
 import type { KObject } from './apiserver/objects.js';
 import type { ResourceType } from './apiserver/resources.js';
 import { startApiServer, type ApiServer } from './apiserver/server.js';
+import { allocateAddresses, kubectlOf } from './harness.js';
 import { isRunningAndReady, loopbackAddresses, startKubelet, type Kubelet } from './kubelet/kubelet.js';
 import { SERVICE_NAME_LABEL } from './kubelet/services.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/podserver.js', import.meta.url));
 const IMAGE = 'cartero.test/podserver:1';
 // Per test process (DESIGN §5 keeps 127.0.x for the shared plan; other test files use 127.0-2.x for pods).
-const SLOT = 10 + (process.pid % 240);
-const SERVICE_RANGE = `127.4.${SLOT}.0/24`;
-const POD_PREFIX = `127.3.${SLOT}`;
+const NET = allocateAddresses();
+const SERVICE_RANGE = NET.serviceRange;
+const POD_PREFIX = NET.podPrefix;
 /** A client address of our own, to see that pods get the client's address, not the proxy's. */
-const CLIENT_IP = `127.5.${SLOT}.9`;
-
-function kubectl(server: ApiServer, dir: string, args: string[], input?: string): Promise<string> {
-  const all = ['--kubeconfig', server.kubeconfig, '--cache-dir', path.join(dir, 'cache'), ...args];
-  return new Promise((resolve, reject) => {
-    const child = execFile('kubectl', all, { timeout: 60_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`kubectl ${args.join(' ')} failed: ${stderr}`));
-      else resolve(stdout);
-    });
-    child.stdin?.end(input ?? '');
-  });
-}
+const CLIENT_IP = `${NET.clientPrefix}.9`;
 
 interface Answer {
   pod: string;
@@ -116,8 +105,8 @@ describe('process kubelet: Services', () => {
   let svcT: ResourceType;
   let epT: ResourceType;
   let sliceT: ResourceType;
-  const k = (...args: string[]) => kubectl(server, dir, args);
-  const apply = (text: string) => kubectl(server, dir, ['apply', '-f', '-'], text);
+  const k = (...args: string[]) => kubectlOf(server, dir)(args);
+  const apply = (text: string) => kubectlOf(server, dir)(['apply', '-f', '-'], text);
   const get = (t: ResourceType, name: string): KObject | undefined => {
     try {
       return server.store.get(t, 'default', name);
@@ -200,18 +189,18 @@ describe('process kubelet: Services', () => {
       );
     const a = svc('a', {});
     const ipA = (a.spec as { clusterIP: string; clusterIPs: string[] }).clusterIP;
-    assert.equal(ipA, `127.4.${SLOT}.1`);
+    assert.equal(ipA, `${NET.serviceBase}.1`);
     assert.deepEqual((a.spec as { clusterIPs: string[] }).clusterIPs, [ipA]);
-    assert.equal((svc('b', {}).spec as { clusterIP: string }).clusterIP, `127.4.${SLOT}.2`);
+    assert.equal((svc('b', {}).spec as { clusterIP: string }).clusterIP, `${NET.serviceBase}.2`);
     assert.equal((svc('h', { clusterIP: 'None' }).spec as { clusterIP: string }).clusterIP, 'None');
     assert.ok(
       !('clusterIP' in (svc('x', { type: 'ExternalName', externalName: 'mx.example.test' }).spec as object)),
     );
     assert.equal(
-      (svc('c', { clusterIP: `127.4.${SLOT}.200` }).spec as { clusterIP: string }).clusterIP,
-      `127.4.${SLOT}.200`,
+      (svc('c', { clusterIP: `${NET.serviceBase}.200` }).spec as { clusterIP: string }).clusterIP,
+      `${NET.serviceBase}.200`,
     );
-    invalid(() => svc('d', { clusterIP: `127.4.${SLOT}.200` }), /provided IP is already allocated/);
+    invalid(() => svc('d', { clusterIP: `${NET.serviceBase}.200` }), /provided IP is already allocated/);
     invalid(() => svc('e', { clusterIP: '10.0.0.1' }), /not in the valid range/);
     // Updates keep the address (also when they leave it out) and refuse to change it.
     const current = server.store.get(svcT, 'default', 'a');
@@ -224,19 +213,19 @@ describe('process kubelet: Services', () => {
       () =>
         server.store.update(svcT, 'default', 'a', {
           ...kept,
-          spec: { ...(kept.spec as object), clusterIP: `127.4.${SLOT}.50`, clusterIPs: undefined },
+          spec: { ...(kept.spec as object), clusterIP: `${NET.serviceBase}.50`, clusterIPs: undefined },
         }),
-      /spec\.clusterIPs\[0\]: Invalid value: \["127\.4\.\d+\.50"\]: may not change once set/,
+      /spec\.clusterIPs\[0\]: Invalid value: \["127\.\d+\.\d+\.50"\]: may not change once set/,
     );
     await assert.rejects(
       apply(
-        `apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: 127.4.${SLOT}.51, ports: [{port: 80}]}\n`,
+        `apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: ${NET.serviceBase}.51, ports: [{port: 80}]}\n`,
       ),
       /may not change once set/,
     );
     // A released address is not handed out again at once.
     server.store.delete(svcT, 'default', 'a');
-    assert.equal((svc('f', {}).spec as { clusterIP: string }).clusterIP, `127.4.${SLOT}.3`);
+    assert.equal((svc('f', {}).spec as { clusterIP: string }).clusterIP, `${NET.serviceBase}.3`);
     for (const name of ['b', 'h', 'x', 'c', 'f']) server.store.delete(svcT, 'default', name);
   });
 
@@ -244,7 +233,7 @@ describe('process kubelet: Services', () => {
     await apply(deployment(3));
     await k('rollout', 'status', 'deployment/web', '--timeout=30s');
     const ip = clusterIp('web');
-    assert.ok(ip.startsWith(`127.4.${SLOT}.`), ip);
+    assert.ok(ip.startsWith(`${NET.serviceBase}.`), ip);
     const pods = readyPods('web');
     assert.equal(pods.length, 3);
     const want = pods.map(podIp).sort();
