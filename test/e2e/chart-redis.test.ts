@@ -1,6 +1,9 @@
 /**
  * The chart's optional Redis (redis.enabled) as the fleet's rate-limit store, with the real helm
- * (.tmp/tools/helm) against the project's Kubernetes API server and process kubelet:
+ * (.tmp/tools/helm):
+ * - `helm template`: nothing by default; with redis.enabled the four objects and a Secret copy per relay
+ *   namespace (redis.relayNamespaces, else watchNamespaces), one password in all; bad values refused.
+ * Against the project's Kubernetes API server and process kubelet:
  * - `helm install --set redis.enabled=true`: the Redis Deployment runs the image's entrypoint (the redis
  *   image → Debian's redis-server, as the image's entrypoint runs it) with the generated password read from
  *   the mounted redis.conf (never on its command line); the credentials Secret is copied into the
@@ -17,6 +20,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -128,6 +132,87 @@ after(async () => {
   await kubelet?.stop({ graceSeconds: 5 });
   await api?.stop();
   if (dir) await removeTmpDir(dir);
+});
+
+/** `helm template` → parsed objects. */
+async function template(...args: string[]): Promise<Any[]> {
+  const r = await run(HELM, ['template', RELEASE, CHART, '-n', NS, ...args]);
+  assert.equal(r.code, 0, r.out);
+  return YAML.parseAllDocuments(r.stdout)
+    .map((d) => d.toJSON() as Any)
+    .filter(Boolean);
+}
+const redisObjects = (objs: Any[]) =>
+  objs
+    .filter((o) => o.metadata.name === 'cartero-redis')
+    .map((o) => `${o.kind} ${o.metadata.namespace}`)
+    .sort();
+
+describe('chart: rendering the optional Redis', () => {
+  it('off by default; on: Secret, Service, Deployment, NetworkPolicy, and a Secret copy per relay namespace', async () => {
+    assert.deepEqual(redisObjects(await template()), []);
+    assert.deepEqual(redisObjects(await template('--set', 'redis.enabled=true')), [
+      `Deployment ${NS}`,
+      `NetworkPolicy ${NS}`,
+      `Secret ${NS}`,
+      `Service ${NS}`,
+    ]);
+    // without namespaces: relay pods of every namespace admitted, no copies (the docs say how to make one)
+    const all = await template('--set', 'redis.enabled=true');
+    const np = all.find((o) => o.kind === 'NetworkPolicy');
+    assert.deepEqual(np.spec.ingress[0].from[0].namespaceSelector, {});
+    // watchNamespaces is the default of redis.relayNamespaces; the release namespace gets no second copy
+    const watched = await template('--set', 'redis.enabled=true', '--set', `watchNamespaces={mail,${NS}}`);
+    assert.deepEqual(redisObjects(watched), [
+      `Deployment ${NS}`,
+      `NetworkPolicy ${NS}`,
+      `Secret ${NS}`,
+      `Secret mail`,
+      `Service ${NS}`,
+    ]);
+    const objs = await template(
+      '--set',
+      'redis.enabled=true,redis.networkPolicy.enabled=false',
+      '--set',
+      'redis.relayNamespaces={mail,billing}',
+    );
+    assert.deepEqual(redisObjects(objs), [
+      'Deployment cartero-system',
+      'Secret billing',
+      'Secret cartero-system',
+      'Secret mail',
+      'Service cartero-system',
+    ]);
+    const secrets = objs.filter((o) => o.kind === 'Secret' && o.metadata.name === 'cartero-redis');
+    assert.equal(new Set(secrets.map((o) => o.data.password)).size, 1, 'one password in every copy');
+    const d = objs.find((o) => o.kind === 'Deployment' && o.metadata.name === 'cartero-redis');
+    const pod = d.spec.template.spec;
+    assert.equal(d.spec.replicas, 1);
+    assert.equal(d.spec.strategy.type, 'Recreate');
+    assert.equal(pod.automountServiceAccountToken, false);
+    assert.equal(pod.securityContext.runAsNonRoot, true);
+    assert.equal(pod.containers[0].image, 'docker.io/library/redis:7.4-alpine');
+    assert.equal(pod.containers[0].args[0], '/etc/redis/redis.conf');
+    assert.ok(!pod.containers[0].args.includes('--requirepass'), 'the password is in the config file');
+    assert.equal(
+      d.spec.template.metadata.annotations['checksum/password'],
+      createHash('sha256').update(Buffer.from(secrets[0].data.password, 'base64').toString()).digest('hex'),
+    );
+  });
+
+  it('refuses bad redis values with the field and the reason', async () => {
+    const cases: [string[], RegExp][] = [
+      [['--set', 'redis.maxmemory=lots'], /at '\/redis\/maxmemory': 'lots' does not match pattern/],
+      [['--set', 'redis.image.tag='], /at '\/redis\/image\/tag'/],
+      [['--set', 'redis.relayNamespaces={Mail}'], /at '\/redis\/relayNamespaces\/0': 'Mail' does not match/],
+      [['--set', 'redis.replicas=2'], /additional properties 'replicas' not allowed/],
+    ];
+    for (const [args, want] of cases) {
+      const r = await run(HELM, ['template', RELEASE, CHART, '--set', 'redis.enabled=true', ...args]);
+      assert.notEqual(r.code, 0, `${args.join(' ')} is refused`);
+      assert.match(r.out, want, args.join(' '));
+    }
+  });
 });
 
 describe('chart: the optional Redis shares a fleet rate limit', { timeout: 180_000 }, () => {
