@@ -5,18 +5,26 @@
  * and that each image builds from exactly what its Dockerfile copies: the build context is assembled from
  * the COPY lines (no list kept here), the build step runs there, and the program starts from the final
  * stage with the production packages only (the lockfile's packages not marked dev, what
- * `npm ci --omit=dev` installs).
+ * `npm ci --omit=dev` installs): the relay with `--help` and the example config (checked, then run until
+ * it serves SMTP and stops on SIGTERM), the operator's `--uninstall-check` (the chart's pre-delete hook)
+ * against the project's test API server with the CRDs of crds/ (no CRD, no SmtpRelay, one SmtpRelay,
+ * one outside WATCH_NAMESPACE) and against no API server.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { cp, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { cp, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
+import { startApiServer } from '../k8s/apiserver/server.js';
+import { waitFor } from '../helpers/poll.js';
+import { SmtpSession } from '../helpers/smtpsession.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+/** The example relay's listeners move from 127.0.0.1 to this address, so its fixed ports are free. */
+const RELAY_ADDRESS = `127.77.${10 + (process.pid % 240)}.1`;
 
 interface Instruction {
   op: string;
@@ -173,6 +181,121 @@ async function buildImage(
   return { build, workdir, entrypoint };
 }
 
+type Start = (args: string[], env?: NodeJS.ProcessEnv) => Promise<{ code: number; out: string }>;
+
+/**
+ * The built operator's `--uninstall-check` against the test API server: no CRD (nothing can wait: 0),
+ * the CRDs of crds/ without SmtpRelays (0), one SmtpRelay (1, naming it and what to do), the same with
+ * WATCH_NAMESPACE elsewhere (0); then against an API server that is not there (1, its own message).
+ */
+async function uninstallChecks(dir: string, start: Start): Promise<void> {
+  const api = await startApiServer({ dir: path.join(dir, 'api') });
+  try {
+    const post = async (urlPath: string, body: unknown) => {
+      const r = await fetch(`${api.url}${urlPath}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${api.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      assert.equal(r.status, 201, `POST ${urlPath}: ${await r.text()}`);
+    };
+    const check = (env: NodeJS.ProcessEnv = {}) =>
+      start(['--uninstall-check'], { KUBECONFIG: api.kubeconfig, ...env });
+
+    let r = await check();
+    assert.equal(r.code, 0, r.out);
+    assert.match(r.out, /no SmtpRelay CRD: nothing waits for the operator/);
+
+    const crds = (await readdir(path.join(ROOT, 'crds'))).filter((f) => f.endsWith('.yaml'));
+    assert.ok(crds.includes('smtprelay.yaml'), crds.join(', '));
+    for (const f of crds)
+      await post(
+        '/apis/apiextensions.k8s.io/v1/customresourcedefinitions',
+        YAML.parse(await readFile(path.join(ROOT, 'crds', f), 'utf8')),
+      );
+    r = await check();
+    assert.equal(r.code, 0, r.out);
+    assert.match(r.out, /no SmtpRelays in any namespace: the operator may go/);
+
+    await post('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'mail' } });
+    await post('/apis/cartero.io/v1alpha1/namespaces/mail/smtprelays', {
+      apiVersion: 'cartero.io/v1alpha1',
+      kind: 'SmtpRelay',
+      metadata: { name: 'outbound', namespace: 'mail' },
+      spec: { replicas: 1 },
+    });
+    r = await check();
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /refusing to uninstall the operator: 1 SmtpRelay\(s\) still exist: mail\/outbound\./);
+    assert.match(r.out, /kubectl delete smtprelays --all -A/);
+    r = await check({ WATCH_NAMESPACE: 'other' });
+    assert.equal(r.code, 0, r.out);
+    assert.match(r.out, /no SmtpRelays in namespace other/);
+  } finally {
+    await api.stop();
+  }
+
+  const kubeconfig = path.join(dir, 'kubeconfig');
+  await writeFile(
+    kubeconfig,
+    YAML.stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [{ name: 'none', cluster: { server: 'http://127.0.0.1:9' } }],
+      users: [{ name: 'none', user: { token: 'x' } }],
+      contexts: [{ name: 'none', context: { cluster: 'none', user: 'none' } }],
+      'current-context': 'none',
+    }),
+  );
+  const r = await start(['--uninstall-check'], { KUBECONFIG: kubeconfig });
+  assert.equal(r.code, 1, r.out);
+  assert.match(r.out, /refusing to uninstall: could not list SmtpRelays in any namespace/);
+}
+
+/**
+ * Runs the built relay with `config` until it is ready (admin /readyz) and greets on its SMTP listener,
+ * then stops it with SIGTERM (exit 0). Deadlines, no sleeps.
+ */
+async function runRelay(image: { workdir: string; entrypoint: string[] }, config: string): Promise<void> {
+  const child = spawn(
+    process.execPath,
+    [...PRESERVE_SYMLINKS, ...image.entrypoint.slice(1), '--config', config],
+    {
+      cwd: image.workdir,
+      env: { PATH: process.env.PATH, HOME: image.workdir, NODE_ENV: 'production' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let out = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (out += b.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  try {
+    await waitFor(
+      async () => {
+        if (child.exitCode !== null) throw new Error(`the relay exited (${child.exitCode}):\n${out}`);
+        const r = await fetch(`http://${RELAY_ADDRESS}:9025/readyz`).catch(() => undefined);
+        return r?.status === 200;
+      },
+      { timeoutMs: 20_000, intervalMs: 50, what: 'the example relay to be ready' },
+    ).catch((e: Error) => assert.fail(`${e.message}\n${out}`));
+    const s = await SmtpSession.open(2525, { host: RELAY_ADDRESS });
+    assert.match(s.ehloReply?.text ?? '', /^250/);
+    await s.quit();
+    child.kill('SIGTERM');
+    let timer: NodeJS.Timeout | undefined;
+    const code = await Promise.race([
+      exited,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`the relay did not stop on SIGTERM:\n${out}`)), 15_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    assert.equal(code, 0, out);
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+}
+
 const IMAGES = [
   { app: 'operator', ports: [8080] },
   { app: 'relay', ports: [2525, 5870, 9025] },
@@ -312,24 +435,16 @@ describe('Dockerfiles', () => {
           ]);
           assert.equal(check.code, 0, check.out);
           assert.match(check.out, /config ok/);
+          // and runs with it: the same file, its listeners and admin API on an address of their own
+          const text = await readFile(path.join(ROOT, 'examples/standalone/relay.yaml'), 'utf8');
+          const moved = text.replaceAll('address: 127.0.0.1', `address: ${RELAY_ADDRESS}`);
+          assert.equal(moved.split(RELAY_ADDRESS).length - 1, 3, 'two listeners and the admin API');
+          await writeFile(path.join(example, 'examples/standalone/relay.yaml'), moved);
+          await runRelay(image, path.join(example, 'examples/standalone/relay.yaml'));
         } else {
-          // The operator has no --help, and --uninstall-check needs an API server: against one that is
-          // not there it fails with its own message, after every module loaded (not ERR_MODULE_NOT_FOUND).
-          const kubeconfig = path.join(dir, 'kubeconfig');
-          await writeFile(
-            kubeconfig,
-            YAML.stringify({
-              apiVersion: 'v1',
-              kind: 'Config',
-              clusters: [{ name: 'none', cluster: { server: 'http://127.0.0.1:9' } }],
-              users: [{ name: 'none', user: { token: 'x' } }],
-              contexts: [{ name: 'none', context: { cluster: 'none', user: 'none' } }],
-              'current-context': 'none',
-            }),
-          );
-          const check = await start(['--uninstall-check'], { KUBECONFIG: kubeconfig });
-          assert.equal(check.code, 1, check.out);
-          assert.match(check.out, /refusing to uninstall: could not list SmtpRelays in any namespace/);
+          // The operator has no --help: --uninstall-check (the chart's pre-delete hook) runs every module
+          // it loads (not ERR_MODULE_NOT_FOUND) against the test API server, then against none.
+          await uninstallChecks(dir, start);
         }
       }
     } finally {

@@ -125,3 +125,26 @@ cluster-scoped objects (only with rbac.ciliumEgressGatewayPolicies).
   verbs: [list, create, patch, delete]
 {{- end }}
 {{- end -}}
+
+{{/* The optional Redis (redis.enabled): its objects' name, labels, and the namespaces of the SmtpRelays using it. */}}
+{{- define "cartero.redisName" -}}
+{{- printf "%s-redis" (include "cartero.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "cartero.redisSelectorLabels" -}}
+app.kubernetes.io/name: cartero-redis
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "cartero.redisLabels" -}}
+{{ include "cartero.redisSelectorLabels" . }}
+app.kubernetes.io/component: ratelimit-store
+app.kubernetes.io/part-of: cartero
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* redis.relayNamespaces, else watchNamespaces (a list; empty: every namespace, no Secret copies). */}}
+{{- define "cartero.redisNamespaces" -}}
+{{- toJson (default .Values.watchNamespaces .Values.redis.relayNamespaces) -}}
+{{- end -}}
