@@ -19,91 +19,42 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
-import { startApiServer, type ApiServer } from '../k8s/apiserver/server.js';
-import { loopbackAddresses, startKubelet, type Kubelet } from '../k8s/kubelet/kubelet.js';
+import type { ApiServer } from '../k8s/apiserver/server.js';
+import type { Kubelet } from '../k8s/kubelet/kubelet.js';
+import { startTestCluster, type Kubectl, type TestCluster } from '../k8s/harness.js';
+import { CHART, CHART_IMAGES, helmFor, runCommand } from '../helpers/chart.js';
 import { waitFor } from '../helpers/poll.js';
-import { RELAY_MAIN } from '../helpers/relay.js';
 import { SmtpSession } from '../helpers/smtpsession.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const CHART = path.join(ROOT, 'charts', 'cartero');
-const HELM = path.join(ROOT, '.tmp', 'tools', 'helm', 'helm');
-const OPERATOR_MAIN = path.join(ROOT, 'dist', 'operator', 'src', 'main.js');
-const OPERATOR_IMAGE = 'ghcr.io/cartero/operator:0.1.0';
-const RELAY_IMAGE = 'ghcr.io/cartero/relay:0.1.0';
 const NS = 'cartero-system';
 const RELEASE = 'cartero';
-const SLOT = 10 + (process.pid % 240);
 const LIMIT = 6; // per minute, fleet-wide; each of the 2 pods' local share is 3
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Any = any;
 
 let dir: string;
+let cluster: TestCluster;
 let api: ApiServer;
 let kubelet: Kubelet;
 let redisImage: string;
 const kubeletErrors: string[] = [];
 
-function run(
-  cmd: string,
-  args: string[],
-  input?: string,
-  env: NodeJS.ProcessEnv = {},
-): Promise<{ code: number; out: string; stdout: string }> {
-  return new Promise((resolve) => {
-    const child = execFile(
-      cmd,
-      args,
-      {
-        timeout: 90_000,
-        maxBuffer: 32 * 1024 * 1024,
-        env: {
-          ...process.env,
-          HELM_CACHE_HOME: path.join(dir, 'helm-cache'),
-          HELM_CONFIG_HOME: path.join(dir, 'helm-config'),
-          HELM_DATA_HOME: path.join(dir, 'helm-data'),
-          ...env,
-        },
-      },
-      (err, stdout, stderr) =>
-        resolve({
-          code: err ? ((err as { code?: number }).code ?? 1) : 0,
-          out: `${stdout}${stderr}`,
-          stdout,
-        }),
-    );
-    child.stdin?.end(input ?? '');
-  });
-}
-const helm = (...args: string[]) => run(HELM, ['--kubeconfig', api.kubeconfig, ...args]);
-async function kubectl(args: string[], input?: string): Promise<string> {
-  const r = await run(
-    'kubectl',
-    ['--kubeconfig', api.kubeconfig, '--cache-dir', path.join(dir, 'kube-cache'), ...args],
-    input,
-  );
-  if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.out}`);
-  return r.stdout;
-}
+let helm: ReturnType<typeof helmFor>;
+let kubectl: Kubectl;
 const kjson = async (args: string[]): Promise<Any> => JSON.parse(await kubectl([...args, '-o', 'json']));
 const b64 = (s: string) => Buffer.from(s, 'base64').toString('utf8');
 
 /** redis-cli against `host`, the password (if any) in REDISCLI_AUTH, not on the command line. */
 async function redisCli(host: string, password: string | undefined, ...args: string[]): Promise<string> {
-  const r = await run(
-    'redis-cli',
-    ['-h', host, '-p', '6379', ...args],
-    undefined,
-    password ? { REDISCLI_AUTH: password } : {},
-  );
+  const r = await runCommand('redis-cli', ['-h', host, '-p', '6379', ...args], {
+    env: password ? { REDISCLI_AUTH: password } : {},
+  });
   assert.equal(r.code, 0, r.out);
   return r.out.trim();
 }
@@ -112,31 +63,31 @@ before(async () => {
   dir = await makeTmpDir('cartero-chart-redis-');
   const values = YAML.parse(await readFile(path.join(CHART, 'values.yaml'), 'utf8')) as Any;
   redisImage = `${values.redis.image.repository}:${values.redis.image.tag}`;
-  api = await startApiServer({ dir: path.join(dir, 'api'), serviceClusterIpRange: `127.15.${SLOT}.0/24` });
-  kubelet = startKubelet({
-    server: api,
-    images: {
-      // what operator/Dockerfile and relay/Dockerfile start (ENTRYPOINT ["node", "dist/.../main.js"])
-      [OPERATOR_IMAGE]: { command: process.execPath, args: [OPERATOR_MAIN] },
-      [RELAY_IMAGE]: { command: process.execPath, args: [RELAY_MAIN] },
-      // the redis image's entrypoint runs redis-server with the container's args (first one a .conf)
-      [redisImage]: { command: 'redis-server' },
+  cluster = await startTestCluster({
+    dir,
+    kubelet: {
+      images: {
+        ...CHART_IMAGES,
+        // the redis image's entrypoint runs redis-server with the container's args (first one a .conf)
+        [redisImage]: { command: 'redis-server' },
+      },
+      onError: (e) => kubeletErrors.push(String(e)),
     },
-    dir: path.join(dir, 'pods'),
-    podAddresses: loopbackAddresses(`127.16.${SLOT}`),
-    onError: (e) => kubeletErrors.push(String(e)),
+    kubectl: { timeoutMs: 90_000 },
   });
+  ({ api, kubectl } = cluster);
+  kubelet = cluster.kubelet!;
+  helm = helmFor(dir, () => api.kubeconfig);
 });
 
 after(async () => {
-  await kubelet?.stop({ graceSeconds: 5 });
-  await api?.stop();
+  await cluster?.stop({ graceSeconds: 5 });
   if (dir) await removeTmpDir(dir);
 });
 
 /** `helm template` → parsed objects. */
 async function template(...args: string[]): Promise<Any[]> {
-  const r = await run(HELM, ['template', RELEASE, CHART, '-n', NS, ...args]);
+  const r = await helm('template', RELEASE, CHART, '-n', NS, ...args);
   assert.equal(r.code, 0, r.out);
   return YAML.parseAllDocuments(r.stdout)
     .map((d) => d.toJSON() as Any)
@@ -208,7 +159,7 @@ describe('chart: rendering the optional Redis', () => {
       [['--set', 'redis.replicas=2'], /additional properties 'replicas' not allowed/],
     ];
     for (const [args, want] of cases) {
-      const r = await run(HELM, ['template', RELEASE, CHART, '--set', 'redis.enabled=true', ...args]);
+      const r = await helm('template', RELEASE, CHART, '--set', 'redis.enabled=true', ...args);
       assert.notEqual(r.code, 0, `${args.join(' ')} is refused`);
       assert.match(r.out, want, args.join(' '));
     }

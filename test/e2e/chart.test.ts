@@ -17,7 +17,6 @@
  */
 import { after, before, describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { cp, readFile, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
@@ -26,18 +25,13 @@ import YAML from 'yaml';
 import type { ApiServer, RequestRecord } from '../k8s/apiserver/server.js';
 import type { Kubelet } from '../k8s/kubelet/kubelet.js';
 import { startTestCluster, type Kubectl, type TestCluster } from '../k8s/harness.js';
+import { CHART, CHART_IMAGES, OPERATOR_IMAGE, RELAY_IMAGE, helmFor } from '../helpers/chart.js';
 import { waitFor } from '../helpers/poll.js';
-import { RELAY_MAIN } from '../helpers/relay.js';
 import { sendMail } from '../helpers/swaks.js';
 import { startTestMx, type TestMx } from '../helpers/testmx.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const CHART = path.join(ROOT, 'charts', 'cartero');
-const HELM = path.join(ROOT, '.tmp', 'tools', 'helm', 'helm');
-const OPERATOR_MAIN = path.join(ROOT, 'dist', 'operator', 'src', 'main.js');
-const OPERATOR_IMAGE = 'ghcr.io/cartero/operator:0.1.0';
-const RELAY_IMAGE = 'ghcr.io/cartero/relay:0.1.0';
 const NS = 'cartero-system';
 const RELEASE = 'cartero';
 const MX_ADDRESS = '127.0.4.95';
@@ -66,44 +60,14 @@ let stopScheduler: (() => void) | undefined;
 let logProxy: http.Server | undefined;
 const kubeletErrors: string[] = [];
 
-function run(
-  cmd: string,
-  args: string[],
-  input?: string,
-): Promise<{ code: number; out: string; stdout: string }> {
-  return new Promise((resolve) => {
-    const child = execFile(
-      cmd,
-      args,
-      {
-        timeout: 90_000,
-        maxBuffer: 32 * 1024 * 1024,
-        env: {
-          ...process.env,
-          HELM_CACHE_HOME: path.join(dir, 'helm-cache'),
-          HELM_CONFIG_HOME: path.join(dir, 'helm-config'),
-          HELM_DATA_HOME: path.join(dir, 'helm-data'),
-        },
-      },
-      (err, stdout, stderr) =>
-        resolve({
-          code: err ? ((err as { code?: number }).code ?? 1) : 0,
-          out: `${stdout}${stderr}`,
-          stdout,
-        }),
-    );
-    child.stdin?.end(input ?? '');
-  });
-}
 /** Helm talks to the API server through the pods/log proxy (below), so it can show a hook pod's log. */
 let helmKubeconfig: string | undefined;
-const helm = (...args: string[]) =>
-  run(HELM, helmKubeconfig ? ['--kubeconfig', helmKubeconfig, ...args] : args);
+let helm: ReturnType<typeof helmFor>;
 const kjson = async (args: string[]): Promise<Any> => JSON.parse(await kubectl([...args, '-o', 'json']));
 
 /** `helm template` → parsed objects (hooks included). */
 async function template(...args: string[]): Promise<Obj[]> {
-  const r = await run(HELM, ['template', RELEASE, CHART, '-n', NS, ...args]);
+  const r = await helmFor(dir)('template', RELEASE, CHART, '-n', NS, ...args);
   assert.equal(r.code, 0, r.out);
   return parseObjects(r.stdout);
 }
@@ -171,7 +135,7 @@ describe('chart: lint, template and schema', () => {
       ALL_ON,
       ['--set', 'watchNamespaces={mail},rbac.ciliumEgressGatewayPolicies=true'],
     ]) {
-      const r = await run(HELM, ['lint', '--strict', CHART, ...extra]);
+      const r = await helmFor(dir)('lint', '--strict', CHART, ...extra);
       assert.equal(r.code, 0, r.out);
       assert.match(r.out, /1 chart\(s\) linted, 0 chart\(s\) failed/);
     }
@@ -371,7 +335,7 @@ describe('chart: lint, template and schema', () => {
       ],
     ];
     for (const [args, want] of cases) {
-      const r = await run(HELM, ['template', RELEASE, CHART, ...args]);
+      const r = await helmFor(dir)('template', RELEASE, CHART, ...args);
       assert.notEqual(r.code, 0, `${args.join(' ')} is refused`);
       assert.match(r.out, want, args.join(' '));
     }
@@ -388,11 +352,7 @@ describe('chart: install, examples, upgrade, uninstall, namespace mode', { timeo
     cluster = await startTestCluster({
       dir,
       kubelet: {
-        images: {
-          // what operator/Dockerfile and relay/Dockerfile start (ENTRYPOINT ["node", "dist/.../main.js"])
-          [OPERATOR_IMAGE]: { command: process.execPath, args: [OPERATOR_MAIN] },
-          [RELAY_IMAGE]: { command: process.execPath, args: [RELAY_MAIN] },
-        },
+        images: CHART_IMAGES,
         onError: (e) => kubeletErrors.push(String(e)),
       },
       kubectl: { timeoutMs: 90_000 },
@@ -403,6 +363,7 @@ describe('chart: install, examples, upgrade, uninstall, namespace mode', { timeo
     logProxy = await startLogProxy(api.url, kubelet);
     const { port } = logProxy.address() as { port: number };
     helmKubeconfig = path.join(dir, 'helm-kubeconfig');
+    helm = helmFor(dir, () => helmKubeconfig);
     await writeFile(
       helmKubeconfig,
       (await readFile(api.kubeconfig, 'utf8')).replace(api.url, `http://127.0.0.1:${port}`),
