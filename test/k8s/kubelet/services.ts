@@ -31,6 +31,7 @@ import { jsonEqual, type KObject } from '../apiserver/objects.js';
 import type { ResourceType } from '../apiserver/resources.js';
 import type { ApiServer } from '../apiserver/server.js';
 import type { StoreEvent } from '../apiserver/store.js';
+import { conditionOf } from './shared.js';
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 export const SLICE_MANAGED_BY_LABEL = 'endpointslice.kubernetes.io/managed-by';
@@ -118,11 +119,6 @@ interface Listener {
   retry?: NodeJS.Timeout;
 }
 
-const condition = (pod: KObject, type: string) =>
-  (pod.status as { conditions?: { type: string; status: string }[] } | undefined)?.conditions?.find(
-    (c) => c.type === type,
-  )?.status === 'True';
-
 const matches = (selector: Record<string, string>, labels: Record<string, string> | undefined) =>
   Object.entries(selector).every(([k, v]) => labels?.[k] === v);
 
@@ -156,7 +152,7 @@ function podEndpoints(svc: KObject, pods: KObject[]): PodEndpoint[] {
       });
     }
     const terminating = !!pod.metadata.deletionTimestamp;
-    const serving = status.phase === 'Running' && condition(pod, 'Ready');
+    const serving = status.phase === 'Running' && conditionOf(pod, 'Ready')?.status === 'True';
     out.push({ pod, ip: status.podIP, ready: serving && !terminating, serving, terminating, ports });
   }
   return out.sort((a, b) => compareIp(a.ip, b.ip));
