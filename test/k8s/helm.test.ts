@@ -10,7 +10,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startApiServer } from './apiserver/server.js';
-import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
+import { makeTmpDir, removeTmpDir } from './helpers/tmp.js';
 
 const HELM = fileURLToPath(new URL('../../../.tmp/tools/helm/helm', import.meta.url));
 
