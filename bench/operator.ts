@@ -32,8 +32,8 @@ import {
   FIELD_MANAGER,
 } from '../operator/src/builders.js';
 import { Operator } from '../operator/src/controller.js';
-import { startApiServer, type ApiServer } from '../test/k8s/apiserver/server.js';
-import { startKubelet } from '../test/k8s/kubelet/kubelet.js';
+import { startApiServer, type ApiServer } from '@cartero/k8s-testbed/apiserver/server.js';
+import { startKubelet } from '@cartero/k8s-testbed/kubelet/kubelet.js';
 import { REPO_ROOT } from './measure.js';
 
 const { values } = parseArgs({ options: { relays: { type: 'string', default: '200' } } });

@@ -16,9 +16,9 @@ import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 import YAML from 'yaml';
 import { startCaptureMx } from './capture-mx.js';
-import { startApiServer } from '../test/k8s/apiserver/server.js';
-import { loopbackAddresses, startKubelet } from '../test/k8s/kubelet/kubelet.js';
-import { kubectlFor } from '../test/k8s/harness.js';
+import { startApiServer } from '@cartero/k8s-testbed/apiserver/server.js';
+import { loopbackAddresses, startKubelet } from '@cartero/k8s-testbed/kubelet/kubelet.js';
+import { kubectlFor } from '@cartero/k8s-testbed/harness.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 // CARTERO_PLAYGROUND_DIR: where state goes (default .tmp/playground; the playground test uses a temp dir)

@@ -8,7 +8,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import YAML from 'yaml';
 import { Operator } from '../../operator/src/controller.js';
-import { startApiServer, type ApiServer } from '../k8s/apiserver/server.js';
+import { startApiServer, type ApiServer } from '@cartero/k8s-testbed/apiserver/server.js';
 import { waitFor } from '../helpers/poll.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 

@@ -10,7 +10,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { kubectlFor } from '../k8s/harness.js';
+import { kubectlFor } from '@cartero/k8s-testbed/harness.js';
 import { waitFor } from '../helpers/poll.js';
 import { sendMail } from '../helpers/swaks.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';

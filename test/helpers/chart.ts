@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ImageCommand } from '../k8s/kubelet/kubelet.js';
+import type { ImageCommand } from '@cartero/k8s-testbed/kubelet/kubelet.js';
 import { RELAY_MAIN } from './relay.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { waitFor } from '../helpers/poll.js';
+import { waitFor } from './helpers/poll.js';
 import { ApiError } from './apiserver/errors.js';
 import type { KObject } from './apiserver/objects.js';
 import { Registry, type ResourceType } from './apiserver/resources.js';

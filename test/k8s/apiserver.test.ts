@@ -4,8 +4,8 @@ import { writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { waitFor } from '../helpers/poll.js';
-import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
+import { waitFor } from './helpers/poll.js';
+import { makeTmpDir, removeTmpDir } from './helpers/tmp.js';
 import { startApiServer, type ApiServer } from './apiserver/server.js';
 import { kubectlOf } from './harness.js';
 

@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
-import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
+import { makeTmpDir, removeTmpDir } from './helpers/tmp.js';
 import { CelValidator, crdRuleErrors, escapeProperty } from './apiserver/cel.js';
 import { startApiServer, type ApiServer } from './apiserver/server.js';
 import { kubectlOf } from './harness.js';

@@ -25,10 +25,10 @@ import {
   type V1ConfigMap,
   type V1CustomResourceDefinition,
 } from '@kubernetes/client-node';
-import { waitFor } from '../helpers/poll.js';
+import { waitFor } from './helpers/poll.js';
 import type { KObject } from './apiserver/objects.js';
 import { startApiServer, type ApiServer } from './apiserver/server.js';
-import { unusedPort } from '../helpers/ports.js';
+import { unusedPort } from './helpers/ports.js';
 import { kubeConfigFrom, kubeConfigWithToken } from './client-node-helpers.js';
 
 const pause = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

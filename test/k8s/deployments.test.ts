@@ -9,8 +9,8 @@ import { execFile } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { waitFor } from '../helpers/poll.js';
-import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
+import { waitFor } from './helpers/poll.js';
+import { makeTmpDir, removeTmpDir } from './helpers/tmp.js';
 import type { KObject } from './apiserver/objects.js';
 import type { ResourceType } from './apiserver/resources.js';
 import { startApiServer, type ApiServer } from './apiserver/server.js';
@@ -22,7 +22,7 @@ import {
   TEMPLATE_HASH_LABEL,
   type Kubelet,
 } from './kubelet/kubelet.js';
-import { processAlive } from '../helpers/ports.js';
+import { processAlive } from './helpers/ports.js';
 
 /** Pod addresses and Service IPs no other test process uses at the same time. */
 const NET = allocateAddresses();

@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ADDRESS_LOCKS_DIR, allocateAddresses, startTestCluster } from './harness.js';
-import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
+import { makeTmpDir, removeTmpDir } from './helpers/tmp.js';
 
 const lockOf = (index: number) => path.join(ADDRESS_LOCKS_DIR, String(index));
 

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startApiServer } from './apiserver/server.js';
 import { kubectlOf } from './harness.js';
-import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
+import { makeTmpDir, removeTmpDir } from './helpers/tmp.js';
 
 const HELM = fileURLToPath(new URL('../../../.tmp/tools/helm/helm', import.meta.url));
 

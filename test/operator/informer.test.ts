@@ -5,10 +5,10 @@ import type { KubernetesObject } from '@kubernetes/client-node';
 import { parse as parseYaml } from 'yaml';
 import { startInformer, type Informer, type InformerEventType } from '../../operator/src/runtime/informer.js';
 import { waitFor } from '../helpers/poll.js';
-import { startApiServer, type ApiServer, type RequestRecord } from '../k8s/apiserver/server.js';
-import type { KObject } from '../k8s/apiserver/objects.js';
-import { resourceKey } from '../k8s/apiserver/resources.js';
-import type { StoreEvent } from '../k8s/apiserver/store.js';
+import { startApiServer, type ApiServer, type RequestRecord } from '@cartero/k8s-testbed/apiserver/server.js';
+import type { KObject } from '@cartero/k8s-testbed/apiserver/objects.js';
+import { resourceKey } from '@cartero/k8s-testbed/apiserver/resources.js';
+import type { StoreEvent } from '@cartero/k8s-testbed/apiserver/store.js';
 import { createNamespace, kubeConfig, startProxy, storeOf, type TestProxy } from './support.js';
 
 interface ConfigMap extends KubernetesObject {

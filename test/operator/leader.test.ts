@@ -7,7 +7,7 @@ import {
   type LeaderElectionOptions,
 } from '../../operator/src/runtime/leader.js';
 import { waitFor } from '../helpers/poll.js';
-import { startApiServer, type ApiServer } from '../k8s/apiserver/server.js';
+import { startApiServer, type ApiServer } from '@cartero/k8s-testbed/apiserver/server.js';
 import { kubeConfig, startProxy, storeOf, type TestProxy } from './support.js';
 
 const MICROTIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/;

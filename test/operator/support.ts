@@ -6,8 +6,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
-import type { KObject } from '../k8s/apiserver/objects.js';
-import type { ApiServer } from '../k8s/apiserver/server.js';
+import type { KObject } from '@cartero/k8s-testbed/apiserver/objects.js';
+import type { ApiServer } from '@cartero/k8s-testbed/apiserver/server.js';
 
 /** A KubeConfig for `server` (http, so insecure-skip-tls-verify, as client-node requires) with a bearer token. */
 export function kubeConfig(server: string, token: string): KubeConfig {

@@ -4,11 +4,12 @@
  * user matching the pods' runAsUser, unprivileged ports, an exec-form `node` entrypoint, no build tools),
  * and that each image builds from exactly what its Dockerfile copies: the build context is assembled from
  * the COPY lines (no list kept here), the build step runs there, and the program starts from the final
- * stage with the production packages only (the lockfile's packages not marked dev, what
- * `npm ci --omit=dev` installs): the relay with `--help` and the example config (checked, then run until
- * it serves SMTP and stops on SIGTERM), the operator's `--uninstall-check` (the chart's pre-delete hook)
- * against the project's test API server with the CRDs of crds/ (no CRD, no SmtpRelay, one SmtpRelay,
- * one outside WATCH_NAMESPACE) and against no API server.
+ * stage with the production packages only (what `npm ci --omit=dev --workspaces=false` installs from the
+ * lockfile: no dev dependencies, and not the k8s testbed workspace nor what only it needs): the relay with
+ * `--help` and the example config (checked, then run until it serves SMTP and stops on SIGTERM), the
+ * operator's `--uninstall-check` (the chart's pre-delete hook) against the project's test API server with
+ * the CRDs of crds/ (no CRD, no SmtpRelay, one SmtpRelay, one outside WATCH_NAMESPACE) and against no API
+ * server.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,7 +18,7 @@ import { cp, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
-import { startApiServer } from '../k8s/apiserver/server.js';
+import { startApiServer } from '@cartero/k8s-testbed/apiserver/server.js';
 import { waitFor } from '../helpers/poll.js';
 import { SmtpSession } from '../helpers/smtpsession.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
@@ -87,6 +88,56 @@ function run(
   );
 }
 
+interface LockPackage {
+  dev?: boolean;
+  link?: boolean;
+  dependencies?: Record<string, string>;
+  devDependencies?: Record<string, string>;
+  optionalDependencies?: Record<string, string>;
+  peerDependencies?: Record<string, string>;
+  peerDependenciesMeta?: Record<string, { optional?: boolean }>;
+}
+interface Lockfile {
+  packages: Record<string, LockPackage>;
+}
+
+/**
+ * The top-level packages (`node_modules/<name>`) that `npm ci --workspaces=false` installs from `lock`, and
+ * with `omitDev` `npm ci --omit=dev --workspaces=false`: the root's dependencies (and dev dependencies unless
+ * omitted) and, recursively, theirs (optional and required peer ones too), each found as Node finds it, in
+ * the nearest node_modules up from its dependent. Workspace links, and what only workspaces need, are not
+ * reached. (Checked against npm 10.9.2, the image's: the same package set, nested ones included.)
+ */
+function installedPackages(lock: Lockfile, omitDev: boolean): string[] {
+  const keys = new Set<string>();
+  const deps = (p: LockPackage) => [
+    ...Object.keys(p.dependencies ?? {}),
+    ...Object.keys(p.optionalDependencies ?? {}),
+    ...Object.keys(p.peerDependencies ?? {}).filter((d) => !p.peerDependenciesMeta?.[d]?.optional),
+  ];
+  const visit = (from: string, name: string) => {
+    for (let dir = from; ;) {
+      const key = `${dir && `${dir}/`}node_modules/${name}`;
+      const entry = lock.packages[key];
+      if (entry) {
+        if (entry.link || keys.has(key)) return;
+        keys.add(key);
+        for (const d of deps(entry)) visit(key, d);
+        return;
+      }
+      if (!dir) return; // an optional dependency for another platform
+      const i = dir.lastIndexOf('node_modules/');
+      dir = i > 0 ? dir.slice(0, i - 1) : '';
+    }
+  };
+  const root = lock.packages[''];
+  for (const d of [...deps(root), ...(omitDev ? [] : Object.keys(root.devDependencies ?? {}))]) visit('', d);
+  return [...keys]
+    .map((k) => k.slice('node_modules/'.length))
+    .filter((name) => !name.includes('/node_modules/'))
+    .sort();
+}
+
 /** Node flags for a copy whose node_modules are links: packages resolve through them, so a production
  * package reaching for a dev-only one fails as it would in the image. */
 const PRESERVE_SYMLINKS = ['--preserve-symlinks', '--preserve-symlinks-main'];
@@ -95,8 +146,10 @@ const PRESERVE_SYMLINKS = ['--preserve-symlinks', '--preserve-symlinks-main'];
  * Assembles an image the way `docker build` would, without an engine: each stage gets a folder standing for
  * its filesystem root; COPY takes from the repository (the build context) or, with --from, from an earlier
  * stage's folder; WORKDIR moves; RUN runs the step in the stage's working folder. `npm ci` cannot run here:
- * it becomes a link to the repository's node_modules (every package) or, with --omit=dev, links to the
- * production packages `prod` only; it needs package.json and package-lock.json copied first, as npm does.
+ * it becomes links to the repository's node_modules/<name> for the packages it would install (every
+ * dependency, or with --omit=dev the production ones; never the workspaces: the Dockerfiles say
+ * --workspaces=false) and to node_modules/.bin; it needs package.json and package-lock.json copied
+ * first, as npm does.
  * Any other RUN runs as written (the build stage's `npx tsc -p .`), except in the final stage, whose RUN
  * only changes the system (users, npm removed) after its `npm ci`. Returns the build step's result, the
  * final stage's working folder and its ENTRYPOINT.
@@ -104,7 +157,7 @@ const PRESERVE_SYMLINKS = ['--preserve-symlinks', '--preserve-symlinks-main'];
 async function buildImage(
   dockerfile: string,
   dir: string,
-  prod: string[],
+  lock: Lockfile,
 ): Promise<{ build: { code: number; out: string }; workdir: string; entrypoint: string[] }> {
   const { stages } = parseDockerfile(dockerfile);
   const roots = new Map<string, string>();
@@ -154,14 +207,12 @@ async function buildImage(
         if (/^npm ci\b/.test(args)) {
           for (const f of ['package.json', 'package-lock.json'])
             assert.ok(await exists(path.join(here, f)), `npm ci needs ${f} in ${cwd}`);
-          if (/^npm ci [^&]*--omit=dev/.test(args)) {
-            for (const name of prod) {
-              const to = path.join(here, 'node_modules', name);
-              await mkdir(path.dirname(to), { recursive: true });
-              await symlink(path.join(ROOT, 'node_modules', name), to, 'dir');
-            }
-          } else {
-            await symlink(path.join(ROOT, 'node_modules'), path.join(here, 'node_modules'), 'dir');
+          assert.match(args, /^npm ci [^&]*--workspaces=false/, 'npm ci ignores the workspaces');
+          const omitDev = /^npm ci [^&]*--omit=dev/.test(args);
+          for (const name of [...installedPackages(lock, omitDev), ...(omitDev ? [] : ['.bin'])]) {
+            const to = path.join(here, 'node_modules', name);
+            await mkdir(path.dirname(to), { recursive: true });
+            await symlink(path.join(ROOT, 'node_modules', name), to, 'dir');
           }
         } else {
           assert.ok(!final, `the final stage runs only npm ci and system changes: ${args}`);
@@ -324,6 +375,12 @@ describe('Dockerfiles', () => {
       );
       const finalRun = runs(final).join(' && ');
       assert.match(finalRun, /npm ci --omit=dev/, 'the final stage installs production dependencies only');
+      for (const r of [...runs(build), ...runs(final)].filter((r) => /^npm ci\b/.test(r)))
+        assert.match(
+          r,
+          /^npm ci [^&]*--workspaces=false/,
+          `npm ci leaves the k8s testbed workspace out: ${r}`,
+        );
       assert.match(finalRun, /rm -rf [^&]*\/usr\/local\/lib\/node_modules\/npm/, 'npm is removed afterwards');
       assert.doesNotMatch(
         finalRun,
@@ -387,28 +444,32 @@ describe('Dockerfiles', () => {
   });
 
   it('each image builds from what its Dockerfile copies, and the result starts', async () => {
-    const lock = JSON.parse(await readFile(path.join(ROOT, 'package-lock.json'), 'utf8')) as {
-      packages: Record<string, { dev?: boolean; devOptional?: boolean }>;
-    };
+    const lock = JSON.parse(await readFile(path.join(ROOT, 'package-lock.json'), 'utf8')) as Lockfile;
     const pkg = JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8')) as {
       dependencies: Record<string, string>;
       devDependencies: Record<string, string>;
+      workspaces: string[];
     };
-    // what `npm ci --omit=dev` installs at the top level of node_modules
-    const prod = Object.entries(lock.packages)
-      .filter(([k]) => k.startsWith('node_modules/') && !k.slice(13).includes('node_modules/'))
-      .filter(([, v]) => !v.dev && !v.devOptional)
-      .map(([k]) => k.slice('node_modules/'.length));
+    // what `npm ci --omit=dev --workspaces=false` installs at the top level of node_modules
+    const prod = installedPackages(lock, true);
     for (const d of Object.keys(pkg.dependencies)) assert.ok(prod.includes(d), `${d} is installed`);
     // the build and lint tools stay out (a dependency may still need a dev dependency's package: @types/node)
     for (const d of ['typescript', 'eslint', 'prettier', 'typescript-eslint', 'json-schema-to-typescript'])
       assert.ok(d in pkg.devDependencies && !prod.includes(d), `${d} is not installed`);
+    // so do the k8s testbed workspace and what only it needs, in either stage
+    assert.deepEqual(pkg.workspaces, ['test/k8s']);
+    for (const omitDev of [true, false])
+      for (const d of ['@cartero/k8s-testbed', '@marcbachmann/cel-js'])
+        assert.ok(
+          !installedPackages(lock, omitDev).includes(d),
+          `${d} is not installed (omitDev ${omitDev})`,
+        );
 
     const dir = await makeTmpDir('cartero-image-');
     try {
       for (const { app } of IMAGES) {
         const text = await readFile(path.join(ROOT, app, 'Dockerfile'), 'utf8');
-        const image = await buildImage(text, path.join(dir, app), prod);
+        const image = await buildImage(text, path.join(dir, app), lock);
         assert.equal(image.build.code, 0, `${app}: the build step fails:\n${image.build.out}`);
         const start = (args: string[], env: NodeJS.ProcessEnv = {}) =>
           run(process.execPath, [...PRESERVE_SYMLINKS, ...image.entrypoint.slice(1), ...args], {
@@ -465,7 +526,8 @@ describe('Dockerfiles', () => {
         .filter((l) => l.replace(/\s+/g, ' ').trim() !== `COPY ${relayCopy}`)
         .join('\n');
       assert.notEqual(without, text);
-      const image = await buildImage(without, dir, []);
+      const lock = JSON.parse(await readFile(path.join(ROOT, 'package-lock.json'), 'utf8')) as Lockfile;
+      const image = await buildImage(without, dir, lock);
       assert.notEqual(image.build.code, 0, 'the build step fails without it');
       assert.match(image.build.out, /relay\/src\/contract/);
     } finally {

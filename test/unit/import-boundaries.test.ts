@@ -1,7 +1,8 @@
 /**
  * The import boundaries of eslint.config.js bite: the operator reaches the relay only through
- * relay/src/contract, the relay never imports the operator, product code never imports test/. Runs ESLint
- * on snippets as if they were files at those places.
+ * relay/src/contract, the relay never imports the operator, product code never imports test/ (nor the k8s
+ * testbed package), and the rest of the repository imports the testbed (test/k8s) by its package name only.
+ * Runs ESLint on snippets as if they were files at those places.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -64,5 +65,37 @@ describe('import boundaries (eslint.config.js)', () => {
       assert.match(errors[0], /must not import test code/);
     }
     assert.deepEqual(await restricted('test/unit/probe.test.ts', "import '../helpers/tmp.js';\n"), []);
+  });
+
+  it('product code importing the k8s testbed package fails the lint', async () => {
+    for (const file of ['relay/src/probe.ts', 'operator/src/probe.ts', 'operator/src/runtime/probe.ts']) {
+      const errors = await restricted(file, "import '@cartero/k8s-testbed/apiserver/server.js';\n");
+      assert.equal(errors.length, 1, file);
+      assert.match(errors[0], /must not import the k8s testbed/);
+    }
+  });
+
+  it('outside test/k8s, the testbed is imported by its package name, not by a path into its folder', async () => {
+    for (const [file, spec] of [
+      ['test/e2e/probe.test.ts', '../k8s/apiserver/server.js'],
+      ['test/operator/probe.test.ts', '../k8s/kubelet/kubelet.js'],
+      ['test/helpers/probe.ts', '../k8s/helpers/tmp.js'],
+      ['test/unit/probe.test.ts', '../../test/k8s/apiserver/store.js'],
+      ['scripts/probe.ts', '../test/k8s/apiserver/server.js'],
+      ['bench/probe.ts', '../test/k8s/dist/kubelet/kubelet.js'],
+    ]) {
+      const errors = await restricted(file, `import '${spec}';\n`);
+      assert.equal(errors.length, 1, `${file}: ${spec}`);
+      assert.match(errors[0], /@cartero\/k8s-testbed/);
+    }
+    for (const file of ['test/e2e/probe.test.ts', 'scripts/probe.ts', 'bench/probe.ts'])
+      assert.deepEqual(
+        await restricted(file, "import '@cartero/k8s-testbed/apiserver/server.js';\n"),
+        [],
+        file,
+      );
+    // inside the package, its own relative imports are fine
+    assert.deepEqual(await restricted('test/k8s/probe.test.ts', "import './apiserver/server.js';\n"), []);
+    assert.deepEqual(await restricted('test/k8s/kubelet/probe.ts', "import '../apiserver/server.js';\n"), []);
   });
 });

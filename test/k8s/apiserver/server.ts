@@ -8,7 +8,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { stringify as toYaml } from 'yaml';
-import { makeTmpDir, removeTmpDir } from '../../helpers/tmp.js';
+import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 import { ApiError, conflict, invalid } from './errors.js';
 import {
   aggregated,
