@@ -103,10 +103,14 @@ const LISTENER_LIMITS = {
   },
 } as const;
 
-function withDefaults<T extends Record<string, object>>(props: T, defaults: Record<string, unknown>): T {
+/** `props` with a `default` added to those `defaults` names (the type says so too: see ValidatedConfig). */
+function withDefaults<T extends Record<string, object>, D extends { [K in keyof T]?: unknown }>(
+  props: T,
+  defaults: D,
+): { [K in keyof T]: K extends keyof D ? T[K] & { readonly default: D[K] } : T[K] } {
   return Object.fromEntries(
     Object.entries(props).map(([k, v]) => [k, k in defaults ? { ...v, default: defaults[k] } : v]),
-  ) as T;
+  ) as { [K in keyof T]: K extends keyof D ? T[K] & { readonly default: D[K] } : T[K] };
 }
 
 export const CONFIG_SCHEMA = {
