@@ -25,12 +25,12 @@ import type { SmtpRelay } from '../operator/src/api/types.js';
 import {
   buildConfigMap,
   buildPdb,
-  buildRelayConfig,
   buildSecret,
   buildServices,
   buildStatefulSet,
-  FIELD_MANAGER,
-} from '../operator/src/builders.js';
+} from '../operator/src/relay/workload.js';
+import { buildRelayConfig } from '../operator/src/relay/config-render.js';
+import { FIELD_MANAGER } from '../operator/src/constants.js';
 import { Operator } from '../operator/src/controller.js';
 import { startApiServer, type ApiServer } from '@cartero/k8s-testbed/apiserver/server.js';
 import { startKubelet } from '@cartero/k8s-testbed/kubelet/kubelet.js';

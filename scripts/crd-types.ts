@@ -70,6 +70,8 @@ export async function renderCrdTypes(): Promise<string> {
         bannerComment: '',
         additionalProperties: false,
         strictIndexSignatures: true,
+        // a list with maxItems stays a list (the generator otherwise spells out a tuple for every length)
+        ignoreMinAndMaxItems: true,
         format: true,
         style: { singleQuote: true, printWidth: 110, trailingComma: 'all' },
       });

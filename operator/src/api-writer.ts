@@ -12,7 +12,8 @@ import {
   type KubeConfig,
   type KubernetesObject,
 } from '@kubernetes/client-node';
-import { FIELD_MANAGER, GROUP, VERSION, type KObject } from './builders.js';
+import { FIELD_MANAGER, GROUP, VERSION } from './constants.js';
+import type { KObject } from './objects.js';
 import type { Caches } from './cache.js';
 import { isSubset, mergePatchFor, stableJson } from './objects.js';
 

@@ -5,7 +5,8 @@
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { IpPool, SmtpRelay } from './api/types.js';
-import { GROUP, VERSION, names, type KObject } from './builders.js';
+import { GROUP, VERSION, names } from './constants.js';
+import type { KObject } from './objects.js';
 import { startInformer, type Informer, type InformerEventType } from './runtime/informer.js';
 
 export type Pod = KObject & {

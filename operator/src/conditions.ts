@@ -1,5 +1,14 @@
-/** Kubernetes-style conditions: set one, keeping lastTransitionTime unless the status changed. */
+/**
+ * Kubernetes-style conditions: set one, keeping lastTransitionTime unless the status changed; and the
+ * problems (reason, message) the pure checks return for them.
+ */
 import type { Condition } from './api/types.js';
+
+/** Problems a human must fix; reported in conditions and events, never thrown. */
+export interface Problem {
+  reason: string;
+  message: string;
+}
 
 export type ConditionInput = Omit<Condition, 'lastTransitionTime' | 'observedGeneration'>;
 

@@ -2,8 +2,9 @@
  * The operator: SmtpRelay and IpPool objects into relay fleets. It starts the informer caches, maps
  * their events to work-queue keys, and hands each key to its kind's controller (relay/controller.ts,
  * ippool/controller.ts). Level-based: every run re-reads the caches, computes the desired objects with
- * the pure builders and decide functions, applies what differs with server-side apply (one field
- * manager) and writes status only when it changed, so a fleet at rest costs no API writes.
+ * pure functions (relay/config-render.ts, relay/workload.ts) and decides with others, applies what
+ * differs with server-side apply (one field manager) and writes status only when it changed, so a fleet
+ * at rest costs no API writes.
  */
 import { CoreV1Api, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';

@@ -4,7 +4,7 @@
  */
 import type { CoreV1Api, KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { FIELD_MANAGER } from './builders.js';
+import { FIELD_MANAGER } from './constants.js';
 import { errorText } from './errors.js';
 
 export interface EventIntent {

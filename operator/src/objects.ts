@@ -1,4 +1,7 @@
-/** Object comparisons for "apply only what differs". */
+/** Kubernetes objects as the operator builds them, and comparisons for "apply only what differs". */
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type KObject = { apiVersion: string; kind: string; metadata: Record<string, any>; [k: string]: any };
 
 /**
  * True when every field of `want` is present in `have` with the same value (lists element by element,

@@ -5,7 +5,7 @@
  * would leave them, and their namespaces, impossible to delete.
  */
 import { ApiException, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
-import { FINALIZER, GROUP, VERSION } from './builders.js';
+import { FINALIZER, GROUP, VERSION } from './constants.js';
 
 export interface UninstallCheckResult {
   ok: boolean;

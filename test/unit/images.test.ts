@@ -432,8 +432,8 @@ describe('Dockerfiles', () => {
     };
     assert.equal(values.podSecurityContext.runAsUser, 10001);
     assert.equal(values.podSecurityContext.runAsGroup, 10001);
-    const builders = await readFile(path.join(ROOT, 'operator/src/builders.ts'), 'utf8');
-    assert.match(builders, /runAsUser: 10001/);
+    const workload = await readFile(path.join(ROOT, 'operator/src/relay/workload.ts'), 'utf8');
+    assert.match(workload, /runAsUser: 10001/);
   });
 
   it('.dockerignore keeps node_modules, dist and .tmp out of the build context', async () => {

@@ -9,16 +9,18 @@ import type { IpPool, SmtpRelay } from '../../operator/src/api/types.js';
 import {
   buildConfigMap,
   buildPdb,
-  buildRelayConfig,
   buildSecret,
   buildServices,
   buildStatefulSet,
   buildEgressPolicies,
-  limitsProblems,
   restartHash,
+} from '../../operator/src/relay/workload.js';
+import {
+  buildRelayConfig,
+  limitsProblems,
   secretKeys,
   type BuildInput,
-} from '../../operator/src/builders.js';
+} from '../../operator/src/relay/config-render.js';
 import { allocate, warmupToday } from '../../operator/src/ippool/allocate.js';
 import { isSubset } from '../../operator/src/objects.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';

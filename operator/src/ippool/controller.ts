@@ -3,7 +3,7 @@
  * decide (allocate.ts, status.ts), apply (status and events). Allocations live in the pool's status.
  */
 import type { ApiWriter } from '../api-writer.js';
-import { names } from '../builders.js';
+import { names } from '../constants.js';
 import { poolsOf, type Caches } from '../cache.js';
 import type { EventRecorder } from '../events.js';
 import { allocate } from './allocate.js';

@@ -3,7 +3,7 @@
  * addresses. Pure functions; the events they call for are returned, not written.
  */
 import type { IpPool, IpPoolStatus, SmtpRelay } from '../api/types.js';
-import { podNames } from '../builders.js';
+import { podNames } from '../constants.js';
 import { setCondition } from '../conditions.js';
 import type { EventIntent } from '../events.js';
 import { warmupToday, type AllocationResult, type PodWant } from './allocate.js';

@@ -5,7 +5,7 @@
  * Secret keep the last good pair, which the pods keep running (and restart with).
  */
 import { validateRelayConfig } from '../../../relay/src/contract/index.js';
-import type { Problem } from '../builders.js';
+import type { Problem } from '../conditions.js';
 
 export function checkRenderedConfig(
   doc: Record<string, unknown>,

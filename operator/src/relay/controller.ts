@@ -1,35 +1,22 @@
 /**
  * The SmtpRelay controller. Each reconcile observes (informer caches, the relays' admin APIs), decides
- * with pure functions (scale-down.ts, spec-check.ts, fleet-sync.ts, status.ts, suspend.ts, purge.ts)
- * and applies (server-side apply of what differs, admin API calls, status when it changed, events).
+ * with pure functions (config-render.ts and workload.ts for the desired objects, scale-down.ts,
+ * spec-check.ts, fleet-sync.ts, status.ts, suspend.ts, purge.ts) and applies (server-side apply of
+ * what differs, admin API calls, status when it changed, events).
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { IpPool, SmtpRelay } from '../api/types.js';
 import type { ApiWriter } from '../api-writer.js';
-import {
-  API_VERSION,
-  FINALIZER,
-  buildConfigMap,
-  buildEgressPolicies,
-  buildPdb,
-  buildRelayConfig,
-  buildSecret,
-  buildServiceMonitor,
-  buildServices,
-  buildStatefulSet,
-  names,
-  secretKeys,
-  type Allocation,
-  type Credentials,
-  type KObject,
-  type Problem,
-} from '../builders.js';
 import { podsOf, poolsOf, secretsOf, type Caches, type Pod } from '../cache.js';
+import type { Problem } from '../conditions.js';
+import { API_VERSION, FINALIZER, names } from '../constants.js';
 import { errorText } from '../errors.js';
 import type { EventRecorder } from '../events.js';
+import type { KObject } from '../objects.js';
 import { RelayAdmin } from './admin-client.js';
 import { checkRenderedConfig } from './config-check.js';
+import { buildRelayConfig, secretKeys, type Allocation, type Credentials } from './config-render.js';
 import { carryRateUse, drainPods, restartDrainedPod } from './drain.js';
 import { FiguresReader, type PodFigures } from './figures.js';
 import { finalizeRelay } from './finalize.js';
@@ -38,6 +25,15 @@ import { QueueOps } from './queue-ops.js';
 import { drainedSurvivors, planScale, scaleDownStep } from './scale-down.js';
 import { checkSpec } from './spec-check.js';
 import { relayStatus } from './status.js';
+import {
+  buildConfigMap,
+  buildEgressPolicies,
+  buildPdb,
+  buildSecret,
+  buildServiceMonitor,
+  buildServices,
+  buildStatefulSet,
+} from './workload.js';
 
 type Admin = (ip: string) => RelayAdmin;
 

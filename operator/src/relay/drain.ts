@@ -6,7 +6,7 @@
 import type { CoreV1Api } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { SmtpRelay } from '../api/types.js';
-import { DEFAULT_LISTENERS, containerPortOf } from '../builders.js';
+import { DEFAULT_LISTENERS, containerPortOf } from '../constants.js';
 import { isReady, type Pod } from '../cache.js';
 import { errorText, ignoreNotFound } from '../errors.js';
 import { drainFinished, drainPending, type RelayAdmin } from './admin-client.js';

@@ -6,7 +6,7 @@ import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { SmtpRelay } from '../api/types.js';
 import type { ApiWriter } from '../api-writer.js';
-import { ABANDON_ANNOTATION, API_VERSION, FINALIZER, names, selectorString } from '../builders.js';
+import { ABANDON_ANNOTATION, API_VERSION, FINALIZER, names, selectorString } from '../constants.js';
 import type { Caches, Pod } from '../cache.js';
 import { errorText, ignoreNotFound } from '../errors.js';
 import type { EventRecorder } from '../events.js';

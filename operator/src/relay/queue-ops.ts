@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino';
 import type { SmtpRelay, SmtpRelayStatus } from '../api/types.js';
-import type { Problem } from '../builders.js';
+import type { Problem } from '../conditions.js';
 import { errorText } from '../errors.js';
 import type { EventRecorder } from '../events.js';
 import type { QueueSuspension, RelayAdmin } from './admin-client.js';

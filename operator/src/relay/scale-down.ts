@@ -4,7 +4,8 @@
  * it sends from has given it an address. Pure functions; the controller drains and applies.
  */
 import type { IpPool } from '../api/types.js';
-import { podNames, type Allocation } from '../builders.js';
+import { podNames } from '../constants.js';
+import type { Allocation } from './config-render.js';
 import type { EventIntent } from '../events.js';
 import type { RateLimitUse } from './admin-client.js';
 import type { PodFigures } from './figures.js';

@@ -1,6 +1,7 @@
 /** Decide: rules the CRD schema cannot express across objects, and CEL rules the API server may not evaluate. */
 import type { SmtpRelay } from '../api/types.js';
-import { DEFAULT_LISTENERS, type Problem } from '../builders.js';
+import { DEFAULT_LISTENERS } from '../constants.js';
+import type { Problem } from '../conditions.js';
 
 /** The problems of `relay`'s spec; `poolExists` says whether an IpPool of its namespace exists. */
 export function checkSpec(relay: SmtpRelay, poolExists: (name: string) => boolean): Problem[] {

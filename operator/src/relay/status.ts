@@ -4,7 +4,8 @@
  * writing them: the controller writes them after the status.
  */
 import type { SmtpRelay, SmtpRelayStatus } from '../api/types.js';
-import { selectorString, type Problem } from '../builders.js';
+import { selectorString } from '../constants.js';
+import type { Problem } from '../conditions.js';
 import type { StatefulSet } from '../cache.js';
 import { setCondition } from '../conditions.js';
 import type { EventIntent } from '../events.js';

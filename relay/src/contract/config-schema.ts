@@ -103,10 +103,20 @@ const LISTENER_LIMITS = {
   },
 } as const;
 
-function withDefaults<T extends Record<string, object>>(props: T, defaults: Record<string, unknown>): T {
+/**
+ * A section of settings (an object): no unknown keys, and absent means `{}`, so that the defaults of its
+ * fields apply.
+ */
+const SECTION = { type: 'object', additionalProperties: false, default: {} } as const;
+
+/** `props` with a `default` added to those `defaults` names (the type says so too: see ValidatedConfig). */
+function withDefaults<T extends Record<string, object>, D extends { [K in keyof T]?: unknown }>(
+  props: T,
+  defaults: D,
+): { [K in keyof T]: K extends keyof D ? T[K] & { readonly default: D[K] } : T[K] } {
   return Object.fromEntries(
     Object.entries(props).map(([k, v]) => [k, k in defaults ? { ...v, default: defaults[k] } : v]),
-  ) as T;
+  ) as { [K in keyof T]: K extends keyof D ? T[K] & { readonly default: D[K] } : T[K] };
 }
 
 export const CONFIG_SCHEMA = {
@@ -123,9 +133,7 @@ export const CONFIG_SCHEMA = {
       description: 'Banner, EHLO and Received hostname.',
     },
     paths: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
+      ...SECTION,
       properties: {
         root: {
           type: 'string',
@@ -182,24 +190,12 @@ export const CONFIG_SCHEMA = {
       type: 'array',
       default: [],
       items: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['username', 'passwordFile'],
-        properties: {
-          username: { type: 'string', minLength: 1 },
-          passwordFile: {
-            type: 'string',
-            minLength: 1,
-            description: 'File under paths.secrets holding the password.',
-          },
-          tenant: { type: 'string', minLength: 1, default: 'default' },
-        },
+        ...login,
+        properties: { ...login.properties, tenant: { type: 'string', minLength: 1, default: 'default' } },
       },
     },
     limits: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
+      ...SECTION,
       properties: {
         maxMessageSize: { type: 'integer', minimum: 1024, maximum: 1_073_741_824, default: 26_214_400 },
         maxRecipients: { type: 'integer', minimum: 1, maximum: 10_000, default: 1000 },
@@ -239,9 +235,7 @@ export const CONFIG_SCHEMA = {
             'Connection slots of maxConnections that only trusted networks may take (default: a tenth).',
         },
         stress: {
-          type: 'object',
-          additionalProperties: false,
-          default: {},
+          ...SECTION,
           description: "Shorter timeouts while a listener is nearly full (Postfix's stress mode).",
           properties: {
             threshold: {
@@ -256,9 +250,7 @@ export const CONFIG_SCHEMA = {
           },
         },
         auth: {
-          type: 'object',
-          additionalProperties: false,
-          default: {},
+          ...SECTION,
           description: 'AUTH throttling: per connection, per client address and per account name.',
           properties: {
             failuresPerConnection: { type: 'integer', minimum: 1, maximum: 100, default: 3 },
@@ -291,9 +283,7 @@ export const CONFIG_SCHEMA = {
       },
     },
     queue: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
+      ...SECTION,
       properties: {
         maxMessages: { type: 'integer', minimum: 1, maximum: 10_000_000, default: 200_000 },
         minFreeBytes: {
@@ -304,9 +294,7 @@ export const CONFIG_SCHEMA = {
           description: 'Refuse new mail (452) below this much free disk.',
         },
         retry: {
-          type: 'object',
-          additionalProperties: false,
-          default: {},
+          ...SECTION,
           properties: {
             initial: { ...dur('1d', { min: '1s' }), default: '1m' },
             factor: { type: 'number', minimum: 1, maximum: 10, default: 2 },
@@ -318,9 +306,7 @@ export const CONFIG_SCHEMA = {
       },
     },
     delivery: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
+      ...SECTION,
       properties: {
         concurrency: {
           type: 'integer',
@@ -341,9 +327,7 @@ export const CONFIG_SCHEMA = {
       },
     },
     routing: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
+      ...SECTION,
       properties: {
         default: {
           type: 'object',
@@ -381,9 +365,7 @@ export const CONFIG_SCHEMA = {
       },
     },
     dns: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
+      ...SECTION,
       properties: {
         servers: {
           type: 'array',
@@ -462,18 +444,14 @@ export const CONFIG_SCHEMA = {
           },
           maxAge: dur('30d', { timer: false }),
           quota: {
-            type: 'object',
-            additionalProperties: false,
-            default: {},
+            ...SECTION,
             properties: {
               messages: { type: 'integer', minimum: 1, maximum: 10_000_000 },
               bytes: { type: 'integer', minimum: 1, maximum: MAX_DISK_BYTES },
             },
           },
           bounceRate: {
-            type: 'object',
-            additionalProperties: false,
-            default: {},
+            ...SECTION,
             properties: {
               warn: { type: 'number', minimum: 0, maximum: 1, default: 0.05 },
               pause: { type: 'number', minimum: 0, maximum: 1, default: 0.1 },
@@ -483,9 +461,7 @@ export const CONFIG_SCHEMA = {
             },
           },
           suppression: {
-            type: 'object',
-            additionalProperties: false,
-            default: {},
+            ...SECTION,
             properties: {
               enabled: { type: 'boolean', default: true },
               ttl: { ...dur('3650d', { min: '1s', timer: false }), default: '30d' },
@@ -563,14 +539,10 @@ export const CONFIG_SCHEMA = {
       },
     },
     shaping: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
+      ...SECTION,
       properties: {
         defaults: {
-          type: 'object',
-          additionalProperties: false,
-          default: {},
+          ...SECTION,
           properties: {
             maxConnections: {
               type: 'integer',
@@ -598,9 +570,7 @@ export const CONFIG_SCHEMA = {
           },
         },
         backoff: {
-          type: 'object',
-          additionalProperties: false,
-          default: {},
+          ...SECTION,
           properties: {
             initial: { ...dur('1d', { min: '1s' }), default: '1m' },
             max: { ...dur('1d', { min: '1s' }), default: '30m' },
@@ -614,9 +584,7 @@ export const CONFIG_SCHEMA = {
         'The account relays of one fleet use with each other to hand off queued mail when draining.',
     },
     fleet: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
+      ...SECTION,
       properties: {
         rateLimitShare: {
           type: 'number',
@@ -672,9 +640,7 @@ export const CONFIG_SCHEMA = {
       },
     },
     admin: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
+      ...SECTION,
       properties: {
         address: { type: 'string', default: '127.0.0.1' },
         port: { type: 'integer', minimum: 0, maximum: 65535, default: 9025 },
@@ -687,15 +653,11 @@ export const CONFIG_SCHEMA = {
       },
     },
     shutdown: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
+      ...SECTION,
       properties: { gracePeriod: { ...dur('1h'), default: '30s' } },
     },
     logging: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
+      ...SECTION,
       properties: {
         level: {
           type: 'string',

@@ -39,7 +39,8 @@ export interface TenantConfig {
 }
 export interface PoolConfigResolved {
   name: string;
-  addresses: { ip: string; ehlo: string; perHour?: number; perDay?: number }[];
+  /** bind: false, an egress gateway maps the pod to the address (PoolAddressConfig.bind). */
+  addresses: { ip: string; ehlo: string; perHour?: number; perDay?: number; bind?: boolean }[];
   warmup?: { start: string; dailyCaps: number[] };
 }
 export const DEFAULT_TENANT = 'default';

@@ -1,8 +1,10 @@
 /**
  * The relay contract: everything the operator may use from the relay. The operator imports only this
  * module (eslint.config.js enforces it); the relay imports the same definitions.
- * - the config schema and its check (config-schema.ts), the typed config (config-types.ts), the full
- *   validation the relay runs at start, without files (validate.ts, on resolve.ts), durations (duration.ts);
+ * - the config schema and its check (config-schema.ts), the document's type once the schema accepted it
+ *   (config-raw.ts, derived from the schema), the typed config (config-types.ts), the full validation the
+ *   relay runs at start, without files (validate.ts, on resolve.ts and its resolve-*.ts parts), durations
+ *   (duration.ts);
  * - the admin API's requests and responses (admin-api.ts).
  */
 export { CONFIG_SCHEMA, RATE_PATTERN, checkConfigSchema } from './config-schema.js';

@@ -70,16 +70,14 @@ export function applyOutcomes(input: OutcomeInput): OutcomePlan {
     } else if (o.result === 'bounced') {
       r.status = 'bounced';
       plan.bounced.push(i);
-      if (dsnRecipientsWanted(rc.notify?.join(','), 'failed'))
-        plan.failed.push({
-          address: rc.address,
-          orcpt: rc.orcpt,
-          action: 'failed',
+      plan.failed.push(
+        ...dsnLine(rc, 'failed', {
           status: o.status,
           diagnostic: o.reply,
           remoteMta: o.remoteMta,
           lastAttemptAt: new Date(now),
-        } as DsnRecipient);
+        }),
+      );
     } else plan.deferred.push(i);
   }
   const pending = state.rcpts.map((r, i) => (r.status === 'pending' ? i : -1)).filter((i) => i >= 0);
@@ -105,16 +103,14 @@ export function applyOutcomes(input: OutcomeInput): OutcomePlan {
       const rc = env.rcpts[i];
       r.status = 'expired';
       plan.expired.push(i);
-      if (dsnRecipientsWanted(rc.notify?.join(','), 'failed'))
-        plan.failed.push({
-          address: rc.address,
-          orcpt: rc.orcpt,
-          action: 'failed',
+      plan.failed.push(
+        ...dsnLine(rc, 'failed', {
           status,
           diagnostic: `delivery time expired after ${hours}h; last error: ${r.lastReply ?? 'none'}`,
           remoteMta: r.remoteMta,
           lastAttemptAt: r.lastAttemptAt ? new Date(r.lastAttemptAt) : undefined,
-        } as DsnRecipient);
+        }),
+      );
     }
     return plan;
   }
@@ -127,23 +123,27 @@ export function applyOutcomes(input: OutcomeInput): OutcomePlan {
   const warnAfter = input.delayWarningAfterMs;
   if (warnAfter !== undefined && !state.delayWarned && now - env.arrivedAt >= warnAfter) {
     state.delayWarned = true;
-    plan.delayed = pending
-      .filter((i) => dsnRecipientsWanted(env.rcpts[i].notify?.join(','), 'delayed'))
-      .map(
-        (i) =>
-          ({
-            address: env.rcpts[i].address,
-            orcpt: env.rcpts[i].orcpt,
-            action: 'delayed',
-            status: state.rcpts[i].lastStatus ?? '4.0.0',
-            diagnostic: state.rcpts[i].lastReply,
-            remoteMta: state.rcpts[i].remoteMta,
-            lastAttemptAt: new Date(now),
-            willRetryUntil: new Date(env.arrivedAt + maxAgeMs),
-          }) as DsnRecipient,
-      );
+    plan.delayed = pending.flatMap((i) =>
+      dsnLine(env.rcpts[i], 'delayed', {
+        status: state.rcpts[i].lastStatus ?? '4.0.0',
+        diagnostic: state.rcpts[i].lastReply,
+        remoteMta: state.rcpts[i].remoteMta,
+        lastAttemptAt: new Date(now),
+        willRetryUntil: new Date(env.arrivedAt + maxAgeMs),
+      }),
+    );
   }
   return plan;
+}
+
+/** The DSN line of recipient `rc` for `action`: none when its NOTIFY does not ask for one. */
+function dsnLine(
+  rc: Envelope['rcpts'][number],
+  action: 'failed' | 'delayed',
+  what: Omit<DsnRecipient, 'address' | 'orcpt' | 'action'>,
+): DsnRecipient[] {
+  if (!dsnRecipientsWanted(rc.notify?.join(','), action)) return [];
+  return [{ address: rc.address, orcpt: rc.orcpt, action, ...what }];
 }
 
 /** Metrics and one log line per recipient for an applied plan. Returns the recipients handed off. */

@@ -5,6 +5,7 @@
  * a message is rescheduled in place (no stale heap items). About 100-150 bytes per message, most of it the
  * id string and its Map entry. Envelopes and states stay on disk until the message is due.
  */
+import type { QueuedEntry } from '../spool/types.js';
 
 /** `domain` value of a message whose pending recipients are at several domains (see `multi`). */
 export const SEVERAL = -1;
@@ -35,16 +36,11 @@ export class Interner {
   }
 }
 
-export interface IndexFields {
-  nextAt: number;
-  arrivedAt: number;
-  size: number;
-  attempts: number;
-  tenant: string;
-  /** Distinct domains of the pending recipients. */
-  domains: string[];
-  flags: number;
-}
+/**
+ * What the index keeps of a message: the fields the scan finds (QueuedEntry) but its id, and flag bits
+ * (F_DSN for `dsn`, and the index's own).
+ */
+export type IndexFields = Omit<QueuedEntry, 'id' | 'dsn'> & { flags: number };
 
 export class QueueIndex {
   readonly tenants = new Interner();

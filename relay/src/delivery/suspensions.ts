@@ -36,6 +36,18 @@ export class Suspensions {
     return writeFileDurable(this.file, JSON.stringify({ v: 1, suspensions: this.list }));
   }
 
+  /** Makes `next` the list and saves it; when the save fails, the list stays as it was. */
+  private async replace(next: Suspension[]): Promise<void> {
+    const before = this.list;
+    this.list = next;
+    try {
+      await this.save();
+    } catch (e) {
+      this.list = before;
+      throw e;
+    }
+  }
+
   get all(): readonly Suspension[] {
     return this.list;
   }
@@ -56,14 +68,7 @@ export class Suspensions {
     const i = this.list.findIndex(
       (x) => x.tenant === full.tenant && x.domain === full.domain && x.source === full.source,
     );
-    const before = this.list;
-    this.list = i >= 0 ? this.list.map((x, k) => (k === i ? full : x)) : [...this.list, full];
-    try {
-      await this.save();
-    } catch (e) {
-      this.list = before;
-      throw e;
-    }
+    await this.replace(i >= 0 ? this.list.map((x, k) => (k === i ? full : x)) : [...this.list, full]);
     return full;
   }
 
@@ -78,14 +83,7 @@ export class Suspensions {
       (x) => !(x.tenant === tenant && x.domain === d && (!source || x.source === source)),
     );
     if (keep.length === this.list.length) return false;
-    const before = this.list;
-    this.list = keep;
-    try {
-      await this.save();
-    } catch (e) {
-      this.list = before;
-      throw e;
-    }
+    await this.replace(keep);
     return true;
   }
 
