@@ -99,8 +99,12 @@ export class RelayController {
     let stsReplicas = plan.replicas;
     let drain: { message: string; pods: string[] } | undefined;
     if (plan.going.length) {
-      const progress = await drainPods(relay, pods, plan.going, admin, log);
-      if (progress.done) await carryRateUse(pods, plan.going, admin, log, this.o.now);
+      let progress = await drainPods(relay, pods, plan.going, admin, log);
+      if (progress.done) {
+        const uncarried = await carryRateUse(pods, plan.going, admin, log, this.o.now);
+        if (uncarried.length)
+          progress = { done: false, message: `scaling down to ${plan.replicas}: ${uncarried.join(', ')}` };
+      }
       const step = scaleDownStep(plan, progress);
       stsReplicas = step.replicas;
       drain = step.drain;
@@ -276,7 +280,7 @@ export class RelayController {
   ): Promise<void> {
     for (const pod of drainedSurvivors(figures, replicas)) {
       // its rate-limit use this hour and day would be forgotten with its volume: the others count it
-      await carryRateUse(pods, [pod], admin, log, this.o.now);
+      if ((await carryRateUse(pods, [pod], admin, log, this.o.now)).length) continue; // next pass
       this.o.events.emit(relay, {
         type: 'Normal',
         reason: 'RestartingDrainedPod',

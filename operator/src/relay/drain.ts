@@ -49,16 +49,21 @@ export async function drainPods(
   return drainProgress(relay.spec.replicas ?? 0, pending, peers.length);
 }
 
-/** Adds what the departing pods used this hour and day to the survivors, so the fleet limit holds. */
+/**
+ * Adds what the departing pods used this hour and day to the survivors, so the fleet limit holds.
+ * Returns the pods whose use could not be carried (with why): the caller keeps them until it can, since
+ * their counts go with them. A retry after a partial carry counts some use twice: the safe side.
+ */
 export async function carryRateUse(
   pods: Pod[],
   going: string[],
   admin: Admin,
   log: Logger,
   now: () => Date,
-): Promise<void> {
+): Promise<string[]> {
   const survivors = pods.filter((p) => !going.includes(p.metadata.name) && p.status?.podIP && isReady(p));
-  if (!survivors.length) return;
+  if (!survivors.length) return [];
+  const failed: string[] = [];
   for (const podName of going) {
     const pod = pods.find((p) => p.metadata.name === podName);
     if (!pod?.status?.podIP) continue;
@@ -68,8 +73,10 @@ export async function carryRateUse(
         for (const s of survivors) await admin(s.status!.podIP!).addRateUse(c.tenant, c.unit, c.each);
     } catch (e) {
       log.warn({ err: errorText(e), pod: podName }, 'drain.ratelimits.failed');
+      failed.push(`${podName} (carrying its rate-limit use: ${errorText(e)})`);
     }
   }
+  return failed;
 }
 
 /**
