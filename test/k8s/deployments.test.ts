@@ -13,13 +13,8 @@ import { waitFor } from './helpers/poll.js';
 import { processAlive } from './helpers/ports.js';
 import type { KObject } from './apiserver/objects.js';
 import { isRunningAndReady, REVISION_ANNOTATION, TEMPLATE_HASH_LABEL } from './kubelet/kubelet.js';
-import {
-  askPodserver,
-  kubeletSuite,
-  podIP,
-  podserver,
-  PODSERVER_IMAGE as IMAGE,
-} from './testing/kubelet-suite.js';
+import { askPodserver, kubeletSuite, podIP, podserver } from './testing/kubelet-suite.js';
+import { manifests, podserverContainer, readyz, workload } from './testing/manifests.js';
 
 const HELM = fileURLToPath(new URL('../../../.tmp/tools/helm/helm', import.meta.url));
 const CHART_IMAGE = 'example.test/hello:1.0';
@@ -39,33 +34,33 @@ function run(cmd: string, args: string[], env: Record<string, string>, input?: s
   });
 }
 
-const deployment = (greeting: string) => `
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: x}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: x}}
-  template:
-    metadata:
-      labels: {app: x}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-        - name: server
-          image: ${IMAGE}
-          args: [--port, "8080"]
-          ports: [{name: http, containerPort: 8080}]
-          env: [{name: GREETING, value: "${greeting}"}]
-          readinessProbe:
-            httpGet: {path: /readyz, port: http}
-            periodSeconds: 1
-`;
+/** Deployment `x` of two podservers, or another by `o`, with GREETING in their environment. */
+const deployment = (
+  greeting: string,
+  o: { name?: string; replicas?: number; spec?: Record<string, unknown> } = {},
+) =>
+  manifests(
+    workload(
+      'Deployment',
+      o.name ?? 'x',
+      { replicas: o.replicas ?? 2, ...o.spec },
+      {
+        terminationGracePeriodSeconds: 5,
+        containers: [
+          podserverContainer(8080, [], {
+            ports: [{ name: 'http', containerPort: 8080 }],
+            env: [{ name: 'GREETING', value: greeting }],
+            readinessProbe: readyz('http', 1),
+          }),
+        ],
+      },
+    ),
+  );
 
 describe('process kubelet: Deployments and ReplicaSets', () => {
   const suite = kubeletSuite({
     tmpPrefix: 'cartero-deployments-test-',
-    kubelet: { images: { [IMAGE]: podserver, [CHART_IMAGE]: podserver } },
+    kubelet: { images: { [CHART_IMAGE]: podserver } },
     stopGraceSeconds: 5,
   });
   const { k, apply } = suite;
@@ -206,10 +201,7 @@ describe('process kubelet: Deployments and ReplicaSets', () => {
 
   it('scales with kubectl scale, and the Recreate strategy stops old pods before starting new ones', async () => {
     const recreate = (greeting: string) =>
-      deployment(greeting)
-        .replace('name: x}', 'name: recreate}')
-        .replaceAll('app: x}', 'app: recreate}')
-        .replace('replicas: 2', 'replicas: 1\n  strategy: {type: Recreate}');
+      deployment(greeting, { name: 'recreate', replicas: 1, spec: { strategy: { type: 'Recreate' } } });
     await apply(recreate('one'));
     await k('rollout', 'status', 'deployment/recreate', '--timeout=30s');
     await k('scale', 'deployment/recreate', '--replicas=3');

@@ -7,13 +7,8 @@ import path from 'node:path';
 import { waitFor } from './helpers/poll.js';
 import { processAlive } from './helpers/ports.js';
 import { isRunningAndReady, POD_NAME_LABEL, REVISION_LABEL } from './kubelet/kubelet.js';
-import {
-  askPodserver,
-  kubeletSuite,
-  podIP,
-  podserver,
-  PODSERVER_IMAGE as IMAGE,
-} from './testing/kubelet-suite.js';
+import { askPodserver, kubeletSuite, podIP, PODSERVER_IMAGE as IMAGE } from './testing/kubelet-suite.js';
+import { manifests, nodePod, podserverContainer, readyz, workload } from './testing/manifests.js';
 
 const manifest = (opts: { replicas: number; greeting: string }) => `
 apiVersion: v1
@@ -66,7 +61,6 @@ describe('process kubelet: StatefulSets to local processes', () => {
   const podEvents: { type: string; name: string; x0Ready: boolean }[] = [];
   const suite = kubeletSuite({
     tmpPrefix: 'cartero-kubelet-test-',
-    kubelet: { images: { [IMAGE]: podserver } },
     beforeKubelet: (server) =>
       server.store.subscribe((e) => {
         if (e.key !== '/pods' || e.type === 'MODIFIED') return;
@@ -243,36 +237,51 @@ describe('process kubelet: StatefulSets to local processes', () => {
 describe('process kubelet: Parallel pods, grace periods, unknown images', () => {
   const suite = kubeletSuite({
     tmpPrefix: 'cartero-kubelet-test-',
-    kubelet: { images: { [IMAGE]: podserver } },
   });
   const { k, apply, pod, ready } = suite;
+  /**
+   * A Parallel StatefulSet of podservers on `port` (`args` after it) that keep their state on a claim
+   * `data` (1Mi, ReadWriteOnce), Ready once the port accepts connections.
+   */
+  const statefulSetWithClaims = (
+    name: string,
+    port: number,
+    o: { replicas: number; grace: number; args?: string[]; spec?: Record<string, unknown> },
+  ) =>
+    manifests(
+      workload(
+        'StatefulSet',
+        name,
+        {
+          replicas: o.replicas,
+          podManagementPolicy: 'Parallel',
+          ...o.spec,
+          volumeClaimTemplates: [
+            {
+              metadata: { name: 'data' },
+              spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Mi' } } },
+            },
+          ],
+        },
+        {
+          terminationGracePeriodSeconds: o.grace,
+          containers: [
+            podserverContainer(port, [...(o.args ?? []), '--state=/var/lib/podserver'], {
+              readinessProbe: { tcpSocket: { port }, periodSeconds: 1 },
+              volumeMounts: [{ name: 'data', mountPath: '/var/lib/podserver' }],
+            }),
+          ],
+        },
+      ),
+    );
 
   it('creates Parallel pods at once, kills SIGTERM-deaf processes after the grace period', async () => {
     await apply(
-      `apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: par}
-spec:
-  replicas: 3
-  serviceName: par
-  podManagementPolicy: Parallel
-  selector: {matchLabels: {app: par}}
-  template:
-    metadata: {labels: {app: par}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-        - name: server
-          image: ${IMAGE}
-          args: [--port, "9090", --ignore-sigterm, --state=/var/lib/podserver]
-          readinessProbe: {tcpSocket: {port: 9090}, periodSeconds: 1}
-          volumeMounts: [{name: data, mountPath: /var/lib/podserver}]
-  volumeClaimTemplates:
-    - metadata: {name: data}
-      spec:
-        accessModes: [ReadWriteOnce]
-        resources: {requests: {storage: 1Mi}}
-`,
+      statefulSetWithClaims('par', 9090, {
+        replicas: 3,
+        grace: 1,
+        args: ['--ignore-sigterm'],
+      }),
     );
     await waitFor(() => pod('par-0') && pod('par-1') && pod('par-2'), { what: 'three pods' });
     await waitFor(() => ready('par-0') && ready('par-1') && ready('par-2'), {
@@ -312,31 +321,11 @@ spec:
   it('honours persistentVolumeClaimRetentionPolicy: whenScaled and whenDeleted Delete release claims and volumes', async () => {
     const claim = (name: string) => suite.get(suite.resource('', 'v1', 'persistentvolumeclaims'), name);
     await apply(
-      `apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: ret}
-spec:
-  replicas: 2
-  serviceName: ret
-  podManagementPolicy: Parallel
-  persistentVolumeClaimRetentionPolicy: {whenScaled: Delete, whenDeleted: Delete}
-  selector: {matchLabels: {app: ret}}
-  template:
-    metadata: {labels: {app: ret}}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-        - name: server
-          image: ${IMAGE}
-          args: [--port, "9191", --state=/var/lib/podserver]
-          readinessProbe: {tcpSocket: {port: 9191}, periodSeconds: 1}
-          volumeMounts: [{name: data, mountPath: /var/lib/podserver}]
-  volumeClaimTemplates:
-    - metadata: {name: data}
-      spec:
-        accessModes: [ReadWriteOnce]
-        resources: {requests: {storage: 1Mi}}
-`,
+      statefulSetWithClaims('ret', 9191, {
+        replicas: 2,
+        grace: 2,
+        spec: { persistentVolumeClaimRetentionPolicy: { whenScaled: 'Delete', whenDeleted: 'Delete' } },
+      }),
     );
     await waitFor(() => ready('ret-0') && ready('ret-1'), { what: 'two Ready', timeoutMs: 20_000 });
     const volume1 = path.join(suite.dir, 'pods', 'volumes', 'default', 'data-ret-1');
@@ -356,18 +345,21 @@ spec:
 
   it('restarts a container whose liveness probe fails', async () => {
     await apply(
-      `apiVersion: v1
-kind: Pod
-metadata: {name: lively}
-spec:
-  nodeName: cartero-kubelet
-  terminationGracePeriodSeconds: 2
-  containers:
-    - name: server
-      image: ${IMAGE}
-      args: [--port, "9091"]
-      livenessProbe: {httpGet: {path: /livez, port: 9091}, initialDelaySeconds: 3, periodSeconds: 0.2, failureThreshold: 2}
-`,
+      manifests(
+        nodePod('lively', {
+          terminationGracePeriodSeconds: 2,
+          containers: [
+            podserverContainer(9091, [], {
+              livenessProbe: {
+                httpGet: { path: '/livez', port: 9091 },
+                initialDelaySeconds: 3,
+                periodSeconds: 0.2,
+                failureThreshold: 2,
+              },
+            }),
+          ],
+        }),
+      ),
     );
     // The delay covers the restarted process's start-up on a loaded machine (no startupProbe here).
     const restarts = () =>
@@ -393,19 +385,17 @@ spec:
 
   it('starts a pod once the ConfigMap its volume needs exists', async () => {
     await apply(
-      `apiVersion: v1
-kind: Pod
-metadata: {name: waiting}
-spec:
-  nodeName: cartero-kubelet
-  containers:
-    - name: server
-      image: ${IMAGE}
-      args: [--port, "9092", --file=/config/a]
-      readinessProbe: {httpGet: {path: /readyz, port: 9092}, periodSeconds: 0.2}
-      volumeMounts: [{name: c, mountPath: /config}]
-  volumes: [{name: c, configMap: {name: late}}]
-`,
+      manifests(
+        nodePod('waiting', {
+          containers: [
+            podserverContainer(9092, ['--file=/config/a'], {
+              readinessProbe: readyz(9092, 0.2),
+              volumeMounts: [{ name: 'c', mountPath: '/config' }],
+            }),
+          ],
+          volumes: [{ name: 'c', configMap: { name: 'late' } }],
+        }),
+      ),
     );
     await waitFor(
       () =>

@@ -9,7 +9,8 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { waitFor } from './helpers/poll.js';
 import { processAlive } from './helpers/ports.js';
-import { fixturePath, kubeletSuite, podserver, PODSERVER_IMAGE as IMAGE } from './testing/kubelet-suite.js';
+import { fixturePath, kubeletSuite } from './testing/kubelet-suite.js';
+import { manifests, nodePod, podserverContainer, readyz } from './testing/manifests.js';
 
 const HOOK = fixturePath('hook');
 
@@ -41,7 +42,6 @@ describe('process kubelet: preStop hooks', () => {
   const deletions = new Map<string, { marked?: number; gone?: number }>();
   const suite = kubeletSuite({
     tmpPrefix: 'cartero-prestop-test-',
-    kubelet: { images: { [IMAGE]: podserver } },
     beforeKubelet: (server) =>
       server.store.subscribe((e) => {
         if (e.key !== '/pods') return;
@@ -81,27 +81,22 @@ describe('process kubelet: preStop hooks', () => {
     },
   ) => {
     const file = path.join(suite.dir, `${name}.events`);
-    const pod = {
-      apiVersion: 'v1',
-      kind: 'Pod',
-      metadata: { name },
-      spec: {
-        nodeName: 'cartero-kubelet',
-        terminationGracePeriodSeconds: o.grace,
-        containers: [
-          {
-            name: 'server',
-            image: IMAGE,
-            args: ['--port', '8080', '--events', file, ...(o.ignoreSigterm ? ['--ignore-sigterm'] : [])],
-            ...o.container,
-            readinessProbe: { httpGet: { path: '/readyz', port: o.probePort ?? 8080 }, periodSeconds: 0.2 },
-            lifecycle: { preStop: o.preStop(file) },
-          },
-        ],
-        ...o.spec,
-      },
-    };
-    await apply(JSON.stringify(pod));
+    const args = ['--events', file, ...(o.ignoreSigterm ? ['--ignore-sigterm'] : [])];
+    await apply(
+      manifests(
+        nodePod(name, {
+          terminationGracePeriodSeconds: o.grace,
+          containers: [
+            podserverContainer(8080, args, {
+              ...o.container,
+              readinessProbe: readyz(o.probePort ?? 8080, 0.2),
+              lifecycle: { preStop: o.preStop(file) },
+            }),
+          ],
+          ...o.spec,
+        }),
+      ),
+    );
     await waitFor(() => ready(name), { what: `${name} Ready` });
     const { dir, pid } = suite.kubelet.pods().find((p) => p.name === name)!;
     const took = await timedDelete(name);

@@ -12,14 +12,8 @@ import { parse as parseYaml } from 'yaml';
 import { waitFor } from './helpers/poll.js';
 import type { KObject } from './apiserver/objects.js';
 import { isRunningAndReady, SERVICEACCOUNT_DIR } from './kubelet/kubelet.js';
-import {
-  askPodserver,
-  fixturePath,
-  kubeletSuite,
-  podIP,
-  podserver,
-  PODSERVER_IMAGE as IMAGE,
-} from './testing/kubelet-suite.js';
+import { askPodserver, fixturePath, kubeletSuite, podIP } from './testing/kubelet-suite.js';
+import { manifests, nodePod, podserverContainer, readyz, workload } from './testing/manifests.js';
 
 const CLIENT_IMAGE = 'cartero.test/kubeclient:1';
 
@@ -35,7 +29,6 @@ describe('process kubelet: ServiceAccount identity', () => {
     tmpPrefix: 'cartero-serviceaccounts-test-',
     kubelet: {
       images: {
-        [IMAGE]: podserver,
         [CLIENT_IMAGE]: { command: process.execPath, args: [fixturePath('kubeclient')] },
       },
     },
@@ -93,23 +86,20 @@ describe('process kubelet: ServiceAccount identity', () => {
     await k('create', 'configmap', 'seed', '--from-literal=a=b');
     await apply('apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: operator}\n');
     const since = suite.server.requests.length;
-    await apply(`
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: client}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: client}}
-  template:
-    metadata: {labels: {app: client}}
-    spec:
-      serviceAccountName: operator
-      terminationGracePeriodSeconds: 5
-      containers:
-        - name: client
-          image: ${CLIENT_IMAGE}
-          args: [written-by-client]
-`);
+    await apply(
+      manifests(
+        workload(
+          'Deployment',
+          'client',
+          { replicas: 1 },
+          {
+            serviceAccountName: 'operator',
+            terminationGracePeriodSeconds: 5,
+            containers: [{ name: 'client', image: CLIENT_IMAGE, args: ['written-by-client'] }],
+          },
+        ),
+      ),
+    );
     const cm = await waitFor(() => suite.get(suite.resource('', 'v1', 'configmaps'), 'written-by-client'), {
       what: 'the ConfigMap the pod writes',
       timeoutMs: 20_000,
@@ -152,19 +142,18 @@ spec:
   });
 
   it('gives processes the API server address, KUBECONFIG and the token path rewritten', async () => {
-    await apply(`
-apiVersion: v1
-kind: Pod
-metadata: {name: env}
-spec:
-  nodeName: cartero-kubelet
-  containers:
-    - name: server
-      image: ${IMAGE}
-      args: [--port, "8080", --file, ${SERVICEACCOUNT_DIR}/namespace]
-      env: [{name: TOKEN_PATH, value: ${SERVICEACCOUNT_DIR}/token}]
-      readinessProbe: {httpGet: {path: /readyz, port: 8080}, periodSeconds: 0.2}
-`);
+    await apply(
+      manifests(
+        nodePod('env', {
+          containers: [
+            podserverContainer(8080, ['--file', `${SERVICEACCOUNT_DIR}/namespace`], {
+              env: [{ name: 'TOKEN_PATH', value: `${SERVICEACCOUNT_DIR}/token` }],
+              readinessProbe: readyz(8080, 0.2),
+            }),
+          ],
+        }),
+      ),
+    );
     const pod = await waitFor(() => readyPod('env'), { what: 'env Ready' });
     const i = await info(pod, 8080);
     const rt = runtimeOf(pod);
@@ -179,29 +168,41 @@ spec:
   });
 
   it('writes a projected ServiceAccount volume at the standard path into the pod dir', async () => {
-    await apply(`
-apiVersion: v1
-kind: Pod
-metadata: {name: projected, labels: {app: projected}}
-spec:
-  nodeName: cartero-kubelet
-  containers:
-    - name: server
-      image: ${IMAGE}
-      args: [--port, "8080", "--file=${SERVICEACCOUNT_DIR}/labels"]
-      readinessProbe: {httpGet: {path: /readyz, port: 8080}, periodSeconds: 0.2}
-      volumeMounts: [{name: api-access, mountPath: ${SERVICEACCOUNT_DIR}, readOnly: true}]
-  volumes:
-    - name: api-access
-      projected:
-        sources:
-          - serviceAccountToken: {path: token, audience: vault, expirationSeconds: 3607}
-          - configMap: {name: seed, items: [{key: a, path: seed-a}]}
-          - downwardAPI:
-              items:
-                - {path: namespace, fieldRef: {fieldPath: metadata.namespace}}
-                - {path: labels, fieldRef: {fieldPath: metadata.labels}}
-`);
+    await apply(
+      manifests(
+        nodePod(
+          'projected',
+          {
+            containers: [
+              podserverContainer(8080, [`--file=${SERVICEACCOUNT_DIR}/labels`], {
+                readinessProbe: readyz(8080, 0.2),
+                volumeMounts: [{ name: 'api-access', mountPath: SERVICEACCOUNT_DIR, readOnly: true }],
+              }),
+            ],
+            volumes: [
+              {
+                name: 'api-access',
+                projected: {
+                  sources: [
+                    { serviceAccountToken: { path: 'token', audience: 'vault', expirationSeconds: 3607 } },
+                    { configMap: { name: 'seed', items: [{ key: 'a', path: 'seed-a' }] } },
+                    {
+                      downwardAPI: {
+                        items: [
+                          { path: 'namespace', fieldRef: { fieldPath: 'metadata.namespace' } },
+                          { path: 'labels', fieldRef: { fieldPath: 'metadata.labels' } },
+                        ],
+                      },
+                    },
+                  ],
+                },
+              },
+            ],
+          },
+          { labels: { app: 'projected' } },
+        ),
+      ),
+    );
     const pod = await waitFor(() => readyPod('projected'), { what: 'projected Ready' });
     const i = await info(pod, 8080);
     const saDir = path.join(runtimeOf(pod).dir, 'mounts', SERVICEACCOUNT_DIR);
@@ -217,31 +218,14 @@ spec:
   });
 
   it('mounts nothing with automountServiceAccountToken: false; waits for a missing ServiceAccount', async () => {
-    await apply(`
-apiVersion: v1
-kind: Pod
-metadata: {name: quiet}
-spec:
-  nodeName: cartero-kubelet
-  automountServiceAccountToken: false
-  containers:
-    - name: server
-      image: ${IMAGE}
-      args: [--port, "8080"]
-      readinessProbe: {httpGet: {path: /readyz, port: 8080}, periodSeconds: 0.2}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: later}
-spec:
-  nodeName: cartero-kubelet
-  serviceAccountName: not-yet
-  containers:
-    - name: server
-      image: ${IMAGE}
-      args: [--port, "8081"]
-      readinessProbe: {httpGet: {path: /readyz, port: 8081}, periodSeconds: 0.2}
-`);
+    /** A podserver on `port`, Ready once it answers. */
+    const served = (port: number) => [podserverContainer(port, [], { readinessProbe: readyz(port, 0.2) })];
+    await apply(
+      manifests(
+        nodePod('quiet', { automountServiceAccountToken: false, containers: served(8080) }),
+        nodePod('later', { serviceAccountName: 'not-yet', containers: served(8081) }),
+      ),
+    );
     const quiet = await waitFor(() => readyPod('quiet'), { what: 'quiet Ready' });
     const i = await info(quiet, 8080);
     assert.equal(i.env.KUBECONFIG, undefined);

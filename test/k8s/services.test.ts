@@ -12,12 +12,8 @@ import { ApiError } from './apiserver/errors.js';
 import type { KObject } from './apiserver/objects.js';
 import { isRunningAndReady } from './kubelet/kubelet.js';
 import { SERVICE_NAME_LABEL } from './kubelet/services.js';
-import {
-  kubeletSuite,
-  podIP as podIp,
-  podserver,
-  PODSERVER_IMAGE as IMAGE,
-} from './testing/kubelet-suite.js';
+import { kubeletSuite, podIP as podIp } from './testing/kubelet-suite.js';
+import { manifests, podserverContainer, readyz, service, workload } from './testing/manifests.js';
 
 interface Answer {
   pod: string;
@@ -58,39 +54,32 @@ function connectOutcome(ip: string, port: number): Promise<string> {
   });
 }
 
-const deployment = (replicas: number) => `
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: ${replicas}
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-        - name: server
-          image: ${IMAGE}
-          args: [--port, "8080"]
-          ports: [{name: http, containerPort: 8080}]
-          readinessProbe:
-            httpGet: {path: /readyz, port: http}
-            periodSeconds: 1
-            failureThreshold: 1
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, labels: {tier: front}}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 8000, targetPort: http}]
-`;
+const deployment = (replicas: number) =>
+  manifests(
+    workload(
+      'Deployment',
+      'web',
+      { replicas },
+      {
+        terminationGracePeriodSeconds: 5,
+        containers: [
+          podserverContainer(8080, [], {
+            ports: [{ name: 'http', containerPort: 8080 }],
+            readinessProbe: readyz('http', 1, { failureThreshold: 1 }),
+          }),
+        ],
+      },
+    ),
+    service(
+      'web',
+      { selector: { app: 'web' }, ports: [{ name: 'http', port: 8000, targetPort: 'http' }] },
+      { labels: { tier: 'front' } },
+    ),
+  );
 
 describe('process kubelet: Services', () => {
   const suite = kubeletSuite({
     tmpPrefix: 'cartero-services-test-',
-    kubelet: { images: { [IMAGE]: podserver } },
     stopGraceSeconds: 5,
   });
   after(() => assert.ok(suite.kubelet.spawnedPids().length > 0));
@@ -318,40 +307,29 @@ describe('process kubelet: Services', () => {
   });
 
   it('gives a StatefulSet behind a headless Service endpoints with hostnames, and a ClusterIP Service by port number', async () => {
-    await apply(`
-apiVersion: v1
-kind: Service
-metadata: {name: db}
-spec:
-  clusterIP: None
-  selector: {app: db}
-  ports: [{name: http, port: 9000, targetPort: 9000}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: db-rw}
-spec:
-  selector: {app: db}
-  ports: [{port: 5432, targetPort: 9000}]
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: db}
-spec:
-  replicas: 2
-  serviceName: db
-  updateStrategy: {type: RollingUpdate}
-  selector: {matchLabels: {app: db}}
-  template:
-    metadata: {labels: {app: db}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-        - name: server
-          image: ${IMAGE}
-          args: [--port, "9000"]
-          readinessProbe: {tcpSocket: {port: 9000}, periodSeconds: 1}
-`);
+    await apply(
+      manifests(
+        service('db', {
+          clusterIP: 'None',
+          selector: { app: 'db' },
+          ports: [{ name: 'http', port: 9000, targetPort: 9000 }],
+        }),
+        service('db-rw', { selector: { app: 'db' }, ports: [{ port: 5432, targetPort: 9000 }] }),
+        workload(
+          'StatefulSet',
+          'db',
+          { replicas: 2, updateStrategy: { type: 'RollingUpdate' } },
+          {
+            terminationGracePeriodSeconds: 5,
+            containers: [
+              podserverContainer(9000, [], {
+                readinessProbe: { tcpSocket: { port: 9000 }, periodSeconds: 1 },
+              }),
+            ],
+          },
+        ),
+      ),
+    );
     await k('rollout', 'status', 'statefulset/db', '--timeout=30s');
     await waitFor(() => readyAddresses('db').length === 2, { what: 'headless Endpoints' });
     const addresses = subsets('db').flatMap((s) => s.addresses ?? []);

@@ -6,7 +6,7 @@
  * store (`get`, `pod`, `ready`) and its `k`/`apply` run kubectl against the server.
  *
  * The podserver fixture (`fixtures/podserver.ts`) is the image most of these tests run: `PODSERVER_IMAGE`
- * mapped to `podserver`, and `askPodserver` reads the JSON description it answers with at `/`.
+ * mapped to `podserver` (every suite's kubelet has it), and `askPodserver` reads the JSON description it answers with at `/`.
  */
 import { after, before } from 'node:test';
 import assert from 'node:assert/strict';
@@ -57,8 +57,11 @@ export async function askPodserver(ip: string, port = 8080): Promise<PodserverAn
 export interface KubeletSuiteOptions {
   /** Prefix of the suite's temporary folder. */
   tmpPrefix: string;
-  /** The kubelet's options (`server`, `dir`, `podAddresses` and `onError` are the suite's). */
-  kubelet: Omit<KubeletOptions, 'server' | 'dir' | 'podAddresses' | 'onError'>;
+  /**
+   * The kubelet's options (`server`, `dir`, `podAddresses` and `onError` are the suite's); `images` adds
+   * to `PODSERVER_IMAGE`, which runs the podserver.
+   */
+  kubelet?: Partial<Omit<KubeletOptions, 'server' | 'dir' | 'podAddresses' | 'onError'>>;
   /** Runs once the API server is up, before the kubelet starts (subscriptions that must see every pod). */
   beforeKubelet?: (api: ApiServer) => void;
   /** The grace period of the pods still running at the end (default: each pod's own). */
@@ -102,7 +105,11 @@ export function kubeletSuite(opts: KubeletSuiteOptions): KubeletSuite {
     dir = await makeTmpDir(opts.tmpPrefix);
     cluster = await startTestCluster({
       dir,
-      kubelet: { ...opts.kubelet, onError: (err) => errors.push(err) },
+      kubelet: {
+        ...opts.kubelet,
+        images: { [PODSERVER_IMAGE]: podserver, ...opts.kubelet?.images },
+        onError: (err) => errors.push(err),
+      },
       beforeKubelet: opts.beforeKubelet,
     });
   });
