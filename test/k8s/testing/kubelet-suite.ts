@@ -5,8 +5,9 @@
  * stops it and checks that no process it spawned is left and that it hit no error. Its getters read the
  * store (`get`, `pod`, `ready`) and its `k`/`apply` run kubectl against the server.
  *
- * The podserver fixture (`fixtures/podserver.ts`) is the image most of these tests run: `PODSERVER_IMAGE`
- * mapped to `podserver` (every suite's kubelet has it), and `askPodserver` reads the JSON description it answers with at `/`.
+ * The podserver fixture (`fixtures/podserver.ts`) is the image most of these tests run: every suite's
+ * kubelet maps `PODSERVER_IMAGE` to it (`podserver`), and `askPodserver` reads the JSON description it
+ * answers with at `/`.
  */
 import { after, before } from 'node:test';
 import assert from 'node:assert/strict';
