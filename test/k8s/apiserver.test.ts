@@ -8,6 +8,7 @@ import { waitFor } from './helpers/poll.js';
 import { makeTmpDir, removeTmpDir } from './helpers/tmp.js';
 import { startApiServer, type ApiServer } from './apiserver/server.js';
 import { kubectlOf } from './harness.js';
+import { apiRequest } from './testing/api.js';
 
 interface Obj {
   apiVersion?: string;
@@ -21,20 +22,7 @@ interface WatchEvent {
   object: Obj;
 }
 
-async function api(
-  server: ApiServer,
-  method: string,
-  urlPath: string,
-  body?: unknown,
-  contentType = 'application/json',
-) {
-  const res = await fetch(server.url + urlPath, {
-    method,
-    headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': contentType },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, body: (await res.json()) as Obj & Record<string, unknown> };
-}
+const api = apiRequest<Obj & Record<string, unknown>>;
 
 /** Opens a watch and collects its events until closed. */
 function openWatch(

@@ -10,6 +10,8 @@ import { makeTmpDir, removeTmpDir } from './helpers/tmp.js';
 import { CelValidator, crdRuleErrors, escapeProperty } from './apiserver/cel.js';
 import { startApiServer, type ApiServer } from './apiserver/server.js';
 import { kubectlOf } from './harness.js';
+import { apiRequest } from './testing/api.js';
+import { crdSchema } from './testing/schemas.js';
 
 type Json = Record<string, unknown>;
 
@@ -22,20 +24,7 @@ interface Cause {
   field: string;
 }
 
-async function api(
-  server: ApiServer,
-  method: string,
-  urlPath: string,
-  body?: unknown,
-  contentType = 'application/json',
-): Promise<{ status: number; body: Json }> {
-  const res = await fetch(server.url + urlPath, {
-    method,
-    headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': contentType },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, body: (await res.json()) as Json };
-}
+const api = apiRequest<Json>;
 
 const causesOf = (body: Json): Cause[] =>
   ((body.details as { causes?: Cause[] } | undefined)?.causes ?? []) as Cause[];
@@ -287,15 +276,8 @@ describe('CEL rules of the project CRDs, with kubectl', () => {
 
 // A test CRD: transition rules, rules on list items and map values, reasons, fieldPath,
 // messageExpression, a rule that fails at run time and one at the root.
-const WIDGET_SCHEMA: Json = {
-  type: 'object',
-  'x-kubernetes-validations': [
-    { rule: "self.metadata.name.startsWith('w-')", message: 'widget names start with w-' },
-  ],
-  properties: {
-    apiVersion: { type: 'string' },
-    kind: { type: 'string' },
-    metadata: { type: 'object' },
+const WIDGET_SCHEMA: Json = crdSchema(
+  {
     spec: {
       type: 'object',
       'x-kubernetes-validations': [
@@ -385,7 +367,12 @@ const WIDGET_SCHEMA: Json = {
     },
     status: { type: 'object', properties: { phase: { type: 'string' } } },
   },
-};
+  {
+    'x-kubernetes-validations': [
+      { rule: "self.metadata.name.startsWith('w-')", message: 'widget names start with w-' },
+    ],
+  },
+);
 
 function widgetCrd(schema: Json = WIDGET_SCHEMA, name = 'widgets.example.com'): Json {
   const [plural, ...group] = name.split('.');

@@ -3,33 +3,20 @@
  * in Ready local processes, `kubectl rollout status` follows a rolling update to a new ReplicaSet,
  * and the real helm's `install --wait` sees the Deployment become ready.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from './helpers/poll.js';
-import { makeTmpDir, removeTmpDir } from './helpers/tmp.js';
-import type { KObject } from './apiserver/objects.js';
-import type { ResourceType } from './apiserver/resources.js';
-import { startApiServer, type ApiServer } from './apiserver/server.js';
-import { allocateAddresses, kubectlOf } from './harness.js';
-import {
-  isRunningAndReady,
-  REVISION_ANNOTATION,
-  startKubelet,
-  TEMPLATE_HASH_LABEL,
-  type Kubelet,
-} from './kubelet/kubelet.js';
 import { processAlive } from './helpers/ports.js';
+import type { KObject } from './apiserver/objects.js';
+import { isRunningAndReady, REVISION_ANNOTATION, TEMPLATE_HASH_LABEL } from './kubelet/kubelet.js';
+import { askPodserver, kubeletSuite, podIP, podserver } from './testing/kubelet-suite.js';
+import { manifests, podserverContainer, readyz, workload } from './testing/manifests.js';
 
-/** Pod addresses and Service IPs no other test process uses at the same time. */
-const NET = allocateAddresses();
-
-const FIXTURE = fileURLToPath(new URL('./fixtures/podserver.js', import.meta.url));
 const HELM = fileURLToPath(new URL('../../../.tmp/tools/helm/helm', import.meta.url));
-const IMAGE = 'cartero.test/podserver:1';
 const CHART_IMAGE = 'example.test/hello:1.0';
 
 function run(cmd: string, args: string[], env: Record<string, string>, input?: string): Promise<string> {
@@ -47,86 +34,51 @@ function run(cmd: string, args: string[], env: Record<string, string>, input?: s
   });
 }
 
-const deployment = (greeting: string) => `
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: x}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: x}}
-  template:
-    metadata:
-      labels: {app: x}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-        - name: server
-          image: ${IMAGE}
-          args: [--port, "8080"]
-          ports: [{name: http, containerPort: 8080}]
-          env: [{name: GREETING, value: "${greeting}"}]
-          readinessProbe:
-            httpGet: {path: /readyz, port: http}
-            periodSeconds: 1
-`;
-
-interface PodInfo {
-  pid: number;
-  env: Record<string, string>;
-}
+/** Deployment `x` of two podservers, or another by `o`, with GREETING in their environment. */
+const deployment = (
+  greeting: string,
+  o: { name?: string; replicas?: number; spec?: Record<string, unknown> } = {},
+) =>
+  manifests(
+    workload(
+      'Deployment',
+      o.name ?? 'x',
+      { replicas: o.replicas ?? 2, ...o.spec },
+      {
+        terminationGracePeriodSeconds: 5,
+        containers: [
+          podserverContainer(8080, [], {
+            ports: [{ name: 'http', containerPort: 8080 }],
+            env: [{ name: 'GREETING', value: greeting }],
+            readinessProbe: readyz('http', 1),
+          }),
+        ],
+      },
+    ),
+  );
 
 describe('process kubelet: Deployments and ReplicaSets', () => {
-  let dir: string;
-  let server: ApiServer;
-  let kubelet: Kubelet;
-  const errors: unknown[] = [];
-  let podT: ResourceType;
-  let rsT: ResourceType;
-  let deployT: ResourceType;
-  const k = (...args: string[]) => kubectlOf(server, dir)(args);
-  const apply = (text: string) => kubectlOf(server, dir)(['apply', '-f', '-'], text);
+  const suite = kubeletSuite({
+    tmpPrefix: 'cartero-deployments-test-',
+    kubelet: { images: { [CHART_IMAGE]: podserver } },
+    stopGraceSeconds: 5,
+  });
+  const { k, apply } = suite;
   const helm = (...args: string[]) =>
-    run(HELM, ['--kubeconfig', server.kubeconfig, ...args], {
-      HELM_CACHE_HOME: path.join(dir, 'hc'),
-      HELM_CONFIG_HOME: path.join(dir, 'hcfg'),
-      HELM_DATA_HOME: path.join(dir, 'hd'),
+    run(HELM, ['--kubeconfig', suite.server.kubeconfig, ...args], {
+      HELM_CACHE_HOME: path.join(suite.dir, 'hc'),
+      HELM_CONFIG_HOME: path.join(suite.dir, 'hcfg'),
+      HELM_DATA_HOME: path.join(suite.dir, 'hd'),
     });
+  const rsT = () => suite.resource('apps', 'v1', 'replicasets');
   const ownedBy = (owner: KObject) => (o: KObject) =>
     !!o.metadata.ownerReferences?.some((r) => r.uid === owner.metadata.uid && r.controller);
-  const deploy = (name: string) => server.store.get(deployT, 'default', name);
-  const replicaSets = (d: KObject) =>
-    server.store.list(rsT, { namespace: 'default' }).items.filter(ownedBy(d));
-  const podsOf = (rs: KObject) => server.store.list(podT, { namespace: 'default' }).items.filter(ownedBy(rs));
-  const info = async (p: KObject): Promise<PodInfo> => {
-    const res = await fetch(`http://${(p.status as { podIP: string }).podIP}:8080/`);
-    return (await res.json()) as PodInfo;
-  };
-  const pidOf = (p: KObject) => kubelet.pods().find((r) => r.uid === p.metadata.uid)?.pid;
-
-  before(async () => {
-    dir = await makeTmpDir('cartero-deployments-test-');
-    server = await startApiServer({ dir: path.join(dir, 'api'), serviceClusterIpRange: NET.serviceRange });
-    podT = server.registry.find('', 'v1', 'pods')!;
-    rsT = server.registry.find('apps', 'v1', 'replicasets')!;
-    deployT = server.registry.find('apps', 'v1', 'deployments')!;
-    const podserver = { command: process.execPath, args: [FIXTURE] };
-    kubelet = startKubelet({
-      server,
-      images: { [IMAGE]: podserver, [CHART_IMAGE]: podserver },
-      dir: path.join(dir, 'pods'),
-      onError: (err) => errors.push(err),
-      podAddresses: NET.podAddresses(),
-    });
-  });
-
-  after(async () => {
-    const pids = kubelet ? kubelet.spawnedPids() : [];
-    await kubelet?.stop({ graceSeconds: 5 });
-    await server?.stop();
-    if (dir) await removeTmpDir(dir);
-    for (const pid of pids) assert.ok(!processAlive(pid), `process ${pid} is gone`);
-    assert.deepEqual(errors, [], 'the kubelet hit no errors');
-  });
+  const deploy = (name: string) => suite.get(suite.resource('apps', 'v1', 'deployments'), name)!;
+  const replicaSet = (name: string) => suite.get(rsT(), name)!;
+  const replicaSets = (d: KObject) => suite.list(rsT()).filter(ownedBy(d));
+  const podsOf = (rs: KObject) => suite.list(suite.resource('', 'v1', 'pods')).filter(ownedBy(rs));
+  const info = (p: KObject) => askPodserver(podIP(p));
+  const pidOf = (p: KObject) => suite.kubelet.pods().find((r) => r.uid === p.metadata.uid)?.pid;
 
   it('runs a Deployment as a ReplicaSet of Ready processes with truthful status', async () => {
     await apply(deployment('hello'));
@@ -163,7 +115,7 @@ describe('process kubelet: Deployments and ReplicaSets', () => {
       assert.equal(i.env.GREETING, 'hello');
     }
     const rsStatus = await waitFor(() => {
-      const s = server.store.get(rsT, 'default', rs.metadata.name ?? '').status as Record<string, unknown>;
+      const s = replicaSet(rs.metadata.name ?? '').status as Record<string, unknown>;
       return s.availableReplicas === 2 && s;
     });
     assert.equal(rsStatus.replicas, 2);
@@ -199,7 +151,7 @@ describe('process kubelet: Deployments and ReplicaSets', () => {
     assert.equal(oldPids.length, 2);
     // Ready pods of the Deployment, sampled on every pod change: never below 2 - maxUnavailable (0).
     let minReady = Infinity;
-    const unsubscribe = server.store.subscribe((e) => {
+    const unsubscribe = suite.server.store.subscribe((e) => {
       if (e.key !== '/pods') return;
       const ready = replicaSets(d0)
         .flatMap(podsOf)
@@ -220,10 +172,7 @@ describe('process kubelet: Deployments and ReplicaSets', () => {
       oldRs.metadata.labels?.[TEMPLATE_HASH_LABEL],
     );
     assert.equal(newRs.metadata.annotations?.[REVISION_ANNOTATION], '2');
-    assert.equal(
-      (server.store.get(rsT, 'default', oldRs.metadata.name ?? '').spec as { replicas: number }).replicas,
-      0,
-    );
+    assert.equal((replicaSet(oldRs.metadata.name ?? '').spec as { replicas: number }).replicas, 0);
     await waitFor(() => oldPids.every((pid) => !processAlive(pid)), {
       what: 'old processes gone',
       timeoutMs: 20_000,
@@ -252,10 +201,7 @@ describe('process kubelet: Deployments and ReplicaSets', () => {
 
   it('scales with kubectl scale, and the Recreate strategy stops old pods before starting new ones', async () => {
     const recreate = (greeting: string) =>
-      deployment(greeting)
-        .replace('name: x}', 'name: recreate}')
-        .replaceAll('app: x}', 'app: recreate}')
-        .replace('replicas: 2', 'replicas: 1\n  strategy: {type: Recreate}');
+      deployment(greeting, { name: 'recreate', replicas: 1, spec: { strategy: { type: 'Recreate' } } });
     await apply(recreate('one'));
     await k('rollout', 'status', 'deployment/recreate', '--timeout=30s');
     await k('scale', 'deployment/recreate', '--replicas=3');
@@ -276,7 +222,7 @@ describe('process kubelet: Deployments and ReplicaSets', () => {
     const oldRs = replicaSets(deploy('recreate'))[0];
     const oldPid = pidOf(podsOf(oldRs)[0])!;
     const added: { name: string; oldPods: number }[] = [];
-    const unsubscribe = server.store.subscribe((e) => {
+    const unsubscribe = suite.server.store.subscribe((e) => {
       if (e.key === '/pods' && e.type === 'ADDED')
         added.push({ name: e.object.metadata.name ?? '', oldPods: podsOf(oldRs).length });
     });
@@ -300,7 +246,7 @@ describe('process kubelet: Deployments and ReplicaSets', () => {
   });
 
   it('helm install --wait of a chart with a Deployment succeeds', async () => {
-    const chart = path.join(dir, 'chart');
+    const chart = path.join(suite.dir, 'chart');
     await mkdir(path.join(chart, 'templates'), { recursive: true });
     await writeFile(path.join(chart, 'Chart.yaml'), 'apiVersion: v2\nname: hello\nversion: 0.1.0\n');
     await writeFile(path.join(chart, 'values.yaml'), `image: ${CHART_IMAGE}\nreplicas: 2\n`);

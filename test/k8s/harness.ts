@@ -156,6 +156,11 @@ export interface TestClusterOptions {
   /** Start the process kubelet with these options (`server`, `dir` and `podAddresses` are filled in). */
   kubelet?: Omit<KubeletOptions, 'server' | 'dir' | 'podAddresses'>;
   kubectl?: KubectlOptions;
+  /**
+   * Runs once the API server is up, before the kubelet starts: for store subscriptions that must see
+   * every event the kubelet causes.
+   */
+  beforeKubelet?: (api: ApiServer) => void | Promise<void>;
 }
 
 export interface TestCluster {
@@ -177,6 +182,7 @@ export async function startTestCluster(opts: TestClusterOptions): Promise<TestCl
       dir: path.join(opts.dir, 'api'),
       serviceClusterIpRange: addresses.serviceRange,
     });
+    await opts.beforeKubelet?.(api);
     const kubelet = opts.kubelet
       ? startKubelet({
           ...opts.kubelet,

@@ -1,30 +1,14 @@
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { waitFor } from './helpers/poll.js';
-import { makeTmpDir, removeTmpDir } from './helpers/tmp.js';
-import type { KObject } from './apiserver/objects.js';
-import type { ResourceType } from './apiserver/resources.js';
-import { startApiServer, type ApiServer } from './apiserver/server.js';
-import { allocateAddresses, kubectlOf } from './harness.js';
-import {
-  isRunningAndReady,
-  POD_NAME_LABEL,
-  REVISION_LABEL,
-  startKubelet,
-  type Kubelet,
-} from './kubelet/kubelet.js';
 import { processAlive } from './helpers/ports.js';
-
-/** Pod addresses and Service IPs no other test process uses at the same time. */
-const NET = allocateAddresses();
-
-const FIXTURE = fileURLToPath(new URL('./fixtures/podserver.js', import.meta.url));
-const IMAGE = 'cartero.test/podserver:1';
+import { isRunningAndReady, POD_NAME_LABEL, REVISION_LABEL } from './kubelet/kubelet.js';
+import { askPodserver, kubeletSuite, podIP, PODSERVER_IMAGE as IMAGE } from './testing/kubelet-suite.js';
+import { manifests, nodePod, podserverContainer, readyz, workload } from './testing/manifests.js';
 
 const manifest = (opts: { replicas: number; greeting: string }) => `
 apiVersion: v1
@@ -73,67 +57,26 @@ spec:
           configMap: {name: x-config}
 `;
 
-interface PodInfo {
-  pid: number;
-  env: Record<string, string>;
-  argv: string[];
-  content: string;
-}
-
 describe('process kubelet: StatefulSets to local processes', () => {
-  let dir: string;
-  let server: ApiServer;
-  let kubelet: Kubelet;
-  const errors: unknown[] = [];
-  let podT: ResourceType;
-  let stsT: ResourceType;
-  const k = (...args: string[]) => kubectlOf(server, dir)(args);
-  const apply = (text: string) => kubectlOf(server, dir)(['apply', '-f', '-'], text);
-  const pod = (name: string): KObject | undefined => {
-    try {
-      return server.store.get(podT, 'default', name);
-    } catch {
-      return undefined;
-    }
-  };
-  const ipOf = (name: string) => (pod(name)?.status as { podIP: string }).podIP;
-  const info = async (name: string): Promise<PodInfo> => {
-    const res = await fetch(`http://${ipOf(name)}:8080/`);
-    return (await res.json()) as PodInfo;
-  };
-  const stsStatus = () => server.store.get(stsT, 'default', 'x').status as Record<string, unknown>;
   const podEvents: { type: string; name: string; x0Ready: boolean }[] = [];
-
-  before(async () => {
-    dir = await makeTmpDir('cartero-kubelet-test-');
-    server = await startApiServer({ dir: path.join(dir, 'api'), serviceClusterIpRange: NET.serviceRange });
-    podT = server.registry.find('', 'v1', 'pods')!;
-    stsT = server.registry.find('apps', 'v1', 'statefulsets')!;
-    server.store.subscribe((e) => {
-      if (e.key !== '/pods' || e.type === 'MODIFIED') return;
-      const x0 = e.object.metadata.name === 'x-0' ? undefined : pod('x-0');
-      podEvents.push({
-        type: e.type,
-        name: e.object.metadata.name ?? '',
-        x0Ready: !!x0 && isRunningAndReady(x0),
-      });
-    });
-    kubelet = startKubelet({
-      server,
-      images: { [IMAGE]: { command: process.execPath, args: [FIXTURE] } },
-      dir: path.join(dir, 'pods'),
-      onError: (err) => errors.push(err),
-      // A block per test process, so concurrently running test files do not share pod addresses.
-      podAddresses: NET.podAddresses(),
-    });
+  const suite = kubeletSuite({
+    tmpPrefix: 'cartero-kubelet-test-',
+    beforeKubelet: (server) =>
+      server.store.subscribe((e) => {
+        if (e.key !== '/pods' || e.type === 'MODIFIED') return;
+        const x0 = e.object.metadata.name === 'x-0' ? undefined : pod('x-0');
+        podEvents.push({
+          type: e.type,
+          name: e.object.metadata.name ?? '',
+          x0Ready: !!x0 && isRunningAndReady(x0),
+        });
+      }),
   });
-
-  after(async () => {
-    await kubelet?.stop();
-    await server?.stop();
-    if (dir) await removeTmpDir(dir);
-    assert.deepEqual(errors, [], 'the kubelet hit no errors');
-  });
+  const { k, apply, pod } = suite;
+  const ipOf = (name: string) => podIP(pod(name)!);
+  const info = (name: string) => askPodserver(ipOf(name));
+  const statefulSet = () => suite.get(suite.resource('apps', 'v1', 'statefulsets'), 'x')!;
+  const stsStatus = () => statefulSet().status as Record<string, unknown>;
 
   it('starts pods in order as processes that become Ready and answer at their pod IP', async () => {
     await apply(manifest({ replicas: 2, greeting: 'hello' }));
@@ -151,7 +94,7 @@ describe('process kubelet: StatefulSets to local processes', () => {
     );
 
     const p0 = pod('x-0')!;
-    const sts = server.store.get(stsT, 'default', 'x');
+    const sts = statefulSet();
     assert.equal(p0.metadata.labels?.app, 'x');
     assert.equal(p0.metadata.labels?.[POD_NAME_LABEL], 'x-0');
     assert.match(p0.metadata.labels?.[REVISION_LABEL] ?? '', /^x-[0-9a-f]{10}$/);
@@ -161,7 +104,7 @@ describe('process kubelet: StatefulSets to local processes', () => {
     );
     const ip0 = ipOf('x-0');
     const ip1 = ipOf('x-1');
-    assert.ok(ip0.startsWith(`${NET.podPrefix}.`), ip0);
+    assert.ok(ip0.startsWith(`${suite.addresses.podPrefix}.`), ip0);
     assert.notEqual(ip0, ip1);
 
     const i0 = await info('x-0');
@@ -177,10 +120,10 @@ describe('process kubelet: StatefulSets to local processes', () => {
     assert.equal(i0.content, 'hello', 'the ConfigMap volume is readable at the rewritten mountPath');
     assert.equal(
       i0.argv[3],
-      path.join(kubelet.pods().find((p) => p.name === 'x-0')!.dir, 'mounts/etc/podserver/greeting.txt'),
+      path.join(suite.kubelet.pods().find((p) => p.name === 'x-0')!.dir, 'mounts/etc/podserver/greeting.txt'),
     );
     assert.equal((await info('x-1')).env.POD_NAME, 'x-1');
-    const log = await readFile(kubelet.logPath('default', 'x-0')!, 'utf8');
+    const log = await readFile(suite.kubelet.logPath('default', 'x-0')!, 'utf8');
     assert.match(log, /podserver env .*"POD_NAME":"x-0"/);
 
     await waitFor(() => stsStatus().readyReplicas === 2, { what: 'readyReplicas 2' });
@@ -264,7 +207,7 @@ describe('process kubelet: StatefulSets to local processes', () => {
     });
     assert.ok(pod('x-0'));
     assert.deepEqual(
-      kubelet.pods().map((p) => p.name),
+      suite.kubelet.pods().map((p) => p.name),
       ['x-0'],
     );
   });
@@ -283,99 +226,76 @@ describe('process kubelet: StatefulSets to local processes', () => {
   });
 
   it('leaves no process behind when stopped', async () => {
-    const pids = kubelet.spawnedPids();
+    const pids = suite.kubelet.spawnedPids();
     assert.ok(pids.length >= 5);
-    await kubelet.stop();
+    await suite.kubelet.stop();
     for (const pid of pids) assert.ok(!processAlive(pid), `process ${pid} is gone`);
-    assert.deepEqual(kubelet.pods(), []);
+    assert.deepEqual(suite.kubelet.pods(), []);
   });
 });
 
 describe('process kubelet: Parallel pods, grace periods, unknown images', () => {
-  let dir: string;
-  let server: ApiServer;
-  let kubelet: Kubelet;
-  const errors: unknown[] = [];
-  let podT: ResourceType;
-  const k = (...args: string[]) => kubectlOf(server, dir)(args);
-  const pod = (name: string): KObject | undefined => {
-    try {
-      return server.store.get(podT, 'default', name);
-    } catch {
-      return undefined;
-    }
-  };
-  const ready = (name: string) => {
-    const p = pod(name);
-    return !!p && isRunningAndReady(p);
-  };
-
-  before(async () => {
-    dir = await makeTmpDir('cartero-kubelet-test-');
-    server = await startApiServer({ dir: path.join(dir, 'api'), serviceClusterIpRange: NET.serviceRange });
-    podT = server.registry.find('', 'v1', 'pods')!;
-    kubelet = startKubelet({
-      server,
-      images: { [IMAGE]: { command: process.execPath, args: [FIXTURE] } },
-      dir: path.join(dir, 'pods'),
-      onError: (err) => errors.push(err),
-      podAddresses: NET.podAddresses(),
-    });
+  const suite = kubeletSuite({
+    tmpPrefix: 'cartero-kubelet-test-',
   });
-
-  after(async () => {
-    await kubelet?.stop();
-    await server?.stop();
-    if (dir) await removeTmpDir(dir);
-    assert.deepEqual(errors, [], 'the kubelet hit no errors');
-  });
+  const { k, apply, pod, ready } = suite;
+  /**
+   * A Parallel StatefulSet of podservers on `port` (`args` after it) that keep their state on a claim
+   * `data` (1Mi, ReadWriteOnce), Ready once the port accepts connections.
+   */
+  const statefulSetWithClaims = (
+    name: string,
+    port: number,
+    o: { replicas: number; grace: number; args?: string[]; spec?: Record<string, unknown> },
+  ) =>
+    manifests(
+      workload(
+        'StatefulSet',
+        name,
+        {
+          replicas: o.replicas,
+          podManagementPolicy: 'Parallel',
+          ...o.spec,
+          volumeClaimTemplates: [
+            {
+              metadata: { name: 'data' },
+              spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Mi' } } },
+            },
+          ],
+        },
+        {
+          terminationGracePeriodSeconds: o.grace,
+          containers: [
+            podserverContainer(port, [...(o.args ?? []), '--state=/var/lib/podserver'], {
+              readinessProbe: { tcpSocket: { port }, periodSeconds: 1 },
+              volumeMounts: [{ name: 'data', mountPath: '/var/lib/podserver' }],
+            }),
+          ],
+        },
+      ),
+    );
 
   it('creates Parallel pods at once, kills SIGTERM-deaf processes after the grace period', async () => {
-    await kubectlOf(server, dir)(
-      ['apply', '-f', '-'],
-      `apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: par}
-spec:
-  replicas: 3
-  serviceName: par
-  podManagementPolicy: Parallel
-  selector: {matchLabels: {app: par}}
-  template:
-    metadata: {labels: {app: par}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-        - name: server
-          image: ${IMAGE}
-          args: [--port, "9090", --ignore-sigterm, --state=/var/lib/podserver]
-          readinessProbe: {tcpSocket: {port: 9090}, periodSeconds: 1}
-          volumeMounts: [{name: data, mountPath: /var/lib/podserver}]
-  volumeClaimTemplates:
-    - metadata: {name: data}
-      spec:
-        accessModes: [ReadWriteOnce]
-        resources: {requests: {storage: 1Mi}}
-`,
+    await apply(
+      statefulSetWithClaims('par', 9090, {
+        replicas: 3,
+        grace: 1,
+        args: ['--ignore-sigterm'],
+      }),
     );
     await waitFor(() => pod('par-0') && pod('par-1') && pod('par-2'), { what: 'three pods' });
     await waitFor(() => ready('par-0') && ready('par-1') && ready('par-2'), {
       what: 'three Ready',
       timeoutMs: 20_000,
     });
-    const pvc = server.store.get(
-      server.registry.find('', 'v1', 'persistentvolumeclaims')!,
-      'default',
-      'data-par-0',
-    );
+    const pvc = suite.get(suite.resource('', 'v1', 'persistentvolumeclaims'), 'data-par-0')!;
     assert.equal((pvc.status as { phase: string }).phase, 'Bound');
     const starts = async () => {
-      const res = await fetch(`http://${(pod('par-0')?.status as { podIP: string }).podIP}:9090/`);
-      return ((await res.json()) as PodInfo & { starts: string }).starts;
+      return (await askPodserver(podIP(pod('par-0')!), 9090)).starts;
     };
     assert.equal(await starts(), 'started par-0\n');
     const uid0 = pod('par-0')?.metadata.uid;
-    const pid0 = kubelet.pods().find((p) => p.name === 'par-0')?.pid ?? 0;
+    const pid0 = suite.kubelet.pods().find((p) => p.name === 'par-0')?.pid ?? 0;
     const started = Date.now();
     await k('delete', 'pod', 'par-0', '--wait=true', '--timeout=30s');
     assert.ok(Date.now() - started >= 900, 'deletion waited for the grace period');
@@ -388,55 +308,27 @@ spec:
     await k('scale', 'statefulset/par', '--replicas=1');
     await waitFor(() => !pod('par-1') && !pod('par-2'), { what: 'par-1 and par-2 gone' });
     assert.deepEqual(
-      kubelet.pods().map((p) => p.name),
+      suite.kubelet.pods().map((p) => p.name),
       ['par-0'],
     );
-    const pid = kubelet.pods()[0].pid ?? 0;
+    const pid = suite.kubelet.pods()[0].pid ?? 0;
     await k('delete', 'statefulset', 'par', '--wait=true', '--timeout=30s');
-    await waitFor(() => !pod('par-0') && !processAlive(pid) && kubelet.pods().length === 0, {
+    await waitFor(() => !pod('par-0') && !processAlive(pid) && suite.kubelet.pods().length === 0, {
       what: 'pods of the deleted StatefulSet gone',
     });
   });
 
   it('honours persistentVolumeClaimRetentionPolicy: whenScaled and whenDeleted Delete release claims and volumes', async () => {
-    const pvcT = server.registry.find('', 'v1', 'persistentvolumeclaims')!;
-    const claim = (name: string) => {
-      try {
-        return server.store.get(pvcT, 'default', name);
-      } catch {
-        return undefined;
-      }
-    };
-    await kubectlOf(server, dir)(
-      ['apply', '-f', '-'],
-      `apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: ret}
-spec:
-  replicas: 2
-  serviceName: ret
-  podManagementPolicy: Parallel
-  persistentVolumeClaimRetentionPolicy: {whenScaled: Delete, whenDeleted: Delete}
-  selector: {matchLabels: {app: ret}}
-  template:
-    metadata: {labels: {app: ret}}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-        - name: server
-          image: ${IMAGE}
-          args: [--port, "9191", --state=/var/lib/podserver]
-          readinessProbe: {tcpSocket: {port: 9191}, periodSeconds: 1}
-          volumeMounts: [{name: data, mountPath: /var/lib/podserver}]
-  volumeClaimTemplates:
-    - metadata: {name: data}
-      spec:
-        accessModes: [ReadWriteOnce]
-        resources: {requests: {storage: 1Mi}}
-`,
+    const claim = (name: string) => suite.get(suite.resource('', 'v1', 'persistentvolumeclaims'), name);
+    await apply(
+      statefulSetWithClaims('ret', 9191, {
+        replicas: 2,
+        grace: 2,
+        spec: { persistentVolumeClaimRetentionPolicy: { whenScaled: 'Delete', whenDeleted: 'Delete' } },
+      }),
     );
     await waitFor(() => ready('ret-0') && ready('ret-1'), { what: 'two Ready', timeoutMs: 20_000 });
-    const volume1 = path.join(dir, 'pods', 'volumes', 'default', 'data-ret-1');
+    const volume1 = path.join(suite.dir, 'pods', 'volumes', 'default', 'data-ret-1');
     await waitFor(() => existsSync(volume1), { what: 'the volume of ret-1' });
     await k('scale', 'statefulset/ret', '--replicas=1');
     await waitFor(() => !pod('ret-1') && !claim('data-ret-1') && !existsSync(volume1), {
@@ -452,27 +344,29 @@ spec:
   });
 
   it('restarts a container whose liveness probe fails', async () => {
-    await kubectlOf(server, dir)(
-      ['apply', '-f', '-'],
-      `apiVersion: v1
-kind: Pod
-metadata: {name: lively}
-spec:
-  nodeName: cartero-kubelet
-  terminationGracePeriodSeconds: 2
-  containers:
-    - name: server
-      image: ${IMAGE}
-      args: [--port, "9091"]
-      livenessProbe: {httpGet: {path: /livez, port: 9091}, initialDelaySeconds: 3, periodSeconds: 0.2, failureThreshold: 2}
-`,
+    await apply(
+      manifests(
+        nodePod('lively', {
+          terminationGracePeriodSeconds: 2,
+          containers: [
+            podserverContainer(9091, [], {
+              livenessProbe: {
+                httpGet: { path: '/livez', port: 9091 },
+                initialDelaySeconds: 3,
+                periodSeconds: 0.2,
+                failureThreshold: 2,
+              },
+            }),
+          ],
+        }),
+      ),
     );
     // The delay covers the restarted process's start-up on a loaded machine (no startupProbe here).
     const restarts = () =>
       (pod('lively')?.status as { containerStatuses?: { restartCount: number }[] } | undefined)
         ?.containerStatuses?.[0]?.restartCount;
     await waitFor(() => ready('lively'), { what: 'lively Ready' });
-    const ip = (pod('lively')?.status as { podIP: string }).podIP;
+    const ip = podIP(pod('lively')!);
     // Without a readiness probe the pod is Ready once started, maybe before it listens.
     const get = (p: string) =>
       fetch(`http://${ip}:9091${p}`).then(
@@ -484,25 +378,24 @@ spec:
     await waitFor(() => get('/livez'), { what: 'restarted lively live' });
     assert.equal(restarts(), 1);
     await k('delete', 'pod', 'lively', '--wait=true', '--timeout=30s');
-    await waitFor(() => kubelet.pods().every((p) => p.name !== 'lively'), { what: 'lively process gone' });
+    await waitFor(() => suite.kubelet.pods().every((p) => p.name !== 'lively'), {
+      what: 'lively process gone',
+    });
   });
 
   it('starts a pod once the ConfigMap its volume needs exists', async () => {
-    await kubectlOf(server, dir)(
-      ['apply', '-f', '-'],
-      `apiVersion: v1
-kind: Pod
-metadata: {name: waiting}
-spec:
-  nodeName: cartero-kubelet
-  containers:
-    - name: server
-      image: ${IMAGE}
-      args: [--port, "9092", --file=/config/a]
-      readinessProbe: {httpGet: {path: /readyz, port: 9092}, periodSeconds: 0.2}
-      volumeMounts: [{name: c, mountPath: /config}]
-  volumes: [{name: c, configMap: {name: late}}]
-`,
+    await apply(
+      manifests(
+        nodePod('waiting', {
+          containers: [
+            podserverContainer(9092, ['--file=/config/a'], {
+              readinessProbe: readyz(9092, 0.2),
+              volumeMounts: [{ name: 'c', mountPath: '/config' }],
+            }),
+          ],
+          volumes: [{ name: 'c', configMap: { name: 'late' } }],
+        }),
+      ),
     );
     await waitFor(
       () =>
@@ -512,8 +405,7 @@ spec:
     );
     await k('create', 'configmap', 'late', '--from-literal=a=finally');
     await waitFor(() => ready('waiting'), { what: 'waiting Ready' });
-    const res = await fetch(`http://${(pod('waiting')?.status as { podIP: string }).podIP}:9092/`);
-    assert.equal(((await res.json()) as PodInfo).content, 'finally');
+    assert.equal((await askPodserver(podIP(pod('waiting')!), 9092)).content, 'finally');
     await k('delete', 'pod', 'waiting', '--wait=true', '--timeout=30s');
   });
 
@@ -537,19 +429,14 @@ spec:
 });
 
 describe('process kubelet: kubectl logs (pods/log)', () => {
-  let dir: string;
-  let server: ApiServer;
-  let kubelet: Kubelet;
-  const errors: unknown[] = [];
   const NODE_IMAGE = 'cartero.test/node:1';
+  const suite = kubeletSuite({
+    tmpPrefix: 'cartero-kubelet-logs-test-',
+    kubelet: { images: { [NODE_IMAGE]: { command: process.execPath } }, services: false },
+  });
+  const { apply } = suite;
   /** Runs kubectl; resolves with its exit code and output (never rejects on a non-zero exit). */
-  const run = (args: string[]) =>
-    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      const all = ['--kubeconfig', server.kubeconfig, '--cache-dir', path.join(dir, 'cache'), ...args];
-      execFile('kubectl', all, { timeout: 60_000 }, (err, stdout, stderr) =>
-        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-      );
-    });
+  const run = (args: string[]) => suite.kubectl.run(args);
   const logs = async (...args: string[]) => {
     const r = await run(['logs', ...args]);
     assert.equal(r.code, 0, `kubectl logs ${args.join(' ')}: ${r.stderr}`);
@@ -572,32 +459,14 @@ describe('process kubelet: kubectl logs (pods/log)', () => {
         })),
       },
     });
-  const apply = (text: string) => kubectlOf(server, dir)(['apply', '-f', '-'], text);
   const logFileHas = (name: string, text: string) => async () => {
-    const file = kubelet.logPath('default', name);
+    const file = suite.kubelet.logPath('default', name);
     return !!file && existsSync(file) && (await readFile(file, 'utf8')).includes(text);
   };
 
   before(async () => {
-    dir = await makeTmpDir('cartero-kubelet-logs-test-');
-    server = await startApiServer({ dir: path.join(dir, 'api'), serviceClusterIpRange: NET.serviceRange });
-    kubelet = startKubelet({
-      server,
-      images: { [NODE_IMAGE]: { command: process.execPath } },
-      dir: path.join(dir, 'pods'),
-      onError: (err) => errors.push(err),
-      services: false,
-      podAddresses: NET.podAddresses(),
-    });
     await apply(podYaml('printer', { main: 'for (let i = 1; i <= 5; i++) console.log(`line ${i}`)' }));
     await waitFor(logFileHas('printer', 'line 5'), { what: 'printer output' });
-  });
-
-  after(async () => {
-    await kubelet?.stop();
-    await server?.stop();
-    if (dir) await removeTmpDir(dir);
-    assert.deepEqual(errors, [], 'the kubelet hit no errors');
   });
 
   it('serves the whole log, --tail and --limit-bytes, as text/plain', async () => {
@@ -606,7 +475,7 @@ describe('process kubelet: kubectl logs (pods/log)', () => {
     assert.equal((await logs('printer', '--tail=0')).stdout, '');
     assert.equal((await logs('printer', '--limit-bytes=9')).stdout, 'line 1\nli');
     assert.equal((await logs('pod/printer', '--timestamps', '--since=1h')).stdout.split('\n').length, 6);
-    const res = await fetch(`${server.url}/api/v1/namespaces/default/pods/printer/log?tailLines=1`);
+    const res = await fetch(`${suite.server.url}/api/v1/namespaces/default/pods/printer/log?tailLines=1`);
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
     assert.equal(await res.text(), 'line 5\n');
@@ -633,7 +502,7 @@ describe('process kubelet: kubectl logs (pods/log)', () => {
     const defaulted = await logs('duo');
     assert.equal(defaulted.stdout, 'from a\n');
     assert.match(defaulted.stderr, /Defaulted container "a" out of: a, b/);
-    const res = await fetch(`${server.url}/api/v1/namespaces/default/pods/duo/log`);
+    const res = await fetch(`${suite.server.url}/api/v1/namespaces/default/pods/duo/log`);
     assert.equal(res.status, 400);
     const status = (await res.json()) as { reason: string; message: string };
     assert.equal(status.reason, 'BadRequest');
@@ -641,7 +510,7 @@ describe('process kubelet: kubectl logs (pods/log)', () => {
   });
 
   it('follows with -f: a line written later arrives, and the stream ends when the process exits', async () => {
-    const go = path.join(dir, 'go');
+    const go = path.join(suite.dir, 'go');
     const script = [
       'const fs = require("node:fs");',
       'console.log("first");',
@@ -651,9 +520,9 @@ describe('process kubelet: kubectl logs (pods/log)', () => {
     await waitFor(logFileHas('follower', 'first'), { what: 'follower output' });
     const all = [
       '--kubeconfig',
-      server.kubeconfig,
+      suite.server.kubeconfig,
       '--cache-dir',
-      path.join(dir, 'cache'),
+      path.join(suite.dir, 'cache'),
       'logs',
       '-f',
       'follower',
@@ -676,7 +545,7 @@ describe('process kubelet: kubectl logs (pods/log)', () => {
   });
 
   it('lists pods/log in discovery', async () => {
-    const list = (await (await fetch(`${server.url}/api/v1`)).json()) as {
+    const list = (await (await fetch(`${suite.server.url}/api/v1`)).json()) as {
       resources: { name: string; verbs: string[]; kind: string }[];
     };
     assert.deepEqual(

@@ -16,82 +16,77 @@ import {
   type FieldError,
   type ServedKind,
 } from './apiserver/openapi.js';
+import { crdSchema } from './testing/schemas.js';
 
 type Json = Record<string, unknown>;
 
 // An SmtpRelay-like CRD version schema, as controller-gen would write it.
-const SCHEMA: Json = {
-  type: 'object',
-  properties: {
-    apiVersion: { type: 'string' },
-    kind: { type: 'string' },
-    metadata: { type: 'object' },
-    spec: {
-      type: 'object',
-      required: ['hostname'],
-      properties: {
-        hostname: { type: 'string', minLength: 1, maxLength: 20, format: 'hostname' },
-        replicas: { type: 'integer', format: 'int32', minimum: 0, maximum: 10, default: 1 },
-        drainTimeout: { type: 'string', pattern: '^([0-9]+(ms|s|m|h))+$', default: '30s' },
-        maxUnavailable: { 'x-kubernetes-int-or-string': true },
-        notBefore: { type: 'string', format: 'date-time' },
-        note: { type: 'string', nullable: true },
-        queue: {
-          type: 'object',
-          default: {},
-          properties: {
-            maxMessages: { type: 'integer', default: 1000, minimum: 1 },
-            retry: {
-              type: 'object',
-              default: {},
-              properties: { attempts: { type: 'integer', default: 5 } },
-            },
+const SCHEMA: Json = crdSchema({
+  spec: {
+    type: 'object',
+    required: ['hostname'],
+    properties: {
+      hostname: { type: 'string', minLength: 1, maxLength: 20, format: 'hostname' },
+      replicas: { type: 'integer', format: 'int32', minimum: 0, maximum: 10, default: 1 },
+      drainTimeout: { type: 'string', pattern: '^([0-9]+(ms|s|m|h))+$', default: '30s' },
+      maxUnavailable: { 'x-kubernetes-int-or-string': true },
+      notBefore: { type: 'string', format: 'date-time' },
+      note: { type: 'string', nullable: true },
+      queue: {
+        type: 'object',
+        default: {},
+        properties: {
+          maxMessages: { type: 'integer', default: 1000, minimum: 1 },
+          retry: {
+            type: 'object',
+            default: {},
+            properties: { attempts: { type: 'integer', default: 5 } },
           },
         },
-        listeners: {
-          type: 'array',
-          minItems: 1,
-          maxItems: 3,
-          'x-kubernetes-list-type': 'map',
-          'x-kubernetes-list-map-keys': ['name'],
-          items: {
-            type: 'object',
-            required: ['name', 'port'],
-            properties: {
-              name: { type: 'string' },
-              port: { type: 'integer', minimum: 1, maximum: 65535 },
-              tls: {
-                type: 'object',
-                properties: {
-                  mode: { type: 'string', enum: ['none', 'starttls', 'implicit'], default: 'starttls' },
-                },
+      },
+      listeners: {
+        type: 'array',
+        minItems: 1,
+        maxItems: 3,
+        'x-kubernetes-list-type': 'map',
+        'x-kubernetes-list-map-keys': ['name'],
+        items: {
+          type: 'object',
+          required: ['name', 'port'],
+          properties: {
+            name: { type: 'string' },
+            port: { type: 'integer', minimum: 1, maximum: 65535 },
+            tls: {
+              type: 'object',
+              properties: {
+                mode: { type: 'string', enum: ['none', 'starttls', 'implicit'], default: 'starttls' },
               },
             },
           },
-          'x-kubernetes-validations': [{ rule: 'self.all(l, l.port != 0)', message: 'no port 0' }],
         },
-        podTemplate: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true },
-        labels: { type: 'object', additionalProperties: { type: 'string' } },
+        'x-kubernetes-validations': [{ rule: 'self.all(l, l.port != 0)', message: 'no port 0' }],
       },
-      'x-kubernetes-validations': [
-        { rule: 'self.replicas >= 0', fieldPath: '.replicas', reason: 'FieldValueInvalid' },
-      ],
+      podTemplate: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true },
+      labels: { type: 'object', additionalProperties: { type: 'string' } },
     },
-    status: {
-      type: 'object',
-      properties: {
-        readyReplicas: { type: 'integer' },
-        conditions: {
-          type: 'array',
-          items: {
-            type: 'object',
-            properties: { type: { type: 'string' }, status: { type: 'string' }, reason: { type: 'string' } },
-          },
+    'x-kubernetes-validations': [
+      { rule: 'self.replicas >= 0', fieldPath: '.replicas', reason: 'FieldValueInvalid' },
+    ],
+  },
+  status: {
+    type: 'object',
+    properties: {
+      readyReplicas: { type: 'integer' },
+      conditions: {
+        type: 'array',
+        items: {
+          type: 'object',
+          properties: { type: { type: 'string' }, status: { type: 'string' }, reason: { type: 'string' } },
         },
       },
     },
   },
-};
+});
 
 const SMTP_RELAY: ServedKind = {
   group: 'cartero.io',

@@ -3,27 +3,18 @@
  * to `system:serviceaccount:<ns>:<name>`, the kubelet gives each pod a token, the namespace and a
  * kubeconfig (`KUBECONFIG`), and a program using client-node's `loadFromDefault()` runs unchanged.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { waitFor } from './helpers/poll.js';
-import { makeTmpDir, removeTmpDir } from './helpers/tmp.js';
 import type { KObject } from './apiserver/objects.js';
-import type { ResourceType } from './apiserver/resources.js';
-import { startApiServer, type ApiServer } from './apiserver/server.js';
-import { allocateAddresses, kubectlOf } from './harness.js';
-import { isRunningAndReady, SERVICEACCOUNT_DIR, startKubelet, type Kubelet } from './kubelet/kubelet.js';
+import { isRunningAndReady, SERVICEACCOUNT_DIR } from './kubelet/kubelet.js';
+import { askPodserver, fixturePath, kubeletSuite, podIP } from './testing/kubelet-suite.js';
+import { manifests, nodePod, podserverContainer, readyz, workload } from './testing/manifests.js';
 
-/** Pod addresses and Service IPs no other test process uses at the same time. */
-const NET = allocateAddresses();
-
-const PODSERVER = fileURLToPath(new URL('./fixtures/podserver.js', import.meta.url));
-const KUBECLIENT = fileURLToPath(new URL('./fixtures/kubeclient.js', import.meta.url));
-const IMAGE = 'cartero.test/podserver:1';
 const CLIENT_IMAGE = 'cartero.test/kubeclient:1';
 
 const claims = (token: string) =>
@@ -33,74 +24,35 @@ const claims = (token: string) =>
     'kubernetes.io': { namespace: string; pod?: { name: string } };
   };
 
-interface PodInfo {
-  env: Record<string, string>;
-  argv: string[];
-  content?: string;
-}
-
 describe('process kubelet: ServiceAccount identity', () => {
-  let dir: string;
-  let server: ApiServer;
-  let kubelet: Kubelet;
-  const errors: unknown[] = [];
-  let podT: ResourceType;
-  let saT: ResourceType;
-  let cmT: ResourceType;
-  const k = (...args: string[]) => kubectlOf(server, dir)(args);
-  const apply = (text: string) => kubectlOf(server, dir)(['apply', '-f', '-'], text);
-  const get = (t: ResourceType, ns: string, name: string): KObject | undefined => {
-    try {
-      return server.store.get(t, ns, name);
-    } catch {
-      return undefined;
-    }
-  };
-  const readyPod = (prefix: string) =>
-    server.store
-      .list(podT, { namespace: 'default' })
-      .items.find((p) => p.metadata.name?.startsWith(prefix) && isRunningAndReady(p));
-  const runtimeOf = (p: KObject) => kubelet.pods().find((r) => r.uid === p.metadata.uid)!;
-  const info = async (p: KObject, port: number): Promise<PodInfo> =>
-    (await fetch(`http://${(p.status as { podIP: string }).podIP}:${port}/`)).json() as Promise<PodInfo>;
-  const asToken = (token: string, url: string) =>
-    fetch(`${server.url}${url}`, { headers: { authorization: `Bearer ${token}` } });
-
-  before(async () => {
-    dir = await makeTmpDir('cartero-serviceaccounts-test-');
-    server = await startApiServer({
-      dir: path.join(dir, 'api'),
-      serviceClusterIpRange: NET.serviceRange,
-    });
-    podT = server.registry.find('', 'v1', 'pods')!;
-    saT = server.registry.find('', 'v1', 'serviceaccounts')!;
-    cmT = server.registry.find('', 'v1', 'configmaps')!;
-    kubelet = startKubelet({
-      server,
+  const suite = kubeletSuite({
+    tmpPrefix: 'cartero-serviceaccounts-test-',
+    kubelet: {
       images: {
-        [IMAGE]: { command: process.execPath, args: [PODSERVER] },
-        [CLIENT_IMAGE]: { command: process.execPath, args: [KUBECLIENT] },
+        [CLIENT_IMAGE]: { command: process.execPath, args: [fixturePath('kubeclient')] },
       },
-      dir: path.join(dir, 'pods'),
-      onError: (err) => errors.push(err),
-      podAddresses: NET.podAddresses(),
-    });
+    },
+    stopGraceSeconds: 5,
   });
-
-  after(async () => {
-    await kubelet?.stop({ graceSeconds: 5 });
-    await server?.stop();
-    if (dir) await removeTmpDir(dir);
-    assert.deepEqual(errors, [], 'the kubelet hit no errors');
-  });
+  const { k, apply } = suite;
+  const serviceAccount = (ns: string, name: string) =>
+    suite.get(suite.resource('', 'v1', 'serviceaccounts'), name, ns);
+  const readyPod = (prefix: string) =>
+    suite
+      .list(suite.resource('', 'v1', 'pods'))
+      .find((p) => p.metadata.name?.startsWith(prefix) && isRunningAndReady(p));
+  const runtimeOf = (p: KObject) => suite.kubelet.pods().find((r) => r.uid === p.metadata.uid)!;
+  const info = (p: KObject, port: number) => askPodserver(podIP(p), port);
+  const asToken = (token: string, url: string) =>
+    fetch(`${suite.server.url}${url}`, { headers: { authorization: `Bearer ${token}` } });
 
   it('keeps a default ServiceAccount in every namespace', async () => {
-    await waitFor(() => get(saT, 'default', 'default') && get(saT, 'kube-system', 'default'), {
+    await waitFor(() => serviceAccount('default', 'default') && serviceAccount('kube-system', 'default'), {
       what: 'default ServiceAccounts',
     });
     // (kubectl create namespace/serviceaccount send protobuf, which the server reads for few kinds.)
     await apply('apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n');
-    await waitFor(() => get(saT, 'team-a', 'default'), { what: 'team-a/default' });
+    await waitFor(() => serviceAccount('team-a', 'default'), { what: 'team-a/default' });
     assert.match(await k('get', 'serviceaccounts', '-n', 'team-a'), /default\s+0\s/);
   });
 
@@ -110,19 +62,19 @@ describe('process kubelet: ServiceAccount identity', () => {
     assert.equal(claims(token).sub, 'system:serviceaccount:team-a:default');
     const res = await asToken(token, '/api/v1/namespaces/team-a/configmaps');
     assert.equal(res.status, 200);
-    const record = server.requests.at(-1)!;
+    const record = suite.server.requests.at(-1)!;
     assert.deepEqual(
       [record.verb, record.resource, record.user],
       ['list', 'configmaps', 'system:serviceaccount:team-a:default'],
     );
-    const created = server.requests.find((r) => r.subresource === 'token')!;
+    const created = suite.server.requests.find((r) => r.subresource === 'token')!;
     assert.deepEqual([created.verb, created.resource, created.code], ['create', 'serviceaccounts', 201]);
     assert.equal((await asToken('not-a-token', '/api/v1/namespaces')).status, 401);
     // A deleted (even recreated) ServiceAccount's tokens stop working.
-    const uid = get(saT, 'team-a', 'default')?.metadata.uid;
+    const uid = serviceAccount('team-a', 'default')?.metadata.uid;
     await k('delete', 'serviceaccount', 'default', '-n', 'team-a');
     await waitFor(
-      () => get(saT, 'team-a', 'default')?.metadata.uid !== uid && get(saT, 'team-a', 'default'),
+      () => serviceAccount('team-a', 'default')?.metadata.uid !== uid && serviceAccount('team-a', 'default'),
       {
         what: 'team-a/default recreated',
       },
@@ -133,25 +85,22 @@ describe('process kubelet: ServiceAccount identity', () => {
   it('runs a client-node program (loadFromDefault) in a Deployment as its ServiceAccount', async () => {
     await k('create', 'configmap', 'seed', '--from-literal=a=b');
     await apply('apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: operator}\n');
-    const since = server.requests.length;
-    await apply(`
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: client}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: client}}
-  template:
-    metadata: {labels: {app: client}}
-    spec:
-      serviceAccountName: operator
-      terminationGracePeriodSeconds: 5
-      containers:
-        - name: client
-          image: ${CLIENT_IMAGE}
-          args: [written-by-client]
-`);
-    const cm = await waitFor(() => get(cmT, 'default', 'written-by-client'), {
+    const since = suite.server.requests.length;
+    await apply(
+      manifests(
+        workload(
+          'Deployment',
+          'client',
+          { replicas: 1 },
+          {
+            serviceAccountName: 'operator',
+            terminationGracePeriodSeconds: 5,
+            containers: [{ name: 'client', image: CLIENT_IMAGE, args: ['written-by-client'] }],
+          },
+        ),
+      ),
+    );
+    const cm = await waitFor(() => suite.get(suite.resource('', 'v1', 'configmaps'), 'written-by-client'), {
       what: 'the ConfigMap the pod writes',
       timeoutMs: 20_000,
     });
@@ -159,10 +108,10 @@ spec:
     const data = cm.data as Record<string, string>;
     assert.equal(data.pod, pod.metadata.name);
     assert.equal(data.namespace, 'default');
-    assert.equal(data.server, server.url);
+    assert.equal(data.server, suite.server.url);
     assert.ok(data.seen.split(',').includes('seed'), data.seen);
     const sa = 'system:serviceaccount:default:operator';
-    const mine = server.requests.slice(since).filter((r) => r.user === sa);
+    const mine = suite.server.requests.slice(since).filter((r) => r.user === sa);
     assert.deepEqual(
       mine.map((r) => [r.method, r.verb, r.resource, r.namespace, r.code]),
       [
@@ -183,33 +132,32 @@ spec:
       users: { name: string; user: Record<string, string> }[];
       contexts: { context: { namespace: string } }[];
     };
-    assert.deepEqual(kc.clusters[0].cluster, { server: server.url, 'insecure-skip-tls-verify': true });
+    assert.deepEqual(kc.clusters[0].cluster, { server: suite.server.url, 'insecure-skip-tls-verify': true });
     assert.equal(kc.users[0].user.tokenFile, path.join(saDir, 'token'));
     assert.equal(kc.contexts[0].context.namespace, 'default');
     // The token dies with the pod.
     await k('delete', 'deployment', 'client', '--wait=true');
-    await waitFor(() => !get(podT, 'default', pod.metadata.name ?? ''), { what: 'client pod gone' });
+    await waitFor(() => !suite.pod(pod.metadata.name ?? ''), { what: 'client pod gone' });
     assert.equal((await asToken(token, '/api/v1/namespaces/default/configmaps')).status, 401);
   });
 
   it('gives processes the API server address, KUBECONFIG and the token path rewritten', async () => {
-    await apply(`
-apiVersion: v1
-kind: Pod
-metadata: {name: env}
-spec:
-  nodeName: cartero-kubelet
-  containers:
-    - name: server
-      image: ${IMAGE}
-      args: [--port, "8080", --file, ${SERVICEACCOUNT_DIR}/namespace]
-      env: [{name: TOKEN_PATH, value: ${SERVICEACCOUNT_DIR}/token}]
-      readinessProbe: {httpGet: {path: /readyz, port: 8080}, periodSeconds: 0.2}
-`);
+    await apply(
+      manifests(
+        nodePod('env', {
+          containers: [
+            podserverContainer(8080, ['--file', `${SERVICEACCOUNT_DIR}/namespace`], {
+              env: [{ name: 'TOKEN_PATH', value: `${SERVICEACCOUNT_DIR}/token` }],
+              readinessProbe: readyz(8080, 0.2),
+            }),
+          ],
+        }),
+      ),
+    );
     const pod = await waitFor(() => readyPod('env'), { what: 'env Ready' });
     const i = await info(pod, 8080);
     const rt = runtimeOf(pod);
-    const url = new URL(server.url);
+    const url = new URL(suite.server.url);
     assert.equal(i.env.KUBERNETES_SERVICE_HOST, url.hostname);
     assert.equal(i.env.KUBERNETES_SERVICE_PORT, url.port);
     assert.equal(i.env.KUBECONFIG, path.join(rt.dir, 'kubeconfig'));
@@ -220,29 +168,41 @@ spec:
   });
 
   it('writes a projected ServiceAccount volume at the standard path into the pod dir', async () => {
-    await apply(`
-apiVersion: v1
-kind: Pod
-metadata: {name: projected, labels: {app: projected}}
-spec:
-  nodeName: cartero-kubelet
-  containers:
-    - name: server
-      image: ${IMAGE}
-      args: [--port, "8080", "--file=${SERVICEACCOUNT_DIR}/labels"]
-      readinessProbe: {httpGet: {path: /readyz, port: 8080}, periodSeconds: 0.2}
-      volumeMounts: [{name: api-access, mountPath: ${SERVICEACCOUNT_DIR}, readOnly: true}]
-  volumes:
-    - name: api-access
-      projected:
-        sources:
-          - serviceAccountToken: {path: token, audience: vault, expirationSeconds: 3607}
-          - configMap: {name: seed, items: [{key: a, path: seed-a}]}
-          - downwardAPI:
-              items:
-                - {path: namespace, fieldRef: {fieldPath: metadata.namespace}}
-                - {path: labels, fieldRef: {fieldPath: metadata.labels}}
-`);
+    await apply(
+      manifests(
+        nodePod(
+          'projected',
+          {
+            containers: [
+              podserverContainer(8080, [`--file=${SERVICEACCOUNT_DIR}/labels`], {
+                readinessProbe: readyz(8080, 0.2),
+                volumeMounts: [{ name: 'api-access', mountPath: SERVICEACCOUNT_DIR, readOnly: true }],
+              }),
+            ],
+            volumes: [
+              {
+                name: 'api-access',
+                projected: {
+                  sources: [
+                    { serviceAccountToken: { path: 'token', audience: 'vault', expirationSeconds: 3607 } },
+                    { configMap: { name: 'seed', items: [{ key: 'a', path: 'seed-a' }] } },
+                    {
+                      downwardAPI: {
+                        items: [
+                          { path: 'namespace', fieldRef: { fieldPath: 'metadata.namespace' } },
+                          { path: 'labels', fieldRef: { fieldPath: 'metadata.labels' } },
+                        ],
+                      },
+                    },
+                  ],
+                },
+              },
+            ],
+          },
+          { labels: { app: 'projected' } },
+        ),
+      ),
+    );
     const pod = await waitFor(() => readyPod('projected'), { what: 'projected Ready' });
     const i = await info(pod, 8080);
     const saDir = path.join(runtimeOf(pod).dir, 'mounts', SERVICEACCOUNT_DIR);
@@ -258,31 +218,14 @@ spec:
   });
 
   it('mounts nothing with automountServiceAccountToken: false; waits for a missing ServiceAccount', async () => {
-    await apply(`
-apiVersion: v1
-kind: Pod
-metadata: {name: quiet}
-spec:
-  nodeName: cartero-kubelet
-  automountServiceAccountToken: false
-  containers:
-    - name: server
-      image: ${IMAGE}
-      args: [--port, "8080"]
-      readinessProbe: {httpGet: {path: /readyz, port: 8080}, periodSeconds: 0.2}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: later}
-spec:
-  nodeName: cartero-kubelet
-  serviceAccountName: not-yet
-  containers:
-    - name: server
-      image: ${IMAGE}
-      args: [--port, "8081"]
-      readinessProbe: {httpGet: {path: /readyz, port: 8081}, periodSeconds: 0.2}
-`);
+    /** A podserver on `port`, Ready once it answers. */
+    const served = (port: number) => [podserverContainer(port, [], { readinessProbe: readyz(port, 0.2) })];
+    await apply(
+      manifests(
+        nodePod('quiet', { automountServiceAccountToken: false, containers: served(8080) }),
+        nodePod('later', { serviceAccountName: 'not-yet', containers: served(8081) }),
+      ),
+    );
     const quiet = await waitFor(() => readyPod('quiet'), { what: 'quiet Ready' });
     const i = await info(quiet, 8080);
     assert.equal(i.env.KUBECONFIG, undefined);
@@ -290,7 +233,7 @@ spec:
     assert.ok(!existsSync(path.join(runtimeOf(quiet).dir, 'mounts', SERVICEACCOUNT_DIR)));
     const waiting = () =>
       (
-        get(podT, 'default', 'later')?.status as
+        suite.pod('later')?.status as
           { containerStatuses?: { state: { waiting?: { reason: string; message?: string } } }[] } | undefined
       )?.containerStatuses?.[0]?.state.waiting;
     await waitFor(() => waiting()?.reason === 'CreateContainerConfigError', { what: 'later waiting' });

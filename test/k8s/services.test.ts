@@ -3,40 +3,27 @@
  * EndpointSlices maintained from the pods, and TCP forwarded from clusterIP:port to Ready pods.
  * Service ports are 1024 and up, so the tests also run without root.
  */
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { waitFor } from './helpers/poll.js';
-import { makeTmpDir, removeTmpDir } from './helpers/tmp.js';
 import { ApiError } from './apiserver/errors.js';
 import type { KObject } from './apiserver/objects.js';
-import type { ResourceType } from './apiserver/resources.js';
-import { startApiServer, type ApiServer } from './apiserver/server.js';
-import { allocateAddresses, kubectlOf } from './harness.js';
-import { isRunningAndReady, loopbackAddresses, startKubelet, type Kubelet } from './kubelet/kubelet.js';
+import { isRunningAndReady } from './kubelet/kubelet.js';
 import { SERVICE_NAME_LABEL } from './kubelet/services.js';
-
-const FIXTURE = fileURLToPath(new URL('./fixtures/podserver.js', import.meta.url));
-const IMAGE = 'cartero.test/podserver:1';
-// Per test process (DESIGN §5 keeps 127.0.x for the shared plan; other test files use 127.0-2.x for pods).
-const NET = allocateAddresses();
-const SERVICE_RANGE = NET.serviceRange;
-const POD_PREFIX = NET.podPrefix;
-/** A client address of our own, to see that pods get the client's address, not the proxy's. */
-const CLIENT_IP = `${NET.clientPrefix}.9`;
+import { kubeletSuite, podIP as podIp } from './testing/kubelet-suite.js';
+import { manifests, podserverContainer, readyz, service, workload } from './testing/manifests.js';
 
 interface Answer {
   pod: string;
   remote: string;
 }
 
-/** GET / through `ip:port` from CLIENT_IP; which pod answered and whom it saw. */
-function ask(ip: string, port: number): Promise<Answer> {
+/** GET / through `ip:port` from the address `from`; which pod answered and whom it saw. */
+function ask(ip: string, port: number, from: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: ip, port, path: '/', agent: false, localAddress: CLIENT_IP }, (res) => {
+    const req = http.get({ host: ip, port, path: '/', agent: false, localAddress: from }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (body += c));
@@ -67,60 +54,50 @@ function connectOutcome(ip: string, port: number): Promise<string> {
   });
 }
 
-const deployment = (replicas: number) => `
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: ${replicas}
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-        - name: server
-          image: ${IMAGE}
-          args: [--port, "8080"]
-          ports: [{name: http, containerPort: 8080}]
-          readinessProbe:
-            httpGet: {path: /readyz, port: http}
-            periodSeconds: 1
-            failureThreshold: 1
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, labels: {tier: front}}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 8000, targetPort: http}]
-`;
+const deployment = (replicas: number) =>
+  manifests(
+    workload(
+      'Deployment',
+      'web',
+      { replicas },
+      {
+        terminationGracePeriodSeconds: 5,
+        containers: [
+          podserverContainer(8080, [], {
+            ports: [{ name: 'http', containerPort: 8080 }],
+            readinessProbe: readyz('http', 1, { failureThreshold: 1 }),
+          }),
+        ],
+      },
+    ),
+    service(
+      'web',
+      { selector: { app: 'web' }, ports: [{ name: 'http', port: 8000, targetPort: 'http' }] },
+      { labels: { tier: 'front' } },
+    ),
+  );
 
 describe('process kubelet: Services', () => {
-  let dir: string;
-  let server: ApiServer;
-  let kubelet: Kubelet;
-  const errors: unknown[] = [];
-  let podT: ResourceType;
-  let svcT: ResourceType;
-  let epT: ResourceType;
-  let sliceT: ResourceType;
-  const k = (...args: string[]) => kubectlOf(server, dir)(args);
-  const apply = (text: string) => kubectlOf(server, dir)(['apply', '-f', '-'], text);
-  const get = (t: ResourceType, name: string): KObject | undefined => {
-    try {
-      return server.store.get(t, 'default', name);
-    } catch {
-      return undefined;
-    }
-  };
-  const clusterIp = (name: string) => (get(svcT, name)?.spec as { clusterIP: string }).clusterIP;
+  const suite = kubeletSuite({
+    tmpPrefix: 'cartero-services-test-',
+    stopGraceSeconds: 5,
+  });
+  after(() => assert.ok(suite.kubelet.spawnedPids().length > 0));
+  const { k, apply } = suite;
+  /** A client address of our own, to see that pods get the client's address, not the proxy's. */
+  const clientIp = () => `${suite.addresses.clientPrefix}.9`;
+  const svcT = () => suite.resource('', 'v1', 'services');
+  const epT = () => suite.resource('', 'v1', 'endpoints');
+  const slices = (service: string) =>
+    suite
+      .list(suite.resource('discovery.k8s.io', 'v1', 'endpointslices'))
+      .filter((s) => s.metadata.labels?.[SERVICE_NAME_LABEL] === service);
+  const clusterIp = (name: string) => (suite.get(svcT(), name)?.spec as { clusterIP: string }).clusterIP;
   const podsOf = (app: string) =>
-    server.store.list(podT, { namespace: 'default' }).items.filter((p) => p.metadata.labels?.app === app);
+    suite.list(suite.resource('', 'v1', 'pods')).filter((p) => p.metadata.labels?.app === app);
   const readyPods = (app: string) => podsOf(app).filter(isRunningAndReady);
-  const podIp = (p: KObject) => (p.status as { podIP: string }).podIP;
   const subsets = (name: string) =>
-    (get(epT, name)?.subsets ?? []) as {
+    (suite.get(epT(), name)?.subsets ?? []) as {
       addresses?: { ip: string; hostname?: string; targetRef: { name: string } }[];
       notReadyAddresses?: { ip: string }[];
       ports?: { name?: string; port: number }[];
@@ -134,7 +111,7 @@ describe('process kubelet: Services', () => {
   const proxied = (service: string, n: number) =>
     waitFor(
       () =>
-        kubelet.services
+        suite.kubelet.services
           ?.listeners()
           .some((l) => l.service === service && l.listening && l.backends.length === n),
       { what: `${service} proxied to ${n} pods` },
@@ -143,42 +120,18 @@ describe('process kubelet: Services', () => {
   const spread = async (ip: string, port: number, n: number) => {
     const seen = new Map<string, number>();
     for (let i = 0; i < n; i++) {
-      const a = await ask(ip, port);
-      assert.equal(a.remote, CLIENT_IP, 'the pod sees the client address');
+      const a = await ask(ip, port, clientIp());
+      assert.equal(a.remote, clientIp(), 'the pod sees the client address');
       seen.set(a.pod, (seen.get(a.pod) ?? 0) + 1);
     }
     return seen;
   };
 
-  before(async () => {
-    dir = await makeTmpDir('cartero-services-test-');
-    server = await startApiServer({ dir: path.join(dir, 'api'), serviceClusterIpRange: SERVICE_RANGE });
-    podT = server.registry.find('', 'v1', 'pods')!;
-    svcT = server.registry.find('', 'v1', 'services')!;
-    epT = server.registry.find('', 'v1', 'endpoints')!;
-    sliceT = server.registry.find('discovery.k8s.io', 'v1', 'endpointslices')!;
-    kubelet = startKubelet({
-      server,
-      images: { [IMAGE]: { command: process.execPath, args: [FIXTURE] } },
-      dir: path.join(dir, 'pods'),
-      onError: (err) => errors.push(err),
-      podAddresses: loopbackAddresses(POD_PREFIX),
-    });
-  });
-
-  after(async () => {
-    const pids = kubelet ? kubelet.spawnedPids() : [];
-    await kubelet?.stop({ graceSeconds: 5 });
-    await server?.stop();
-    if (dir) await removeTmpDir(dir);
-    assert.ok(pids.length > 0);
-    assert.deepEqual(errors, [], 'the kubelet hit no errors');
-  });
-
   it('allocates cluster IPs from the configured range; they cannot change', async () => {
-    assert.equal(server.serviceClusterIpRange, SERVICE_RANGE);
+    const { server, addresses: NET } = suite;
+    assert.equal(server.serviceClusterIpRange, NET.serviceRange);
     const svc = (name: string, spec: Record<string, unknown>) =>
-      server.store.create(svcT, 'default', {
+      server.store.create(svcT(), 'default', {
         metadata: { name },
         spec: { ports: [{ port: 80 }], ...spec },
       });
@@ -203,15 +156,15 @@ describe('process kubelet: Services', () => {
     invalid(() => svc('d', { clusterIP: `${NET.serviceBase}.200` }), /provided IP is already allocated/);
     invalid(() => svc('e', { clusterIP: '10.0.0.1' }), /not in the valid range/);
     // Updates keep the address (also when they leave it out) and refuse to change it.
-    const current = server.store.get(svcT, 'default', 'a');
+    const current = server.store.get(svcT(), 'default', 'a');
     const spec = current.spec as Record<string, unknown>;
     delete spec.clusterIP;
     delete spec.clusterIPs;
-    const kept = server.store.update(svcT, 'default', 'a', current);
+    const kept = server.store.update(svcT(), 'default', 'a', current);
     assert.equal((kept.spec as { clusterIP: string }).clusterIP, ipA);
     invalid(
       () =>
-        server.store.update(svcT, 'default', 'a', {
+        server.store.update(svcT(), 'default', 'a', {
           ...kept,
           spec: { ...(kept.spec as object), clusterIP: `${NET.serviceBase}.50`, clusterIPs: undefined },
         }),
@@ -224,16 +177,16 @@ describe('process kubelet: Services', () => {
       /may not change once set/,
     );
     // A released address is not handed out again at once.
-    server.store.delete(svcT, 'default', 'a');
+    server.store.delete(svcT(), 'default', 'a');
     assert.equal((svc('f', {}).spec as { clusterIP: string }).clusterIP, `${NET.serviceBase}.3`);
-    for (const name of ['b', 'h', 'x', 'c', 'f']) server.store.delete(svcT, 'default', name);
+    for (const name of ['b', 'h', 'x', 'c', 'f']) server.store.delete(svcT(), 'default', name);
   });
 
   it('forwards the cluster IP to Ready pods, round robin, and keeps Endpoints and EndpointSlices', async () => {
     await apply(deployment(3));
     await k('rollout', 'status', 'deployment/web', '--timeout=30s');
     const ip = clusterIp('web');
-    assert.ok(ip.startsWith(`${NET.serviceBase}.`), ip);
+    assert.ok(ip.startsWith(`${suite.addresses.serviceBase}.`), ip);
     const pods = readyPods('web');
     assert.equal(pods.length, 3);
     const want = pods.map(podIp).sort();
@@ -248,15 +201,13 @@ describe('process kubelet: Services', () => {
       subset.addresses?.map((a) => a.targetRef.name).sort(),
       pods.map((p) => p.metadata.name).sort(),
     );
-    assert.equal(get(epT, 'web')?.metadata.labels?.tier, 'front', 'labels copied from the Service');
+    assert.equal(suite.get(epT(), 'web')?.metadata.labels?.tier, 'front', 'labels copied from the Service');
 
     const table = await k('get', 'endpoints', 'web');
     for (const podAddress of want) assert.ok(table.includes(`${podAddress}:8080`), table);
-    const slices = server.store
-      .list(sliceT, { namespace: 'default' })
-      .items.filter((s) => s.metadata.labels?.[SERVICE_NAME_LABEL] === 'web');
-    assert.equal(slices.length, 1);
-    const slice = slices[0] as KObject & {
+    const webSlices = slices('web');
+    assert.equal(webSlices.length, 1);
+    const slice = webSlices[0] as KObject & {
       addressType: string;
       endpoints: { addresses: string[]; conditions: { ready: boolean } }[];
       ports: { name: string; port: number }[];
@@ -265,7 +216,7 @@ describe('process kubelet: Services', () => {
     assert.deepEqual(slice.ports, [{ name: 'http', port: 8080, protocol: 'TCP' }]);
     assert.deepEqual(slice.endpoints.map((e) => e.addresses[0]).sort(), want);
     assert.ok(slice.endpoints.every((e) => e.conditions.ready));
-    assert.equal(slice.metadata.ownerReferences?.[0].uid, get(svcT, 'web')?.metadata.uid);
+    assert.equal(slice.metadata.ownerReferences?.[0].uid, suite.get(svcT(), 'web')?.metadata.uid);
     assert.match(
       await k('get', 'endpointslices'),
       new RegExp(`web-\\w+\\s+IPv4\\s+8080\\s+${want[0].replace(/\./g, '\\.')}`),
@@ -294,9 +245,7 @@ describe('process kubelet: Services', () => {
     await proxied('web', 2);
     const seen = await spread(ip, 8000, 6);
     assert.deepEqual([...seen.keys()].sort(), rest.map((p) => p.metadata.name).sort());
-    const slice = server.store
-      .list(sliceT, { namespace: 'default' })
-      .items.find((s) => s.metadata.labels?.[SERVICE_NAME_LABEL] === 'web') as KObject & {
+    const slice = slices('web')[0] as KObject & {
       endpoints: { addresses: string[]; conditions: { ready: boolean } }[];
     };
     assert.equal(slice.endpoints.find((e) => e.addresses[0] === podIp(out))?.conditions.ready, false);
@@ -309,7 +258,9 @@ describe('process kubelet: Services', () => {
 
   it('sticks a client to one pod with sessionAffinity ClientIP', async () => {
     await k('patch', 'service', 'web', '-p', '{"spec":{"sessionAffinity":"ClientIP"}}');
-    await waitFor(() => kubelet.services?.listeners().some((l) => l.service === 'web'), { what: 'listener' });
+    await waitFor(() => suite.kubelet.services?.listeners().some((l) => l.service === 'web'), {
+      what: 'listener',
+    });
     // The patch reaches the proxy on its next pass; the first answer may still be round robin.
     await waitFor(async () => (await spread(clusterIp('web'), 8000, 4)).size === 1, {
       what: 'one pod for one client',
@@ -337,71 +288,55 @@ describe('process kubelet: Services', () => {
     const started = Date.now();
     await waitFor(async () => (await connectOutcome(ip, 8000)) === 'ECONNREFUSED', { what: 'refused' });
     assert.ok(Date.now() - started < 3_000, 'refused promptly');
-    assert.equal(kubelet.services?.listeners().find((l) => l.service === 'web')?.listening, false);
+    assert.equal(suite.kubelet.services?.listeners().find((l) => l.service === 'web')?.listening, false);
 
     await fetch(`http://${podIp(last)}:8080/ready`);
     await waitFor(async () => (await connectOutcome(ip, 8000)) === 'connected', { what: 'open again' });
-    assert.equal((await ask(ip, 8000)).pod, last.metadata.name);
+    assert.equal((await ask(ip, 8000, clientIp())).pod, last.metadata.name);
   });
 
   it('removes Endpoints, slices and the listener with the Service', async () => {
     const ip = clusterIp('web');
     await k('delete', 'service', 'web', '--wait=true');
-    await waitFor(
-      () =>
-        !get(epT, 'web') &&
-        !server.store
-          .list(sliceT, { namespace: 'default' })
-          .items.some((s) => s.metadata.labels?.[SERVICE_NAME_LABEL] === 'web'),
-      { what: 'Endpoints and slices gone' },
-    );
+    await waitFor(() => !suite.get(epT(), 'web') && slices('web').length === 0, {
+      what: 'Endpoints and slices gone',
+    });
     await waitFor(async () => (await connectOutcome(ip, 8000)) === 'ECONNREFUSED', { what: 'closed' });
-    assert.ok(!kubelet.services?.listeners().some((l) => l.service === 'web'));
+    assert.ok(!suite.kubelet.services?.listeners().some((l) => l.service === 'web'));
     await k('delete', 'deployment', 'web', '--wait=true');
   });
 
   it('gives a StatefulSet behind a headless Service endpoints with hostnames, and a ClusterIP Service by port number', async () => {
-    await apply(`
-apiVersion: v1
-kind: Service
-metadata: {name: db}
-spec:
-  clusterIP: None
-  selector: {app: db}
-  ports: [{name: http, port: 9000, targetPort: 9000}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: db-rw}
-spec:
-  selector: {app: db}
-  ports: [{port: 5432, targetPort: 9000}]
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: db}
-spec:
-  replicas: 2
-  serviceName: db
-  updateStrategy: {type: RollingUpdate}
-  selector: {matchLabels: {app: db}}
-  template:
-    metadata: {labels: {app: db}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-        - name: server
-          image: ${IMAGE}
-          args: [--port, "9000"]
-          readinessProbe: {tcpSocket: {port: 9000}, periodSeconds: 1}
-`);
+    await apply(
+      manifests(
+        service('db', {
+          clusterIP: 'None',
+          selector: { app: 'db' },
+          ports: [{ name: 'http', port: 9000, targetPort: 9000 }],
+        }),
+        service('db-rw', { selector: { app: 'db' }, ports: [{ port: 5432, targetPort: 9000 }] }),
+        workload(
+          'StatefulSet',
+          'db',
+          { replicas: 2, updateStrategy: { type: 'RollingUpdate' } },
+          {
+            terminationGracePeriodSeconds: 5,
+            containers: [
+              podserverContainer(9000, [], {
+                readinessProbe: { tcpSocket: { port: 9000 }, periodSeconds: 1 },
+              }),
+            ],
+          },
+        ),
+      ),
+    );
     await k('rollout', 'status', 'statefulset/db', '--timeout=30s');
     await waitFor(() => readyAddresses('db').length === 2, { what: 'headless Endpoints' });
     const addresses = subsets('db').flatMap((s) => s.addresses ?? []);
     assert.deepEqual(addresses.map((a) => a.hostname).sort(), ['db-0', 'db-1']);
-    assert.equal(get(epT, 'db')?.metadata.labels?.['service.kubernetes.io/headless'], '');
+    assert.equal(suite.get(epT(), 'db')?.metadata.labels?.['service.kubernetes.io/headless'], '');
     assert.ok(
-      !kubelet.services?.listeners().some((l) => l.service === 'db'),
+      !suite.kubelet.services?.listeners().some((l) => l.service === 'db'),
       'no listener for a headless Service',
     );
     const ip = clusterIp('db-rw');
@@ -447,7 +382,7 @@ subsets:
         { what: 'an answer through the cluster IP' },
       );
       assert.equal(text, 'hello from 127.0.0.1\n');
-      assert.ok(get(epT, 'outside'), 'a hand-written Endpoints object is left alone');
+      assert.ok(suite.get(epT(), 'outside'), 'a hand-written Endpoints object is left alone');
       await k('delete', 'service', 'outside');
     } finally {
       await new Promise<void>((resolve) => backend.close(() => resolve()));
