@@ -24,13 +24,10 @@
 // extensions: a rule calling one of those is accepted at CRD time and then skipped (`unsupported`).
 
 import { Environment, Optional, parse, type ASTNode, type ParseResult } from '@marcbachmann/cel-js';
+import { deepEqual, isObject } from './objects.js';
 import type { FieldError } from './openapi.js';
 
 type Json = Record<string, unknown>;
-
-function isObject(v: unknown): v is Json {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /** One entry of `x-kubernetes-validations`. */
 export interface ValidationRule {
@@ -133,21 +130,6 @@ export function escapeProperty(name: string): string | undefined {
   return name.replace(/__|[./-]/g, (m) =>
     m === '__' ? '__underscores__' : m === '.' ? '__dot__' : m === '-' ? '__dash__' : '__slash__',
   );
-}
-
-function deepEqual(a: unknown, b: unknown): boolean {
-  if (a === b) return true;
-  if ((typeof a === 'number' || typeof a === 'bigint') && (typeof b === 'number' || typeof b === 'bigint'))
-    return Number(a) === Number(b);
-  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
-  if (Array.isArray(a) !== Array.isArray(b)) return false;
-  if (Array.isArray(a)) {
-    const bb = b as unknown[];
-    return a.length === bb.length && a.every((x, i) => deepEqual(x, bb[i]));
-  }
-  const ka = Object.keys(a);
-  const kb = Object.keys(b);
-  return ka.length === kb.length && ka.every((k) => k in b && deepEqual((a as Json)[k], (b as Json)[k]));
 }
 
 function schemaType(schema: Json): string {
