@@ -1,14 +1,7 @@
 /** Server-side apply and managedFields bookkeeping for every write. */
 import { failureStatus } from '../errors.js';
 import { clone, deepEqual, isObject } from '../objects.js';
-import {
-  isAtomicMap,
-  joinPath,
-  listRule,
-  PatchError,
-  type KindInfo,
-  type Obj,
-} from './core.js';
+import { isAtomicMap, joinPath, listRule, PatchError, type KindInfo, type Obj } from './core.js';
 import {
   displayPath,
   fieldSetOf,
