@@ -1,6 +1,7 @@
 // Custom resource validation with structural schema semantics (defaulting, pruning, unknown fields
 // under fieldValidation), the CEL rules a schema carries (listed; cel.ts runs them), and the Status
-// bodies a refused custom resource gets. Pure: no I/O.
+// bodies a refused custom resource gets. Pure: no I/O. (Just over 500 lines: the structural-schema
+// walk is one recursive algorithm, kept in one place.)
 import { failureStatus } from '../errors.js';
 import { clone, deepEqual, isObject } from '../objects.js';
 import { open } from '../kinds/schema.js';
