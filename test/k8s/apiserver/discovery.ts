@@ -20,13 +20,13 @@ export function versionInfo(): Record<string, string> {
 
 const SUB_VERBS = ['get', 'patch', 'update'];
 
-/** Served subresources: status and scale where the type has them, and `pods/log` (get only). */
+/** Served subresources: status and scale where the type has them, then others (`pods/log`). */
 function subresources(t: ResourceType): string[] {
-  const podLog = t.group === '' && t.plural === 'pods' ? ['log'] : [];
-  return [...(t.statusSubresource ? ['status'] : []), ...(t.scale ? ['scale'] : []), ...podLog];
+  const other = Object.keys(t.otherSubresources ?? {});
+  return [...(t.statusSubresource ? ['status'] : []), ...(t.scale ? ['scale'] : []), ...other];
 }
 
-const subVerbs = (sub: string) => (sub === 'log' ? ['get'] : SUB_VERBS);
+const subVerbs = (t: ResourceType, sub: string) => t.otherSubresources?.[sub] ?? SUB_VERBS;
 
 function subKind(t: ResourceType, sub: string): { group: string; version: string; kind: string } {
   return sub === 'scale'
@@ -55,7 +55,7 @@ export function resourceList(registry: Registry, group: string, version: string)
         singularName: '',
         namespaced: t.namespaced,
         kind: k.kind,
-        verbs: subVerbs(sub),
+        verbs: subVerbs(t, sub),
       };
       if (sub === 'scale') Object.assign(s, { group: k.group, version: k.version });
       resources.push(s);
@@ -103,7 +103,11 @@ function aggregatedResource(t: ResourceType, version: string): Record<string, un
   if (t.categories.length) r.categories = t.categories;
   const subs = subresources(t).map((sub) => {
     const k = subKind(t, sub);
-    return { subresource: sub, responseKind: { ...k, version: k.version || version }, verbs: subVerbs(sub) };
+    return {
+      subresource: sub,
+      responseKind: { ...k, version: k.version || version },
+      verbs: subVerbs(t, sub),
+    };
   });
   if (subs.length) r.subresources = subs;
   return r;

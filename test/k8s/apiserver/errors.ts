@@ -53,18 +53,27 @@ export class ApiError extends Error {
   }
 
   toStatus(): StatusObject {
-    const status: StatusObject = {
-      kind: 'Status',
-      apiVersion: 'v1',
-      metadata: {},
-      status: 'Failure',
-      message: this.message,
-      reason: this.reason,
-      code: this.code,
-    };
-    if (this.details) status.details = this.details;
-    return status;
+    return failureStatus(this.code, this.reason, this.message, this.details);
   }
+}
+
+/** A `Failure` Status body, fields in the order kube-apiserver writes them. */
+export function failureStatus(
+  code: number,
+  reason: StatusReason,
+  message: string,
+  details?: StatusDetails,
+): StatusObject {
+  return {
+    kind: 'Status',
+    apiVersion: 'v1',
+    metadata: {},
+    status: 'Failure',
+    message,
+    reason,
+    ...(details ? { details } : {}),
+    code,
+  };
 }
 
 /** Identifies a resource for error messages: `configmaps`, `deployments.apps`. */

@@ -42,18 +42,31 @@ export function nowTimestamp(): string {
   return new Date().toISOString().replace(/\.\d+Z$/, 'Z');
 }
 
-/** Deep equality for JSON values (key order does not matter). */
-export function jsonEqual(a: unknown, b: unknown): boolean {
+/**
+ * Deep equality of JSON values: key order does not matter, a key holding `undefined` counts as absent
+ * (as in the JSON it would serialise to), and a number equals a bigint of the same value (CEL ints).
+ */
+export function deepEqual(a: unknown, b: unknown): boolean {
   if (a === b) return true;
+  if ((typeof a === 'number' || typeof a === 'bigint') && (typeof b === 'number' || typeof b === 'bigint'))
+    return Number(a) === Number(b);
   if (Array.isArray(a)) {
-    return Array.isArray(b) && a.length === b.length && a.every((v, i) => jsonEqual(v, b[i]));
+    return Array.isArray(b) && a.length === b.length && a.every((v, i) => deepEqual(v, b[i]));
   }
   if (isObject(a) && isObject(b)) {
     const ka = Object.keys(a).filter((k) => a[k] !== undefined);
     const kb = Object.keys(b).filter((k) => b[k] !== undefined);
-    return ka.length === kb.length && ka.every((k) => jsonEqual(a[k], b[k]));
+    return ka.length === kb.length && ka.every((k) => deepEqual(a[k], b[k]));
   }
   return false;
+}
+
+/** The same as deepEqual (the name the store and the kubelet use). */
+export const jsonEqual = deepEqual;
+
+/** A deep copy of a JSON value (via JSON: `undefined` members are dropped). */
+export function clone<T>(v: T): T {
+  return v === undefined ? v : (JSON.parse(JSON.stringify(v)) as T);
 }
 
 /** Everything but metadata and status (and the type fields): what bumps `generation` when it changes. */

@@ -48,7 +48,7 @@ function crdKinds(t: ResourceType, store: Store, registry: Registry): ServedKind
   }));
 }
 
-/** Every kind served now, with its schema (built-in schemas from openapi.ts, CRD schemas from the CRDs). */
+/** Every kind served now, with its schema (built-in schemas from the descriptors in kinds/, CRD schemas from the CRDs). */
 export function servedKinds(registry: Registry, store: Store): ServedKind[] {
   const out: ServedKind[] = [];
   for (const t of registry.all()) {

@@ -1,7 +1,9 @@
 /**
  * A minimal reader (and a test-only writer) for the Kubernetes protobuf wire format, enough for the test
- * API server to accept what Helm and client-go send as `application/vnd.kubernetes.protobuf`: Secrets,
- * ConfigMaps, DeleteOptions and TokenRequests. Pure: no I/O, no dependencies.
+ * API server to accept what Helm and client-go send as `application/vnd.kubernetes.protobuf`: the kinds
+ * whose descriptor (kinds/) has a `protobuf` message (Namespace, ConfigMap, Secret, ServiceAccount,
+ * TokenRequest), and DeleteOptions. The message tables are in protobuf-messages.ts and the descriptors.
+ * Pure: no I/O, no dependencies.
  *
  * The envelope (k8s.io/apimachinery/pkg/runtime/serializer/protobuf/protobuf.go): the 4 bytes
  * `0x6b 0x38 0x73 0x00` ("k8s\0"), then a proto2 `runtime.Unknown` message whose `raw` holds the object.
@@ -39,6 +41,20 @@
  * metav1.Time does), an empty Time becomes null.
  */
 
+import { DESCRIPTORS } from './kinds/index.js';
+import { apiVersionOf } from './resources.js';
+import {
+  BYTES_ENTRY,
+  DELETE_OPTIONS,
+  FIELDS_V1,
+  STRING_ENTRY,
+  TIMESTAMP,
+  UNKNOWN,
+  type FieldSpec,
+  type MessageSpec,
+  type Scalar,
+} from './protobuf-messages.js';
+
 /** The four bytes in front of every protobuf body: "k8s" and encoding style 0 (runtime.Unknown). */
 export const K8S_PROTOBUF_MAGIC = Buffer.from([0x6b, 0x38, 0x73, 0x00]);
 
@@ -60,7 +76,7 @@ export class K8sProtobufUnsupportedKindError extends Error {
   ) {
     super(
       `protobuf body: unsupported kind ${JSON.stringify(kind)} (apiVersion ${JSON.stringify(apiVersion)}); ` +
-        'only v1 Secret, ConfigMap, Namespace, ServiceAccount, DeleteOptions and TokenRequest can be sent as protobuf, send JSON instead',
+        `only ${protobufKinds()} and DeleteOptions can be sent as protobuf, send JSON instead`,
     );
     this.name = 'K8sProtobufUnsupportedKindError';
   }
@@ -74,272 +90,21 @@ export function isK8sProtobuf(contentType: string | undefined): boolean {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Schema tables (shared by the reader and the writer)
-
-type Scalar = 'string' | 'bytes' | 'bool' | 'int64';
-
-type FieldType =
-  | { t: Scalar }
-  | { t: 'message'; m: MessageSpec }
-  | { t: 'map'; value: 'string' | 'bytes' }
-  /** metav1.Time: message { seconds = 1; nanos = 2 } <-> RFC 3339 string, empty message <-> null. */
-  | { t: 'time' }
-  /** metav1.FieldsV1: message { Raw = 1 } holding JSON <-> the parsed JSON value. */
-  | { t: 'fieldsV1' };
-
-interface FieldSpec {
-  no: number;
-  json: string;
-  type: FieldType;
-  repeated?: true;
-  /** A Go non-pointer field tagged omitempty: a zero value ("" / 0 / false) is left out of the JSON. */
-  omitEmpty?: true;
-}
-
-interface MessageSpec {
-  name: string;
-  /** In the order the JSON API writes them. */
-  fields: FieldSpec[];
-}
-
-const STRING = { t: 'string' } as const;
-const BYTES = { t: 'bytes' } as const;
-const BOOL = { t: 'bool' } as const;
-const INT64 = { t: 'int64' } as const;
-const TIME = { t: 'time' } as const;
-const STRING_MAP = { t: 'map', value: 'string' } as const;
-const BYTES_MAP = { t: 'map', value: 'bytes' } as const;
-
-const OWNER_REFERENCE: MessageSpec = {
-  name: 'OwnerReference',
-  fields: [
-    { no: 5, json: 'apiVersion', type: STRING },
-    { no: 1, json: 'kind', type: STRING },
-    { no: 3, json: 'name', type: STRING },
-    { no: 4, json: 'uid', type: STRING },
-    { no: 6, json: 'controller', type: BOOL },
-    { no: 7, json: 'blockOwnerDeletion', type: BOOL },
-  ],
-};
-
-const MANAGED_FIELDS_ENTRY: MessageSpec = {
-  name: 'ManagedFieldsEntry',
-  fields: [
-    { no: 1, json: 'manager', type: STRING, omitEmpty: true },
-    { no: 2, json: 'operation', type: STRING, omitEmpty: true },
-    { no: 3, json: 'apiVersion', type: STRING, omitEmpty: true },
-    { no: 4, json: 'time', type: TIME },
-    { no: 6, json: 'fieldsType', type: STRING, omitEmpty: true },
-    { no: 7, json: 'fieldsV1', type: { t: 'fieldsV1' } },
-    { no: 8, json: 'subresource', type: STRING, omitEmpty: true },
-  ],
-};
-
-const OBJECT_META: MessageSpec = {
-  name: 'ObjectMeta',
-  fields: [
-    { no: 1, json: 'name', type: STRING, omitEmpty: true },
-    { no: 2, json: 'generateName', type: STRING, omitEmpty: true },
-    { no: 3, json: 'namespace', type: STRING, omitEmpty: true },
-    { no: 4, json: 'selfLink', type: STRING, omitEmpty: true },
-    { no: 5, json: 'uid', type: STRING, omitEmpty: true },
-    { no: 6, json: 'resourceVersion', type: STRING, omitEmpty: true },
-    { no: 7, json: 'generation', type: INT64, omitEmpty: true },
-    { no: 8, json: 'creationTimestamp', type: TIME },
-    { no: 9, json: 'deletionTimestamp', type: TIME },
-    { no: 10, json: 'deletionGracePeriodSeconds', type: INT64 },
-    { no: 11, json: 'labels', type: STRING_MAP },
-    { no: 12, json: 'annotations', type: STRING_MAP },
-    { no: 13, json: 'ownerReferences', type: { t: 'message', m: OWNER_REFERENCE }, repeated: true },
-    { no: 14, json: 'finalizers', type: STRING, repeated: true },
-    { no: 17, json: 'managedFields', type: { t: 'message', m: MANAGED_FIELDS_ENTRY }, repeated: true },
-  ],
-};
-
-const METADATA: FieldSpec = { no: 1, json: 'metadata', type: { t: 'message', m: OBJECT_META } };
-
-const SECRET: MessageSpec = {
-  name: 'Secret',
-  fields: [
-    METADATA,
-    { no: 5, json: 'immutable', type: BOOL },
-    { no: 2, json: 'data', type: BYTES_MAP },
-    { no: 4, json: 'stringData', type: STRING_MAP },
-    { no: 3, json: 'type', type: STRING, omitEmpty: true },
-  ],
-};
-
-const CONFIG_MAP: MessageSpec = {
-  name: 'ConfigMap',
-  fields: [
-    METADATA,
-    { no: 4, json: 'immutable', type: BOOL },
-    { no: 2, json: 'data', type: STRING_MAP },
-    { no: 3, json: 'binaryData', type: BYTES_MAP },
-  ],
-};
-
-// k8s.io/api/core/v1/generated.proto:
-//   Namespace { metadata = 1; spec = 2; status = 3 }  NamespaceSpec { finalizers = 1 }  NamespaceStatus { phase = 1 }
-//   ServiceAccount { metadata = 1; secrets = 2; imagePullSecrets = 3; automountServiceAccountToken = 4 }
-//   ObjectReference { kind = 1; namespace = 2; name = 3; uid = 4; apiVersion = 5; resourceVersion = 6; fieldPath = 7 }
-//   LocalObjectReference { name = 1 }
-const NAMESPACE: MessageSpec = {
-  name: 'Namespace',
-  fields: [
-    METADATA,
-    {
-      no: 2,
-      json: 'spec',
-      type: {
-        t: 'message',
-        m: { name: 'NamespaceSpec', fields: [{ no: 1, json: 'finalizers', type: STRING, repeated: true }] },
-      },
-    },
-    {
-      no: 3,
-      json: 'status',
-      type: {
-        t: 'message',
-        m: { name: 'NamespaceStatus', fields: [{ no: 1, json: 'phase', type: STRING }] },
-      },
-    },
-  ],
-};
-
-const OBJECT_REFERENCE: MessageSpec = {
-  name: 'ObjectReference',
-  fields: [
-    { no: 1, json: 'kind', type: STRING },
-    { no: 2, json: 'namespace', type: STRING },
-    { no: 3, json: 'name', type: STRING },
-    { no: 4, json: 'uid', type: STRING },
-    { no: 5, json: 'apiVersion', type: STRING },
-    { no: 6, json: 'resourceVersion', type: STRING },
-    { no: 7, json: 'fieldPath', type: STRING },
-  ],
-};
-
-const SERVICE_ACCOUNT: MessageSpec = {
-  name: 'ServiceAccount',
-  fields: [
-    METADATA,
-    { no: 2, json: 'secrets', type: { t: 'message', m: OBJECT_REFERENCE }, repeated: true },
-    {
-      no: 3,
-      json: 'imagePullSecrets',
-      type: {
-        t: 'message',
-        m: { name: 'LocalObjectReference', fields: [{ no: 1, json: 'name', type: STRING }] },
-      },
-      repeated: true,
-    },
-    { no: 4, json: 'automountServiceAccountToken', type: BOOL },
-  ],
-};
-
-const PRECONDITIONS: MessageSpec = {
-  name: 'Preconditions',
-  fields: [
-    { no: 1, json: 'uid', type: STRING },
-    { no: 2, json: 'resourceVersion', type: STRING },
-  ],
-};
-
-const DELETE_OPTIONS: MessageSpec = {
-  name: 'DeleteOptions',
-  fields: [
-    { no: 1, json: 'gracePeriodSeconds', type: INT64 },
-    { no: 2, json: 'preconditions', type: { t: 'message', m: PRECONDITIONS } },
-    { no: 3, json: 'orphanDependents', type: BOOL },
-    { no: 4, json: 'propagationPolicy', type: STRING },
-    { no: 5, json: 'dryRun', type: STRING, repeated: true },
-  ],
-};
-
-const TYPE_META: MessageSpec = {
-  name: 'runtime.TypeMeta',
-  fields: [
-    { no: 1, json: 'apiVersion', type: STRING },
-    { no: 2, json: 'kind', type: STRING },
-  ],
-};
-
-const UNKNOWN: MessageSpec = {
-  name: 'runtime.Unknown',
-  fields: [
-    { no: 1, json: 'typeMeta', type: { t: 'message', m: TYPE_META } },
-    { no: 2, json: 'raw', type: BYTES },
-    { no: 3, json: 'contentEncoding', type: STRING },
-    { no: 4, json: 'contentType', type: STRING },
-  ],
-};
-
-const TIMESTAMP: MessageSpec = {
-  name: 'Time',
-  fields: [
-    { no: 1, json: 'seconds', type: INT64 },
-    { no: 2, json: 'nanos', type: INT64 }, // int32 on the wire: a varint all the same
-  ],
-};
-
-const FIELDS_V1: MessageSpec = { name: 'FieldsV1', fields: [{ no: 1, json: 'Raw', type: BYTES }] };
-
-const MAP_ENTRY = (value: 'string' | 'bytes'): MessageSpec => ({
-  name: 'map entry',
-  fields: [
-    { no: 1, json: 'key', type: STRING },
-    { no: 2, json: 'value', type: value === 'string' ? STRING : BYTES },
-  ],
-});
-const STRING_ENTRY = MAP_ENTRY('string');
-const BYTES_ENTRY = MAP_ENTRY('bytes');
-
-/** The kinds this reader decodes. DeleteOptions is registered in every group version (metav1.AddToGroupVersion). */
-// authentication/v1 (kubectl create token sends it; status = 3 is not read):
-//   TokenRequest { metadata = 1; spec = 2 }
-//   TokenRequestSpec { audiences = 1 (repeated); boundObjectRef = 3; expirationSeconds = 4 }
-//   BoundObjectReference { kind = 1; apiVersion = 2; name = 3; uid = 4 }
-const BOUND_OBJECT_REFERENCE: MessageSpec = {
-  name: 'BoundObjectReference',
-  fields: [
-    { no: 1, json: 'kind', type: STRING, omitEmpty: true },
-    { no: 2, json: 'apiVersion', type: STRING, omitEmpty: true },
-    { no: 3, json: 'name', type: STRING, omitEmpty: true },
-    { no: 4, json: 'uid', type: STRING, omitEmpty: true },
-  ],
-};
-
-const TOKEN_REQUEST: MessageSpec = {
-  name: 'TokenRequest',
-  fields: [
-    METADATA,
-    {
-      no: 2,
-      json: 'spec',
-      type: {
-        t: 'message',
-        m: {
-          name: 'TokenRequestSpec',
-          fields: [
-            { no: 1, json: 'audiences', type: STRING, repeated: true },
-            { no: 4, json: 'expirationSeconds', type: INT64 },
-            { no: 3, json: 'boundObjectRef', type: { t: 'message', m: BOUND_OBJECT_REFERENCE } },
-          ],
-        },
-      },
-    },
-  ],
-};
+// Which message a body holds: DeleteOptions (registered in every group version, metav1.AddToGroupVersion)
+// or a kind whose descriptor (kinds/) has a protobuf message.
 
 function specFor(apiVersion: string, kind: string): MessageSpec | undefined {
   if (kind === 'DeleteOptions') return DELETE_OPTIONS;
-  if (apiVersion === 'authentication.k8s.io/v1' && kind === 'TokenRequest') return TOKEN_REQUEST;
-  if (apiVersion === 'v1' && kind === 'Secret') return SECRET;
-  if (apiVersion === 'v1' && kind === 'ConfigMap') return CONFIG_MAP;
-  if (apiVersion === 'v1' && kind === 'Namespace') return NAMESPACE;
-  if (apiVersion === 'v1' && kind === 'ServiceAccount') return SERVICE_ACCOUNT;
-  return undefined;
+  return DESCRIPTORS.find(
+    (d) => d.protobuf && d.kind === kind && apiVersionOf(d.group, d.version) === apiVersion,
+  )?.protobuf;
+}
+
+/** `v1 Secret, v1 ConfigMap, ...`: the kinds specFor knows besides DeleteOptions. */
+function protobufKinds(): string {
+  return DESCRIPTORS.filter((d) => d.protobuf)
+    .map((d) => `${apiVersionOf(d.group, d.version)} ${d.kind}`)
+    .join(', ');
 }
 
 // ---------------------------------------------------------------------------------------------------

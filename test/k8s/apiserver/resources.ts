@@ -1,4 +1,9 @@
-/** The kinds the server serves: built-in resources and those registered by CustomResourceDefinitions. */
+/** The kinds the server serves: built-in resources (kinds/) and those registered by CustomResourceDefinitions. */
+import { acceptedNames, type CrdNames } from './kinds/crd.js';
+import { pluralOf, type KindDescriptor } from './kinds/descriptor.js';
+import { SERVED } from './kinds/index.js';
+
+export { acceptedNames, type CrdNames };
 
 export interface ResourceType {
   group: string;
@@ -17,6 +22,8 @@ export interface ResourceType {
   statusSubresource: boolean;
   /** Whether `<plural>/scale` is served, and where replicas live. */
   scale?: { specReplicasPath: string; statusReplicasPath: string; labelSelectorPath?: string };
+  /** Subresources besides status and scale, with their verbs (`pods/log`: get). */
+  otherSubresources?: Record<string, string[]>;
   /** Set for kinds a CRD defines. */
   crd?: string;
 }
@@ -32,80 +39,34 @@ export function resourceKey(group: string, plural: string): string {
   return `${group}/${plural}`;
 }
 
-interface Builtin {
-  gv: string;
-  kind: string;
-  plural?: string;
-  namespaced?: boolean;
-  short?: string[];
-  status?: boolean;
-  all?: boolean;
-  scale?: boolean;
-}
-
-const BUILTINS: Builtin[] = [
-  { gv: 'v1', kind: 'Namespace', namespaced: false, short: ['ns'], status: true },
-  { gv: 'v1', kind: 'ConfigMap', short: ['cm'] },
-  { gv: 'v1', kind: 'Secret' },
-  { gv: 'v1', kind: 'Service', short: ['svc'], status: true, all: true },
-  { gv: 'v1', kind: 'Pod', short: ['po'], status: true, all: true },
-  { gv: 'v1', kind: 'Event', short: ['ev'] },
-  { gv: 'v1', kind: 'ServiceAccount', short: ['sa'] },
-  { gv: 'v1', kind: 'PersistentVolumeClaim', short: ['pvc'], status: true },
-  { gv: 'v1', kind: 'Endpoints', plural: 'endpoints', short: ['ep'] },
-  { gv: 'apps/v1', kind: 'StatefulSet', short: ['sts'], status: true, all: true, scale: true },
-  { gv: 'apps/v1', kind: 'Deployment', short: ['deploy'], status: true, all: true, scale: true },
-  { gv: 'apps/v1', kind: 'ReplicaSet', short: ['rs'], status: true, all: true, scale: true },
-  { gv: 'policy/v1', kind: 'PodDisruptionBudget', short: ['pdb'], status: true },
-  { gv: 'coordination.k8s.io/v1', kind: 'Lease' },
-  { gv: 'events.k8s.io/v1', kind: 'Event' },
-  { gv: 'discovery.k8s.io/v1', kind: 'EndpointSlice' },
-  { gv: 'rbac.authorization.k8s.io/v1', kind: 'Role' },
-  { gv: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding' },
-  { gv: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', namespaced: false },
-  { gv: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', namespaced: false },
-  {
-    gv: 'apiextensions.k8s.io/v1',
-    kind: 'CustomResourceDefinition',
-    namespaced: false,
-    short: ['crd', 'crds'],
-    status: true,
-  },
-];
-
-function pluralOf(kind: string): string {
-  const lower = kind.toLowerCase();
-  if (lower.endsWith('s')) return `${lower}es`;
-  if (lower.endsWith('y')) return `${lower.slice(0, -1)}ies`;
-  return `${lower}s`;
-}
-
-function fromBuiltin(b: Builtin): ResourceType {
-  const [group, version] = b.gv.includes('/') ? b.gv.split('/') : ['', b.gv];
+function fromDescriptor(d: KindDescriptor): ResourceType {
+  const r = d.resource ?? {};
   const t: ResourceType = {
-    group,
-    versions: [version],
-    storageVersion: version,
-    plural: b.plural ?? pluralOf(b.kind),
-    singular: b.kind.toLowerCase(),
-    kind: b.kind,
-    listKind: `${b.kind}List`,
-    namespaced: b.namespaced ?? true,
-    shortNames: b.short ?? [],
-    categories: b.all ? ['all'] : [],
-    statusSubresource: b.status ?? false,
+    group: d.group,
+    versions: [d.version],
+    storageVersion: d.version,
+    plural: r.plural ?? pluralOf(d.kind),
+    singular: d.kind.toLowerCase(),
+    kind: d.kind,
+    listKind: `${d.kind}List`,
+    namespaced: r.namespaced ?? true,
+    shortNames: r.shortNames ?? [],
+    categories: r.categories ?? [],
+    statusSubresource: r.status ?? false,
   };
-  if (b.scale)
+  if (r.scale)
     t.scale = {
       specReplicasPath: '.spec.replicas',
       statusReplicasPath: '.status.replicas',
       labelSelectorPath: '.status.selector',
     };
+  if (r.subresources) t.otherSubresources = r.subresources;
   return t;
 }
 
+/** The built-in resources, from the kind descriptors (kinds/). */
 export function builtinResources(): ResourceType[] {
-  return BUILTINS.map(fromBuiltin);
+  return SERVED.filter((d) => d.resource).map(fromDescriptor);
 }
 
 /** Orders versions as Kubernetes does: GA > beta > alpha, higher numbers first, then others by name. */
@@ -131,27 +92,6 @@ interface CrdVersion {
   subresources?: {
     status?: unknown;
     scale?: { specReplicasPath: string; statusReplicasPath: string; labelSelectorPath?: string };
-  };
-}
-
-export interface CrdNames {
-  plural: string;
-  singular?: string;
-  kind: string;
-  listKind?: string;
-  shortNames?: string[];
-  categories?: string[];
-}
-
-/** The names a CRD is accepted with: spec.names with singular and listKind defaulted. */
-export function acceptedNames(names: CrdNames): Required<CrdNames> {
-  return {
-    plural: names.plural,
-    singular: names.singular || names.kind.toLowerCase(),
-    kind: names.kind,
-    listKind: names.listKind || `${names.kind}List`,
-    shortNames: names.shortNames ?? [],
-    categories: names.categories ?? [],
   };
 }
 

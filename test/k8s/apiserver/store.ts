@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { alreadyExists, ApiError, badRequest, conflict, expired, notFound, STALE_OBJECT } from './errors.js';
-import { jsonEqual, nowTimestamp, specPart, type KObject } from './objects.js';
+import { deepEqual, nowTimestamp, specPart, type KObject } from './objects.js';
 import { apiVersionOf, resourceKey, type ResourceType } from './resources.js';
 import type { FieldSelector, LabelSelector } from './selectors.js';
 
@@ -253,9 +253,9 @@ export class Store {
     const obj =
       opts.subresource === 'status' ? this.statusUpdate(old, input) : this.mainUpdate(t, old, input);
     this.runAdmission(t, obj, structuredClone(old), 'UPDATE');
-    if (opts.subresource !== 'status' && !jsonEqual(specPart(obj), specPart(old)))
+    if (opts.subresource !== 'status' && !deepEqual(specPart(obj), specPart(old)))
       obj.metadata.generation = (old.metadata.generation ?? 0) + 1;
-    if (jsonEqual(obj, old) || opts.dryRun) return structuredClone(obj);
+    if (deepEqual(obj, old) || opts.dryRun) return structuredClone(obj);
     obj.metadata.resourceVersion = String(++this.rv);
     this.put(t, obj, old);
     this.emit('MODIFIED', t, obj, old);
@@ -339,7 +339,7 @@ export class Store {
       this.remove(t, obj);
       return obj;
     }
-    if (obj.metadata.deletionTimestamp && jsonEqual(obj, current)) return obj;
+    if (obj.metadata.deletionTimestamp && deepEqual(obj, current)) return obj;
     if (!obj.metadata.deletionTimestamp) {
       obj.metadata.deletionTimestamp = nowTimestamp();
       obj.metadata.deletionGracePeriodSeconds = 0;

@@ -1,17 +1,22 @@
-/** Per-kind defaulting and validation run as the first admission step (what kube-apiserver's strategies do). */
+/**
+ * The first admission step (what kube-apiserver's strategies do): names, labels and MicroTime fields
+ * for every kind, then the kind's own validation and defaults (its descriptor's `strategy`, kinds/).
+ * Service cluster IPs are allocated here.
+ */
 import { ApiError, badRequest, invalid, type StatusCause } from './errors.js';
-import { isObject, jsonEqual, nowTimestamp, type KObject } from './objects.js';
-import { acceptedNames, type CrdNames, type ResourceType } from './resources.js';
+import { descriptorOf, type Strategy, type StrategyContext } from './kinds/index.js';
+import { isObject, type KObject } from './objects.js';
+import type { ResourceType } from './resources.js';
 import type { AdmitFn } from './store.js';
 
-export const CRD_CLEANUP_FINALIZER = 'customresourcecleanup.apiextensions.k8s.io';
+export { CRD_CLEANUP_FINALIZER } from './kinds/crd.js';
 /** Service cluster IPs (DESIGN.md §5); tests running in parallel pass a range of their own. */
 export const DEFAULT_SERVICE_RANGE = '127.0.2.0/24';
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
-function nameCauses(t: ResourceType, name: string | undefined): StatusCause[] {
+function nameCauses(name: string | undefined, rule: Strategy['names']): StatusCause[] {
   if (!name)
     return [
       {
@@ -20,8 +25,8 @@ function nameCauses(t: ResourceType, name: string | undefined): StatusCause[] {
         field: 'metadata.name',
       },
     ];
-  const label = t.group === '' && (t.kind === 'Namespace' || t.kind === 'Service');
-  if (t.group === 'rbac.authorization.k8s.io') {
+  const label = rule === 'label';
+  if (rule === 'path-segment') {
     if (name === '.' || name === '..' || /[/%]/.test(name))
       return [
         {
@@ -57,25 +62,6 @@ function labelCauses(obj: KObject): StatusCause[] {
       causes.push({ reason: 'FieldValueInvalid', message: 'Invalid value: values must be strings', field });
   }
   return causes;
-}
-
-function defaultNamespace(obj: KObject): void {
-  const name = obj.metadata.name ?? '';
-  obj.metadata.labels = { ...obj.metadata.labels, 'kubernetes.io/metadata.name': name };
-  const spec = (isObject(obj.spec) ? obj.spec : {}) as { finalizers?: string[] };
-  spec.finalizers ??= ['kubernetes'];
-  obj.spec = spec;
-  if (!isObject(obj.status) || !obj.status.phase) obj.status = { phase: 'Active' };
-}
-
-function defaultSecret(obj: KObject): void {
-  obj.type ??= 'Opaque';
-  if (isObject(obj.stringData)) {
-    const data = (isObject(obj.data) ? obj.data : {}) as Record<string, string>;
-    for (const [k, v] of Object.entries(obj.stringData)) data[k] = Buffer.from(String(v)).toString('base64');
-    obj.data = data;
-  }
-  delete obj.stringData;
 }
 
 const ipToInt = (ip: string): number => ip.split('.').reduce((n, part) => n * 256 + Number(part), 0);
@@ -140,178 +126,8 @@ export class ClusterIpAllocator {
   }
 }
 
-/** Service defaults; cluster IPs are allocated at create and may not change afterwards. */
-function defaultService(obj: KObject, old: KObject | undefined, ips: ClusterIpAllocator): void {
-  const spec = (isObject(obj.spec) ? obj.spec : {}) as Record<string, unknown>;
-  spec.type ??= 'ClusterIP';
-  spec.sessionAffinity ??= 'None';
-  const oldSpec = (old?.spec ?? {}) as Record<string, unknown>;
-  const bad = (field: string, value: unknown, why: string) =>
-    invalid('Service', obj.metadata.name ?? '', [
-      { reason: 'FieldValueInvalid', message: `Invalid value: ${JSON.stringify(value)}: ${why}`, field },
-    ]);
-  if (spec.type === 'ExternalName') {
-    delete spec.clusterIP;
-    delete spec.clusterIPs;
-  } else {
-    const oldIp =
-      old && oldSpec.type !== 'ExternalName' && typeof oldSpec.clusterIP === 'string' && oldSpec.clusterIP
-        ? oldSpec.clusterIP
-        : undefined;
-    const given =
-      (typeof spec.clusterIP === 'string' && spec.clusterIP) ||
-      (Array.isArray(spec.clusterIPs) && typeof spec.clusterIPs[0] === 'string' && spec.clusterIPs[0]) ||
-      undefined;
-    if (oldIp && given && given !== oldIp)
-      throw bad('spec.clusterIPs[0]', [given], 'may not change once set');
-    let ip = given ?? oldIp;
-    if (!ip) ip = ips.allocate();
-    else if (ip !== 'None' && ip !== oldIp) {
-      const why = ips.refuse(ip);
-      if (why) throw bad('spec.clusterIPs', [ip], why);
-    }
-    spec.clusterIP = ip;
-    spec.clusterIPs = [ip];
-    spec.ipFamilies ??= ['IPv4'];
-    spec.ipFamilyPolicy ??= 'SingleStack';
-    spec.internalTrafficPolicy ??= 'Cluster';
-  }
-  if (Array.isArray(spec.ports))
-    for (const p of spec.ports as Record<string, unknown>[]) {
-      p.protocol ??= 'TCP';
-      p.targetPort ??= p.port;
-    }
-  obj.spec = spec;
-}
-
-function crdCauses(obj: KObject): StatusCause[] {
-  const spec = obj.spec as Record<string, unknown> | undefined;
-  const causes: StatusCause[] = [];
-  const req = (field: string) =>
-    causes.push({ reason: 'FieldValueRequired', message: 'Required value', field });
-  if (!isObject(spec)) return [{ reason: 'FieldValueRequired', message: 'Required value', field: 'spec' }];
-  const names = spec.names as CrdNames | undefined;
-  if (typeof spec.group !== 'string' || !spec.group.includes('.'))
-    causes.push({
-      reason: 'FieldValueInvalid',
-      message: 'Invalid value: should be a domain with at least one dot',
-      field: 'spec.group',
-    });
-  if (!names?.plural) req('spec.names.plural');
-  if (!names?.kind) req('spec.names.kind');
-  if (spec.scope !== 'Namespaced' && spec.scope !== 'Cluster')
-    causes.push({
-      reason: 'FieldValueNotSupported',
-      message: 'Unsupported value: supported values: "Cluster", "Namespaced"',
-      field: 'spec.scope',
-    });
-  const versions = Array.isArray(spec.versions) ? (spec.versions as { storage?: boolean }[]) : [];
-  if (!versions.length) req('spec.versions');
-  else if (versions.filter((v) => v.storage).length !== 1)
-    causes.push({
-      reason: 'FieldValueInvalid',
-      message: 'Invalid value: must have exactly one version marked as storage version',
-      field: 'spec.versions',
-    });
-  if (
-    names?.plural &&
-    typeof spec.group === 'string' &&
-    obj.metadata.name !== `${names.plural}.${spec.group}`
-  )
-    causes.push({
-      reason: 'FieldValueInvalid',
-      message: `Invalid value: "${obj.metadata.name}": must be spec.names.plural+"."+spec.group`,
-      field: 'metadata.name',
-    });
-  return causes;
-}
-
-function crdStatus(obj: KObject, old: KObject | undefined): void {
-  const spec = obj.spec as { names: CrdNames; versions: { name: string; storage?: boolean }[] };
-  const now = nowTimestamp();
-  const oldStatus = (old?.status ?? {}) as {
-    conditions?: { type: string; lastTransitionTime?: string }[];
-    storedVersions?: string[];
-  };
-  const since = (type: string) =>
-    oldStatus.conditions?.find((c) => c.type === type)?.lastTransitionTime ?? now;
-  const storage = spec.versions.find((v) => v.storage)?.name ?? spec.versions[0].name;
-  obj.status = {
-    conditions: [
-      {
-        type: 'NamesAccepted',
-        status: 'True',
-        reason: 'NoConflicts',
-        message: 'no conflicts found',
-        lastTransitionTime: since('NamesAccepted'),
-      },
-      {
-        type: 'Established',
-        status: 'True',
-        reason: 'InitialNamesAccepted',
-        message: 'the initial names have been accepted',
-        lastTransitionTime: since('Established'),
-      },
-    ],
-    acceptedNames: acceptedNames(spec.names),
-    storedVersions: [...new Set([...(oldStatus.storedVersions ?? []), storage])],
-  };
-  if (!old)
-    obj.metadata.finalizers = [...new Set([...(obj.metadata.finalizers ?? []), CRD_CLEANUP_FINALIZER])];
-}
-
-function defaultReplicas(obj: KObject): void {
-  if (isObject(obj.spec) && obj.spec.replicas === undefined) obj.spec.replicas = 1;
-}
-
-const STS_MUTABLE = [
-  'replicas',
-  'ordinals',
-  'template',
-  'updateStrategy',
-  'persistentVolumeClaimRetentionPolicy',
-  'minReadySeconds',
-];
-
-/** Fields a real server refuses to change after create. */
-function immutableCauses(t: ResourceType, obj: KObject, old: KObject): StatusCause[] {
-  const forbidden = (field: string, message: string): StatusCause[] => [
-    { reason: 'FieldValueForbidden', message, field },
-  ];
-  const spec = (o: KObject) => (isObject(o.spec) ? o.spec : {});
-  if (t.group === '' && (t.kind === 'ConfigMap' || t.kind === 'Secret') && old.immutable === true) {
-    const same =
-      obj.immutable === true && jsonEqual(obj.data, old.data) && jsonEqual(obj.binaryData, old.binaryData);
-    if (!same) return forbidden('data', 'Forbidden: field is immutable when `immutable` is set');
-  }
-  if (t.group === 'apps' && t.kind === 'StatefulSet') {
-    const strip = (o: KObject) =>
-      Object.fromEntries(Object.entries(spec(o)).filter(([k]) => !STS_MUTABLE.includes(k)));
-    if (!jsonEqual(strip(obj), strip(old)))
-      return forbidden(
-        'spec',
-        `Forbidden: updates to statefulset spec for fields other than ${STS_MUTABLE.map((f) => `'${f}'`).join(', ')} are forbidden`,
-      );
-  }
-  if (t.group === 'apps' && !jsonEqual(spec(obj).selector, spec(old).selector))
-    return [
-      { reason: 'FieldValueInvalid', message: 'Invalid value: field is immutable', field: 'spec.selector' },
-    ];
-  return [];
-}
-
 const RFC3339_MICRO = '2006-01-02T15:04:05.000000Z07:00';
 const MICRO_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$/;
-
-/** Fields of type metav1.MicroTime, by `group/kind`. */
-const MICRO_TIME_FIELDS: Record<string, string[][]> = {
-  'coordination.k8s.io/Lease': [
-    ['spec', 'acquireTime'],
-    ['spec', 'renewTime'],
-  ],
-  '/Event': [['eventTime'], ['series', 'lastObservedTime']],
-  'events.k8s.io/Event': [['eventTime'], ['series', 'lastObservedTime']],
-};
 
 /** Go's time.Parse error for a MicroTime that is not RFC 3339 with exactly six fractional digits. */
 function microTimeError(value: unknown): string | undefined {
@@ -332,7 +148,7 @@ function microTimeError(value: unknown): string | undefined {
  * fractional digits (JavaScript's `Date#toISOString()` has three) fails decoding with a 400.
  */
 function checkMicroTimes(t: ResourceType, obj: KObject): void {
-  for (const path of MICRO_TIME_FIELDS[`${t.group}/${t.kind}`] ?? []) {
+  for (const path of descriptorOf(t.group, t.kind)?.strategy?.microTimeFields ?? []) {
     let value: unknown = obj;
     for (const p of path) value = isObject(value) ? value[p] : undefined;
     const err = microTimeError(value);
@@ -340,7 +156,7 @@ function checkMicroTimes(t: ResourceType, obj: KObject): void {
   }
 }
 
-/** The built-in admission step: names, per-kind defaults, CRD checks and status. */
+/** The built-in admission step: names, labels, MicroTimes, then the kind's strategy (checks, defaults). */
 export function builtinAdmission(
   opts: {
     /** Where Service cluster IPs come from (default 127.0.2.0/24). */
@@ -353,21 +169,18 @@ export function builtinAdmission(
     opts.serviceClusterIpRange ?? DEFAULT_SERVICE_RANGE,
     opts.clusterIpsInUse ?? (() => []),
   );
+  const ctx: StrategyContext = { clusterIps: ips };
   return (t, obj, old, op) => {
     if (!isObject(obj.metadata)) throw badRequest('metadata must be an object');
     checkMicroTimes(t, obj);
-    const causes = [...(op === 'CREATE' ? nameCauses(t, obj.metadata.name) : []), ...labelCauses(obj)];
-    if (t.group === 'apiextensions.k8s.io' && t.kind === 'CustomResourceDefinition')
-      causes.push(...crdCauses(obj));
-    if (old) causes.push(...immutableCauses(t, obj, old));
+    const strategy = descriptorOf(t.group, t.kind)?.strategy;
+    const causes = [
+      ...(op === 'CREATE' ? nameCauses(obj.metadata.name, strategy?.names) : []),
+      ...labelCauses(obj),
+      ...(strategy?.validate?.(obj) ?? []),
+      ...(old && strategy?.validateUpdate ? strategy.validateUpdate(obj, old) : []),
+    ];
     if (causes.length) throw invalid(t.kind, obj.metadata.name ?? '', causes, t.group);
-    if (t.group === '') {
-      if (t.kind === 'Namespace') defaultNamespace(obj);
-      if (t.kind === 'Secret') defaultSecret(obj);
-      if (t.kind === 'Service') defaultService(obj, old, ips);
-      if (t.kind === 'Pod' && op === 'CREATE') obj.status = { phase: 'Pending' };
-    }
-    if (t.group === 'apps') defaultReplicas(obj);
-    if (t.group === 'apiextensions.k8s.io' && t.kind === 'CustomResourceDefinition') crdStatus(obj, old);
+    strategy?.prepare?.(obj, old, op, ctx);
   };
 }
