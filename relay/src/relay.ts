@@ -1,6 +1,9 @@
-/** Builds and wires the relay's parts from a resolved config; owns start and shutdown order. */
+/**
+ * Builds and wires the relay's parts from a resolved config; owns start, reload, drain and shutdown order.
+ * The admin endpoints are registered from queue-admin.ts, tenant-admin.ts and drain-admin.ts.
+ */
 import type { Logger } from 'pino';
-import type { OutboundTls, RelayConfig } from './config.js';
+import type { RelayConfig } from './config.js';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Spool } from './spool/disk.js';
@@ -9,19 +12,15 @@ import type { EngineDeps } from './delivery/types.js';
 import { Inbound, type InboundDeps } from './inbound.js';
 import { TenantRuntime } from './tenant-runtime.js';
 import { AdminServer, HttpError } from './admin.js';
-import { parseDuration } from './contract/duration.js';
 import { RelayMetrics } from './metrics.js';
 import { MxResolver } from './dns.js';
 import { registerSpoolMetrics } from './spool/metrics.js';
 import { writeFileDurable } from './durable.js';
 import { Suspensions } from './delivery/suspensions.js';
 import { registerQueueOps } from './queue-admin.js';
-import type {
-  DrainStatus,
-  RateLimitsResponse,
-  SuppressionChangesResponse,
-  TenantsResponse,
-} from './contract/admin-api.js';
+import { registerTenantOps } from './tenant-admin.js';
+import { registerDrainOps, type DrainPeer } from './drain-admin.js';
+import type { DrainStatus } from './contract/admin-api.js';
 
 export interface RelayOptions {
   now?: () => number;
@@ -168,7 +167,12 @@ export class Relay {
   async start(): Promise<void> {
     this.deps.tenancy = await TenantRuntime.open(this.cfg, this.deps.now, this.o.log);
     this.metrics.configInfo.set({ hash: this.cfg.hash }, 1);
-    this.tenancyRoutes();
+    registerTenantOps(this.admin, {
+      cfg: () => this.cfg,
+      tenancy: () => this.deps.tenancy,
+      engine: this.engine,
+      log: this.o.log,
+    });
     const suspensions = new Suspensions(path.join(this.cfg.spoolDir, 'suspensions.json'));
     await suspensions.load();
     this.engine.suspensions = suspensions;
@@ -179,35 +183,7 @@ export class Relay {
       log: this.o.log,
       now: this.deps.now,
     });
-    this.admin.route('GET', '/drain', () => [200, this.drainStatus()]);
-    this.admin.route('POST', '/drain', async (r) => {
-      const body = await r.body();
-      // a drain cannot be undone: a mistyped body must not start one with defaults
-      const unknown = Object.keys(body).filter((k) => k !== 'peers');
-      if (unknown.length)
-        throw new HttpError(400, `unknown field ${JSON.stringify(unknown[0])}; the body is {"peers": [...]}`);
-      if (body.peers !== undefined && !Array.isArray(body.peers))
-        throw new HttpError(400, 'peers must be a list');
-      const peers = Array.isArray(body.peers) ? body.peers : [];
-      const ok = peers.every((p: unknown) => {
-        if (p === null || typeof p !== 'object') return false;
-        const q = p as { host?: unknown; port?: unknown; tls?: unknown };
-        return (
-          typeof q.host === 'string' &&
-          Number.isInteger(q.port) &&
-          (q.port as number) > 0 &&
-          (q.port as number) < 65536 &&
-          (q.tls === undefined || ['none', 'opportunistic', 'required', 'implicit'].includes(q.tls as string))
-        );
-      });
-      if (!ok)
-        throw new HttpError(
-          400,
-          'peers must be [{"host": "...", "port": N, "tls"?: "none"|"opportunistic"|"required"|"implicit"}]',
-        );
-      await this.drain(peers as { host: string; port: number; tls?: OutboundTls }[]);
-      return [202, this.drainStatus()];
-    });
+    registerDrainOps(this.admin, { status: () => this.drainStatus(), drain: (peers) => this.drain(peers) });
     await this.spool.open();
     this.engine.start();
     const adminPort = await this.admin.start(this.cfg.admin.address, this.cfg.admin.port);
@@ -216,7 +192,7 @@ export class Relay {
       'admin port ready',
     );
     const pending = await readFile(this.drainFile(), 'utf8').then(
-      (t) => JSON.parse(t) as { peers: { host: string; port: number; tls?: OutboundTls }[]; since: number },
+      (t) => JSON.parse(t) as { peers: DrainPeer[]; since: number },
       () => undefined,
     );
     if (pending) this.inbound.stopAccepting(); // before the first connection can land
@@ -322,7 +298,7 @@ export class Relay {
    * peer account, with tenant, attempts, arrival time and DSN parameters), or by delivering it when no
    * peer is given. Persisted, so a relay restarted while draining goes on draining. Idempotent.
    */
-  async drain(peers: { host: string; port: number; tls?: OutboundTls }[]): Promise<void> {
+  async drain(peers: DrainPeer[]): Promise<void> {
     if (peers.length && !this.cfg.peer)
       throw new HttpError(409, 'hand-off needs the peer account (config: peer)');
     await writeFileDurable(
@@ -333,9 +309,9 @@ export class Relay {
   }
 
   private drainSince?: number;
-  private drainPeers: { host: string; port: number; tls?: OutboundTls }[] = [];
+  private drainPeers: DrainPeer[] = [];
 
-  private applyDrain(peers: { host: string; port: number; tls?: OutboundTls }[], since: number): void {
+  private applyDrain(peers: DrainPeer[], since: number): void {
     this.ready = false;
     this.drainSince = since;
     this.drainPeers = peers;
@@ -371,155 +347,6 @@ export class Relay {
       recovering: this.engine.recovering,
       done: this.drainSince !== undefined && depth === 0 && !this.engine.recovering,
     };
-  }
-
-  /** Admin endpoints for tenants, rate limits and suppressions (registered once tenancy is open). */
-  private tenancyRoutes(): void {
-    const a = this.admin;
-    const t = () => this.deps.tenancy;
-    const known = (name: string) => {
-      if (!this.cfg.tenants.has(name)) throw new HttpError(404, `no tenant named ${name}`);
-      return name;
-    };
-    const tenantView = async (name: string) => ({
-      name,
-      ...t().guard.state(name),
-      queue: this.engine.tenantUsage(name),
-      rateLimits: (await t().rateUsage(name)).usage,
-    });
-    a.route('GET', '/tenants', async () => [
-      200,
-      {
-        tenants: await Promise.all([...this.cfg.tenants.keys()].map(tenantView)),
-      } satisfies TenantsResponse,
-    ]);
-    a.route('GET', '/tenants/([a-z0-9-]+)', async (r) => [200, await tenantView(known(r.params[0]))]);
-    a.route('POST', '/tenants/([a-z0-9-]+)/pause', async (r) => {
-      const name = known(r.params[0]);
-      const body = await r.body();
-      const reason =
-        typeof body.reason === 'string' && body.reason
-          ? body.reason.slice(0, 300)
-          : 'paused by an administrator';
-      let until: number | undefined;
-      if (body.until !== undefined) {
-        until = typeof body.until === 'number' ? body.until : Date.parse(String(body.until));
-        if (!Number.isFinite(until))
-          throw new HttpError(400, 'until must be a time (ISO 8601 or epoch milliseconds)');
-      }
-      t().guard.pause(name, reason, until, body.source === 'fleet' ? 'fleet' : 'admin');
-      this.o.log.warn(
-        {
-          event: 'tenant.paused',
-          tenant: name,
-          reason,
-          until,
-          by: body.source === 'fleet' ? 'fleet' : 'admin',
-        },
-        `tenant ${name} paused`,
-      );
-      await t().save();
-      return [200, await tenantView(name)];
-    });
-    a.route('POST', '/tenants/([a-z0-9-]+)/resume', async (r) => {
-      const name = known(r.params[0]);
-      const body = await r.body();
-      t().guard.resume(name, body.source === 'fleet' ? 'fleet' : 'admin');
-      this.o.log.warn(
-        { event: 'tenant.active', tenant: name, by: body.source === 'fleet' ? 'fleet' : 'admin' },
-        `tenant ${name} resumed`,
-      );
-      await t().save();
-      return [200, await tenantView(name)];
-    });
-    // Without a store: this replica's counts (limit = its share), which the operator carries to the
-    // survivors when a replica leaves. With one: the fleet-wide counts (scope "fleet"), which stay in the
-    // store when a replica leaves, so a POST changes nothing shared (docs/adr/009-fleet-rate-limits.md).
-    a.route('GET', '/ratelimits', async () => {
-      const names = [...this.cfg.tenants.keys()];
-      const views = await Promise.all(names.map((n) => t().rateUsage(n)));
-      const store = t().storeState();
-      return [
-        200,
-        {
-          share: this.cfg.fleet.rateLimitShare,
-          ...(store ? { store } : {}),
-          scope: views.some((v) => v.scope === 'fleet') ? 'fleet' : 'replica',
-          tenants: Object.fromEntries(names.map((n, i) => [n, views[i].usage])),
-        } satisfies RateLimitsResponse,
-      ];
-    });
-    a.route('POST', '/ratelimits/([a-z0-9-]+)', async (r) => {
-      const name = known(r.params[0]);
-      const body = await r.body();
-      if (
-        (body.unit !== 'h' && body.unit !== 'd') ||
-        !Number.isSafeInteger(body.used) ||
-        (body.used as number) < 0
-      ) {
-        throw new HttpError(400, 'body must be {"unit": "h" | "d", "used": <non-negative integer>}');
-      }
-      const view = await t().rateUsage(name);
-      if (view.scope === 'fleet') return [200, { tenant: name, scope: 'fleet', rateLimits: view.usage }];
-      t()
-        .limiter(name)
-        ?.addUsed(body.unit, body.used as number);
-      await t().save();
-      return [200, { tenant: name, scope: 'replica', rateLimits: t().limiter(name)?.usage() ?? [] }];
-    });
-    a.route('GET', '/suppressions', (r) => [
-      200,
-      t().suppressions.list({
-        tenant: r.query.get('tenant') ?? undefined,
-        after: r.query.get('after') ?? undefined,
-        limit: Math.min(Math.max(Number(r.query.get('limit') ?? 100) || 100, 1), 1000),
-      }),
-    ]);
-    a.route('GET', '/suppressions/changes', (r) => {
-      const since = Number(r.query.get('since') ?? 0);
-      if (!Number.isInteger(since) || since < 0)
-        throw new HttpError(400, 'since must be a non-negative integer');
-      return [
-        200,
-        t().suppressions.changesSince(
-          since,
-          Math.min(Number(r.query.get('limit') ?? 1000) || 1000, 10_000),
-        ) satisfies SuppressionChangesResponse,
-      ];
-    });
-    a.route('POST', '/suppressions', async (r) => {
-      const body = await r.body();
-      const name = known(String(body.tenant ?? ''));
-      const address = String(body.address ?? '').trim();
-      if (!/^[^@\s]+@[^@\s]+$/.test(address)) throw new HttpError(400, 'address must be an email address');
-      let ttlMs = this.cfg.tenants.get(name)!.suppression.ttlMs;
-      if (body.ttl !== undefined) {
-        try {
-          ttlMs = parseDuration(String(body.ttl));
-        } catch (e) {
-          throw new HttpError(400, `ttl: ${(e as Error).message}`);
-        }
-        if (ttlMs <= 0) throw new HttpError(400, 'ttl must be longer than 0');
-      }
-      const source = body.source === 'fleet' ? 'fleet' : 'admin';
-      const change = await t().suppressions.add({
-        tenant: name,
-        address,
-        reason: String(body.reason ?? `added by ${source}`),
-        source,
-        ttlMs,
-      });
-      return [201, change];
-    });
-    a.route('DELETE', '/suppressions/([a-z0-9-]+)/([^/]+)', async (r) => {
-      const change = await t().suppressions.remove(
-        known(r.params[0]),
-        r.params[1],
-        r.query.get('source') ?? 'admin',
-      );
-      if (!change) throw new HttpError(404, `${r.params[1]} is not suppressed for tenant ${r.params[0]}`);
-      return [200, change];
-    });
   }
 
   /** Graceful stop: refuse new mail, let open transactions finish, stop delivery, close the admin port. */

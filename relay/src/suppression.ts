@@ -1,11 +1,8 @@
 /**
  * The durable per-tenant suppression list, with a change feed for fleet propagation.
  *
- * On disk, under `dir`:
- *   suppressions.log       append-only journal, one JSON line per change (`Change`); after a compaction the
- *                          first line is a header `{"v":1,"lastSeq":N}` and the next lines, with seq <= N,
- *                          are the live entries as 'add' changes
- *   suppressions.log.tmp   a compaction being written; removed at open
+ * The journal's format (`suppressions.log` under `dir`: one JSON line per change, after a compaction a
+ * header and the live entries) and its line-by-line replay are in suppression-journal.ts.
  *
  * A change is applied in memory, and shown to `isSuppressed`, `list` and `changesSince`, only once its line
  * is on disk: appended, then fdatasync'ed. Changes waiting while a sync runs are written and synced together
@@ -29,29 +26,21 @@ import { promises as fsp, constants as fsc } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { CarteroError } from './errors.js';
+import {
+  changeLine,
+  entryLine,
+  headerLine,
+  JOURNAL,
+  keyOf,
+  NEVER,
+  oneLine,
+  scanJournal,
+  writeAll,
+  type Change,
+  type Suppression,
+} from './suppression-journal.js';
 
-export interface Suppression {
-  tenant: string;
-  /** Lower-cased. */
-  address: string;
-  /** Why, one line, e.g. the 5xx reply. */
-  reason: string;
-  source: 'bounce' | 'admin' | 'fleet';
-  createdAt: number;
-  expiresAt: number;
-}
-
-export interface Change {
-  seq: number;
-  op: 'add' | 'remove';
-  tenant: string;
-  address: string;
-  /** The entry added ('add' only). */
-  entry?: Suppression;
-  /** Who removed the entry ('remove' only, when the caller said). */
-  source?: string;
-  at: number;
-}
+export { JOURNAL, NEVER, type Change, type Suppression } from './suppression-journal.js';
 
 export type SyncKind = 'journal' | 'compact' | 'dir';
 
@@ -66,11 +55,6 @@ export interface SuppressionOptions {
   sync?: (fh: FileHandle, kind: SyncKind) => Promise<void>;
 }
 
-export const JOURNAL = 'suppressions.log';
-/** `expiresAt` of an entry added with a TTL that is not finite. */
-export const NEVER = Number.MAX_SAFE_INTEGER;
-const MAX_REASON = 500;
-const READ_CHUNK = 1 << 20;
 const WRITE_CHUNK = 1 << 20;
 
 interface Held {
@@ -84,46 +68,6 @@ interface Pending {
   line: string;
   resolve: (c: Change) => void;
   reject: (e: unknown) => void;
-}
-
-const keyOf = (tenant: string, address: string) => `${tenant}\u0000${address}`;
-
-function oneLine(text: string): string {
-  const t = text
-    .replace(/\s*[\r\n]+\s*/g, ' ')
-    .replace(/\t/g, ' ')
-    .trim();
-  return t.length > MAX_REASON ? `${t.slice(0, MAX_REASON - 1)}…` : t;
-}
-
-function isSuppression(e: unknown): e is Suppression {
-  const s = e as Suppression;
-  return (
-    typeof s === 'object' &&
-    s !== null &&
-    typeof s.tenant === 'string' &&
-    typeof s.address === 'string' &&
-    typeof s.reason === 'string' &&
-    typeof s.source === 'string' &&
-    typeof s.createdAt === 'number' &&
-    typeof s.expiresAt === 'number'
-  );
-}
-
-function parseChange(text: string): Change | { header: number } | undefined {
-  let o: Record<string, unknown>;
-  try {
-    o = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    return undefined;
-  }
-  if (typeof o !== 'object' || o === null) return undefined;
-  if (o.v === 1 && typeof o.lastSeq === 'number' && o.op === undefined) return { header: o.lastSeq };
-  if (typeof o.seq !== 'number' || typeof o.tenant !== 'string' || typeof o.address !== 'string')
-    return undefined;
-  if (o.op === 'add' && isSuppression(o.entry)) return o as unknown as Change;
-  if (o.op === 'remove') return o as unknown as Change;
-  return undefined;
 }
 
 export class SuppressionError extends CarteroError {
@@ -326,7 +270,7 @@ export class SuppressionStore {
     change.seq = this.nextSeq++;
     const key = keyOf(change.tenant, change.address);
     this.inflight.set(key, (this.inflight.get(key) ?? 0) + 1);
-    const line = JSON.stringify(change) + '\n';
+    const line = changeLine(change);
     return new Promise<Change>((resolve, reject) => {
       this.pending.push({ change, line, resolve, reject });
       // Start on the next microtask, so every change queued in the same turn shares the first sync.
@@ -396,21 +340,13 @@ export class SuppressionStore {
     try {
       // Written through the handle that becomes the journal's once renamed: no reopen that could fail.
       out = await fsp.open(this.tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_APPEND, 0o644);
-      const parts: string[] = [JSON.stringify({ v: 1, lastSeq: this.visibleSeq, compactedAt: now }) + '\n'];
+      const parts: string[] = [headerLine(this.visibleSeq, now)];
       let size = parts[0].length;
       let bytes = 0;
       let lines = 0;
       for (const m of this.byTenant.values())
         for (const h of m.values()) {
-          const c: Change = {
-            seq: h.seq,
-            op: 'add',
-            tenant: h.s.tenant,
-            address: h.s.address,
-            entry: h.s,
-            at: h.s.createdAt,
-          };
-          const line = JSON.stringify(c) + '\n';
+          const line = entryLine(h.s, h.seq);
           parts.push(line);
           size += line.length;
           lines++;
@@ -456,61 +392,23 @@ export class SuppressionStore {
   // --- reading -----------------------------------------------------------------------------------------
 
   private async replay(fh: FileHandle): Promise<void> {
-    const buf = Buffer.alloc(READ_CHUNK);
-    let carry = Buffer.alloc(0);
-    let pos = 0; // file offset of carry[0]
-    let good = 0; // end of the last line that parsed
-    let badSinceGood = 0;
-    let first = true;
-    let maxSeq = 0;
-    let header = 0;
     const replayed: Change[] = [];
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, pos + carry.length);
-      if (bytesRead === 0) break;
-      const data = carry.length
-        ? Buffer.concat([carry, buf.subarray(0, bytesRead)])
-        : buf.subarray(0, bytesRead);
-      let start = 0;
-      for (let nl = data.indexOf(10, start); nl !== -1; nl = data.indexOf(10, start)) {
-        const text = data.toString('utf8', start, nl);
-        start = nl + 1;
-        if (text.trim() === '') continue;
-        const c = parseChange(text);
-        if (!c) {
-          badSinceGood++;
-          first = false;
-          continue;
-        }
-        this.corruptLines += badSinceGood;
-        badSinceGood = 0;
-        good = pos + start;
-        if ('header' in c) {
-          if (first) header = c.header;
-          else this.corruptLines++;
-          first = false;
-          continue;
-        }
-        first = false;
-        this.lines++;
-        maxSeq = Math.max(maxSeq, c.seq);
-        this.apply(c, false);
-        if (c.seq > header) replayed.push(c);
-      }
-      carry = Buffer.from(data.subarray(start)); // copy: `buf` is reused
-      pos += start;
-    }
-    const size = pos + carry.length;
-    if (good < size) {
+    const r = await scanJournal(fh, (c, afterHeader) => {
+      this.apply(c, false);
+      if (afterHeader) replayed.push(c);
+    });
+    this.lines += r.lines;
+    this.corruptLines += r.corruptLines;
+    if (r.good < r.size) {
       // An incomplete or unreadable tail: a crash in the middle of an append. Cut it off.
       this.tornTail = true;
-      await fh.truncate(good);
+      await fh.truncate(r.good);
       await this.doSync(fh, 'journal');
     }
-    this.offset = good;
-    this.nextSeq = Math.max(maxSeq, header) + 1;
+    this.offset = r.good;
+    this.nextSeq = Math.max(r.maxSeq, r.header) + 1;
     this.visibleSeq = this.nextSeq - 1;
-    this.floor = header;
+    this.floor = r.header;
     this.changes = replayed;
     this.trimChanges();
   }
@@ -569,15 +467,6 @@ export class SuppressionStore {
     const i = key.indexOf('\u0000');
     return this.byTenant.get(key.slice(0, i))?.get(key.slice(i + 1));
   }
-}
-
-async function writeAll(fh: FileHandle, buf: Buffer): Promise<number> {
-  let off = 0;
-  while (off < buf.length) {
-    const { bytesWritten } = await fh.write(buf, off, buf.length - off);
-    off += bytesWritten;
-  }
-  return buf.length;
 }
 
 /** First index whose key is >= `k`. */

@@ -4,23 +4,27 @@
  * transactions run on reused sessions within per-destination and global caps, and applies the outcome
  * durably (DSN into our own queue, state file or removal) before it forgets anything. It reaches the
  * spool only through the SpoolStore interface.
+ *
+ * This file is the scheduling loop. The decisions of one attempt (jobs by route, pause holds, load
+ * failures, damaged copies) are pure functions in attempt.ts; applying outcomes is outcomes.ts, running
+ * a transaction transport.ts (handoff.ts while draining), bulk admin operations bulk.ts.
  */
-import { selectRoute, type Route } from '../router.js';
 import type { Hop } from '../outbound.js';
-import { dsnRecipientsWanted, type DsnRecipient } from '../dsn.js';
+import type { DsnRecipient } from '../dsn.js';
 import {
   MAX_BUFFERED_BODY,
   SpoolCorruptError,
   type QueuedEntry,
   type SpooledMessage,
 } from '../spool/types.js';
+import { damagedCopyRecipients, isGone, loadError, pauseHold, pendingDomains, planJobs } from './attempt.js';
 import { applyOutcomes, reportOutcomes } from './outcomes.js';
 import { writeDsn } from './bounces.js';
 import { handoffHeader, runHandoff } from './handoff.js';
 import { F_ATTEMPTED, F_BUSY, F_DSN, F_HELD, QueueIndex } from './queue-index.js';
 import { Destination } from './sessions.js';
 import { runDelivery, type JobContext } from './transport.js';
-import { domainOf, type ActiveMessage, type EngineDeps, type Job, type Outcome } from './types.js';
+import type { ActiveMessage, EngineDeps, Job, Outcome } from './types.js';
 import { BulkOps } from './bulk.js';
 
 /** Messages loaded (envelope and state in memory) at once, as Postfix's qmgr_message_active_limit. */
@@ -29,13 +33,7 @@ const MAX_CACHED_BYTES = 64 * 1024 * 1024;
 /** Due messages looked at per timer turn, so that a million due at once never blocks the event loop long. */
 const TICK_BUDGET = 2000;
 
-export function pendingDomains(m: SpooledMessage): string[] {
-  const s = new Set<string>();
-  m.state.rcpts.forEach((r, i) => {
-    if (r.status === 'pending') s.add(domainOf(m.env.rcpts[i].address));
-  });
-  return [...s];
-}
+export { pendingDomains } from './attempt.js';
 
 export class DeliveryEngine extends BulkOps {
   private readonly dests = new Map<string, Destination>();
@@ -244,12 +242,8 @@ export class DeliveryEngine extends BulkOps {
   /** Until when a due message is held without loading it (paused tenant, suspension), or undefined. */
   protected holdUntil(s: number, now: number): number | undefined {
     if (this.index.flags[s] & F_DSN || this.drainPeers?.length) return undefined;
-    const paused = this.d.tenancy.guard.state(this.index.tenantOf(s));
-    // a paused tenant's queued mail is held, not attempted, until the pause ends (checked every minute, so
-    // an admin resume takes effect within a minute)
-    if (paused.state === 'paused')
-      return Math.max(now + 1, Math.min(paused.pausedUntil ?? Infinity, now + 60_000));
-    return this.suspendedUntil(s, now);
+    // a paused tenant's queued mail is held, not attempted, until the pause ends
+    return pauseHold(this.d.tenancy.guard.state(this.index.tenantOf(s)), now) ?? this.suspendedUntil(s, now);
   }
 
   private tick(): void {
@@ -292,14 +286,11 @@ export class DeliveryEngine extends BulkOps {
     try {
       return await this.d.spool.load(id);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+      if (isGone(e)) {
         this.forget(id);
         return undefined;
       }
-      // an envelope that does not parse is damage; an errno (EIO, EMFILE) may pass
-      if (e instanceof SpoolCorruptError || !(e as NodeJS.ErrnoException).code)
-        throw new SpoolCorruptError(id, (e as Error).message.replace(/^queue file \S+: /, ''));
-      throw e;
+      throw loadError(e, id);
     }
   }
 
@@ -332,31 +323,12 @@ export class DeliveryEngine extends BulkOps {
         }
       }
       const outcomes = new Map<number, Outcome>();
-      const jobs: Omit<Job, 'resolve'>[] = [];
-      const pending = m.state.rcpts.map((r, i) => (r.status === 'pending' ? i : -1)).filter((i) => i >= 0);
-      if (this.drainPeers?.length) {
-        // draining: every pending recipient goes to a peer relay in one transaction
-        const route: Route = {
-          kind: 'domain',
-          key: 'handoff',
-          domain: 'handoff',
-          host: { host: 'peers', port: 0, tls: 'none' },
-        };
-        jobs.push({ handoff: true, msg: m, route, rcpts: pending });
-      } else {
-        // group by route and by DSN parameters (nodemailer sends one NOTIFY/ORCPT per transaction)
-        const groups = new Map<string, { route: Route; rcpts: number[] }>();
-        for (const i of pending) {
-          const rc = m.env.rcpts[i];
-          if (this.heldRecipient(m, i)) continue;
-          const route = selectRoute(this.d.cfg.routing, domainOf(rc.address));
-          const k = `${route.key}|${rc.notify?.join(',') ?? ''}|${rc.orcpt ?? ''}`;
-          let g = groups.get(k);
-          if (!g) groups.set(k, (g = { route, rcpts: [] }));
-          g.rcpts.push(i);
-        }
-        for (const g of groups.values()) jobs.push({ msg: m, route: g.route, rcpts: g.rcpts });
-      }
+      const msg = m;
+      const jobs = planJobs(msg, {
+        draining: !!this.drainPeers?.length,
+        routing: this.d.cfg.routing,
+        held: (i) => this.heldRecipient(msg, i),
+      });
       const results = await Promise.all(
         jobs.map((j) => new Promise<Map<number, Outcome>>((resolve) => this.enqueue({ ...j, resolve }))),
       );
@@ -391,24 +363,7 @@ export class DeliveryEngine extends BulkOps {
     const s = this.index.slot(id);
     if (s === undefined) return;
     if (m) {
-      const failed = m.state.rcpts
-        .map((r, i) => ({ r, i }))
-        .filter(
-          ({ r, i }) =>
-            r.status === 'pending' && dsnRecipientsWanted(m.env.rcpts[i].notify?.join(','), 'failed'),
-        )
-        .map(
-          ({ i }) =>
-            ({
-              address: m.env.rcpts[i].address,
-              orcpt: m.env.rcpts[i].orcpt,
-              action: 'failed',
-              status: '5.3.0',
-              diagnostic:
-                "the queued copy of this message was damaged on the relay's disk and could not be sent",
-              lastAttemptAt: new Date(this.d.now()),
-            }) as DsnRecipient,
-        );
+      const failed = damagedCopyRecipients(m, this.d.now());
       if (failed.length) await this.queueDsn(m, failed);
     }
     const q = await this.d.spool.moveAside(id, m?.env.size ?? this.index.size[s], reason);

@@ -11,20 +11,20 @@
  * renamed into queue/, and the queue directory fsync'ed. Directory fsyncs are shared by every write that is
  * waiting for one (group commit), so concurrent sessions pay for one directory sync between them. Space for
  * messages still arriving is reserved (space.ts), so they cannot together fill the disk.
+ *
+ * This file is the directory I/O. Reading one queue file (envelope, body with its CRC-32 check) is in
+ * reader.ts, writing one in writer.ts, the file format in format.ts; the start-up scan's worker in
+ * scan-worker.ts.
  */
-import { promises as fsp, constants as fsc } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { createReadStream } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
+import type { Readable } from 'node:stream';
 import type { ScanWorkerData, ScanWorkerMessage } from './scan-worker.js';
-import { Transform, type Readable } from 'node:stream';
-import { crc32 } from 'node:zlib';
 import { SpoolBackpressureError } from '../errors.js';
 import {
   initialState,
-  MAX_BUFFERED_BODY,
-  SpoolCorruptError,
   type DeliveryState,
   type Envelope,
   type Quarantined,
@@ -32,8 +32,8 @@ import {
   type SpooledMessage,
   type SpoolStore,
 } from './types.js';
-
-import { MAX_TRAILER, parseEnvelope, parseTrailer, parseV1Header, V1_MAGIC, type Layout } from './format.js';
+import { DirSyncer } from './dir-sync.js';
+import { readBody, readEnvelope, readHead } from './reader.js';
 import { SpaceAccountant, type Reservation } from './space.js';
 import { SpoolWriter, spoolWriteError } from './writer.js';
 
@@ -52,37 +52,6 @@ export interface SpoolOptions {
   maxMessages: number;
   minFreeBytes: number;
   now?: () => number;
-}
-
-/** Shares one fsync of a directory between every caller waiting for it. */
-class DirSyncer {
-  private waiting: { resolve: () => void; reject: (e: unknown) => void }[] = [];
-  private running = false;
-  constructor(private readonly dir: string) {}
-  sync(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.waiting.push({ resolve, reject });
-      if (!this.running) void this.run();
-    });
-  }
-  private async run(): Promise<void> {
-    this.running = true;
-    while (this.waiting.length) {
-      const batch = this.waiting.splice(0);
-      try {
-        const fh = await fsp.open(this.dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
-        try {
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
-        for (const w of batch) w.resolve();
-      } catch (e) {
-        for (const w of batch) w.reject(e);
-      }
-    }
-    this.running = false;
-  }
 }
 
 export class Spool implements SpoolStore {
@@ -242,8 +211,13 @@ export class Spool implements SpoolStore {
     }
   }
 
+  /** The queue file of message `id`. */
+  private msgFile(id: string): string {
+    return path.join(this.queueDir, `${id}.msg`);
+  }
+
   async load(id: string): Promise<SpooledMessage> {
-    const { env, bodyOffset, crc32 } = await this.readEnvelope(id);
+    const { env, bodyOffset, crc32 } = await readEnvelope(this.msgFile(id), id);
     const state = (await this.readState(id)) ?? initialState(env, this.now());
     return { env, state, bodyOffset, ...(crc32 !== undefined ? { crc32 } : {}) };
   }
@@ -360,33 +334,6 @@ export class Spool implements SpoolStore {
     }
   }
 
-  private async readEnvelope(id: string): Promise<{ env: Envelope; bodyOffset: number; crc32?: number }> {
-    const fh = await fsp.open(path.join(this.queueDir, `${id}.msg`), 'r');
-    try {
-      const { size } = await fh.stat();
-      if (size === 0) throw new SpoolCorruptError(id, 'empty file');
-      const n = Math.min(size, MAX_TRAILER);
-      const edge = Buffer.alloc(n);
-      let layout: Layout | string = parseTrailer(size, await readExactly(fh, edge, size - n, id));
-      if (typeof layout === 'string') {
-        const head = await readExactly(fh, Buffer.alloc(n), 0, id);
-        if (head.subarray(0, V1_MAGIC.length).toString('latin1') === V1_MAGIC)
-          layout = parseV1Header(size, head);
-      }
-      if (typeof layout === 'string') throw new SpoolCorruptError(id, layout);
-      const json = await readExactly(fh, Buffer.alloc(layout.jsonLen), layout.jsonOffset, id);
-      const env = parseEnvelope(json, id, layout);
-      if (typeof env === 'string') throw new SpoolCorruptError(id, env);
-      return {
-        env,
-        bodyOffset: layout.bodyOffset,
-        ...(layout.crc !== undefined ? { crc32: layout.crc } : {}),
-      };
-    } finally {
-      await fh.close();
-    }
-  }
-
   private async readState(id: string): Promise<DeliveryState | undefined> {
     try {
       const s = JSON.parse(
@@ -398,68 +345,13 @@ export class Spool implements SpoolStore {
     }
   }
 
-  /** Checks that the stored body has exactly the envelope's length; returns the file handle. */
-  private async openChecked(msg: SpooledMessage): Promise<fsp.FileHandle> {
-    const id = msg.env.id;
-    const fh = await fsp.open(path.join(this.queueDir, `${id}.msg`), 'r');
-    try {
-      const { size } = await fh.stat();
-      if (size - msg.bodyOffset < msg.env.size)
-        throw new SpoolCorruptError(
-          id,
-          `body is ${size - msg.bodyOffset} bytes, the envelope says ${msg.env.size}`,
-        );
-      return fh;
-    } catch (e) {
-      await fh.close();
-      throw e;
-    }
+  /** The body, its length and checksum checked (reader.ts): a Buffer when small, else a stream. */
+  readBody(msg: SpooledMessage): Promise<Buffer | Readable> {
+    return readBody(this.msgFile(msg.env.id), msg);
   }
 
-  async readBody(msg: SpooledMessage): Promise<Buffer | Readable> {
-    const fh = await this.openChecked(msg);
-    if (msg.env.size > MAX_BUFFERED_BODY) {
-      // Check the whole body before the first byte leaves: a damaged copy is then moved aside by the engine
-      // instead of failing every attempt half-way (one extra sequential read, usually from the page cache).
-      if (msg.crc32 !== undefined) {
-        try {
-          await verifyCrc(fh, msg);
-        } catch (e) {
-          await fh.close();
-          throw e;
-        }
-      }
-      const s = createReadStream('', {
-        fd: fh,
-        start: msg.bodyOffset,
-        end: msg.bodyOffset + msg.env.size - 1,
-        autoClose: true,
-        highWaterMark: 64 * 1024,
-      });
-      if (msg.crc32 === undefined) return s;
-      const checked = crcChecked(msg.env.id, msg.env.size, msg.crc32);
-      s.on('error', (e) => checked.destroy(e));
-      checked.on('close', () => s.destroy());
-      return s.pipe(checked);
-    }
-    let buf: Buffer;
-    try {
-      buf = await readFully(fh, msg.bodyOffset, msg.env.size, msg.env.id);
-    } finally {
-      await fh.close();
-    }
-    if (msg.crc32 !== undefined && crc32(buf) >>> 0 !== msg.crc32)
-      throw new SpoolCorruptError(msg.env.id, 'body checksum does not match (damaged on disk)');
-    return buf;
-  }
-
-  async readHead(msg: SpooledMessage, maxBytes: number): Promise<Buffer> {
-    const fh = await this.openChecked(msg);
-    try {
-      return await readFully(fh, msg.bodyOffset, Math.min(maxBytes, msg.env.size), msg.env.id);
-    } finally {
-      await fh.close();
-    }
+  readHead(msg: SpooledMessage, maxBytes: number): Promise<Buffer> {
+    return readHead(this.msgFile(msg.env.id), msg, maxBytes);
   }
 
   /** Durably records delivery state (temp file, fsync, rename, directory fsync shared with other writers). */
@@ -484,72 +376,4 @@ export class Spool implements SpoolStore {
     this.count--;
     this.bytes -= size;
   }
-}
-
-async function readFully(fh: fsp.FileHandle, offset: number, len: number, id: string): Promise<Buffer> {
-  const buf = Buffer.alloc(len);
-  let off = 0;
-  while (off < len) {
-    const { bytesRead } = await fh.read(buf, off, len - off, offset + off);
-    if (bytesRead === 0) throw new SpoolCorruptError(id, `body ended after ${off} of ${len} bytes`);
-    off += bytesRead;
-  }
-  return buf;
-}
-
-async function readExactly(fh: fsp.FileHandle, buf: Buffer, pos: number, id: string): Promise<Buffer> {
-  let off = 0;
-  while (off < buf.length) {
-    const { bytesRead } = await fh.read(buf, off, buf.length - off, pos + off);
-    if (bytesRead === 0) throw new SpoolCorruptError(id, 'file shorter than it says');
-    off += bytesRead;
-  }
-  return buf;
-}
-
-/**
- * Passes a streamed body through, holding back its last chunk until the checksum and length are known to
- * match: a damaged body errors the stream before its end, so the receiver never gets a complete message.
- */
-function crcChecked(id: string, size: number, expected: number): Transform {
-  let crc = 0;
-  let n = 0;
-  let held: Buffer | undefined;
-  return new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      crc = crc32(chunk, crc);
-      n += chunk.length;
-      const out = held;
-      held = chunk;
-      cb(null, out);
-    },
-    flush(cb) {
-      if (n !== size || crc >>> 0 !== expected)
-        return cb(
-          new SpoolCorruptError(
-            id,
-            n !== size
-              ? `body is ${n} bytes, the envelope says ${size}`
-              : 'body checksum does not match (damaged on disk)',
-          ),
-        );
-      cb(null, held);
-    },
-  });
-}
-
-/** Reads the body in 64 KiB steps and compares its CRC-32 with the stored one (bounded memory). */
-async function verifyCrc(fh: fsp.FileHandle, msg: SpooledMessage): Promise<void> {
-  const buf = Buffer.alloc(64 * 1024);
-  let crc = 0;
-  for (let off = 0; off < msg.env.size;) {
-    const want = Math.min(buf.length, msg.env.size - off);
-    const { bytesRead } = await fh.read(buf, 0, want, msg.bodyOffset + off);
-    if (bytesRead === 0)
-      throw new SpoolCorruptError(msg.env.id, `body ended after ${off} of ${msg.env.size} bytes`);
-    crc = crc32(buf.subarray(0, bytesRead), crc);
-    off += bytesRead;
-  }
-  if (crc >>> 0 !== msg.crc32)
-    throw new SpoolCorruptError(msg.env.id, 'body checksum does not match (damaged on disk)');
 }
