@@ -19,6 +19,7 @@
  * - a field the operator renders from the SmtpRelay or IpPool CRD gets the same bound there
  *   (crds/*.yaml: `maximum`, and for durations `maxLength: 16` plus a CEL rule; see queue.maxAge).
  * - the bounds are listed in docs/config.md (section Bounds); test/unit/config-bounds.test.ts fails for a
+ *   number or duration field without one.
  */
 import { Ajv, type ErrorObject } from 'ajv';
 import { ConfigError } from '../errors.js';
