@@ -187,8 +187,15 @@ describe('spool under pressure', () => {
       const sent = new Map<string, Buffer>();
       const refusals: string[] = [];
       let filling = true;
-      // the other writer: grabs whatever space there is, 64 KiB at a time, until the disk is full
+      // The other writer starts once a first message is acknowledged (on a loaded machine it could
+      // otherwise fill the disk before any client got a message in), then grabs whatever space there is,
+      // 64 KiB at a time, until the disk is full, while the clients go on sending.
+      let firstAck!: () => void;
+      const acknowledged = new Promise<void>((resolve) => (firstAck = resolve));
+      let sendersDone!: () => void;
+      const finished = new Promise<void>((resolve) => (sendersDone = resolve));
       const filler = (async () => {
+        await Promise.race([acknowledged, finished]);
         const fh = await open(path.join(spool, 'filler'), 'w');
         const chunk = Buffer.alloc(64 * 1024, 0x7a);
         try {
@@ -214,6 +221,7 @@ describe('spool under pressure', () => {
             const end = r.data ?? r.mail;
             if (end.code === 250) {
               sent.set(tag, msg);
+              firstAck();
               refusedInARow = 0;
             } else {
               assert.match(
@@ -226,7 +234,7 @@ describe('spool under pressure', () => {
             }
           }
         }),
-      );
+      ).finally(sendersDone);
       filling = false;
       await filler;
       t.diagnostic(
