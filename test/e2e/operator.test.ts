@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
 import type { DrainStatus, RateLimitsResponse } from '../../relay/src/contract/admin-api.js';
+import { openCrd } from '../helpers/chart.js';
 import { cond, credentialsSecret, operatorE2e } from '../helpers/operator-e2e.js';
 import { waitFor } from '../helpers/poll.js';
 import { unusedPort } from '../helpers/ports.js';
@@ -15,32 +16,13 @@ import { sendMail } from '../helpers/swaks.js';
 
 const MX_ADDRESS = '127.0.4.90';
 
-const SERVICE_MONITOR_CRD = `
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: servicemonitors.monitoring.coreos.com}
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          properties:
-            spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
-`;
-
 const registry = new Registry();
 const e2e = operatorE2e({
   name: 'operator-e2e',
   namespace: 'mail',
   mxAddress: MX_ADDRESS,
   // the Prometheus Operator's CRD, reduced to what the API server needs: the operator adds ServiceMonitors
-  manifests: [SERVICE_MONITOR_CRD],
+  manifests: [openCrd('monitoring.coreos.com', 'ServiceMonitor', 'servicemonitors')],
   metrics: registry,
 });
 const { kubectl, getRelay, podIp, waitForCurrentConfig } = e2e;
