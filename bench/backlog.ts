@@ -35,6 +35,7 @@ import {
   tailLines,
   treeCpuMs,
 } from './proc.js';
+import { positive } from './rounds.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -92,11 +93,6 @@ function parseOptions(argv: string[]): Options {
     );
     process.exit(0);
   }
-  const positive = (name: string, v: string) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${v}`);
-    return n;
-  };
   const sizes = (values.sizes ?? (values.quick ? '10000,100000' : '100000,1000000'))
     .split(',')
     .map((s) => positive('sizes', s.trim().replace(/_/g, '')));

@@ -14,28 +14,38 @@
  * (cartero_egress_sent_total), and that nothing was refused (no 451 rate limit, no other refusal).
  * See "Tenancy overhead" in docs/benchmarks.md.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
-  describeRun,
   environment,
   fmt,
-  median,
   METRICS,
   RECIPIENT,
   REPO_ROOT,
-  runOnce,
   scenario,
   SENDER,
   SESSIONS,
   type AfterRun,
-  type Metric,
   type RunResult,
   type Scenario,
 } from './measure.js';
 import { killAll, sleep } from './proc.js';
+import {
+  outputHead,
+  positive,
+  prepareDir,
+  readRoundOptions,
+  roundOptions,
+  runMain,
+  runNotes,
+  runRounds,
+  saveJson,
+  summarise,
+  tableRow,
+  type RoundOptions,
+  type ScenarioReport,
+} from './rounds.js';
 import { CarteroRelay, type RunningRelay } from './systems.js';
 
 const RESULTS_FILE = path.join(REPO_ROOT, 'bench', 'results', 'tenants.json');
@@ -51,28 +61,16 @@ const TARGET_RATIO = 0.9;
 const egressIp = (i: number) => `127.0.3.${i}`;
 const pad = (i: number) => String(i).padStart(3, '0');
 
-interface Options {
-  quick: boolean;
-  rounds: number;
+interface Options extends RoundOptions {
   tenants: number;
-  scenarios: Scenario[];
-  timeoutMs: number;
-  stallMs: number;
-  dir: string;
 }
 
 function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
     args: argv,
     options: {
-      quick: { type: 'boolean', default: false },
-      rounds: { type: 'string', default: '3' },
+      ...roundOptions({ rounds: '3', dir: 'bench-tenants' }),
       tenants: { type: 'string', default: '200' },
-      scenarios: { type: 'string' },
-      timeout: { type: 'string', default: '300' },
-      stall: { type: 'string', default: '60' },
-      dir: { type: 'string', default: path.join(REPO_ROOT, '.tmp', 'bench-tenants') },
-      help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (values.help) {
@@ -82,29 +80,9 @@ function parseOptions(argv: string[]): Options {
     );
     process.exit(0);
   }
-  const positive = (name: string, v: string) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer`);
-    return n;
-  };
   const tenants = positive('tenants', values.tenants);
   if (tenants > 250) throw new Error('--tenants must be at most 250 (egress addresses 127.0.3.1-250)');
-  let scenarios = SCENARIOS;
-  if (values.scenarios) {
-    const ids = values.scenarios.split(',');
-    const unknown = ids.filter((id) => !SCENARIOS.some((s) => s.id === id));
-    if (unknown.length > 0) throw new Error(`unknown scenario(s): ${unknown.join(', ')}`);
-    scenarios = SCENARIOS.filter((s) => ids.includes(s.id));
-  }
-  return {
-    quick: values.quick,
-    rounds: positive('rounds', values.rounds),
-    tenants,
-    scenarios: scenarios.map((s) => (values.quick ? { ...s, messages: s.messages / 10 } : s)),
-    timeoutMs: positive('timeout', values.timeout) * 1000,
-    stallMs: positive('stall', values.stall) * 1000,
-    dir: path.resolve(values.dir),
-  };
+  return { ...readRoundOptions(values, SCENARIOS), tenants };
 }
 
 /** The tenant that carries the load: the last one, whose trustedNetworks hold 127.0.0.1. */
@@ -253,42 +231,9 @@ function checkRun(tenant: string, egress: { pool: string; ip: string } | undefin
   };
 }
 
-interface Report extends Scenario {
-  median: Record<string, Record<Metric, number | null>>;
-  /** (b) median ÷ (a) median, per metric. */
-  ratio: Record<Metric, number | null>;
-  incomplete: Record<string, boolean>;
-  runs: RunResult[];
-}
-
-function summarise(sc: Scenario, runs: RunResult[]): Report {
-  const med: Report['median'] = {};
-  const incomplete: Record<string, boolean> = {};
-  for (const s of [BASE, TENANTS]) {
-    const mine = runs.filter((r) => r.system === s);
-    const complete = mine.filter((r) => r.error === undefined);
-    med[s] = Object.fromEntries(
-      METRICS.map(({ key }) => [key, median(complete.map((r) => r[key]))]),
-    ) as Record<Metric, number | null>;
-    incomplete[s] = complete.length < mine.length;
-  }
-  const ratio = Object.fromEntries(
-    METRICS.map(({ key }) => {
-      const a = med[BASE][key];
-      const b = med[TENANTS][key];
-      return [key, a && b !== null ? b / a : null];
-    }),
-  ) as Record<Metric, number | null>;
-  return { ...sc, median: med, ratio, incomplete, runs };
-}
-
-function table(reports: Report[], opts: Options): string {
+function table(reports: ScenarioReport[], opts: Options): string {
   const cols = [10, 8, 17, 15, 15, 9];
-  const row = (cells: string[]) =>
-    cells
-      .map((c, i) => (i < 3 ? c.padEnd(cols[i]) : c.padStart(cols[i])))
-      .join('  ')
-      .trimEnd();
+  const row = tableRow(cols);
   const lines = [
     `Tenancy overhead: smtp-source -s ${SESSIONS} → Cartero → smtp-sink, median of ${opts.rounds} round(s)` +
       (opts.quick ? ' (--quick: message counts ÷ 10)' : ''),
@@ -322,9 +267,7 @@ function table(reports: Report[], opts: Options): string {
           (r === null ? 'no figure' : r >= TARGET_RATIO ? 'met' : 'NOT met'),
       );
     }
-    for (const r of rep.runs) {
-      if (r.error) notes.push(`  ${rep.id} round ${r.round} ${r.system}: ${r.error.split('\n')[0]}`);
-    }
+    notes.push(...runNotes(rep));
   }
   lines.push('', `target (b)/(a) ≥ ${TARGET_RATIO} for the rates:`, ...verdicts);
   lines.push('', 'checks (relay /metrics after every run):', ...checkSummary(reports, opts));
@@ -335,7 +278,7 @@ function table(reports: Report[], opts: Options): string {
 }
 
 /** One line per system: what the metrics of all its runs add up to. */
-function checkSummary(reports: Report[], opts: Options): string[] {
+function checkSummary(reports: ScenarioReport[], opts: Options): string[] {
   const runs = reports.flatMap((r) => r.runs);
   return [BASE, TENANTS].map((s) => {
     const mine = runs.filter((r) => r.system === s);
@@ -366,9 +309,7 @@ function checkSummary(reports: Report[], opts: Options): string[] {
 
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
-  mkdirSync(opts.dir, { recursive: true, mode: 0o755 });
-  rmSync(path.join(opts.dir, 'logs'), { recursive: true, force: true });
-  mkdirSync(path.join(opts.dir, 'logs'));
+  prepareDir(opts.dir);
   const extra = tenancyConfig(opts.tenants);
   const base = new CarteroRelay(REPO_ROOT, opts.dir, { name: BASE, adminPort: true });
   const tenants = new CarteroRelay(REPO_ROOT, opts.dir, {
@@ -383,15 +324,7 @@ async function main(): Promise<void> {
   };
   const results: { scenario: Scenario; runs: RunResult[] }[] = [];
   const output = {
-    generatedAt: new Date().toISOString(),
-    command: ['node', 'dist/bench/tenants.js', ...process.argv.slice(2)].join(' '),
-    options: {
-      quick: opts.quick,
-      rounds: opts.rounds,
-      tenants: opts.tenants,
-      timeoutSeconds: opts.timeoutMs / 1000,
-      stallSeconds: opts.stallMs / 1000,
-    },
+    ...outputHead('dist/bench/tenants.js', opts, { tenants: opts.tenants }),
     environment: environment(),
     load: {
       source: `smtp-source -c -s ${SESSIONS} -m N -l SIZE -f ${SENDER} -t ${RECIPIENT} [-d] 127.0.0.1:PORT`,
@@ -400,57 +333,37 @@ async function main(): Promise<void> {
       tenancyConfigBytes: JSON.stringify(extra).length,
     },
     interrupted: false,
-    scenarios: [] as Report[],
+    scenarios: [] as ScenarioReport[],
   };
   const save = () => {
-    output.scenarios = results.map(({ scenario: sc, runs }) => summarise(sc, runs));
-    mkdirSync(path.dirname(RESULTS_FILE), { recursive: true });
-    writeFileSync(RESULTS_FILE, JSON.stringify(output, null, 2) + '\n');
+    output.scenarios = results.map(({ scenario: sc, runs }) =>
+      summarise(sc, runs, [BASE, TENANTS], [TENANTS, BASE]),
+    );
+    saveJson(RESULTS_FILE, output);
   };
-  const teardown = () => {
-    base.stopSync();
-    tenants.stopSync();
-    killAll();
-  };
-  process.once('exit', killAll);
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(sig, () => {
-      console.error(`\n${sig}: stopping relays and sinks`);
-      teardown();
-      output.interrupted = true;
-      save();
-      process.exit(130);
-    });
-  }
-  await base.prepare();
-  await tenants.prepare();
-  try {
-    for (const sc of opts.scenarios) {
-      const runs: RunResult[] = [];
-      results.push({ scenario: sc, runs });
-      for (let round = 1; round <= opts.rounds; round++) {
-        // a, b in odd rounds, b, a in even ones: a slow drift of the machine favours neither.
-        const order = round % 2 ? [base, tenants] : [tenants, base];
-        for (const s of order) {
-          const r = await runOnce(s, sc, round, opts, checks[s.name]);
-          runs.push(r);
-          console.error(describeRun(sc, r));
-          save();
-          await sleep(1000); // let sockets and disk settle between runs
-        }
-      }
-    }
-  } finally {
-    teardown();
-  }
-  save();
+  await runRounds(
+    opts,
+    // a, b in odd rounds, b, a in even ones: a slow drift of the machine favours neither.
+    (round) => (round % 2 ? [base, tenants] : [tenants, base]),
+    results,
+    {
+      save,
+      checks,
+      prepare: async () => {
+        await base.prepare();
+        await tenants.prepare();
+      },
+      teardown: () => {
+        base.stopSync();
+        tenants.stopSync();
+        killAll();
+      },
+      interrupted: () => (output.interrupted = true),
+    },
+  );
   console.log(table(output.scenarios, opts));
   console.log(`\nJSON: ${path.relative(process.cwd(), RESULTS_FILE) || RESULTS_FILE}`);
   if (results.some(({ runs }) => runs.some((r) => r.error !== undefined))) process.exitCode = 1;
 }
 
-main().catch((e: Error) => {
-  console.error(`bench: ${e.message}`);
-  killAll();
-  process.exitCode = 1;
-});
+runMain(main);

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 import YAML from 'yaml';
 import { startCaptureMx } from './capture-mx.js';
+import { dnsmasqBaseArgs } from '../test/helpers/dnsmasq.js';
 import { startApiServer } from '@cartero/k8s-testbed/apiserver/server.js';
 import { loopbackAddresses, startKubelet } from '@cartero/k8s-testbed/kubelet/kubelet.js';
 import { kubectlFor } from '@cartero/k8s-testbed/harness.js';
@@ -88,18 +89,9 @@ const DNS = { host: '127.0.4.26', port: 5353 };
 const dnsmasq: ChildProcess = spawn(
   'dnsmasq',
   [
-    '--keep-in-foreground',
-    '--conf-file=/dev/null',
-    '--no-resolv',
-    '--no-hosts',
-    '--no-poll',
-    '--bind-interfaces',
-    `--listen-address=${DNS.host}`,
-    `--port=${DNS.port}`,
+    ...dnsmasqBaseArgs(DNS.port, DNS.host),
     `--address=/#/${CAPTURE.host}`,
     '--local=/#/', // every name is local: MX queries get an empty answer, so relays use the A record
-    '--pid-file', // no argument: no pid file
-    ...(process.getuid?.() === 0 ? ['--user=root'] : []),
   ],
   { stdio: ['ignore', 'ignore', 'pipe'] },
 );

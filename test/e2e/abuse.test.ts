@@ -212,35 +212,38 @@ function trustedMail(relay: RelayProc, from: string): Promise<string[]> {
   );
 }
 
-describe('connection floods and slow clients', () => {
-  let relay: RelayProc;
-  const sockets: net.Socket[] = [];
+/** A relay started with `config` before the suite's tests, and the sockets they open; all closed after. */
+function relayForSuite(config: Record<string, unknown>): { relay: RelayProc; sockets: net.Socket[] } {
+  const suite = { relay: undefined as unknown as RelayProc, sockets: [] as net.Socket[] };
   before(async () => {
-    relay = await startRelay({
-      config: {
-        hostname: 'relay.test',
-        // the flood's deadline is longer than opening 3,000 connections takes on a loaded machine (else the
-        // first ones are cut, and their slots taken again, before the last ones arrive); the tricklers use
-        // a listener of their own with a short one
-        listeners: [
-          { name: 'smtp', limits: { maxConnectionsPerClient: 20, commandTimeout: '30s' } },
-          { name: 'slow', limits: { commandTimeout: '4s' } },
-        ],
-        trustedNetworks: ['127.0.9.0/24'],
-        // mail from the trusted client goes nowhere it could be delivered: it stays queued
-        routing: { default: { type: 'smarthost', smarthost: { host: '127.0.0.1', port: 9, tls: 'none' } } },
-        limits: {
-          maxConnections: 1000,
-          reservedForTrusted: 50,
-          minDataRate: 200,
-          stress: { commandTimeout: '30s', idleTimeout: '1m' },
-        },
-      },
-    });
+    suite.relay = await startRelay({ config });
   });
   after(async () => {
-    for (const s of sockets) s.destroy();
-    await relay?.cleanup();
+    for (const s of suite.sockets) s.destroy();
+    await suite.relay?.cleanup();
+  });
+  return suite;
+}
+
+describe('connection floods and slow clients', () => {
+  const suite = relayForSuite({
+    hostname: 'relay.test',
+    // the flood's deadline is longer than opening 3,000 connections takes on a loaded machine (else the
+    // first ones are cut, and their slots taken again, before the last ones arrive); the tricklers use
+    // a listener of their own with a short one
+    listeners: [
+      { name: 'smtp', limits: { maxConnectionsPerClient: 20, commandTimeout: '30s' } },
+      { name: 'slow', limits: { commandTimeout: '4s' } },
+    ],
+    trustedNetworks: ['127.0.9.0/24'],
+    // mail from the trusted client goes nowhere it could be delivered: it stays queued
+    routing: { default: { type: 'smarthost', smarthost: { host: '127.0.0.1', port: 9, tls: 'none' } } },
+    limits: {
+      maxConnections: 1000,
+      reservedForTrusted: 50,
+      minDataRate: 200,
+      stress: { commandTimeout: '30s', idleTimeout: '1m' },
+    },
   });
 
   it('3,000 idle connections: per-address cap, a reserve for trusted clients, all cut at the command deadline', async () => {
@@ -257,8 +260,8 @@ describe('connection floods and slow clients', () => {
         Array.from({ length: 200 }, async (_, i) => {
           const n = batch * 200 + i;
           const from = `127.1.${Math.floor(n / 50)}.1`;
-          const h = await hold(relay.ports.smtp, from);
-          sockets.push(h.socket);
+          const h = await hold(suite.relay.ports.smtp, from);
+          suite.sockets.push(h.socket);
           return { from, ...h, closed: untilClosed(h.socket) };
         }),
       );
@@ -281,7 +284,7 @@ describe('connection floods and slow clients', () => {
 
     // a trusted client is served while the flood holds every untrusted slot
     const t0 = Date.now();
-    const replies = await trustedMail(relay, '127.0.9.1');
+    const replies = await trustedMail(suite.relay, '127.0.9.1');
     assert.match(replies[5] ?? '', /^250 /, JSON.stringify(replies));
     const trustedMs = Date.now() - t0;
 
@@ -290,13 +293,13 @@ describe('connection floods and slow clients', () => {
     for (const e of ends) assert.match(e.text, /421 4\.4\.2 Error: timeout exceeded/, e.text);
     assert.ok(
       (await metric(
-        relay,
+        suite.relay,
         /^cartero_smtp_rejected_total\{listener="smtp",reason="client_connections"\} (\d+)$/m,
       )) > 0,
     );
     assert.ok(
       (await metric(
-        relay,
+        suite.relay,
         /^cartero_smtp_rejected_total\{listener="smtp",reason="command_timeout"\} (\d+)$/m,
       )) >= admitted.length,
     );
@@ -309,8 +312,8 @@ describe('connection floods and slow clients', () => {
       Array.from({ length: 200 }, async (_, i) => {
         // the DATA tricklers come from the trusted network (untrusted ones never get to DATA without AUTH):
         // trusted clients are exempt from the per-address caps, not from deadlines
-        const h = await hold(relay.ports.slow, i < 150 ? `127.2.${i % 10}.1` : `127.0.9.${i - 140}`);
-        sockets.push(h.socket);
+        const h = await hold(suite.relay.ports.slow, i < 150 ? `127.2.${i % 10}.1` : `127.0.9.${i - 140}`);
+        suite.sockets.push(h.socket);
         assert.match(h.greeting, /^220 /);
         const closed = untilClosed(h.socket);
         if (i < 150) {
@@ -332,7 +335,10 @@ describe('connection floods and slow clients', () => {
       assert.match(e.text, /421 4\.4\.2 Error: data transfer too slow/, e.text);
     }
     assert.equal(
-      await metric(relay, /^cartero_smtp_rejected_total\{listener="slow",reason="data_too_slow"\} (\d+)$/m),
+      await metric(
+        suite.relay,
+        /^cartero_smtp_rejected_total\{listener="slow",reason="data_too_slow"\} (\d+)$/m,
+      ),
       50,
     );
     const worst = Math.max(...slow.map((e) => e.closedAt - started));
@@ -342,44 +348,34 @@ describe('connection floods and slow clients', () => {
 });
 
 describe('stress mode', () => {
-  let relay: RelayProc;
-  const sockets: net.Socket[] = [];
-  before(async () => {
-    relay = await startRelay({
-      config: {
-        hostname: 'relay.test',
-        trustedNetworks: [],
-        limits: {
-          maxConnections: 20,
-          reservedForTrusted: 0,
-          commandTimeout: '5m',
-          stress: { threshold: 0.5, commandTimeout: '2s', idleTimeout: '2s' },
-        },
-      },
-    });
-  });
-  after(async () => {
-    for (const s of sockets) s.destroy();
-    await relay?.cleanup();
+  const suite = relayForSuite({
+    hostname: 'relay.test',
+    trustedNetworks: [],
+    limits: {
+      maxConnections: 20,
+      reservedForTrusted: 0,
+      commandTimeout: '5m',
+      stress: { threshold: 0.5, commandTimeout: '2s', idleTimeout: '2s' },
+    },
   });
 
   it('from half of maxConnections open, idle clients get the short stress deadline, and stress ends with the load', async () => {
-    const stress = () => metric(relay, /^cartero_smtp_stress\{listener="smtp"\} (\d+)$/m);
+    const stress = () => metric(suite.relay, /^cartero_smtp_stress\{listener="smtp"\} (\d+)$/m);
     // 10 busy clients (a NOOP every 300 ms keeps each within its deadline) hold the listener at its
     // threshold (10 of 20) for as long as the test needs
     const busy = await Promise.all(
-      Array.from({ length: 10 }, (_, i) => hold(relay.ports.smtp, `127.4.0.${i + 1}`)),
+      Array.from({ length: 10 }, (_, i) => hold(suite.relay.ports.smtp, `127.4.0.${i + 1}`)),
     );
-    sockets.push(...busy.map((h) => h.socket));
+    suite.sockets.push(...busy.map((h) => h.socket));
     const timers = busy.map((h) => setInterval(() => h.socket.write('NOOP\r\n'), 300));
     try {
       await waitFor(async () => (await stress()) === 1, { what: 'stress mode' });
-      assert.ok(relay.logs.some((l) => l.event === 'smtp.stress.on'));
+      assert.ok(suite.relay.logs.some((l) => l.event === 'smtp.stress.on'));
       // idle clients now get the 2 s stress deadline, not the normal 5 minutes
       const idle = await Promise.all(
-        Array.from({ length: 5 }, (_, i) => hold(relay.ports.smtp, `127.4.1.${i + 1}`)),
+        Array.from({ length: 5 }, (_, i) => hold(suite.relay.ports.smtp, `127.4.1.${i + 1}`)),
       );
-      sockets.push(...idle.map((h) => h.socket));
+      suite.sockets.push(...idle.map((h) => h.socket));
       for (const h of idle) assert.match(h.greeting, /^220 /);
       const ends = await Promise.all(idle.map((h) => untilClosed(h.socket)));
       // whichever of the two stress timeouts (command deadline, idle timer; both 2 s) fires first
@@ -391,6 +387,8 @@ describe('stress mode', () => {
     }
     for (const h of busy) h.socket.destroy();
     await waitFor(async () => (await stress()) === 0, { what: 'stress mode to end' });
-    await waitFor(() => relay.logs.some((l) => l.event === 'smtp.stress.off'), { what: 'smtp.stress.off' });
+    await waitFor(() => suite.relay.logs.some((l) => l.event === 'smtp.stress.off'), {
+      what: 'smtp.stress.off',
+    });
   });
 });

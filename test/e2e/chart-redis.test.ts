@@ -26,13 +26,20 @@ import YAML from 'yaml';
 import type { ApiServer } from '@cartero/k8s-testbed/apiserver/server.js';
 import type { Kubelet } from '@cartero/k8s-testbed/kubelet/kubelet.js';
 import { startTestCluster, type Kubectl, type TestCluster } from '@cartero/k8s-testbed/harness.js';
-import { CHART, CHART_IMAGES, helmFor, runCommand } from '../helpers/chart.js';
+import {
+  CHART,
+  CHART_IMAGES,
+  helmDeploy,
+  helmFor,
+  openCrd,
+  RELEASE,
+  RELEASE_NAMESPACE as NS,
+  runCommand,
+} from '../helpers/chart.js';
 import { waitFor } from '../helpers/poll.js';
 import { SmtpSession } from '../helpers/smtpsession.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 
-const NS = 'cartero-system';
-const RELEASE = 'cartero';
 const LIMIT = 6; // per minute, fleet-wide; each of the 2 pods' local share is 3
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -175,19 +182,7 @@ describe('chart: the optional Redis shares a fleet rate limit', { timeout: 180_0
     // the NetworkPolicy kind, which the test API server does not have built in (schema left open)
     await kubectl(
       ['apply', '-f', '-'],
-      `apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: networkpolicies.networking.k8s.io}
-spec:
-  group: networking.k8s.io
-  scope: Namespaced
-  names: {kind: NetworkPolicy, plural: networkpolicies, singular: networkpolicy, listKind: NetworkPolicyList}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
----
+      `${openCrd('networking.k8s.io', 'NetworkPolicy', 'networkpolicies')}---
 apiVersion: v1
 kind: Namespace
 metadata: {name: mail}
@@ -205,19 +200,7 @@ metadata: {name: mail}
         redis: { enabled: true, relayNamespaces: ['mail'], bindAddress: '$(POD_IP)' },
       }),
     );
-    const r = await helm(
-      'install',
-      RELEASE,
-      CHART,
-      '-n',
-      NS,
-      '--create-namespace',
-      '-f',
-      valuesFile,
-      '--wait',
-      '--timeout',
-      '60s',
-    );
+    const r = await helmDeploy(helm, 'install', { values: valuesFile });
     assert.equal(r.code, 0, `${r.out}\nkubelet errors: ${kubeletErrors.join('\n')}`);
     assert.match(
       r.out,
@@ -447,20 +430,7 @@ spec:
   it('helm upgrade keeps the password and the Redis pod', async () => {
     const before = (await kjson(['get', 'pods', '-n', NS, '-l', 'app.kubernetes.io/name=cartero-redis']))
       .items as Any[];
-    const r = await helm(
-      'upgrade',
-      RELEASE,
-      CHART,
-      '-n',
-      NS,
-      '-f',
-      valuesFile,
-      '--set',
-      'statusIntervalMs=600',
-      '--wait',
-      '--timeout',
-      '60s',
-    );
+    const r = await helmDeploy(helm, 'upgrade', { values: valuesFile, set: 'statusIntervalMs=600' });
     assert.equal(r.code, 0, r.out);
     const secret = await kjson(['get', 'secret', 'cartero-redis', '-n', NS]);
     assert.equal(b64(secret.data.password), password, 'the password survives the upgrade');

@@ -25,15 +25,23 @@ import YAML from 'yaml';
 import type { ApiServer, RequestRecord } from '@cartero/k8s-testbed/apiserver/server.js';
 import type { Kubelet } from '@cartero/k8s-testbed/kubelet/kubelet.js';
 import { startTestCluster, type Kubectl, type TestCluster } from '@cartero/k8s-testbed/harness.js';
-import { CHART, CHART_IMAGES, OPERATOR_IMAGE, RELAY_IMAGE, helmFor } from '../helpers/chart.js';
+import {
+  CHART,
+  CHART_IMAGES,
+  helmDeploy,
+  helmFor,
+  openCrd,
+  OPERATOR_IMAGE,
+  RELAY_IMAGE,
+  RELEASE,
+  RELEASE_NAMESPACE as NS,
+} from '../helpers/chart.js';
 import { waitFor } from '../helpers/poll.js';
 import { sendMail } from '../helpers/swaks.js';
 import { startTestMx, type TestMx } from '../helpers/testmx.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const NS = 'cartero-system';
-const RELEASE = 'cartero';
 const MX_ADDRESS = '127.0.4.95';
 
 type Obj = {
@@ -64,6 +72,9 @@ const kubeletErrors: string[] = [];
 let helmKubeconfig: string | undefined;
 let helm: ReturnType<typeof helmFor>;
 const kjson = async (args: string[]): Promise<Any> => JSON.parse(await kubectl([...args, '-o', 'json']));
+/** kubectl patch --type=merge of the example's SmtpRelay (mail/outbound). */
+const patchRelay = (patch: string) =>
+  kubectl(['patch', 'smr', 'outbound', '-n', 'mail', '--type=merge', '-p', patch]);
 
 /** `helm template` → parsed objects (hooks included). */
 async function template(...args: string[]): Promise<Obj[]> {
@@ -370,22 +381,9 @@ describe('chart: install, examples, upgrade, uninstall, namespace mode', { timeo
     );
     mx = await startTestMx({ address: MX_ADDRESS });
     // The Prometheus Operator's kinds, so the optional objects can be installed (schemas left open)
-    const crd = (kind: string, plural: string) => `apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: ${plural}.monitoring.coreos.com}
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {kind: ${kind}, plural: ${plural}, singular: ${kind.toLowerCase()}, listKind: ${kind}List}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
-`;
     await kubectl(
       ['apply', '-f', '-'],
-      `${crd('ServiceMonitor', 'servicemonitors')}---\n${crd('PrometheusRule', 'prometheusrules')}`,
+      `${openCrd('monitoring.coreos.com', 'ServiceMonitor', 'servicemonitors')}---\n${openCrd('monitoring.coreos.com', 'PrometheusRule', 'prometheusrules')}`,
     );
     // pods share the loopback network: bind the pod IP; quick probes and status reads keep the test short
     valuesFile = path.join(dir, 'values.yaml');
@@ -456,19 +454,7 @@ spec:
 
   it('helm install --wait runs the operator pods; one leads; NOTES say what to apply next', async () => {
     operatorRequestsFrom = api.requests.length;
-    const r = await helm(
-      'install',
-      RELEASE,
-      CHART,
-      '-n',
-      NS,
-      '--create-namespace',
-      '-f',
-      valuesFile,
-      '--wait',
-      '--timeout',
-      '60s',
-    );
+    const r = await helmDeploy(helm, 'install', { values: valuesFile });
     assert.equal(r.code, 0, r.out);
     assert.match(r.out, /STATUS: deployed/);
     assert.match(r.out, /kubectl apply -f examples\/kubernetes\//);
@@ -502,14 +488,7 @@ spec:
     // No Internet here: route the example's mail (MX, smarthost backup) to the test MX. The running
     // relays reload the new config from their ConfigMap, without a restart.
     const sts = await kjson(['get', 'sts', 'outbound', '-n', 'mail']);
-    await kubectl([
-      'patch',
-      'smr',
-      'outbound',
-      '-n',
-      'mail',
-      '--type=merge',
-      '-p',
+    await patchRelay(
       JSON.stringify({
         spec: {
           routing: {
@@ -518,7 +497,7 @@ spec:
           },
         },
       }),
-    ]);
+    );
     await fleetReady(30_000);
     assert.equal(
       (await kjson(['get', 'sts', 'outbound', '-n', 'mail'])).metadata.generation,
@@ -546,20 +525,10 @@ spec:
   it('helm upgrade with changed values rolls the operator; the fleet keeps working', async () => {
     const before = new Set((await operatorPods()).map((p) => p.metadata.name));
     const sts = await kjson(['get', 'sts', 'outbound', '-n', 'mail']);
-    const r = await helm(
-      'upgrade',
-      RELEASE,
-      CHART,
-      '-n',
-      NS,
-      '-f',
-      valuesFile,
-      '--set',
-      'logLevel=debug,resources.limits.memory=300Mi',
-      '--wait',
-      '--timeout',
-      '60s',
-    );
+    const r = await helmDeploy(helm, 'upgrade', {
+      values: valuesFile,
+      set: 'logLevel=debug,resources.limits.memory=300Mi',
+    });
     assert.equal(r.code, 0, r.out);
     assert.match(r.out, /REVISION: 2/);
     const pods = await waitFor(
@@ -607,14 +576,14 @@ spec:
       ).map((c) => c.name);
     assert.ok(!(await columns()).includes('Image'));
 
-    let r = await helm('upgrade', RELEASE, next, '-n', NS, '-f', valuesFile, '--wait', '--timeout', '60s');
+    let r = await helmDeploy(helm, 'upgrade', { values: valuesFile, chart: next });
     assert.equal(r.code, 0, r.out);
     assert.ok(!(await columns()).includes('Image'), 'Helm does not upgrade crds/');
 
     // the documented procedure (docs/chart.md): CRDs first, then the chart
     await kubectl(['apply', '--server-side', '--force-conflicts', '-f', path.join(next, 'crds')]);
     assert.ok((await columns()).includes('Image'), 'the new CRD is in place');
-    r = await helm('upgrade', RELEASE, next, '-n', NS, '-f', valuesFile, '--wait', '--timeout', '60s');
+    r = await helmDeploy(helm, 'upgrade', { values: valuesFile, chart: next });
     assert.equal(r.code, 0, r.out);
     assert.match(await kubectl(['get', 'smr', 'outbound', '-n', 'mail', '-o', 'wide']), /IMAGE/);
     assert.ok(ready(await relay()), 'the fleet is untouched');
@@ -622,16 +591,7 @@ spec:
 
   it('a fleet without a disruption budget: the operator deletes it', async () => {
     await kubectl(['get', 'pdb', 'outbound', '-n', 'mail']);
-    await kubectl([
-      'patch',
-      'smr',
-      'outbound',
-      '-n',
-      'mail',
-      '--type=merge',
-      '-p',
-      '{"spec":{"podDisruptionBudget":{"enabled":false}}}',
-    ]);
+    await patchRelay('{"spec":{"podDisruptionBudget":{"enabled":false}}}');
     await waitFor(
       async () => !(await kubectl(['get', 'pdb', '-n', 'mail', '-o', 'name'])).includes('outbound'),
       {
@@ -712,21 +672,12 @@ spec:
     );
     // the chart version whose CRDs are in the cluster (the CRD upgrade above): Helm 4 applies crds/
     // server-side on install, which an older chart's CRDs would conflict with (docs/chart.md)
-    const inst = await helm(
-      'install',
-      RELEASE,
-      path.join(dir, 'chart-next'),
-      '-n',
-      ns,
-      '--create-namespace',
-      '-f',
-      valuesFile,
-      '--set',
-      'watchNamespaces={mail}',
-      '--wait',
-      '--timeout',
-      '60s',
-    );
+    const inst = await helmDeploy(helm, 'install', {
+      values: valuesFile,
+      chart: path.join(dir, 'chart-next'),
+      namespace: ns,
+      set: 'watchNamespaces={mail}',
+    });
     assert.equal(inst.code, 0, inst.out);
     assert.match(inst.out, /It watches the namespace mail only/);
     const manifest = await helm('get', 'manifest', RELEASE, '-n', ns);

@@ -299,27 +299,18 @@ const durationCases: Case[] = [
   },
 ];
 
+/** A network field with a value that is no CIDR: the field named, the value quoted. */
+const badNetwork = (name: string, path: string, value: string): Case => ({
+  name,
+  text: mutate(path, [value]),
+  want: `/${path}/0: not a CIDR or IP address: "${value}"`,
+});
+
 const networkCases: Case[] = [
-  {
-    name: 'IPv4 prefix /33',
-    text: mutate('trustedNetworks', ['10.0.0.0/33']),
-    want: '/trustedNetworks/0: not a CIDR or IP address: "10.0.0.0/33"',
-  },
-  {
-    name: 'IPv6 prefix /129',
-    text: mutate('trustedNetworks', ['::1/129']),
-    want: '/trustedNetworks/0: not a CIDR or IP address: "::1/129"',
-  },
-  {
-    name: 'a banana network',
-    text: mutate('trustedNetworks', ['banana']),
-    want: '/trustedNetworks/0: not a CIDR or IP address: "banana"',
-  },
-  {
-    name: 'private targets /33',
-    text: mutate('dns/allowPrivateTargets', ['10.0.0.0/33']),
-    want: '/dns/allowPrivateTargets/0: not a CIDR or IP address: "10.0.0.0/33"',
-  },
+  badNetwork('IPv4 prefix /33', 'trustedNetworks', '10.0.0.0/33'),
+  badNetwork('IPv6 prefix /129', 'trustedNetworks', '::1/129'),
+  badNetwork('a banana network', 'trustedNetworks', 'banana'),
+  badNetwork('private targets /33', 'dns/allowPrivateTargets', '10.0.0.0/33'),
   {
     name: 'tenant network 300.1.1.1',
     text: BASE.replace('127.0.0.2/32', '300.1.1.1'),

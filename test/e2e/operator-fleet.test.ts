@@ -3,69 +3,22 @@
  * Degraded until it appears, IpPool addresses allocated to pods and used for their mail, an exhausted
  * pool, and tenant pauses and suppressions copied from one relay to the others.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { KubeConfig } from '@kubernetes/client-node';
-import { pino } from 'pino';
-import { Operator } from '../../operator/src/controller.js';
-import type { ApiServer } from '@cartero/k8s-testbed/apiserver/server.js';
-import { startTestCluster, type Kubectl, type TestCluster } from '@cartero/k8s-testbed/harness.js';
+import type { IpPool } from '../../operator/src/api/types.js';
+import { cond, credentialsSecret, operatorE2e } from '../helpers/operator-e2e.js';
 import { waitFor } from '../helpers/poll.js';
-import { RELAY_MAIN } from '../helpers/relay.js';
 import { sendMail } from '../helpers/swaks.js';
-import { startTestMx, type TestMx } from '../helpers/testmx.js';
-import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const IMAGE = 'cartero/relay:test';
 const MX_ADDRESS = '127.0.4.91';
 // egress addresses that stand in for public ones (DESIGN §5: 127.0.3.0/24)
 const EGRESS = ['127.0.3.111', '127.0.3.112'];
 
-let dir: string;
-let cluster: TestCluster;
-let api: ApiServer;
-let kubectl: Kubectl;
-let mx: TestMx;
-let operator: Operator;
+const e2e = operatorE2e({ name: 'operator-fleet-e2e', namespace: 'team', mxAddress: MX_ADDRESS });
+const { kubectl, apply, getJson, getRelay, podIp, admin } = e2e;
 
-const apply = (yaml: string) => kubectl(['apply', '-f', '-'], yaml);
-const getJson = async <T>(...args: string[]): Promise<T | undefined> => {
-  const out = await kubectl(['get', ...args, '-n', 'team', '-o', 'json', '--ignore-not-found']);
-  return out.trim() ? (JSON.parse(out) as T) : undefined;
-};
-
-interface Cond {
-  type: string;
-  status: string;
-  reason: string;
-  message: string;
-}
-interface Obj {
-  status?: {
-    conditions?: Cond[];
-    allocations?: { ip: string; pod: string }[];
-    tenants?: { name: string; state: string; reason?: string }[];
-  };
-}
-const cond = (o: Obj | undefined, type: string) => o?.status?.conditions?.find((c) => c.type === type);
-
-const relayYaml = (o: { tenants: string; replicas?: number }) => `
-apiVersion: cartero.io/v1alpha1
-kind: SmtpRelay
-metadata: {name: fleet, namespace: team}
-spec:
-  replicas: ${o.replicas ?? 2}
-  image: ${IMAGE}
-  terminationGracePeriodSeconds: 15
-  tenants:
-${o.tenants}
-  routing:
-    domains:
-      - {domain: example.test, host: ${MX_ADDRESS}, port: ${mx.port}, tls: none}
-`;
+const relayYaml = (o: { tenants: string; replicas?: number }) =>
+  e2e.relayManifest({ replicas: o.replicas ?? 2, tenants: o.tenants });
 const poolYaml = (ips: string[]) => `
 apiVersion: cartero.io/v1alpha1
 kind: IpPool
@@ -74,74 +27,11 @@ spec:
   addresses:
 ${ips.map((ip, i) => `    - {ip: ${ip}, ehlo: o${i + 1}.bulk.example.com}`).join('\n')}
 `;
-const SECRET = `
-apiVersion: v1
-kind: Secret
-metadata: {name: news-smtp, namespace: team}
-type: kubernetes.io/basic-auth
-stringData: {username: news, password: pw-news}
-`;
-
-async function podIp(name: string): Promise<string> {
-  return waitFor(
-    async () =>
-      (
-        await kubectl([
-          'get',
-          'pod',
-          name,
-          '-n',
-          'team',
-          '-o',
-          'jsonpath={.status.podIP}',
-          '--ignore-not-found',
-        ])
-      ).trim() || undefined,
-    { what: `pod ${name} to have an IP`, timeoutMs: 30_000, intervalMs: 200 },
-  );
-}
-
-async function adminToken(): Promise<string> {
-  const s = await getJson<{ data: Record<string, string> }>('secret', 'fleet-secrets');
-  return Buffer.from(s!.data['admin.token'], 'base64').toString();
-}
-
-async function admin<T>(pod: string, method: string, p: string, body?: unknown): Promise<T> {
-  const res = await fetch(`http://${await podIp(pod)}:9025${p}`, {
-    method,
-    headers: { authorization: `Bearer ${await adminToken()}`, 'content-type': 'application/json' },
-    ...(body ? { body: JSON.stringify(body) } : {}),
-  });
-  assert.ok(res.ok, `${method} ${p} on ${pod}: ${res.status} ${await res.clone().text()}`);
-  return (await res.json()) as T;
-}
-
-before(async () => {
-  dir = await makeTmpDir('operator-fleet-e2e');
-  cluster = await startTestCluster({
-    dir,
-    kubelet: { images: { [IMAGE]: { command: process.execPath, args: [RELAY_MAIN] } } },
-  });
-  ({ api, kubectl } = cluster);
-  mx = await startTestMx({ address: MX_ADDRESS });
-  await kubectl(['apply', '-f', path.join(ROOT, 'crds')]);
-  await apply('apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n');
-  const kc = new KubeConfig();
-  kc.loadFromFile(api.kubeconfig);
-  operator = new Operator({
-    kc,
-    log: pino({ level: process.env.OPERATOR_LOG ?? 'silent' }),
-    defaultImage: IMAGE,
-    statusIntervalMs: 500,
-  });
-  await operator.start();
-});
-
-after(async () => {
-  await operator?.stop();
-  await cluster?.stop();
-  await mx?.close();
-  await removeTmpDir(dir);
+const SECRET = credentialsSecret({
+  name: 'news-smtp',
+  namespace: 'team',
+  username: 'news',
+  password: 'pw-news',
 });
 
 describe('operator fleet features', { timeout: 240_000 }, () => {
@@ -204,18 +94,18 @@ describe('operator fleet features', { timeout: 240_000 }, () => {
     await apply(relayYaml({ tenants: '    - {name: news, credentialsSecret: news-smtp, ipPool: bulk}' }));
     const degraded = await waitFor(
       async () => {
-        const d = cond(await getJson<Obj>('smr', 'fleet'), 'Degraded');
+        const d = cond(await getRelay(), 'Degraded');
         return d?.status === 'True' && d.reason === 'SecretMissing' ? d : undefined;
       },
       { timeoutMs: 30_000, intervalMs: 250, what: 'Degraded=True SecretMissing' },
     );
-    assert.match(degraded.message, /tenant news: Secret news-smtp .* not found/);
+    assert.match(degraded.message ?? '', /tenant news: Secret news-smtp .* not found/);
     const events = await kubectl(['get', 'events', '-n', 'team', '-o', 'jsonpath={.items[*].reason}']);
     assert.match(events, /SecretMissing/);
     await apply(SECRET);
     await waitFor(
       async () => {
-        const r = await getJson<Obj>('smr', 'fleet');
+        const r = await getRelay();
         return cond(r, 'Degraded')?.status === 'False' && cond(r, 'Ready')?.status === 'True';
       },
       { timeoutMs: 60_000, intervalMs: 250, what: 'Ready, not Degraded' },
@@ -223,7 +113,7 @@ describe('operator fleet features', { timeout: 240_000 }, () => {
   });
 
   it('each pod sends from the IpPool address allocated to it', async () => {
-    const pool = await getJson<Obj>('ipp', 'bulk');
+    const pool = await getJson<IpPool>('ipp', 'bulk');
     const allocated: Record<string, string> = Object.fromEntries(
       (pool!.status!.allocations ?? []).map((a) => [a.pod, a.ip]),
     );
@@ -238,7 +128,7 @@ describe('operator fleet features', { timeout: 240_000 }, () => {
         to: [to],
         auth: { user: 'news', pass: 'pw-news' },
       });
-      const [m] = await waitFor(() => (mx.byRecipient(to).length ? mx.byRecipient(to) : undefined), {
+      const [m] = await waitFor(() => (e2e.mx.byRecipient(to).length ? e2e.mx.byRecipient(to) : undefined), {
         timeoutMs: 30_000,
         what: to,
       });
@@ -253,28 +143,28 @@ describe('operator fleet features', { timeout: 240_000 }, () => {
     );
     const exhausted = await waitFor(
       async () => {
-        const c = cond(await getJson<Obj>('ipp', 'bulk'), 'Degraded');
+        const c = cond(await getJson<IpPool>('ipp', 'bulk'), 'Degraded');
         return c?.reason === 'PoolExhausted' ? c : undefined;
       },
       { timeoutMs: 30_000, intervalMs: 250, what: 'PoolExhausted' },
     );
-    assert.match(exhausted.message, /no free address for fleet-2/);
+    assert.match(exhausted.message ?? '', /no free address for fleet-2/);
     const held = await waitFor(
       async () => {
-        const c = cond(await getJson<Obj>('smr', 'fleet'), 'Ready');
+        const c = cond(await getRelay(), 'Ready');
         return c?.reason === 'WaitingForAddresses' ? c : undefined;
       },
       { timeoutMs: 30_000, intervalMs: 250, what: 'Ready=False WaitingForAddresses' },
     );
-    assert.match(held.message, /waiting for IpPool bulk to allocate an address to fleet-2/);
+    assert.match(held.message ?? '', /waiting for IpPool bulk to allocate an address to fleet-2/);
     const pods = await kubectl(['get', 'pods', '-n', 'team', '-o', 'name']);
     assert.doesNotMatch(pods, /fleet-2/, 'no pod starts without its address');
     await apply(poolYaml([...EGRESS, '127.0.3.113']));
     await waitFor(
       async () => {
-        const r = await getJson<Obj>('smr', 'fleet');
+        const r = await getRelay();
         return (
-          cond(await getJson<Obj>('ipp', 'bulk'), 'Degraded')?.status === 'False' &&
+          cond(await getJson<IpPool>('ipp', 'bulk'), 'Degraded')?.status === 'False' &&
           cond(r, 'Ready')?.status === 'True'
         );
       },
@@ -296,9 +186,7 @@ describe('operator fleet features', { timeout: 240_000 }, () => {
       assert.match(t.reason ?? '', /paused on fleet-0: complaint spike/);
     }
     await waitFor(
-      async () =>
-        (await getJson<Obj>('smr', 'fleet'))?.status?.tenants?.find((t) => t.name === 'news')?.state ===
-        'Paused',
+      async () => (await getRelay())?.status?.tenants?.find((t) => t.name === 'news')?.state === 'Paused',
       { timeoutMs: 30_000, intervalMs: 250, what: 'status shows the tenant Paused' },
     );
     await admin('fleet-0', 'POST', '/tenants/news/resume', {});

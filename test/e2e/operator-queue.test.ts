@@ -12,109 +12,32 @@
  * Needs the relay's bulk queue endpoints (GET /queue/suspensions, POST /queue/suspend, /queue/resume,
  * /queue/purge), which the delivery engine work adds.
  */
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { KubeConfig } from '@kubernetes/client-node';
-import { pino } from 'pino';
-import { Operator } from '../../operator/src/controller.js';
-import type { ApiServer } from '@cartero/k8s-testbed/apiserver/server.js';
-import { startTestCluster, type Kubectl, type TestCluster } from '@cartero/k8s-testbed/harness.js';
+import type { QueueSummary, SuspensionsResponse } from '../../relay/src/contract/admin-api.js';
+import { cond, credentialsSecret, operatorE2e } from '../helpers/operator-e2e.js';
 import { waitFor } from '../helpers/poll.js';
-import { RELAY_MAIN } from '../helpers/relay.js';
 import { sendMail } from '../helpers/swaks.js';
-import { startTestMx, type TestMx } from '../helpers/testmx.js';
-import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const IMAGE = 'cartero/relay:test';
 const MX_ADDRESS = '127.0.4.93';
 const NS = 'bulk';
 
-let dir: string;
-let cluster: TestCluster;
-let api: ApiServer;
-let kubectl: Kubectl;
-let mx: TestMx;
-let operator: Operator;
-let kc: KubeConfig;
-
-const apply = (yaml: string) => kubectl(['apply', '-f', '-'], yaml);
+const e2e = operatorE2e({ name: 'operator-queue-e2e', namespace: NS, mxAddress: MX_ADDRESS });
+const { kubectl, apply, podIp, admin } = e2e;
 const patchSpec = (patch: unknown) =>
   kubectl(['patch', 'smr', 'fleet', '-n', NS, '--type', 'merge', '-p', JSON.stringify(patch)]);
 const annotatePurge = (value: string) =>
   kubectl(['annotate', 'smr', 'fleet', '-n', NS, '--overwrite', `cartero.io/purge=${value}`]);
 
-interface Suspended {
-  tenant?: string;
-  domain?: string;
-  reason?: string;
-  source: 'Spec' | 'Admin';
-  pods: number;
-  held?: number;
-}
-interface PodPurge {
-  name: string;
-  done: boolean;
-  purged?: number;
-  dsn?: number;
-  busy?: number;
-}
-interface Relay {
-  metadata: { generation: number; annotations?: Record<string, string> };
-  spec: { queue?: { suspend?: { tenant?: string; domain?: string; reason?: string }[] } };
-  status?: {
-    observedGeneration?: number;
-    readyReplicas?: number;
-    conditions?: { type: string; status: string; reason: string; message: string }[];
-    queue?: { suspended?: Suspended[] };
-    purge?: { id: string; pods?: PodPurge[] };
-    lastPurge?: { id: string; tenant?: string; pods: number; purged: number; dsn: number; busy: number };
-  };
-}
-interface RelaySuspension {
-  tenant?: string;
-  domain?: string;
-  reason: string;
-  source: 'admin' | 'fleet';
-  since: string;
-}
-
-async function getRelay(): Promise<Relay> {
-  return JSON.parse(await kubectl(['get', 'smr', 'fleet', '-n', NS, '-o', 'json'])) as Relay;
-}
-const cond = (r: Relay, type: string) => r.status?.conditions?.find((c) => c.type === type);
-
-async function podIp(name: string): Promise<string> {
-  return waitFor(
-    async () =>
-      (
-        await kubectl(['get', 'pod', name, '-n', NS, '-o', 'jsonpath={.status.podIP}', '--ignore-not-found'])
-      ).trim() || undefined,
-    { what: `pod ${name} to have an IP`, timeoutMs: 30_000, intervalMs: 200 },
-  );
-}
-
-async function admin<T>(pod: string, method: string, p: string, body?: unknown): Promise<T> {
-  const s = JSON.parse(await kubectl(['get', 'secret', 'fleet-secrets', '-n', NS, '-o', 'json'])) as {
-    data: Record<string, string>;
-  };
-  const token = Buffer.from(s.data['admin.token'], 'base64').toString();
-  const res = await fetch(`http://${await podIp(pod)}:9025${p}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    ...(body ? { body: JSON.stringify(body) } : {}),
-  });
-  assert.ok(res.ok, `${method} ${p} on ${pod}: ${res.status} ${await res.clone().text()}`);
-  return (await res.json()) as T;
+async function getRelay() {
+  const r = await e2e.getRelay();
+  assert.ok(r, 'the SmtpRelay fleet');
+  return r;
 }
 const suspensions = async (pod: string) =>
-  (await admin<{ suspensions: RelaySuspension[] }>(pod, 'GET', '/queue/suspensions')).suspensions;
+  (await admin<SuspensionsResponse>(pod, 'GET', '/queue/suspensions')).suspensions;
 const queued = async (pod: string, tenant: string) =>
-  (await admin<{ depth: number; byTenant: Record<string, number> }>(pod, 'GET', '/queue?limit=1')).byTenant[
-    tenant
-  ] ?? 0;
+  (await admin<QueueSummary>(pod, 'GET', '/queue?limit=1')).byTenant[tenant] ?? 0;
 
 async function events(reason: string): Promise<string[]> {
   const out = JSON.parse(await kubectl(['get', 'events', '-n', NS, '-o', 'json'])) as {
@@ -148,69 +71,23 @@ async function reconciled(pods: number): Promise<void> {
   );
 }
 
-function startOperator(): Promise<void> {
-  operator = new Operator({
-    kc,
-    log: pino({ level: process.env.OPERATOR_LOG ?? 'silent' }),
-    defaultImage: IMAGE,
-    statusIntervalMs: 500,
-  });
-  return operator.start();
-}
-
-before(async () => {
-  dir = await makeTmpDir('operator-queue-e2e');
-  cluster = await startTestCluster({
-    dir,
-    kubelet: { images: { [IMAGE]: { command: process.execPath, args: [RELAY_MAIN] } } },
-  });
-  ({ api, kubectl } = cluster);
-  mx = await startTestMx({ address: MX_ADDRESS });
-  await kubectl(['apply', '-f', path.join(ROOT, 'crds')]);
-  await apply(`apiVersion: v1\nkind: Namespace\nmetadata: {name: ${NS}}\n`);
-  kc = new KubeConfig();
-  kc.loadFromFile(api.kubeconfig);
-  await startOperator();
-  await apply(`
-apiVersion: v1
-kind: Secret
-metadata: {name: news-smtp, namespace: ${NS}}
-type: kubernetes.io/basic-auth
-stringData: {username: news, password: pw-news}
----
-apiVersion: cartero.io/v1alpha1
-kind: SmtpRelay
-metadata: {name: fleet, namespace: ${NS}}
-spec:
-  replicas: 2
-  image: ${IMAGE}
-  terminationGracePeriodSeconds: 15
-  tenants:
-    - {name: news, credentialsSecret: news-smtp}
-    - {name: billing, trustedNetworks: [127.0.0.0/8]}
-  routing:
-    domains:
-      - {domain: example.test, host: ${MX_ADDRESS}, port: ${mx.port}, tls: none}
-  queue:
-    retry: {initial: 1s, max: 2s}
-`);
-  await waitFor(
-    async () => {
-      const r = await getRelay();
-      return r.status?.observedGeneration === r.metadata.generation && cond(r, 'Ready')?.status === 'True';
-    },
-    { timeoutMs: 60_000, intervalMs: 250, what: 'a Ready fleet' },
-  );
-});
-
-after(async () => {
-  await operator?.stop();
-  await cluster?.stop();
-  await mx?.close();
-  await removeTmpDir(dir);
-});
-
 describe('fleet-wide queue operations', { timeout: 300_000 }, () => {
+  // (a suite hook: the root hooks of operatorE2e, which start the cluster, have all run by then)
+  before(async () => {
+    await apply(
+      [
+        credentialsSecret({ name: 'news-smtp', namespace: NS, username: 'news', password: 'pw-news' }),
+        e2e.relayManifest({
+          replicas: 2,
+          tenants:
+            '    - {name: news, credentialsSecret: news-smtp}\n    - {name: billing, trustedNetworks: [127.0.0.0/8]}',
+          extra: '  queue:\n    retry: {initial: 1s, max: 2s}\n',
+        }),
+      ].join('---'),
+    );
+    await e2e.waitForCurrentConfig('a Ready fleet');
+  });
+
   it('the schema refuses a suspension of an unknown tenant, one naming nothing, and a duplicate', async () => {
     await assert.rejects(
       patchSpec({ spec: { queue: { suspend: [{ tenant: 'nobody' }] } } }),
@@ -249,11 +126,11 @@ describe('fleet-wide queue operations', { timeout: 300_000 }, () => {
     // billing is not suspended: its mail still leaves
     const free = `free-${Date.now()}@example.test`;
     await sendMail(2525, { host: await podIp('fleet-1'), from: 'x@billing.example', to: [free] });
-    await waitFor(() => mx.byRecipient(free).length > 0, {
+    await waitFor(() => e2e.mx.byRecipient(free).length > 0, {
       timeoutMs: 30_000,
       what: 'billing mail delivered',
     });
-    for (const to of held) assert.equal(mx.byRecipient(to).length, 0, `${to} was held`);
+    for (const to of held) assert.equal(e2e.mx.byRecipient(to).length, 0, `${to} was held`);
 
     const status = await waitFor(
       async () => {
@@ -282,7 +159,7 @@ describe('fleet-wide queue operations', { timeout: 300_000 }, () => {
         what: `news resumed on ${pod}`,
       });
     for (const to of held)
-      await waitFor(() => mx.byRecipient(to).length > 0, { timeoutMs: 30_000, what: `${to} delivered` });
+      await waitFor(() => e2e.mx.byRecipient(to).length > 0, { timeoutMs: 30_000, what: `${to} delivered` });
     assert.ok(
       (await suspensions('fleet-0')).some((x) => x.source === 'admin' && x.domain === 'hand.example'),
     );
@@ -326,7 +203,7 @@ describe('fleet-wide queue operations', { timeout: 300_000 }, () => {
       },
       { timeoutMs: 30_000, intervalMs: 250, what: 'Degraded InvalidPurge' },
     );
-    assert.match(degraded.message, /annotation cartero\.io\/purge ignored: not JSON/);
+    assert.match(degraded.message ?? '', /annotation cartero\.io\/purge ignored: not JSON/);
     assert.ok((await events('InvalidPurge')).length > 0, 'a Warning event');
     await reconciled(2);
     assert.equal((await queued('fleet-0', 'news')) + (await queued('fleet-1', 'news')), 3, 'nothing purged');
@@ -372,8 +249,8 @@ describe('fleet-wide queue operations', { timeout: 300_000 }, () => {
       what: 'kept queued',
     });
     await reconciled(2);
-    await operator.stop();
-    await startOperator();
+    await e2e.operator.stop();
+    await e2e.startOperator();
     await reconciled(2);
     assert.equal(await queued('fleet-1', 'news'), 1, 'the purge did not run again');
 
@@ -419,6 +296,7 @@ describe('fleet-wide queue operations', { timeout: 300_000 }, () => {
         intervalMs: 200,
         what: `resumed on ${pod}`,
       });
-    for (const to of [...doomed, kept, late]) assert.equal(mx.byRecipient(to).length, 0, `${to} was purged`);
+    for (const to of [...doomed, kept, late])
+      assert.equal(e2e.mx.byRecipient(to).length, 0, `${to} was purged`);
   });
 });

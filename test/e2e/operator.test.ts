@@ -4,171 +4,49 @@
  * reaches the running relays without a restart, a fleet at rest costs no API writes, a scale-down
  * drains queued mail into the remaining pod without losing any, and deletion waits for the queues.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { KubeConfig } from '@kubernetes/client-node';
-import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { Operator } from '../../operator/src/controller.js';
-import type { ApiServer } from '@cartero/k8s-testbed/apiserver/server.js';
-import { startTestCluster, type Kubectl, type TestCluster } from '@cartero/k8s-testbed/harness.js';
+import type { DrainStatus, RateLimitsResponse } from '../../relay/src/contract/admin-api.js';
+import { openCrd } from '../helpers/chart.js';
+import { cond, credentialsSecret, operatorE2e } from '../helpers/operator-e2e.js';
 import { waitFor } from '../helpers/poll.js';
-import { RELAY_MAIN } from '../helpers/relay.js';
 import { unusedPort } from '../helpers/ports.js';
 import { sendMail } from '../helpers/swaks.js';
-import { startTestMx, type TestMx } from '../helpers/testmx.js';
-import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const IMAGE = 'cartero/relay:test';
 const MX_ADDRESS = '127.0.4.90';
 
-const SERVICE_MONITOR_CRD = `
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: servicemonitors.monitoring.coreos.com}
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          properties:
-            spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
-`;
-
-let dir: string;
-let cluster: TestCluster;
-let api: ApiServer;
-let kubectl: Kubectl;
-let mx: TestMx;
-let operator: Operator;
-let registry: Registry;
+const registry = new Registry();
+const e2e = operatorE2e({
+  name: 'operator-e2e',
+  namespace: 'mail',
+  mxAddress: MX_ADDRESS,
+  // the Prometheus Operator's CRD, reduced to what the API server needs: the operator adds ServiceMonitors
+  manifests: [openCrd('monitoring.coreos.com', 'ServiceMonitor', 'servicemonitors')],
+  metrics: registry,
+});
+const { kubectl, getRelay, podIp, waitForCurrentConfig } = e2e;
 /** When the first billing mail was sent: hour windows are fixed (UTC), a run may cross a boundary. */
 let firstBillingAt = 0;
 
-const relayYaml = (o: { replicas: number; tenants: string; mxPort?: number }) => `
-apiVersion: v1
-kind: Secret
-metadata: {name: billing-smtp, namespace: mail}
-type: kubernetes.io/basic-auth
-stringData: {username: billing, password: pw-billing}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: news-smtp, namespace: mail}
-type: kubernetes.io/basic-auth
-stringData: {username: news, password: pw-news}
----
-apiVersion: cartero.io/v1alpha1
-kind: SmtpRelay
-metadata: {name: fleet, namespace: mail}
-spec:
-  replicas: ${o.replicas}
-  image: ${IMAGE}
-  terminationGracePeriodSeconds: 15
-  tenants:
-${o.tenants}
-  routing:
-    domains:
-      - {domain: example.test, host: ${MX_ADDRESS}, port: ${o.mxPort ?? mx.port}, tls: none}
-  queue:
-    retry: {initial: 1s, max: 2s}
-`;
+const relayYaml = (o: { replicas: number; tenants: string; mxPort?: number }) =>
+  [
+    credentialsSecret({
+      name: 'billing-smtp',
+      namespace: 'mail',
+      username: 'billing',
+      password: 'pw-billing',
+    }),
+    credentialsSecret({ name: 'news-smtp', namespace: 'mail', username: 'news', password: 'pw-news' }),
+    e2e.relayManifest({ ...o, extra: '  queue:\n    retry: {initial: 1s, max: 2s}\n' }),
+  ].join('---');
 const BILLING = '    - {name: billing, credentialsSecret: billing-smtp, rateLimits: {perHour: 1000}}';
 const NEWS = '    - {name: news, credentialsSecret: news-smtp}';
-
-interface Relay {
-  metadata: { generation: number; finalizers?: string[] };
-  status?: {
-    readyText?: string;
-    observedGeneration?: number;
-    configHash?: string;
-    queueDepth?: number;
-    conditions?: { type: string; status: string; reason: string; message: string }[];
-    pods?: { name: string; configHash?: string; queueDepth?: number }[];
-  };
-}
-
-async function getRelay(): Promise<Relay | undefined> {
-  const out = await kubectl(['get', 'smr', 'fleet', '-n', 'mail', '-o', 'json', '--ignore-not-found']);
-  return out.trim() ? (JSON.parse(out) as Relay) : undefined;
-}
-const cond = (r: Relay | undefined, type: string) => r?.status?.conditions?.find((c) => c.type === type);
-
-async function podIp(name: string): Promise<string> {
-  return waitFor(
-    async () => {
-      const out = await kubectl([
-        'get',
-        'pod',
-        name,
-        '-n',
-        'mail',
-        '-o',
-        'jsonpath={.status.podIP}',
-        '--ignore-not-found',
-      ]);
-      return out.trim() || undefined;
-    },
-    { what: `pod ${name} to have an IP`, timeoutMs: 30_000, intervalMs: 200 },
-  );
-}
-
-async function waitForCurrentConfig(): Promise<void> {
-  await waitFor(
-    async () => {
-      const r = await getRelay();
-      return r?.status?.observedGeneration === r?.metadata.generation && cond(r, 'Ready')?.status === 'True';
-    },
-    { timeoutMs: 60_000, intervalMs: 250, what: 'the fleet to run the current config' },
-  );
-}
 
 async function reconcileCount(): Promise<number> {
   const m = await registry.getSingleMetric('controller_runtime_reconcile_total')?.get();
   return (m?.values ?? []).reduce((s, v) => s + v.value, 0);
 }
-
-before(async () => {
-  dir = await makeTmpDir('operator-e2e');
-  cluster = await startTestCluster({
-    dir,
-    kubelet: { images: { [IMAGE]: { command: process.execPath, args: [RELAY_MAIN] } } },
-  });
-  ({ api, kubectl } = cluster);
-  mx = await startTestMx({ address: MX_ADDRESS });
-  await kubectl(['apply', '-f', path.join(ROOT, 'crds')]);
-  // the Prometheus Operator's CRD, reduced to what the API server needs: the operator adds ServiceMonitors
-  await kubectl(['apply', '-f', '-'], SERVICE_MONITOR_CRD);
-  await kubectl(['apply', '-f', '-'], 'apiVersion: v1\nkind: Namespace\nmetadata: {name: mail}\n');
-  const kc = new KubeConfig();
-  kc.loadFromFile(api.kubeconfig);
-  registry = new Registry();
-  operator = new Operator({
-    kc,
-    log: pino({ level: process.env.OPERATOR_LOG ?? 'silent' }),
-    defaultImage: IMAGE,
-    metrics: registry,
-    statusIntervalMs: 500,
-  });
-  await operator.start();
-});
-
-after(async () => {
-  await operator?.stop();
-  await cluster?.stop();
-  await mx?.close();
-  if (process.env.KEEP_TMP) console.log(`kept ${dir}`);
-  else await removeTmpDir(dir);
-});
 
 describe('operator end to end', { timeout: 240_000 }, () => {
   it('kubectl apply of an SmtpRelay gives a Ready fleet that delivers mail', async () => {
@@ -186,8 +64,8 @@ describe('operator end to end', { timeout: 240_000 }, () => {
         auth: { user: 'billing', pass: 'pw-billing' },
       });
     }
-    await mx.waitForMessages(2, 30_000);
-    assert.equal(mx.byRecipient('ok-fleet-1@example.test').length, 1);
+    await e2e.mx.waitForMessages(2, 30_000);
+    assert.equal(e2e.mx.byRecipient('ok-fleet-1@example.test').length, 1);
     const sm = JSON.parse(await kubectl(['get', 'servicemonitor', 'fleet', '-n', 'mail', '-o', 'json']));
     assert.deepEqual(sm.spec.endpoints, [{ port: 'admin', path: '/metrics', interval: '30s' }]);
   });
@@ -201,7 +79,7 @@ describe('operator end to end', { timeout: 240_000 }, () => {
       },
       { timeoutMs: 30_000, what: 'a Ready fleet with empty queues' },
     );
-    const start = api.requests.length;
+    const start = e2e.api.requests.length;
     const statusBefore = JSON.stringify((await getRelay())?.status, null, 1);
     const before = await reconcileCount();
     // status is re-read from the relays every 500 ms: wait for several full reconciles
@@ -209,7 +87,7 @@ describe('operator end to end', { timeout: 240_000 }, () => {
       timeoutMs: 30_000,
       what: 'reconciles',
     });
-    const writes = api.requests
+    const writes = e2e.api.requests
       .slice(start)
       .filter((r) => ['create', 'update', 'patch', 'delete', 'deletecollection'].includes(r.verb))
       .map((r) => `${r.verb} ${r.resource}${r.subresource ? `/${r.subresource}` : ''} ${r.name ?? ''}`);
@@ -244,7 +122,7 @@ describe('operator end to end', { timeout: 240_000 }, () => {
       to: ['ok-news@example.test'],
       auth: { user: 'news', pass: 'pw-news' },
     });
-    await waitFor(() => mx.byRecipient('ok-news@example.test').length === 1, { timeoutMs: 30_000 });
+    await waitFor(() => e2e.mx.byRecipient('ok-news@example.test').length === 1, { timeoutMs: 30_000 });
   });
 
   it('a spec the relay would refuse is not applied: the Degraded message names the field, the pods keep the last good config', async () => {
@@ -273,7 +151,7 @@ describe('operator end to end', { timeout: 240_000 }, () => {
     // the cause comes first (the reason); the refused config follows in the message
     assert.equal(cond(r, 'Degraded')?.reason, 'SecretMissing');
     assert.match(
-      cond(r, 'Degraded')!.message,
+      cond(r, 'Degraded')?.message ?? '',
       /\/listeners\/1\/auth: auth: required needs at least one entry/,
     );
     assert.deepEqual(await objects(), before, 'the ConfigMap and the Secret are not replaced');
@@ -288,23 +166,8 @@ describe('operator end to end', { timeout: 240_000 }, () => {
 
   it('a pod that is still wanted but finished a drain is started over on a fresh volume', async () => {
     // e.g. a scale-down reverted half-way: fleet-1 drained (empty queue) but replicas say it stays
-    const token = Buffer.from(
-      JSON.parse(await kubectl(['get', 'secret', 'fleet-secrets', '-n', 'mail', '-o', 'json'])).data[
-        'admin.token'
-      ],
-      'base64',
-    ).toString();
-    const drainOf = async (ip: string) =>
-      (await fetch(`http://${ip}:9025/drain`, { headers: { authorization: `Bearer ${token}` } }).then((r) =>
-        r.json(),
-      )) as { draining: boolean };
     const uid = JSON.parse(await kubectl(['get', 'pod', 'fleet-1', '-n', 'mail', '-o', 'json'])).metadata.uid;
-    const res = await fetch(`http://${await podIp('fleet-1')}:9025/drain`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ peers: [] }),
-    });
-    assert.ok(res.ok, `POST /drain: ${res.status}`);
+    await e2e.admin('fleet-1', 'POST', '/drain', { peers: [] });
     await waitFor(
       async () => {
         const pod = JSON.parse(
@@ -316,7 +179,11 @@ describe('operator end to end', { timeout: 240_000 }, () => {
       { timeoutMs: 60_000, intervalMs: 250, what: 'fleet-1 recreated' },
     );
     await waitForCurrentConfig();
-    assert.equal((await drainOf(await podIp('fleet-1'))).draining, false, 'the new fleet-1 accepts mail');
+    assert.equal(
+      (await e2e.admin<DrainStatus>('fleet-1', 'GET', '/drain')).draining,
+      false,
+      'the new fleet-1 accepts mail',
+    );
     const events = await kubectl(['get', 'events', '-n', 'mail', '-o', 'jsonpath={.items[*].reason}']);
     assert.match(events, /RestartingDrainedPod/);
   });
@@ -353,25 +220,16 @@ describe('operator end to end', { timeout: 240_000 }, () => {
     const events = await kubectl(['get', 'events', '-n', 'mail', '-o', 'jsonpath={.items[*].reason}']);
     assert.match(events, /Draining/);
     // fleet-1 accepted 4 billing recipients this hour; the survivor counts them against the fleet's limit
-    const token = Buffer.from(
-      JSON.parse(await kubectl(['get', 'secret', 'fleet-secrets', '-n', 'mail', '-o', 'json'])).data[
-        'admin.token'
-      ],
-      'base64',
-    ).toString();
-    const limits = (await (
-      await fetch(`http://${await podIp('fleet-0')}:9025/ratelimits`, {
-        headers: { authorization: `Bearer ${token}` },
-      })
-    ).json()) as { tenants: Record<string, { unit: string; used: number; windowStart: number }[]> };
-    const hour = limits.tenants.billing.find((l) => l.unit === 'h') as { used: number; windowStart: number };
+    const limits = await e2e.admin<RateLimitsResponse>('fleet-0', 'GET', '/ratelimits');
+    const hour = limits.tenants.billing.find((l) => l.unit === 'h');
+    assert.ok(hour, 'an hourly limit of billing');
     // counted in the current hour window only: a run that crosses the hour keeps what came after it
     const want = (firstBillingAt >= hour.windowStart ? 2 : 0) + (drainSentAt >= hour.windowStart ? 3 : 0);
     assert.ok(
       hour.used >= want,
       `fleet-0 counts its own recipient and fleet-1's four in this hour (used ${hour.used}, want ${want})`,
     );
-    assert.equal(mx.messages.filter((m) => m.rcptTo.some((r) => r.startsWith('ok-drain'))).length, 0);
+    assert.equal(e2e.mx.messages.filter((m) => m.rcptTo.some((r) => r.startsWith('ok-drain'))).length, 0);
     // fleet-0 holds the handed-off mail (status shows it within a status interval)
     await waitFor(
       async () => ((await getRelay())?.status?.pods?.find((p) => p.name === 'fleet-0')?.queueDepth ?? 0) >= 3,
@@ -380,7 +238,7 @@ describe('operator end to end', { timeout: 240_000 }, () => {
     // the next hop is back: the surviving pod delivers what it was handed
     await kubectl(['apply', '-f', '-'], relayYaml({ replicas: 1, tenants }));
     for (const to of rcpts)
-      await waitFor(() => mx.byRecipient(to).length === 1, { timeoutMs: 30_000, what: to });
+      await waitFor(() => e2e.mx.byRecipient(to).length === 1, { timeoutMs: 30_000, what: to });
     await waitFor(async () => !/fleet-1/.test(await kubectl(['get', 'pvc', '-n', 'mail', '-o', 'name'])), {
       timeoutMs: 30_000,
       intervalMs: 250,

@@ -16,6 +16,7 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import YAML from 'yaml';
+import type { RateLimitUse } from '../../relay/src/contract/admin-api.js';
 import { startRelay, type LogLine, type RelayProc } from '../helpers/relay.js';
 import { startTestMx, type ReceivedMessage, type TestMx } from '../helpers/testmx.js';
 import { SmtpSession } from '../helpers/smtpsession.js';
@@ -28,11 +29,22 @@ const DOMAIN = 'reload.test';
 const RELOAD_TIMEOUT_MS = 5_000;
 const HOUR = 3_600_000;
 
-/** Per-tenant rate limit state as GET /tenants/<name> reports it. */
-interface RateUsage {
-  unit: string;
-  limit: number;
-  used: number;
+/**
+ * `fn` with a relay's sessions: `session()` opens one on its SMTP listener; after `fn`, every session
+ * opened is closed and the relay stopped.
+ */
+async function withSessions(relay: RelayProc, fn: (session: () => Promise<SmtpSession>) => Promise<void>) {
+  const open: SmtpSession[] = [];
+  try {
+    await fn(async () => {
+      const s = await SmtpSession.open(relay.ports.smtp);
+      open.push(s);
+      return s;
+    });
+  } finally {
+    for (const s of open) s.destroy();
+    await relay.cleanup();
+  }
 }
 
 function message(rcpt: string): string {
@@ -270,7 +282,7 @@ describe('hot reload of a running relay', () => {
             `session ${n}: nothing accepted after its first 451`,
           );
         }
-        const acme = await admin<{ rateLimits: RateUsage[] }>(relay, '/tenants/acme');
+        const acme = await admin<{ rateLimits: RateLimitUse[] }>(relay, '/tenants/acme');
         assert.deepEqual(
           acme.rateLimits.map((r) => ({ unit: r.unit, limit: r.limit, used: r.used })),
           [{ unit: 'h', limit: LIMIT, used: LIMIT }],
@@ -383,7 +395,7 @@ describe('hot reload of a running relay', () => {
       await sendOk(s, `ok+inv-5@${DOMAIN}`);
       const m5 = await deliveredTo(mx, `ok+inv-5@${DOMAIN}`);
       assert.equal(`${m5.remoteAddress} ${m5.helo}`, '127.0.3.23 pool-d.egress.reload.test');
-      const acme = await admin<{ rateLimits: RateUsage[] }>(relay, '/tenants/acme');
+      const acme = await admin<{ rateLimits: RateLimitUse[] }>(relay, '/tenants/acme');
       assert.deepEqual(
         acme.rateLimits.map((r) => [r.unit, r.limit]),
         [['h', 1000]],
@@ -407,13 +419,7 @@ describe('hot reload of a running relay', () => {
       },
       secrets: { 'acme-app.pass': 'old-secret\n' },
     });
-    const open: SmtpSession[] = [];
-    const session = async () => {
-      const s = await SmtpSession.open(relay.ports.smtp);
-      open.push(s);
-      return s;
-    };
-    try {
+    await withSessions(relay, async (session) => {
       const hash0 = await configHash(relay);
       const early = await session();
       assert.equal(await auth(early, 'acme-app', 'old-secret'), 235, 'the old password works at first');
@@ -442,10 +448,7 @@ describe('hot reload of a running relay', () => {
       assert.equal(early.closed, false);
       await sendOk(early, `ok+secret-early@${DOMAIN}`);
       await deliveredTo(mx, `ok+secret-early@${DOMAIN}`);
-    } finally {
-      for (const s of open) s.destroy();
-      await relay.cleanup();
-    }
+    });
   });
 
   test('accounts and a larger message size added by a reload are offered to new connections', async () => {
@@ -455,13 +458,7 @@ describe('hot reload of a running relay', () => {
         limits: { maxMessageSize: 4096 },
       },
     });
-    const open: SmtpSession[] = [];
-    const session = async () => {
-      const s = await SmtpSession.open(relay.ports.smtp);
-      open.push(s);
-      return s;
-    };
-    try {
+    await withSessions(relay, async (session) => {
       const early = await session();
       assert.doesNotMatch(early.ehloReply!.text, /AUTH/, 'no accounts: AUTH not offered');
       assert.match(early.ehloReply!.text, /^250[ -]SIZE 4096$/m);
@@ -491,10 +488,7 @@ describe('hot reload of a running relay', () => {
       assert.equal(r.data?.code, 250, `8 KB under the new 1 MB limit: ${r.data?.text}`);
       await deliveredTo(mx, `ok+size-fresh@${DOMAIN}`);
       assert.equal((await early.command('NOOP'))[0].code, 250, 'the early session still works');
-    } finally {
-      for (const s of open) s.destroy();
-      await relay.cleanup();
-    }
+    });
   });
 
   test("a listener's client limits apply at the reload, without a restart", async () => {

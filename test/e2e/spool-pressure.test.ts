@@ -7,7 +7,7 @@
  * - a 100 MB message against a 10 MiB limit;
  * - kill -9 in the middle of DATA.
  */
-import { describe, test } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
@@ -101,6 +101,34 @@ function config(mx: TestMx, maxMessageSize: number): Record<string, unknown> {
 }
 
 /**
+ * A relay (largest message `maxMessageSize`) on a fresh tmpfs spool of `size`, its smarthost a test MX
+ * that answers 421 until the test sets it to normal, and the SMTP sessions the test opens; all stopped and
+ * unmounted after `fn`. Skips the test when no tmpfs can be mounted.
+ */
+async function onTmpfsSpool(
+  t: TestContext,
+  o: { prefix: string; size: string; maxMessageSize: number },
+  fn: (r: { mx: TestMx; relay: RelayProc; spool: string; sessions: SmtpSession[] }) => Promise<void>,
+): Promise<void> {
+  const disk = await tmpfsSpool(o.prefix, o.size);
+  if (typeof disk === 'string') return t.skip(`cannot mount a tmpfs (${disk})`);
+  const { root, spool } = disk;
+  const mx = await startTestMx();
+  mx.setMode('down-421');
+  let relay: RelayProc | undefined;
+  const sessions: SmtpSession[] = [];
+  try {
+    relay = await startRelay({ config: config(mx, o.maxMessageSize), dir: root });
+    await fn({ mx, relay, spool, sessions });
+  } finally {
+    for (const s of sessions) s.destroy();
+    await relay?.stop();
+    await mx.close();
+    await dropTmpfsSpool(root, spool);
+  }
+}
+
+/**
  * Waits until every acknowledged message arrived byte-exact, and checks nothing else did. `sent` maps tag to
  * the bytes sent.
  */
@@ -122,147 +150,129 @@ async function expectExactly(mx: TestMx, relay: RelayProc, sent: Map<string, Buf
 
 describe('spool under pressure', () => {
   test('16 clients × 8 MiB at once, room for 10: only what fits is acknowledged, all byte-exact, memory flat', async (t) => {
-    const disk = await tmpfsSpool('cartero-16x8-', '84m');
-    if (typeof disk === 'string') return t.skip(`cannot mount a tmpfs (${disk})`);
-    const { root, spool } = disk;
-    const mx = await startTestMx();
-    mx.setMode('down-421');
-    let relay: RelayProc | undefined;
-    const sessions: SmtpSession[] = [];
-    try {
-      relay = await startRelay({ config: config(mx, 9 * MiB), dir: root });
-      const before = await peakRss(relay.pid);
-      const msgs = Array.from({ length: 16 }, (_, i) => bigMessage(`big${i}`, 8 * MiB));
-      for (let i = 0; i < 16; i++) sessions.push(await SmtpSession.open(relay.ports.smtp));
-      // half declare SIZE (they reserve what they declare), half do not (they reserve the 9 MiB limit)
-      const outcomes = await Promise.all(
-        sessions.map(async (s, i) => {
-          const size = i % 2 === 0 ? ` SIZE=${msgs[i].length}` : '';
-          const [mail, rcpt, data] = await s.command(
-            `MAIL FROM:<app@sender.test>${size}`,
-            `RCPT TO:<big${i}@dest.test>`,
-            'DATA',
-          );
-          if (data.code !== 354) return { i, code: mail.code, text: mail.text };
-          assert.equal(rcpt.code, 250);
-          const end = await s.sendData(msgs[i]);
-          return { i, code: end.code, text: end.text };
-        }),
-      );
-      const accepted = outcomes.filter((o) => o.code === 250);
-      const refused = outcomes.filter((o) => o.code !== 250);
-      t.diagnostic(
-        `accepted ${accepted.length}, refused ${refused.length}: ${refused.map((r) => r.text)[0] ?? ''}`,
-      );
-      assert.ok(accepted.length <= 10 && accepted.length >= 8, `between 8 and 10 fit (${accepted.length})`);
-      for (const r of refused)
-        assert.match(r.text, /^452 4\.3\.1 /, 'the others hear 452 4.3.1, never a 250');
-      const peak = (await peakRss(relay.pid)) - before;
-      t.diagnostic(`peak RSS growth with 16 × 8 MiB streaming: ${(peak / MiB).toFixed(1)} MiB`);
-      assert.ok(
-        peak < 96 * MiB,
-        `memory does not grow with message size × clients (${(peak / MiB).toFixed(1)} MiB)`,
-      );
-      assert.deepEqual(await readdir(path.join(spool, 'tmp')), [], 'no partial file left');
-      mx.setMode('normal');
-      await expectExactly(mx, relay, new Map(accepted.map((o) => [`big${o.i}`, msgs[o.i]])));
-    } finally {
-      for (const s of sessions) s.destroy();
-      await relay?.stop();
-      await mx.close();
-      await dropTmpfsSpool(root, spool);
-    }
+    await onTmpfsSpool(
+      t,
+      { prefix: 'cartero-16x8-', size: '84m', maxMessageSize: 9 * MiB },
+      async ({ mx, relay, spool, sessions }) => {
+        const before = await peakRss(relay.pid);
+        const msgs = Array.from({ length: 16 }, (_, i) => bigMessage(`big${i}`, 8 * MiB));
+        for (let i = 0; i < 16; i++) sessions.push(await SmtpSession.open(relay.ports.smtp));
+        // half declare SIZE (they reserve what they declare), half do not (they reserve the 9 MiB limit)
+        const outcomes = await Promise.all(
+          sessions.map(async (s, i) => {
+            const size = i % 2 === 0 ? ` SIZE=${msgs[i].length}` : '';
+            const [mail, rcpt, data] = await s.command(
+              `MAIL FROM:<app@sender.test>${size}`,
+              `RCPT TO:<big${i}@dest.test>`,
+              'DATA',
+            );
+            if (data.code !== 354) return { i, code: mail.code, text: mail.text };
+            assert.equal(rcpt.code, 250);
+            const end = await s.sendData(msgs[i]);
+            return { i, code: end.code, text: end.text };
+          }),
+        );
+        const accepted = outcomes.filter((o) => o.code === 250);
+        const refused = outcomes.filter((o) => o.code !== 250);
+        t.diagnostic(
+          `accepted ${accepted.length}, refused ${refused.length}: ${refused.map((r) => r.text)[0] ?? ''}`,
+        );
+        assert.ok(accepted.length <= 10 && accepted.length >= 8, `between 8 and 10 fit (${accepted.length})`);
+        for (const r of refused)
+          assert.match(r.text, /^452 4\.3\.1 /, 'the others hear 452 4.3.1, never a 250');
+        const peak = (await peakRss(relay.pid)) - before;
+        t.diagnostic(`peak RSS growth with 16 × 8 MiB streaming: ${(peak / MiB).toFixed(1)} MiB`);
+        assert.ok(
+          peak < 96 * MiB,
+          `memory does not grow with message size × clients (${(peak / MiB).toFixed(1)} MiB)`,
+        );
+        assert.deepEqual(await readdir(path.join(spool, 'tmp')), [], 'no partial file left');
+        mx.setMode('normal');
+        await expectExactly(mx, relay, new Map(accepted.map((o) => [`big${o.i}`, msgs[o.i]])));
+      },
+    );
   });
 
   test('a disk filled by another writer during DATA: 452 while full, nothing acknowledged lost or cut, delivery resumes when space returns', async (t) => {
-    const disk = await tmpfsSpool('cartero-fill-', '24m');
-    if (typeof disk === 'string') return t.skip(`cannot mount a tmpfs (${disk})`);
-    const { root, spool } = disk;
-    const mx = await startTestMx();
-    mx.setMode('down-421');
-    let relay: RelayProc | undefined;
-    const sessions: SmtpSession[] = [];
-    try {
-      relay = await startRelay({ config: config(mx, 2 * MiB), dir: root });
-      const sent = new Map<string, Buffer>();
-      const refusals: string[] = [];
-      let filling = true;
-      // The other writer starts once a first message is acknowledged (on a loaded machine it could
-      // otherwise fill the disk before any client got a message in), then grabs whatever space there is,
-      // 64 KiB at a time, until the disk is full, while the clients go on sending.
-      let firstAck!: () => void;
-      const acknowledged = new Promise<void>((resolve) => (firstAck = resolve));
-      let sendersDone!: () => void;
-      const finished = new Promise<void>((resolve) => (sendersDone = resolve));
-      const filler = (async () => {
-        await Promise.race([acknowledged, finished]);
-        const fh = await open(path.join(spool, 'filler'), 'w');
-        const chunk = Buffer.alloc(64 * 1024, 0x7a);
-        try {
-          while (filling) {
-            try {
-              await fh.write(chunk);
-            } catch {
-              await new Promise((r) => setImmediate(r));
+    await onTmpfsSpool(
+      t,
+      { prefix: 'cartero-fill-', size: '24m', maxMessageSize: 2 * MiB },
+      async ({ mx, relay, spool, sessions }) => {
+        const sent = new Map<string, Buffer>();
+        const refusals: string[] = [];
+        let filling = true;
+        // The other writer starts once a first message is acknowledged (on a loaded machine it could
+        // otherwise fill the disk before any client got a message in), then grabs whatever space there
+        // is, 64 KiB at a time, until the disk is full, while the clients go on sending.
+        let firstAck!: () => void;
+        const acknowledged = new Promise<void>((resolve) => (firstAck = resolve));
+        let sendersDone!: () => void;
+        const finished = new Promise<void>((resolve) => (sendersDone = resolve));
+        const filler = (async () => {
+          await Promise.race([acknowledged, finished]);
+          const fh = await open(path.join(spool, 'filler'), 'w');
+          const chunk = Buffer.alloc(64 * 1024, 0x7a);
+          try {
+            while (filling) {
+              try {
+                await fh.write(chunk);
+              } catch {
+                await new Promise((r) => setImmediate(r));
+              }
             }
+          } finally {
+            await fh.close();
           }
-        } finally {
-          await fh.close();
-        }
-      })();
-      for (let i = 0; i < 4; i++) sessions.push(await SmtpSession.open(relay.ports.smtp));
-      await Promise.all(
-        sessions.map(async (s, c) => {
-          let refusedInARow = 0;
-          for (let k = 0; k < 40 && refusedInARow < 3; k++) {
-            const tag = `fill${c}-${k}`;
-            const msg = bigMessage(tag, 200_000 + 50_000 * c);
-            const r = await s.send('app@sender.test', [`${tag}@dest.test`], msg);
-            const end = r.data ?? r.mail;
-            if (end.code === 250) {
-              sent.set(tag, msg);
-              firstAck();
-              refusedInARow = 0;
-            } else {
-              assert.match(
-                end.text,
-                /^45[12] 4\.3\.[01] /,
-                `a full disk gives 452 (or 451), not ${end.text}`,
-              );
-              refusals.push(end.text);
-              refusedInARow++;
+        })();
+        for (let i = 0; i < 4; i++) sessions.push(await SmtpSession.open(relay.ports.smtp));
+        await Promise.all(
+          sessions.map(async (s, c) => {
+            let refusedInARow = 0;
+            for (let k = 0; k < 40 && refusedInARow < 3; k++) {
+              const tag = `fill${c}-${k}`;
+              const msg = bigMessage(tag, 200_000 + 50_000 * c);
+              const r = await s.send('app@sender.test', [`${tag}@dest.test`], msg);
+              const end = r.data ?? r.mail;
+              if (end.code === 250) {
+                sent.set(tag, msg);
+                firstAck();
+                refusedInARow = 0;
+              } else {
+                assert.match(
+                  end.text,
+                  /^45[12] 4\.3\.[01] /,
+                  `a full disk gives 452 (or 451), not ${end.text}`,
+                );
+                refusals.push(end.text);
+                refusedInARow++;
+              }
             }
-          }
-        }),
-      ).finally(sendersDone);
-      filling = false;
-      await filler;
-      t.diagnostic(
-        `acknowledged ${sent.size}, refused ${refusals.length} (${[...new Set(refusals)].join(' | ')})`,
-      );
-      assert.ok(refusals.length > 0, 'the full disk was noticed');
-      assert.ok(sent.size > 0, 'some mail got through before it filled');
-      assert.deepEqual(await readdir(path.join(spool, 'tmp')), [], 'no partial file left');
-      assert.equal(await queueDepth(relay), sent.size, 'every acknowledged message is queued');
-      await rm(path.join(spool, 'filler'));
-      // space is back: mail is accepted again and everything acknowledged is delivered, byte-exact
-      const after = bigMessage('after', 100_000);
-      await waitFor(
-        async () => {
-          const r = await sessions[0].send('app@sender.test', ['after@dest.test'], after);
-          return r.data?.code === 250;
-        },
-        { timeoutMs: 10_000, what: 'a message accepted once space returned' },
-      );
-      sent.set('after', after);
-      mx.setMode('normal');
-      await expectExactly(mx, relay, sent);
-    } finally {
-      for (const s of sessions) s.destroy();
-      await relay?.stop();
-      await mx.close();
-      await dropTmpfsSpool(root, spool);
-    }
+          }),
+        ).finally(sendersDone);
+        filling = false;
+        await filler;
+        t.diagnostic(
+          `acknowledged ${sent.size}, refused ${refusals.length} (${[...new Set(refusals)].join(' | ')})`,
+        );
+        assert.ok(refusals.length > 0, 'the full disk was noticed');
+        assert.ok(sent.size > 0, 'some mail got through before it filled');
+        assert.deepEqual(await readdir(path.join(spool, 'tmp')), [], 'no partial file left');
+        assert.equal(await queueDepth(relay), sent.size, 'every acknowledged message is queued');
+        await rm(path.join(spool, 'filler'));
+        // space is back: mail is accepted again and everything acknowledged is delivered, byte-exact
+        const after = bigMessage('after', 100_000);
+        await waitFor(
+          async () => {
+            const r = await sessions[0].send('app@sender.test', ['after@dest.test'], after);
+            return r.data?.code === 250;
+          },
+          { timeoutMs: 10_000, what: 'a message accepted once space returned' },
+        );
+        sent.set('after', after);
+        mx.setMode('normal');
+        await expectExactly(mx, relay, sent);
+      },
+    );
   });
 
   test('a 100 MB message at a 10 MiB limit: 552 after DATA, refused while streaming, memory flat, nothing stored', async (t) => {

@@ -69,3 +69,50 @@ export function helmFor(dir: string, kubeconfig: () => string | undefined = () =
     return runCommand(HELM, kc ? ['--kubeconfig', kc, ...args] : args, { env });
   };
 }
+
+/** The release name and namespace the chart tests install. */
+export const RELEASE = 'cartero';
+export const RELEASE_NAMESPACE = 'cartero-system';
+
+/**
+ * `helm install|upgrade RELEASE <chart> -n <namespace> -f <values> [--set <set>] --wait --timeout 60s`
+ * (install with --create-namespace).
+ */
+export function helmDeploy(
+  helm: ReturnType<typeof helmFor>,
+  verb: 'install' | 'upgrade',
+  o: { values: string; chart?: string; namespace?: string; set?: string },
+): Promise<CommandResult> {
+  return helm(
+    verb,
+    RELEASE,
+    o.chart ?? CHART,
+    '-n',
+    o.namespace ?? RELEASE_NAMESPACE,
+    ...(verb === 'install' ? ['--create-namespace'] : []),
+    '-f',
+    o.values,
+    ...(o.set ? ['--set', o.set] : []),
+    '--wait',
+    '--timeout',
+    '60s',
+  );
+}
+
+/**
+ * A CRD for a kind the test API server does not have built in (e.g. the Prometheus Operator's, or
+ * NetworkPolicy), schema left open: enough to install objects of it.
+ */
+export const openCrd = (group: string, kind: string, plural: string) => `apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: ${plural}.${group}}
+spec:
+  group: ${group}
+  scope: Namespaced
+  names: {kind: ${kind}, plural: ${plural}, singular: ${kind.toLowerCase()}, listKind: ${kind}List}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+`;

@@ -158,8 +158,11 @@ async function startInstance(args: (port: number) => string[]): Promise<Instance
   }
 }
 
-/** Options every instance gets: foreground, loopback only, nothing from the host system. */
-function baseArgs(port: number): string[] {
+/**
+ * Options every instance gets: foreground, on `address` (default 127.0.0.1) only, nothing from the host
+ * system. The playground (scripts/playground.ts) starts its dnsmasq with these too.
+ */
+export function dnsmasqBaseArgs(port: number, address = '127.0.0.1'): string[] {
   return [
     '--keep-in-foreground',
     '--conf-file=/dev/null',
@@ -167,7 +170,7 @@ function baseArgs(port: number): string[] {
     '--no-hosts',
     '--no-poll',
     '--bind-interfaces',
-    '--listen-address=127.0.0.1',
+    `--listen-address=${address}`,
     `--port=${port}`,
     '--pid-file', // no argument: write no pid file
     // As root dnsmasq would switch to its own user; stay root so a container without that user works.
@@ -209,7 +212,7 @@ export async function startDns(zone: DnsZone): Promise<DnsServer> {
       // So: forward to a second dnsmasq that serves the names unsigned, under a trust anchor that
       // cannot match; validation fails as BOGUS and dnsmasq answers SERVFAIL at once.
       const upstream = await startInstance((port) => [
-        ...baseArgs(port),
+        ...dnsmasqBaseArgs(port),
         ...servfail.map((d) => `--local=/${d}/`),
       ]);
       instances.push(upstream);
@@ -219,7 +222,7 @@ export async function startDns(zone: DnsZone): Promise<DnsServer> {
       }
     }
     const main = await startInstance((port) => [
-      ...baseArgs(port),
+      ...dnsmasqBaseArgs(port),
       '--log-queries',
       `--log-facility=${logFile}`,
       ...args,

@@ -175,31 +175,13 @@ describe('test MX', () => {
   });
 
   test('swaks against the test MX', async () => {
-    const r = await swaks([
-      '--server',
-      '127.0.0.1',
-      '--port',
-      String(mx.port),
-      '--from',
-      's@a.test',
-      '--to',
-      'ok+swaks@b.test',
-      '--helo',
-      'swaks.test',
-    ]);
+    const swaksTo = (to: string, ...more: string[]) =>
+      swaks(['--server', '127.0.0.1', '--port', String(mx.port), '--from', 's@a.test', '--to', to, ...more]);
+    const r = await swaksTo('ok+swaks@b.test', '--helo', 'swaks.test');
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /<- {2}250 2\.0\.0 Ok: queued as TESTMX/);
     assert.equal(mx.byRecipient('ok+swaks@b.test')[0].helo, 'swaks.test');
-    const bad = await swaks([
-      '--server',
-      '127.0.0.1',
-      '--port',
-      String(mx.port),
-      '--from',
-      's@a.test',
-      '--to',
-      'reject@b.test',
-    ]);
+    const bad = await swaksTo('reject@b.test');
     assert.notEqual(bad.code, 0);
     assert.match(bad.stdout, /<\*\* 550 5\.1\.1/);
   });
@@ -247,40 +229,27 @@ describe('test MX options', () => {
       assert.match(replies[1], /AUTH LOGIN PLAIN/);
       assert.match(replies[2], /^530 /);
       // sendMail connects to 127.0.0.1 only, so swaks is used for the 127.0.0.2 MX
-      const denied = await swaks([
-        '--server',
-        '127.0.0.2',
-        '--port',
-        String(mx.port),
-        '--from',
-        's@a.test',
-        '--to',
-        'ok@b.test',
-        '--auth',
-        'PLAIN',
-        '--auth-user',
-        'u',
-        '--auth-password',
-        'wrong',
-      ]);
+      const withPassword = (password: string) =>
+        swaks([
+          '--server',
+          '127.0.0.2',
+          '--port',
+          String(mx.port),
+          '--from',
+          's@a.test',
+          '--to',
+          'ok@b.test',
+          '--auth',
+          'PLAIN',
+          '--auth-user',
+          'u',
+          '--auth-password',
+          password,
+        ]);
+      const denied = await withPassword('wrong');
       assert.notEqual(denied.code, 0);
       assert.match(denied.stdout, /<\*\* 535 5\.7\.8 /);
-      const r = await swaks([
-        '--server',
-        '127.0.0.2',
-        '--port',
-        String(mx.port),
-        '--from',
-        's@a.test',
-        '--to',
-        'ok@b.test',
-        '--auth',
-        'PLAIN',
-        '--auth-user',
-        'u',
-        '--auth-password',
-        'p',
-      ]);
+      const r = await withPassword('p');
       assert.equal(r.code, 0, r.stdout);
       assert.equal(mx.messages[0].user, 'u');
     } finally {

@@ -93,6 +93,17 @@ function deliveryStatus(body: string): [string, string][][] {
     .map((group) => fields(`${group}\r\n`));
 }
 
+/** The DSN's own header fields, in order. */
+const TOP_HEADERS = [
+  'From',
+  'To',
+  'Subject',
+  'Date',
+  'Message-ID',
+  'Auto-Submitted',
+  'MIME-Version',
+  'Content-Type',
+];
 const names = (group: [string, string][]) => group.map(([n]) => n);
 const get = (group: [string, string][], name: string) =>
   group.find(([n]) => n.toLowerCase() === name.toLowerCase())?.[1];
@@ -141,16 +152,7 @@ describe('renderDsn: a failure report', () => {
     assert.equal(ct.params.boundary, dsn.boundary);
 
     const top = fields(dsn.headers);
-    assert.deepEqual(names(top), [
-      'From',
-      'To',
-      'Subject',
-      'Date',
-      'Message-ID',
-      'Auto-Submitted',
-      'MIME-Version',
-      'Content-Type',
-    ]);
+    assert.deepEqual(names(top), TOP_HEADERS);
     assert.equal(get(top, 'From'), 'Mail Delivery System <MAILER-DAEMON@relay.example.com>');
     assert.equal(get(top, 'To'), '<alice@example.com>');
     assert.equal(get(top, 'Date'), 'Tue, 5 Mar 2024 10:20:31 +0000');
@@ -427,16 +429,7 @@ describe('renderDsn: hostile input stays in its field', () => {
     });
     assertCrlf(buf);
     const top = fields(dsn.headers);
-    assert.deepEqual(names(top), [
-      'From',
-      'To',
-      'Subject',
-      'Date',
-      'Message-ID',
-      'Auto-Submitted',
-      'MIME-Version',
-      'Content-Type',
-    ]);
+    assert.deepEqual(names(top), TOP_HEADERS);
     assert.equal(get(top, 'To'), '<alice@example.com Bcc: victim@example.net>');
     assert.equal(mail.bcc, undefined);
     const [message, bob, ...rest] = deliveryStatus(dsn.parts[1].body);

@@ -75,17 +75,34 @@ const pool: IpPool = {
   },
 };
 
-/** Lays the rendered files out as a pod sees them (/etc/cartero/{config,secrets}) and loads the config. */
-async function loadAsPod(built: ReturnType<typeof buildRelayConfig>, name: string) {
+/** The pool in HostNetwork mode: one address on node n1, one on n2. */
+const hostNetworkPool: IpPool = {
+  ...pool,
+  spec: {
+    mode: 'HostNetwork',
+    addresses: [
+      { ip: '192.0.2.10', ehlo: 'a.example.com', node: 'n1' },
+      { ip: '192.0.2.11', ehlo: 'b.example.com', node: 'n2' },
+    ],
+  },
+};
+
+/**
+ * Lays the rendered files out as a pod sees them (<tmp>/<name>/etc/cartero/{config,secrets}) and loads
+ * `doc` (default the rendered one) with the pod's environment `env`.
+ */
+async function loadAsPod(
+  built: ReturnType<typeof buildRelayConfig>,
+  name: string,
+  env: Record<string, string> = { POD_IP: '10.0.0.5', POD_NAME: 'mail-0' },
+  doc: unknown = structuredClone(built.doc),
+) {
   const root = path.join(tmp, name);
   await mkdir(path.join(root, 'etc/cartero/config'), { recursive: true });
   await mkdir(path.join(root, 'etc/cartero/secrets'), { recursive: true });
   for (const [k, v] of Object.entries(built.secretData))
     await writeFile(path.join(root, 'etc/cartero/secrets', k), v);
-  return resolveConfig(structuredClone(built.doc), path.join(root, 'etc/cartero/config'), {
-    POD_IP: '10.0.0.5',
-    POD_NAME: 'mail-0',
-  });
+  return resolveConfig(doc, path.join(root, 'etc/cartero/config'), env);
 }
 
 function input(r = relay()): BuildInput {
@@ -112,18 +129,10 @@ describe('relay config builder', () => {
   it('renders a config the relay itself accepts, for each pod of the fleet', async () => {
     const built = buildRelayConfig(input());
     assert.deepEqual(built.problems, []);
-    // lay the files out as the pod sees them: /etc/cartero/{config,secrets}
     const root = path.join(tmp, 'pod');
-    await mkdir(path.join(root, 'etc/cartero/config'), { recursive: true });
-    await mkdir(path.join(root, 'etc/cartero/secrets'), { recursive: true });
-    for (const [k, v] of Object.entries(built.secretData))
-      await writeFile(path.join(root, 'etc/cartero/secrets', k), v);
     const text = buildConfigMap(relay(), built.doc).data['relay.yaml'] as string;
     for (const pod of ['mail-0', 'mail-2']) {
-      const cfg = resolveConfig(YAML.parse(text), path.join(root, 'etc/cartero/config'), {
-        POD_IP: '10.0.0.5',
-        POD_NAME: pod,
-      });
+      const cfg = await loadAsPod(built, 'pod', { POD_IP: '10.0.0.5', POD_NAME: pod }, YAML.parse(text));
       assert.equal(cfg.spoolDir, path.join(root, 'var/lib/cartero/spool'));
       assert.equal(cfg.ipPools[0].addresses.length, 1, 'each pod keeps its own address');
       assert.equal(cfg.ipPools[0].addresses[0].ip, pod === 'mail-0' ? '192.0.2.10' : '192.0.2.12');
@@ -395,27 +404,12 @@ describe('object builders', () => {
   });
 
   it("HostNetwork pools: every node address is rendered, each relay keeps its node's; pods run in the host network", async () => {
-    const hn: IpPool = {
-      ...pool,
-      spec: {
-        mode: 'HostNetwork',
-        addresses: [
-          { ip: '192.0.2.10', ehlo: 'a.example.com', node: 'n1' },
-          { ip: '192.0.2.11', ehlo: 'b.example.com', node: 'n2' },
-        ],
-      },
-    };
     const i = input();
-    i.pools.set('bulk', hn);
+    i.pools.set('bulk', hostNetworkPool);
     i.allocations = [];
     const built = buildRelayConfig(i);
     assert.deepEqual(built.problems, []);
-    const root = path.join(tmp, 'hostnet');
-    await mkdir(path.join(root, 'etc/cartero/config'), { recursive: true });
-    await mkdir(path.join(root, 'etc/cartero/secrets'), { recursive: true });
-    for (const [k, v] of Object.entries(built.secretData))
-      await writeFile(path.join(root, 'etc/cartero/secrets', k), v);
-    const cfg = resolveConfig(structuredClone(built.doc), path.join(root, 'etc/cartero/config'), {
+    const cfg = await loadAsPod(built, 'hostnet', {
       POD_IP: '10.0.0.5',
       POD_NAME: 'mail-1',
       NODE_NAME: 'n2',
@@ -522,17 +516,7 @@ describe('IpPool allocation', () => {
     assert.equal(new Set(r.allocations.map((a) => a.ip)).size, 3, 'every pod still gets a distinct address');
   });
   it('HostNetwork allocates the address of the node the pod landed on', () => {
-    const hn: IpPool = {
-      ...pool,
-      spec: {
-        mode: 'HostNetwork',
-        addresses: [
-          { ip: '192.0.2.10', ehlo: 'a.example.com', node: 'n1' },
-          { ip: '192.0.2.11', ehlo: 'b.example.com', node: 'n2' },
-        ],
-      },
-    };
-    const r = allocate(hn, [
+    const r = allocate(hostNetworkPool, [
       { relay: 'mail', pod: 'mail-0', node: 'n2' },
       { relay: 'mail', pod: 'mail-1', node: 'n3' },
     ]);
@@ -578,16 +562,8 @@ describe('examples/kubernetes', () => {
       replicas: r.spec.replicas!,
     });
     assert.deepEqual(built.problems, []);
-    const root = path.join(tmp, 'example');
-    await mkdir(path.join(root, 'etc/cartero/config'), { recursive: true });
-    await mkdir(path.join(root, 'etc/cartero/secrets'), { recursive: true });
-    for (const [k, v] of Object.entries(built.secretData))
-      await writeFile(path.join(root, 'etc/cartero/secrets', k), v);
     for (const pod of ['outbound-0', 'outbound-1']) {
-      const cfg = resolveConfig(structuredClone(built.doc), path.join(root, 'etc/cartero/config'), {
-        POD_IP: '10.0.0.9',
-        POD_NAME: pod,
-      });
+      const cfg = await loadAsPod(built, 'example', { POD_IP: '10.0.0.9', POD_NAME: pod });
       assert.deepEqual([...cfg.tenants.keys()].sort(), ['billing', 'default', 'newsletter']);
       assert.equal(cfg.routing.backups.length, 1);
     }

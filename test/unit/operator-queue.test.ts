@@ -176,15 +176,12 @@ describe('purge annotation', () => {
 
   const req = { id: 'p1', tenant: 'news', dsn: true };
   const pods = (...names: string[]) => names.map((n) => ({ name: n, ready: !n.endsWith('*') }));
+  /** planPurge of request p1 over the pods `names` (a trailing * marks one not ready), one replica each. */
+  const plan1 = (state: Parameters<typeof planPurge>[0]['state'], names: string[], now = NOW) =>
+    planPurge({ request: req, state, pods: pods(...names), replicas: names.length, now });
 
   it('a new id lists the pods that exist; ready ones run now, the others when ready', () => {
-    const plan = planPurge({
-      request: req,
-      state: undefined,
-      pods: pods('r-0', 'r-1', 'r-2*'),
-      replicas: 3,
-      now: NOW,
-    });
+    const plan = plan1(undefined, ['r-0', 'r-1', 'r-2*']);
     assert.deepEqual(plan.run, ['r-0', 'r-1']);
     assert.deepEqual(plan.state, {
       id: 'p1',
@@ -198,13 +195,7 @@ describe('purge annotation', () => {
   });
 
   it('runs once per pod: done pods never again, a pod that joins later never, one restarting keeps its turn', () => {
-    let state = planPurge({
-      request: req,
-      state: undefined,
-      pods: pods('r-0', 'r-1'),
-      replicas: 2,
-      now: NOW,
-    }).state!;
+    let state = plan1(undefined, ['r-0', 'r-1']).state!;
     state = recordPurge(state, 'r-0', { result: { purged: 5, dsn: 5, busy: 1 } });
     state = recordPurge(state, 'r-1', { error: 'timeout' });
     assert.deepEqual(state.pods![1], { name: 'r-1', done: false, error: 'timeout' });
@@ -216,13 +207,7 @@ describe('purge annotation', () => {
       plan.state!.pods!.map((p) => p.name),
       ['r-0', 'r-1'],
     );
-    plan = planPurge({
-      request: req,
-      state: plan.state,
-      pods: pods('r-0', 'r-1', 'r-2'),
-      replicas: 3,
-      now: NOW,
-    });
+    plan = plan1(plan.state, ['r-0', 'r-1', 'r-2']);
     assert.deepEqual(plan.run, ['r-1']);
     state = recordPurge(plan.state!, 'r-1', { result: { purged: 2, dsn: 2, busy: 0 } });
     const last = lastPurgeOf(req, state, undefined, NOW);
@@ -236,21 +221,15 @@ describe('purge annotation', () => {
       completedAt: '2026-12-05T07:00:00Z',
     });
     // later reconciles: nothing runs, lastPurge stays as it was
-    plan = planPurge({ request: req, state, pods: pods('r-0', 'r-1', 'r-2'), replicas: 3, now: new Date() });
+    plan = plan1(state, ['r-0', 'r-1', 'r-2'], new Date());
     assert.deepEqual(plan.run, []);
     assert.equal(lastPurgeOf(req, plan.state, last, new Date()), last);
   });
 
   it('a pod scaled away before it ran is dropped; without a request nothing runs and status stays', () => {
-    const state = planPurge({
-      request: req,
-      state: undefined,
-      pods: pods('r-0', 'r-1'),
-      replicas: 2,
-      now: NOW,
-    }).state!;
+    const state = plan1(undefined, ['r-0', 'r-1']).state!;
     const done = recordPurge(state, 'r-0', { result: { purged: 1, dsn: 1, busy: 0 } });
-    const plan = planPurge({ request: req, state: done, pods: pods('r-0'), replicas: 1, now: NOW });
+    const plan = plan1(done, ['r-0']);
     assert.deepEqual(
       plan.state!.pods!.map((p) => p.name),
       ['r-0'],
@@ -266,11 +245,9 @@ describe('purge annotation', () => {
   });
 
   it('a new id starts over on the pods of the moment', () => {
-    const old = recordPurge(
-      planPurge({ request: req, state: undefined, pods: pods('r-0'), replicas: 1, now: NOW }).state!,
-      'r-0',
-      { result: { purged: 1, dsn: 1, busy: 0 } },
-    );
+    const old = recordPurge(plan1(undefined, ['r-0']).state!, 'r-0', {
+      result: { purged: 1, dsn: 1, busy: 0 },
+    });
     const plan = planPurge({
       request: { id: 'p2', domain: 'gmail.com', dsn: false },
       state: old,
@@ -283,7 +260,7 @@ describe('purge annotation', () => {
   });
 
   it('a fleet of no pods completes at once', () => {
-    const state = planPurge({ request: req, state: undefined, pods: [], replicas: 0, now: NOW }).state;
+    const state = plan1(undefined, []).state;
     assert.deepEqual(lastPurgeOf(req, state, undefined, NOW), {
       id: 'p1',
       tenant: 'news',

@@ -4,7 +4,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IpPool, SmtpRelay } from '../../operator/src/api/types.js';
-import type { SuppressionChange, TenantState } from '../../operator/src/relay/admin-client.js';
+import type { SuppressionChange } from '../../operator/src/relay/admin-client.js';
 import { checkRenderedConfig } from '../../operator/src/relay/config-check.js';
 import type { PodFigures } from '../../operator/src/relay/figures.js';
 import { decidePauseCopies, decideSuppressionCopies } from '../../operator/src/relay/fleet-sync.js';
@@ -16,6 +16,7 @@ import {
   scaleDownStep,
 } from '../../operator/src/relay/scale-down.js';
 import { checkSpec } from '../../operator/src/relay/spec-check.js';
+import { tenantState } from '../helpers/tenant-state.js';
 
 const pool = (name: string, mode: 'PodNetwork' | 'HostNetwork' = 'PodNetwork'): IpPool =>
   ({
@@ -113,14 +114,7 @@ describe('scale plan', () => {
 });
 
 describe('fleet sync', () => {
-  const t = (name: string, x: Partial<TenantState> = {}): TenantState => ({
-    name,
-    state: 'active',
-    rate: 0,
-    attempted: 0,
-    hard: 0,
-    ...x,
-  });
+  const t = tenantState;
 
   it('copies a pause made on one relay to the others, with its reason and end', () => {
     const live = [

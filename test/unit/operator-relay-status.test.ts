@@ -5,9 +5,9 @@ import assert from 'node:assert/strict';
 import type { SmtpRelay } from '../../operator/src/api/types.js';
 import type { StatefulSet } from '../../operator/src/cache.js';
 import { findCondition } from '../../operator/src/conditions.js';
-import type { TenantState } from '../../operator/src/relay/admin-client.js';
 import type { PodFigures } from '../../operator/src/relay/figures.js';
 import { deletingStatus, relayStatus, type StatusInputs } from '../../operator/src/relay/status.js';
+import { tenantState } from '../helpers/tenant-state.js';
 
 const NOW = new Date('2026-12-05T07:00:00.000Z');
 const REV = 'rev-2';
@@ -174,14 +174,7 @@ describe('SmtpRelay status: problems and figures', () => {
   });
 
   it('sums queues and bounces; a tenant is as bad as its worst relay, a pause by hand before a fleet copy', () => {
-    const t = (name: string, x: Partial<TenantState>): TenantState => ({
-      name,
-      state: 'active',
-      rate: 0,
-      attempted: 0,
-      hard: 0,
-      ...x,
-    });
+    const t = tenantState;
     const r = relayStatus(
       relay(),
       inputs({

@@ -22,7 +22,7 @@ import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/poll.js';
 
 /** A one-recipient envelope for a message of `size` bytes. */
-function testEnvelope(id: string, size: number): Envelope {
+function testEnvelope(id: string, size: number, over: Partial<Envelope> = {}): Envelope {
   return {
     v: 1,
     id,
@@ -37,7 +37,20 @@ function testEnvelope(id: string, size: number): Envelope {
     smtpUtf8: false,
     origin: 'smtp',
     client: { address: '127.0.0.1', helo: 'x', listener: 'smtp' },
+    ...over,
   };
+}
+
+/** An open spool in a temporary directory, for `fn`; the directory is removed after. */
+async function withSpool(prefix: string, fn: (s: Spool, root: string) => Promise<void>): Promise<void> {
+  const root = await makeTmpDir(prefix);
+  try {
+    const s = new Spool({ dir: path.join(root, 'spool'), maxMessages: 100, minFreeBytes: 0 });
+    await s.open();
+    await fn(s, root);
+  } finally {
+    await removeTmpDir(root);
+  }
 }
 
 function tailOf(file: Buffer): Buffer {
@@ -123,23 +136,8 @@ describe('receiveInto on a real spool', () => {
   });
   afterEach(async () => removeTmpDir(root));
 
-  function env(id: string, size: number): Envelope {
-    return {
-      v: 1,
-      id,
-      tenant: 'default',
-      pool: null,
-      arrivedAt: Date.now(),
-      from: 'a@x.test',
-      rcpts: [{ address: 'b@y.test' }],
-      dsn: {},
-      size,
-      eightBit: false,
-      smtpUtf8: false,
-      origin: 'smtp',
-      client: { address: '127.0.0.1', helo: 'x', listener: 'smtp' },
-    };
-  }
+  const env = (id: string, size: number) =>
+    testEnvelope(id, size, { tenant: 'default', arrivedAt: Date.now() });
 
   /** A stream of `n` chunks of awkward sizes carrying `msg`. */
   function chunked(msg: Buffer, sizes: number[]): Readable {
@@ -312,10 +310,7 @@ describe('scan of a damaged spool', () => {
 
 describe('scan while mail arrives', () => {
   it('counts a message written after open() once, whether or not the scan also lists it', async () => {
-    const root = await makeTmpDir('cartero-scan-race-');
-    try {
-      const s = new Spool({ dir: path.join(root, 'spool'), maxMessages: 100, minFreeBytes: 0 });
-      await s.open();
+    await withSpool('cartero-scan-race-', async (s) => {
       const write = async () => {
         const raw = Buffer.from('Subject: r\r\n\r\nx\r\n');
         const id = newQueueId();
@@ -334,18 +329,13 @@ describe('scan while mail arrives', () => {
         `two messages, counted once each (the scan listed ${seen.join(', ') || 'none'})`,
       );
       assert.ok(!seen.includes(before) && !seen.includes(during), 'the scan does not hand them over again');
-    } finally {
-      await removeTmpDir(root);
-    }
+    });
   });
 });
 
 describe('a client that goes away in the middle of DATA', () => {
   it('leaves no file and no reservation behind, whether the stream errors or just closes', async () => {
-    const root = await makeTmpDir('cartero-gone-');
-    try {
-      const s = new Spool({ dir: path.join(root, 'spool'), maxMessages: 100, minFreeBytes: 0 });
-      await s.open();
+    await withSpool('cartero-gone-', async (s, root) => {
       for (const withError of [true, false]) {
         const src = new Readable({ read() {} });
         const p = receiveInto(src, s, newQueueId(), await s.reserve(1_000_000), 1e7, { head: (h) => h });
@@ -360,8 +350,6 @@ describe('a client that goes away in the middle of DATA', () => {
         assert.equal(s.reservations, 0, 'reservation released');
         assert.deepEqual(await readdir(path.join(root, 'spool', 'tmp')), [], 'partial file removed');
       }
-    } finally {
-      await removeTmpDir(root);
-    }
+    });
   });
 });
