@@ -1,6 +1,8 @@
-import { describe, test } from 'node:test';
+import { after, before, describe, it, test } from 'node:test';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import assert from 'node:assert/strict';
-import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { RelaxedBody } from './dkim-relaxed-oracle.js';
 import { RelaxedBodyHash, relaxedHeader } from '../../relay/src/dkim/canon.js';
@@ -15,6 +17,9 @@ import {
 } from '../../relay/src/dkim/sign.js';
 import { MessageSigner, planSigning } from '../../relay/src/dkim/signer.js';
 import { dkimDnsRecord, keyProblem } from '../../relay/src/contract/index.js';
+import { resolveConfig } from '../../relay/src/config.js';
+import { ConfigError } from '../../relay/src/errors.js';
+import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 
 const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
 const ed = generateKeyPairSync('ed25519').privateKey;
@@ -216,5 +221,91 @@ describe('DKIM pure parts', () => {
     assert.equal(dkimDnsRecord(edKey).name, 'e1._domainkey.example.com');
     assert.match(dkimDnsRecord(edKey).value, /^v=DKIM1; k=ed25519; p=[A-Za-z0-9+/]{43}=$/);
     assert.match(dkimDnsRecord(rsaKey).value, /^v=DKIM1; k=rsa; p=MIIBIjAN/);
+  });
+});
+
+describe('tenants[].dkim in the config', () => {
+  let dir: string;
+  const pem = (k: KeyObject) => k.export({ type: 'pkcs8', format: 'pem' });
+  before(async () => {
+    dir = await makeTmpDir('cartero-dkim-config-');
+    await mkdir(path.join(dir, 'secrets'));
+    await writeFile(path.join(dir, 'secrets/rsa.pem'), pem(rsa));
+    await writeFile(path.join(dir, 'secrets/ed.pem'), pem(ed));
+    await writeFile(
+      path.join(dir, 'secrets/small.pem'),
+      pem(generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey),
+    );
+    await writeFile(path.join(dir, 'secrets/junk.pem'), 'not a key\n');
+  });
+  after(async () => removeTmpDir(dir));
+  const load = (dkim: unknown) =>
+    resolveConfig(
+      { version: 1, listeners: [{ name: 'smtp', port: 2525 }], tenants: [{ name: 't', dkim }] },
+      dir,
+    );
+  const fails = (dkim: unknown, field: string, reason: RegExp) =>
+    assert.throws(
+      () => load(dkim),
+      (e: unknown) => e instanceof ConfigError && e.field === field && reason.test(e.message),
+    );
+
+  it('resolves keys (domain in lower case), the unmatched policy (default send) and the expiry', () => {
+    const cfg = load({
+      keys: [
+        { domain: 'Example.COM.', selector: 'r', privateKeyFile: 'rsa.pem' },
+        { domain: 'example.com', selector: 'e', algorithm: 'ed25519-sha256', privateKeyFile: 'ed.pem' },
+      ],
+      expiry: '7d',
+    });
+    const d = cfg.tenants.get('t')!.dkim!;
+    assert.deepEqual(
+      d.keys.map((k) => `${k.domain}/${k.selector}/${k.algorithm}/${k.privateKey.asymmetricKeyType}`),
+      ['example.com/r/rsa-sha256/rsa', 'example.com/e/ed25519-sha256/ed25519'],
+    );
+    assert.equal(d.unmatched, 'send');
+    assert.equal(d.expiryMs, 7 * 86_400_000);
+    assert.equal(
+      load({
+        keys: [{ domain: 'a.b', selector: 's', privateKeyFile: 'rsa.pem' }],
+        unmatched: 'refuse',
+      }).tenants.get('t')!.dkim!.unmatched,
+      'refuse',
+    );
+  });
+
+  it('refuses a short RSA key, a key of the other algorithm, a file that is no key, a selector twice', () => {
+    const key = (privateKeyFile: string, more = {}) => ({
+      domain: 'example.com',
+      selector: 's',
+      privateKeyFile,
+      ...more,
+    });
+    fails({ keys: [key('small.pem')] }, '/tenants/0/dkim/keys/0/privateKeyFile', /1024 bits: at least 2048/);
+    fails({ keys: [key('ed.pem')] }, '/tenants/0/dkim/keys/0/privateKeyFile', /ed25519 key, not an RSA key/);
+    fails(
+      { keys: [key('rsa.pem', { algorithm: 'ed25519-sha256' })] },
+      '/tenants/0/dkim/keys/0/privateKeyFile',
+      /not an Ed25519 key/,
+    );
+    fails({ keys: [key('junk.pem')] }, '/tenants/0/dkim/keys/0/privateKeyFile', /not a PEM private key/);
+    fails({ keys: [key('missing.pem')] }, '/tenants/0/dkim/keys/0/privateKeyFile', /cannot read/);
+    fails(
+      { keys: [key('rsa.pem'), key('ed.pem', { algorithm: 'ed25519-sha256' })] },
+      '/tenants/0/dkim/keys/1/selector',
+      /a second key for s\._domainkey\.example\.com/,
+    );
+    fails(
+      { keys: [key('rsa.pem', { algorithm: 'rsa-sha1' })] },
+      '/tenants/0/dkim/keys/0/algorithm',
+      /must be one of/,
+    );
+    fails(
+      { keys: [key('rsa.pem', { domain: 'bad domain' })] },
+      '/tenants/0/dkim/keys/0/domain',
+      /pattern|must match/,
+    );
+    fails({ keys: [] }, '/tenants/0/dkim/keys', /fewer than 1|at least 1/);
+    fails({ keys: [key('rsa.pem')], expiry: '5m' }, '/tenants/0/dkim/expiry', /at least 1h/);
   });
 });
