@@ -193,6 +193,23 @@ describe('DKIM signing', () => {
     assert.equal((await dkimverify(m.raw, dns.port, 1)).code, 0);
   });
 
+  test('a 1 MB message (hashed in chunks, sent streamed from disk) verifies', async () => {
+    const line = `${'x'.repeat(70)}  \t y\r\n`;
+    const body = `${line.repeat(14_000)}\r\n\r\n`;
+    await sendMail(a.ports.smtp, { from: 'app@dual.test', to: ['ok-big@dest.test'], subject: 'big', body });
+    const [m] = await waitFor(
+      () => (mx.byRecipient('ok-big@dest.test').length ? mx.byRecipient('ok-big@dest.test') : undefined),
+      {
+        what: 'delivery of the big message',
+      },
+    );
+    assert.ok(m.raw.length > 1_000_000);
+    assert.deepEqual(await verify(m.raw), [
+      'dual.test/d-rsa/rsa-sha256:pass',
+      'dual.test/d-ed/ed25519-sha256:pass',
+    ]);
+  });
+
   test('a subdomain From is signed with the parent domain key (relaxed alignment)', async () => {
     const m = await deliver('news@mail.rsa.test', 'ok-parent@dest.test');
     assert.deepEqual(await verify(m.raw), ['rsa.test/r1/rsa-sha256:pass']);

@@ -18,6 +18,10 @@ import {
 import { MessageSigner, planSigning } from '../../relay/src/dkim/signer.js';
 import { dkimDnsRecord, keyProblem } from '../../relay/src/contract/index.js';
 import { resolveConfig } from '../../relay/src/config.js';
+import { deliveredSize, prepend, withSignatures } from '../../relay/src/dkim/stored.js';
+import type { Envelope } from '../../relay/src/spool/types.js';
+import { PassThrough, Readable } from 'node:stream';
+import { waitFor } from '../helpers/poll.js';
 import { ConfigError } from '../../relay/src/errors.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 
@@ -307,5 +311,31 @@ describe('tenants[].dkim in the config', () => {
     );
     fails({ keys: [] }, '/tenants/0/dkim/keys', /fewer than 1|at least 1/);
     fails({ keys: [key('rsa.pem')], expiry: '5m' }, '/tenants/0/dkim/expiry', /at least 1h/);
+  });
+});
+
+describe('stored signatures at delivery', () => {
+  const env = (dkim?: string) => ({ size: 10, ...(dkim ? { dkim } : {}) }) as unknown as Envelope;
+  it('go in front of a body in memory or streamed, and count in the size declared', async () => {
+    assert.equal(deliveredSize(env()), 10);
+    assert.equal(deliveredSize(env('DKIM-Signature: x\r\n')), 29);
+    const buf = await withSignatures(env('S: 1\r\n'), Promise.resolve(Buffer.from('body')));
+    assert.equal(buf.toString(), 'S: 1\r\nbody');
+    assert.equal(await withSignatures(env(), Promise.resolve(Buffer.from('body'))).then(String), 'body');
+    const stream = await withSignatures(
+      env('S: 1\r\n'),
+      Promise.resolve(Readable.from([Buffer.from('a'), Buffer.from('b')])),
+    );
+    assert.ok(!Buffer.isBuffer(stream));
+    const parts: Buffer[] = [];
+    for await (const c of stream) parts.push(c as Buffer);
+    assert.equal(Buffer.concat(parts).toString(), 'S: 1\r\nab');
+  });
+  it('a prefixed stream given up on closes the stream under it', async () => {
+    const under = new PassThrough();
+    const out = prepend(Buffer.from('S: 1\r\n'), under);
+    assert.ok(!Buffer.isBuffer(out));
+    out.destroy();
+    await waitFor(() => under.destroyed, { what: 'the file stream closed' });
   });
 });
