@@ -35,21 +35,53 @@ export class RelaxedBodyHash {
 
   update(chunk: Buffer): void {
     this.bytes += chunk.length;
-    for (let i = 0; i < chunk.length; i++) {
-      const b = chunk[i];
-      if (this.cr) {
-        this.cr = false;
-        if (b === LF) {
-          this.endLine();
-          continue;
+    const len = chunk.length;
+    let i = 0;
+    while (i < len) {
+      if (!this.cr && !this.wsp && this.emptyLines === 0) {
+        // A run that canonicalizes to itself (characters, single spaces between them, CRLF after a line with
+        // content) is hashed as it is, without a copy: most of a normal body.
+        let j = i;
+        let content = this.content;
+        while (j < len) {
+          const b = chunk[j];
+          if (b > SP) {
+            content = true;
+            j++;
+          } else if (b === SP && j + 1 < len && chunk[j + 1] > SP) {
+            j += 2;
+            content = true;
+          } else if (b === CR && content && j + 1 < len && chunk[j + 1] === LF) {
+            content = false;
+            j += 2;
+          } else break;
         }
-        this.char(CR);
+        if (j > i) {
+          this.flush();
+          this.hash.update(chunk.subarray(i, j));
+          this.content = content;
+          i = j;
+          if (i >= len) break;
+        }
       }
-      if (b === CR) this.cr = true;
-      else if (b === LF) this.endLine();
-      else if (b === SP || b === TAB) this.wsp = true;
-      else this.char(b);
+      this.byte(chunk[i++]);
     }
+  }
+
+  /** One byte the slow way: white space, line ends and empty lines. */
+  private byte(b: number): void {
+    if (this.cr) {
+      this.cr = false;
+      if (b === LF) {
+        this.endLine();
+        return;
+      }
+      this.char(CR);
+    }
+    if (b === CR) this.cr = true;
+    else if (b === LF) this.endLine();
+    else if (b === SP || b === TAB) this.wsp = true;
+    else this.char(b);
   }
 
   /** The base64 body hash; the hasher cannot be used after. */
