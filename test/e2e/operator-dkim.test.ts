@@ -50,7 +50,7 @@ stringData:
     ${indent(pem(ed))}
 `;
 
-const relayYaml = (expiry = '7d') => `
+const relayYaml = (expiry = '7d', extraKey = '') => `
 apiVersion: cartero.io/v1alpha1
 kind: SmtpRelay
 metadata: {name: signer, namespace: mail}
@@ -67,7 +67,7 @@ spec:
         keys:
           - {domain: shop.example, selector: s2026, secretRef: {name: shop-dkim}}
           - {domain: shop.example, selector: e2026, algorithm: ed25519-sha256, secretRef: {name: shop-dkim, key: ed.key}}
-  routing:
+${extraKey}  routing:
     domains:
       - {domain: example.test, host: ${MX_ADDRESS}, port: ${mx.port}, tls: none}
 `;
@@ -185,6 +185,49 @@ describe('DKIM through the operator', { timeout: 180_000 }, () => {
       (await kubectl(['get', 'pod', 'signer-0', '-n', 'mail', '-o', 'jsonpath={.metadata.uid}'])).trim(),
       uid,
     );
+  });
+
+  it('generate: true makes a key pair into a new Secret, kept when the relay goes; its record verifies', async () => {
+    await kubectl(
+      ['apply', '-f', '-'],
+      relayYaml(
+        '7d',
+        '          - {domain: gen.example, selector: g1, algorithm: ed25519-sha256, secretRef: {name: gen-dkim}, generate: true}\n',
+      ),
+    );
+    const published = await waitFor(
+      async () => {
+        const r = await records();
+        return r.find((x) => x.name === 'g1._domainkey.gen.example')?.value ? r : undefined;
+      },
+      { what: 'the generated key in status.dkim', timeoutMs: 30_000 },
+    );
+    const secret = JSON.parse(await kubectl(['get', 'secret', 'gen-dkim', '-n', 'mail', '-o', 'json'])) as {
+      metadata: { ownerReferences?: unknown[]; annotations?: Record<string, string> };
+      data: Record<string, string>;
+    };
+    assert.equal(secret.metadata.ownerReferences, undefined, 'not owned: deleting the relay keeps the key');
+    assert.equal(secret.metadata.annotations?.['cartero.io/dkim-generated-for'], 'signer');
+    assert.match(
+      Buffer.from(secret.data['private.key'], 'base64').toString(),
+      /^-----BEGIN PRIVATE KEY-----/,
+    );
+    const ip = (
+      await kubectl(['get', 'pod', 'signer-0', '-n', 'mail', '-o', 'jsonpath={.status.podIP}'])
+    ).trim();
+    const m = await waitFor(
+      async () => {
+        const to = `ok-gen-${Date.now()}@example.test`;
+        await sendMail(2525, { host: ip, from: 'app@gen.example', to: [to] });
+        const [got] = await waitFor(() => (mx.byRecipient(to).length ? mx.byRecipient(to) : undefined), {
+          what: 'delivery',
+          timeoutMs: 30_000,
+        });
+        return (await verify(got.raw, published))[0] === 'g1:pass' ? got : undefined;
+      },
+      { what: 'mail signed with the generated key', timeoutMs: 60_000, intervalMs: 1000 },
+    );
+    assert.deepEqual(await verify(m.raw, published), ['g1:pass']);
   });
 
   it('the CRD refuses an expiry out of bounds, naming the field', async () => {

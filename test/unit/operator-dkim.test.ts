@@ -4,7 +4,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import type { SmtpRelay } from '../../operator/src/api/types.js';
 import { buildRelayConfig, type BuildInput } from '../../operator/src/relay/config-render.js';
 import { checkRenderedConfig } from '../../operator/src/relay/config-check.js';
-import { dkimRecords } from '../../operator/src/relay/dkim.js';
+import { dkimRecords, generatedKeySecret, keysToGenerate } from '../../operator/src/relay/dkim.js';
 import { secretsOf } from '../../operator/src/cache.js';
 import { dkimDnsRecord } from '../../relay/src/contract/index.js';
 
@@ -129,5 +129,36 @@ describe('SmtpRelay tenants[].dkim', () => {
     );
     assert.match(bad[0].problem!, /not a PEM private key/);
     assert.match(bad[1].problem!, /not an Ed25519 key/);
+  });
+
+  it('generate: one Secret per missing Secret, a key per secretRef.key, never for a Secret that exists', () => {
+    const r = relay();
+    for (const k of r.spec.tenants![0].dkim!.keys) k.generate = true;
+    assert.deepEqual(
+      keysToGenerate(r, () => true),
+      [],
+    );
+    const g = keysToGenerate(r, () => false);
+    assert.deepEqual(g, [
+      {
+        secret: 'shop-dkim',
+        keys: [
+          { key: 'private.key', algorithm: 'rsa-sha256' },
+          { key: 'ed.key', algorithm: 'ed25519-sha256' },
+        ],
+      },
+    ]);
+    const secret = generatedKeySecret(r, g[0]) as unknown as {
+      metadata: { ownerReferences?: unknown };
+      data: Record<string, string>;
+    };
+    assert.equal(secret.metadata.ownerReferences, undefined);
+    const pems = new Map(
+      Object.entries(secret.data).map(([k, v]) => [`shop-dkim/${k}`, Buffer.from(v, 'base64').toString()]),
+    );
+    assert.deepEqual(
+      dkimRecords(r, pems).map((x) => x.value?.slice(0, 16)),
+      ['v=DKIM1; k=rsa; ', 'v=DKIM1; k=ed255'],
+    );
   });
 });

@@ -246,6 +246,10 @@ export interface SmtpRelaySpec {
            */
           key?: string;
         };
+        /**
+         * When the Secret does not exist, the operator creates it with a new key pair of the algorithm (RSA 2048 bits or Ed25519). It is not owned by the SmtpRelay (deleting the relay keeps the key) and never rewritten.
+         */
+        generate?: boolean;
       }[];
       /**
        * Mail whose From domain has no key is sent unsigned, or refused at DATA (550 5.7.1).

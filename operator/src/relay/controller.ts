@@ -24,7 +24,7 @@ import { decidePauseCopies, decideSuppressionCopies } from './fleet-sync.js';
 import { QueueOps } from './queue-ops.js';
 import { drainedSurvivors, planScale, scaleDownStep } from './scale-down.js';
 import { checkSpec } from './spec-check.js';
-import { DEFAULT_DKIM_SECRET_KEY, dkimRecords, dkimRef } from './dkim.js';
+import { DEFAULT_DKIM_SECRET_KEY, dkimRecords, dkimRef, generatedKeySecret, keysToGenerate } from './dkim.js';
 import { relayStatus } from './status.js';
 import {
   buildConfigMap,
@@ -83,6 +83,11 @@ export class RelayController {
         kind: 'SmtpRelay',
         metadata: { name, namespace: ns, finalizers: [...(relay.metadata.finalizers ?? []), FINALIZER] },
       });
+
+    // --- DKIM keys asked for (generate: true) whose Secret does not exist yet: made once, never rewritten
+    for (const g of keysToGenerate(relay, (s) => !!caches.secrets.get(ns, s)))
+      if (await writer.createIfAbsent(generatedKeySecret(relay, g)))
+        log.info({ secret: g.secret, keys: g.keys.map((k) => k.key) }, 'dkim.key-generated');
 
     // --- observe: inputs from the caches
     const { credentials, pools, allocations, dkimKeys } = this.inputs(relay);

@@ -3,10 +3,11 @@
  * rendered into the relay config (each key a file of the operator-owned Secret) and the TXT record to
  * publish for each, for the status. Pure: the reconciler reads the Secrets (controller.ts).
  */
-import { createPrivateKey } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
 import type { SmtpRelay, SmtpRelayStatus } from '../api/types.js';
 import type { Problem } from '../conditions.js';
 import type { Tenant } from '../constants.js';
+import type { KObject } from '../objects.js';
 import { dkimDnsRecord, keyProblem } from '../../../relay/src/contract/index.js';
 
 type DkimSpec = NonNullable<Tenant['dkim']>;
@@ -101,4 +102,51 @@ export function dkimRecords(r: SmtpRelay, pems: Map<string, string>): DkimRecord
       }
     }
   return out;
+}
+
+/** A Secret to create for keys with `generate: true` whose Secret does not exist. */
+export interface KeysToGenerate {
+  secret: string;
+  keys: { key: string; algorithm: 'rsa-sha256' | 'ed25519-sha256' }[];
+}
+
+/** Which Secrets to create for `generate: true` keys, given which Secrets exist. */
+export function keysToGenerate(r: SmtpRelay, exists: (secret: string) => boolean): KeysToGenerate[] {
+  const out = new Map<string, KeysToGenerate>();
+  for (const t of r.spec?.tenants ?? [])
+    for (const k of t.dkim?.keys ?? []) {
+      if (!k.generate || exists(k.secretRef.name)) continue;
+      const g = out.get(k.secretRef.name) ?? { secret: k.secretRef.name, keys: [] };
+      const key = k.secretRef.key ?? DEFAULT_DKIM_SECRET_KEY;
+      if (!g.keys.some((x) => x.key === key)) g.keys.push({ key, algorithm: k.algorithm ?? 'rsa-sha256' });
+      out.set(g.secret, g);
+    }
+  return [...out.values()];
+}
+
+/**
+ * The Secret holding new key pairs (PEM, PKCS#8) for `g`. Not owned by the relay: a key whose record is in
+ * DNS outlives it. Labelled and annotated so a human can tell where it came from.
+ */
+export function generatedKeySecret(r: SmtpRelay, g: KeysToGenerate): KObject {
+  const data: Record<string, string> = {};
+  for (const { key, algorithm } of g.keys) {
+    const pair =
+      algorithm === 'rsa-sha256'
+        ? generateKeyPairSync('rsa', { modulusLength: 2048 })
+        : generateKeyPairSync('ed25519');
+    data[key] = Buffer.from(pair.privateKey.export({ type: 'pkcs8', format: 'pem' })).toString('base64');
+  }
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: {
+      name: g.secret,
+      namespace: r.metadata.namespace!,
+      labels: { 'app.kubernetes.io/managed-by': 'cartero-operator' },
+      annotations: { 'cartero.io/dkim-generated-for': r.metadata.name! },
+    },
+    type: 'Opaque',
+    data,
+  };
 }
