@@ -20,6 +20,7 @@ import { dkimDnsRecord, keyProblem } from '../../relay/src/contract/index.js';
 import { resolveConfig } from '../../relay/src/config.js';
 import { deliveredSize, prepend, withSignatures } from '../../relay/src/dkim/stored.js';
 import type { Envelope } from '../../relay/src/spool/types.js';
+import { Spool, newQueueId } from '../../relay/src/spool/disk.js';
 import { PassThrough, Readable } from 'node:stream';
 import { waitFor } from '../helpers/poll.js';
 import { ConfigError } from '../../relay/src/errors.js';
@@ -337,5 +338,44 @@ describe('stored signatures at delivery', () => {
     assert.ok(!Buffer.isBuffer(out));
     out.destroy();
     await waitFor(() => under.destroyed, { what: 'the file stream closed' });
+  });
+});
+
+describe('signatures in the queue file', () => {
+  it('survive a reopen of the spool (the envelope keeps them) and go in front of the stored bytes', async () => {
+    const dir = await makeTmpDir('cartero-dkim-spool-');
+    try {
+      const raw = Buffer.from('Received: from x\r\nFrom: a@example.com\r\n\r\nbody\r\n');
+      const id = newQueueId();
+      const env: Envelope = {
+        v: 1,
+        id,
+        tenant: 'default',
+        pool: null,
+        arrivedAt: Date.now(),
+        from: 'a@example.com',
+        rcpts: [{ address: 'b@example.org' }],
+        dsn: {},
+        size: raw.length,
+        eightBit: false,
+        smtpUtf8: false,
+        origin: 'smtp',
+        client: { address: '127.0.0.1', helo: 'c', listener: 'smtp' },
+        dkim: sign(Buffer.from('From: a@example.com\r\n\r\nbody\r\n'), [edKey]),
+      };
+      const first = new Spool({ dir: path.join(dir, 'spool'), maxMessages: 10, minFreeBytes: 0 });
+      await first.open();
+      await first.write(env, [raw]);
+      const again = new Spool({ dir: path.join(dir, 'spool'), maxMessages: 10, minFreeBytes: 0 });
+      await again.open();
+      const m = await again.load(id);
+      assert.equal(m.env.dkim, env.dkim);
+      assert.equal(m.env.size, raw.length, 'size counts the stored bytes only');
+      const sent = (await withSignatures(m.env, again.readBody(m))) as Buffer;
+      assert.equal(sent.length, deliveredSize(m.env));
+      assert.deepEqual(sent, Buffer.concat([Buffer.from(env.dkim!), raw]));
+    } finally {
+      await removeTmpDir(dir);
+    }
   });
 });
