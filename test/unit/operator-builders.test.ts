@@ -22,6 +22,7 @@ import {
   type BuildInput,
 } from '../../operator/src/relay/config-render.js';
 import { allocate, warmupToday } from '../../operator/src/ippool/allocate.js';
+import { generatedKeySecret, keysToGenerate } from '../../operator/src/relay/dkim.js';
 import { isSubset } from '../../operator/src/objects.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 import { loadCrd } from '../../scripts/crd-types.js';
@@ -576,6 +577,14 @@ describe('examples/kubernetes', () => {
       adminToken: 't',
       peerPassword: 'p',
       replicas: r.spec.replicas!,
+      // the DKIM key Secrets the operator generates for the example (generate: true)
+      dkimKeys: new Map(
+        keysToGenerate(r, () => false).flatMap((g) =>
+          Object.entries((generatedKeySecret(r, g) as unknown as { data: Record<string, string> }).data).map(
+            ([k, v]) => [`${g.secret}/${k}`, Buffer.from(v, 'base64').toString()] as const,
+          ),
+        ),
+      ),
     });
     assert.deepEqual(built.problems, []);
     const root = path.join(tmp, 'example');
@@ -590,6 +599,10 @@ describe('examples/kubernetes', () => {
       });
       assert.deepEqual([...cfg.tenants.keys()].sort(), ['billing', 'default', 'newsletter']);
       assert.equal(cfg.routing.backups.length, 1);
+      assert.deepEqual(
+        cfg.tenants.get('newsletter')!.dkim!.keys.map((k) => `${k.selector}/${k.algorithm}`),
+        ['rsa1/rsa-sha256', 'ed1/ed25519-sha256'],
+      );
     }
   });
 });
