@@ -311,6 +311,9 @@ describe('tenants[].dkim in the config', () => {
       /pattern|must match/,
     );
     fails({ keys: [] }, '/tenants/0/dkim/keys', /fewer than 1|at least 1/);
+    const five = ['a', 'b', 'c', 'd', 'e'].map((selector) => key('rsa.pem', { selector }));
+    fails({ keys: five }, '/tenants/0/dkim/keys/4/domain', /more than 4 keys for example\.com/);
+    assert.equal(load({ keys: five.slice(0, 4) }).tenants.get('t')!.dkim!.keys.length, 4);
     fails({ keys: [key('rsa.pem')], expiry: '5m' }, '/tenants/0/dkim/expiry', /at least 1h/);
   });
 });

@@ -10,6 +10,12 @@ import type { DkimAlgorithm, DkimKey, TenantDkim } from './config-types.js';
 import { parseDuration } from './duration.js';
 import type { SecretReader } from './resolve-fields.js';
 
+/**
+ * Keys of one signing domain, all of which sign each of its messages: dual signing during a rotation is 4.
+ * Bounds the signatures stored in a message's envelope (they must fit the 16 KiB reserved beside the body).
+ */
+export const MAX_KEYS_PER_DOMAIN = 4;
+
 /** RSA keys shorter than this are refused (RFC 8301: at least 1024, 2048 recommended; Gmail asks 2048). */
 export const MIN_RSA_BITS = 2048;
 /** Longer keys do not fit one DNS TXT string list comfortably and cost much more CPU per message. */
@@ -41,6 +47,14 @@ export function resolveDkim(
     const id = `${k.selector.toLowerCase()}._domainkey.${domain}`;
     if (seen.has(id)) throw new ConfigError(`${f}/selector`, `a second key for ${id}`);
     seen.add(id);
+    if (
+      raw.keys.slice(0, i + 1).filter((x) => x.domain.toLowerCase().replace(/\.$/, '') === domain).length >
+      MAX_KEYS_PER_DOMAIN
+    )
+      throw new ConfigError(
+        `${f}/domain`,
+        `more than ${MAX_KEYS_PER_DOMAIN} keys for ${domain} (all of them sign each message; 4 is dual signing during a rotation)`,
+      );
     const pem = readSecret('secrets', k.privateKeyFile, `${f}/privateKeyFile`);
     let privateKey: KeyObject;
     try {
