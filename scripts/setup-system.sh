@@ -4,6 +4,7 @@
 # swaks    - real SMTP client in tests
 # postfix  - smtp-source / smtp-sink (tests, bench) and the reference relay peer (bench)
 # redis-server - the shared rate-limit store in tests (fleet.rateLimitStore)
+# python3-dkim - dkimverify, an independent DKIM verifier in tests (python3-nacl for Ed25519 keys)
 set -euo pipefail
 need=()
 command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq)
@@ -11,6 +12,7 @@ command -v swaks >/dev/null 2>&1 || need+=(swaks)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 { command -v smtp-source >/dev/null 2>&1 && command -v smtp-sink >/dev/null 2>&1; } || need+=(postfix)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+{ [ -x /usr/bin/dkimverify ] && /usr/bin/python3 -c 'import dkim, nacl' >/dev/null 2>&1; } || need+=(python3-dkim python3-nacl)
 command -v unzip >/dev/null 2>&1 || need+=(unzip)
 # swaks needs these for --tls
 perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)

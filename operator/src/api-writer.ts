@@ -4,6 +4,7 @@
  * which optional kinds (ServiceMonitor, Cilium egress policies) the cluster has.
  */
 import {
+  ApiException,
   CoreV1Api,
   CustomObjectsApi,
   KubernetesObjectApi,
@@ -62,6 +63,17 @@ export class ApiWriter {
     );
     if (!inf) this.applied.set(key, json);
     return true;
+  }
+
+  /** Creates `obj`; an object of that name that exists already is left as it is. Returns whether it created it. */
+  async createIfAbsent(obj: KObject): Promise<boolean> {
+    try {
+      await this.objects.create(obj as KubernetesObject, undefined, undefined, FIELD_MANAGER);
+      return true;
+    } catch (e) {
+      if (e instanceof ApiException && e.code === 409) return false;
+      throw e;
+    }
   }
 
   /** A JSON merge patch of `obj` (apiVersion, kind, metadata name and namespace, and what changes). */

@@ -8,6 +8,7 @@ import type { IpPool, SmtpRelay } from './api/types.js';
 import { GROUP, VERSION, names } from './constants.js';
 import type { KObject } from './objects.js';
 import { startInformer, type Informer, type InformerEventType } from './runtime/informer.js';
+import { dkimSecrets } from './relay/dkim.js';
 
 export type Pod = KObject & {
   spec: { nodeName?: string };
@@ -114,6 +115,7 @@ export function secretsOf(r: SmtpRelay): string[] {
   for (const b of routing?.backups ?? []) if (b.credentialsSecret) s.add(b.credentialsSecret);
   if (r.spec?.tls?.secretName) s.add(r.spec.tls.secretName);
   if (r.spec?.rateLimitStore?.credentialsSecret) s.add(r.spec.rateLimitStore.credentialsSecret);
+  for (const d of dkimSecrets(r)) s.add(d);
   return [...s];
 }
 

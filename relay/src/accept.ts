@@ -18,6 +18,7 @@ import type { TenantRuntime } from './tenant-runtime.js';
 import type { HandoffMeta } from './delivery/types.js';
 import { takeHandoffHeader } from './delivery/handoff.js';
 import type { GuardedSession } from './abuse/smtp-guard.js';
+import { MessageSigner, planSigning, refusalText, type UnsignedReason } from './dkim/signer.js';
 
 export interface AcceptDeps {
   cfg: RelayConfig;
@@ -76,15 +77,20 @@ export async function acceptMessage(
   const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
   const helo = (session.hostNameAppearsAs || 'unknown').replace(/[^\x21-\x7e]/g, '?');
   let meta: HandoffMeta | undefined;
+  const tenant = session.tenant ?? DEFAULT_TENANT;
+  let dkim: DkimOutcome | undefined;
   const r = await receiveInto(stream, d.spool, id, reservation, max, {
     headerLimits: cfg.limits,
+    body: (chunk) => dkim?.signer?.update(chunk),
     head: (head) => {
       const hops = countReceived(head);
       if (hops >= cfg.limits.maxReceivedHeaders) throw reply.looped(hops);
       // The hand-off header is believed only from an authenticated peer, and stripped from anyone's mail.
       const taken = takeHandoffHeader(head);
       meta = taken.meta;
+      // a peer hands on mail a relay of the fleet accepted (and signed) already: never signed twice
       if (session.peer) return taken.raw;
+      dkim = startSigning(d, tenant, id, taken.raw);
       const received = Buffer.from(
         `Received: from ${helo} ([${session.remoteAddress}])\r\n\tby ${cfg.hostname} (Cartero) with ${session.transmissionType || 'ESMTP'} id ${id}` +
           (rcpts.length === 1 ? `\r\n\tfor <${rcpts[0].address}>` : '') +
@@ -95,7 +101,6 @@ export async function acceptMessage(
   });
   try {
     if (session.peer) return await acceptHandoff(d, l, r, session, meta, id, now);
-    const tenant = session.tenant ?? DEFAULT_TENANT;
     const overQuota = d.tenancy.checkQuota(tenant, d.engine.tenantUsage(tenant), r.size);
     if (overQuota) throw overQuota;
     const envDsn = (session.envelope as { dsn?: { ret?: string; envid?: string } }).dsn ?? {};
@@ -124,8 +129,11 @@ export async function acceptMessage(
       origin: 'smtp',
       client: { address: session.remoteAddress, helo, ...(user ? { user } : {}), listener: l.name },
     };
+    if (dkim?.signer) env.dkim = dkim.signer.finish(now);
     const { bodyOffset, crc32 } = await r.writer.commit(env);
     d.metrics.received.inc({ tenant });
+    if (dkim?.signer) for (const a of dkim.algorithms) d.metrics.dkimSigned.inc({ tenant, algorithm: a });
+    else d.metrics.dkimUnsigned.inc({ tenant, reason: dkim?.unsigned ?? 'no-keys' });
     d.log.info(
       {
         event: 'received',
@@ -137,6 +145,7 @@ export async function acceptMessage(
         client: session.remoteAddress,
         user,
         listener: l.name,
+        ...(dkim?.signer ? { dkim: dkim.selectors } : dkim?.unsigned ? { unsigned: dkim.unsigned } : {}),
       },
       'queued',
     );
@@ -145,6 +154,41 @@ export async function acceptMessage(
   } finally {
     await r.writer.abort(); // no-op once committed
   }
+}
+
+/** What DKIM makes of one message: a signer fed the body, or why it is sent unsigned. */
+interface DkimOutcome {
+  signer?: MessageSigner;
+  algorithms: string[];
+  /** `d=/s=` of each signature, for the log line. */
+  selectors: string[];
+  unsigned?: UnsignedReason;
+}
+
+/**
+ * Plans the signing of a message of `tenant` from its header section; throws the 550 when the tenant
+ * refuses mail it cannot sign (counted and logged here: the client hears it at the end of DATA).
+ */
+function startSigning(d: AcceptDeps, tenant: string, id: string, head: Buffer): DkimOutcome | undefined {
+  const cfg = d.cfg.tenants.get(tenant)?.dkim;
+  if (!cfg) return undefined;
+  const plan = planSigning(cfg, head);
+  if ('sign' in plan)
+    return {
+      signer: new MessageSigner(plan.sign, plan.fields, cfg.expiryMs),
+      algorithms: plan.sign.map((k) => k.algorithm),
+      selectors: plan.sign.map((k) => `${k.domain}/${k.selector}`),
+    };
+  if (cfg.unmatched === 'refuse') {
+    const why = refusalText(plan.unsigned, plan.domain);
+    d.metrics.dkimRefused.inc({ tenant, reason: plan.unsigned });
+    d.log.info(
+      { event: 'dkim.refused', queueId: id, tenant, reason: plan.unsigned, fromDomain: plan.domain },
+      why,
+    );
+    throw reply.unsigned(why);
+  }
+  return { algorithms: [], selectors: [], unsigned: plan.unsigned };
 }
 
 /** A message handed off by a peer relay: keeps its tenant, arrival time, attempts and DSN parameters. */

@@ -87,6 +87,8 @@ export const reply = {
     new SmtpReplyError('ERR_HEADER_TOO_BIG', 552, '5.6.0', `Header section too big (at most ${max} bytes)`),
   looped: (hops: number) =>
     new SmtpReplyError('ERR_LOOP', 554, '5.4.6', `Mail loop detected (${hops} Received headers)`),
+  /** Mail of a tenant with `dkim.unmatched: refuse` that none of its keys can sign. */
+  unsigned: (why: string) => new SmtpReplyError('ERR_DKIM_UNMATCHED', 550, '5.7.1', why),
   shuttingDown: () =>
     new SmtpReplyError('ERR_SHUTDOWN', 421, '4.3.2', 'Service shutting down, try again later'),
 };

@@ -12,6 +12,9 @@ export class RelayMetrics {
   readonly queueDepth: Gauge<'tenant'>;
   readonly queueOldestAge: Gauge;
   readonly received: Counter<'tenant'>;
+  readonly dkimSigned: Counter<'tenant' | 'algorithm'>;
+  readonly dkimUnsigned: Counter<'tenant' | 'reason'>;
+  readonly dkimRefused: Counter<'tenant' | 'reason'>;
   readonly delivered: Counter<'tenant' | 'route'>;
   readonly deferred: Counter<'tenant'>;
   readonly bounced: Counter<'tenant' | 'kind'>;
@@ -72,6 +75,24 @@ export class RelayMetrics {
       name: 'cartero_messages_received_total',
       help: 'Messages accepted (250) and queued.',
       labelNames: ['tenant'],
+      registers: [r],
+    });
+    this.dkimSigned = new Counter({
+      name: 'cartero_dkim_signed_total',
+      help: 'DKIM signatures added at acceptance (a dual-signed message counts once per algorithm).',
+      labelNames: ['tenant', 'algorithm'],
+      registers: [r],
+    });
+    this.dkimUnsigned = new Counter({
+      name: 'cartero_dkim_unsigned_total',
+      help: 'Messages accepted without a signature, by reason.',
+      labelNames: ['tenant', 'reason'],
+      registers: [r],
+    });
+    this.dkimRefused = new Counter({
+      name: 'cartero_dkim_refused_total',
+      help: 'Messages refused at DATA because no key could sign them (dkim.unmatched: refuse).',
+      labelNames: ['tenant', 'reason'],
       registers: [r],
     });
     this.delivered = new Counter({

@@ -162,6 +162,8 @@ export interface ReceiveHooks {
    * header without any hand-off field), or throws the reply to give.
    */
   head(head: Buffer): Buffer;
+  /** Sees every byte after the header section, in order, as it is written (the DKIM body hash). */
+  body?(chunk: Buffer): void;
   /** Limits on the header section (default DEFAULT_HEADER_LIMITS); a config's `limits` will do. */
   headerLimits?: HeaderLimits;
 }
@@ -214,6 +216,7 @@ export async function receiveInto(
     const prefix = hooks.head(all.subarray(0, end));
     writer = await spool.begin(id, reservation);
     await write(prefix);
+    hooks.body?.(all.subarray(end));
     await write(all.subarray(end));
   };
   try {
@@ -231,7 +234,10 @@ export async function receiveInto(
             const all = Buffer.concat(head, headLen);
             await startBody(all, scanner.end ?? all.length);
           }
-        } else await write(chunk);
+        } else {
+          hooks.body?.(chunk);
+          await write(chunk);
+        }
       } catch (e) {
         failure = e as Error;
         head = undefined;

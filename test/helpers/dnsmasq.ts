@@ -21,6 +21,11 @@ export interface DnsZone {
   a?: { name: string; ip: string }[];
   /** AAAA records; repeat a name for several addresses. */
   aaaa?: { name: string; ip: string }[];
+  /**
+   * TXT records (e.g. DKIM keys at `<selector>._domainkey.<domain>`); a value longer than 255 octets is
+   * served as several strings, which readers join (RFC 7208 3.3, RFC 6376 3.6.2.2).
+   */
+  txt?: { name: string; value: string }[];
   /** Domains with a null MX (`MX 0 .`, RFC 7505). */
   nullMx?: string[];
   /** Domains whose lookups (the domain and names under it) answer SERVFAIL. */
@@ -198,6 +203,12 @@ export async function startDns(zone: DnsZone): Promise<DnsServer> {
     for (const m of zone.mx ?? [])
       args.push(`--mx-host=${checkName(m.domain)},${checkName(m.host)},${m.pref}`);
     for (const d of zone.nullMx ?? []) args.push(`--mx-host=${checkName(d)},.,0`);
+    for (const t of zone.txt ?? []) {
+      if (/["\\,]/.test(t.value))
+        throw new Error(`dnsmasq helper: unsupported TXT value ${JSON.stringify(t.value)}`);
+      const strings = t.value.match(/.{1,255}/gs) ?? [''];
+      args.push(`--txt-record=${checkName(t.name)},${strings.join(',')}`); // argv: no quoting
+    }
     for (const r of [...(zone.a ?? []), ...(zone.aaaa ?? [])]) {
       if (net.isIP(r.ip) === 0) throw new Error(`dnsmasq helper: not an IP address: ${r.ip}`);
       args.push(`--host-record=${checkName(r.name)},${r.ip}`);

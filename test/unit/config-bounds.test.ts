@@ -51,6 +51,7 @@ const NOT_TIMERS = new Set([
   '/tenants/0/bounceRate/window',
   '/tenants/0/bounceRate/cooldown',
   '/tenants/0/suppression/ttl',
+  '/tenants/0/dkim/expiry',
 ]);
 
 /** A document with one of each array item, so that every field of the schema has a place. */
@@ -63,7 +64,12 @@ function base(): Json {
       domains: [{ domain: 'a.example', host: 'mx.a.example' }],
       backups: [{ host: 'backup.example' }],
     },
-    tenants: [{ name: 't' }],
+    tenants: [
+      {
+        name: 't',
+        dkim: { keys: [{ domain: 'example.com', selector: 's', privateKeyFile: 'k.pem' }] },
+      },
+    ],
     ipPools: [
       {
         name: 'p',

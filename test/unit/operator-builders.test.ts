@@ -22,6 +22,7 @@ import {
   type BuildInput,
 } from '../../operator/src/relay/config-render.js';
 import { allocate, warmupToday } from '../../operator/src/ippool/allocate.js';
+import { generatedKeySecret, keysToGenerate } from '../../operator/src/relay/dkim.js';
 import { isSubset } from '../../operator/src/objects.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 import { loadCrd } from '../../scripts/crd-types.js';
@@ -560,12 +561,24 @@ describe('examples/kubernetes', () => {
       adminToken: 't',
       peerPassword: 'p',
       replicas: r.spec.replicas!,
+      // the DKIM key Secrets the operator generates for the example (generate: true)
+      dkimKeys: new Map(
+        keysToGenerate(r, () => false).flatMap((g) =>
+          Object.entries((generatedKeySecret(r, g) as unknown as { data: Record<string, string> }).data).map(
+            ([k, v]) => [`${g.secret}/${k}`, Buffer.from(v, 'base64').toString()] as const,
+          ),
+        ),
+      ),
     });
     assert.deepEqual(built.problems, []);
     for (const pod of ['outbound-0', 'outbound-1']) {
       const cfg = await loadAsPod(built, 'example', { POD_IP: '10.0.0.9', POD_NAME: pod });
       assert.deepEqual([...cfg.tenants.keys()].sort(), ['billing', 'default', 'newsletter']);
       assert.equal(cfg.routing.backups.length, 1);
+      assert.deepEqual(
+        cfg.tenants.get('newsletter')!.dkim!.keys.map((k) => `${k.selector}/${k.algorithm}`),
+        ['rsa1/rsa-sha256', 'ed1/ed25519-sha256'],
+      );
     }
   });
 });

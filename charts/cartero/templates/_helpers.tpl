@@ -66,7 +66,8 @@ request (test/e2e/chart.test.ts checks the request log against these rules):
 - smtprelays, ippools: informers (list, watch); the finalizer cartero.io/drain (patch smtprelays); status.
 - statefulsets, configmaps, services, secrets, poddisruptionbudgets: informers, and server-side apply of
   the fleet's objects (patch; create when apply creates the object). Secrets are watched in full: the
-  tenants' and routes' credential Secrets are copied into each fleet's own Secret.
+  tenants' and routes' credential Secrets and DKIM keys are copied into each fleet's own Secret; a DKIM
+  key Secret asked for with `generate: true` is created (create) when it does not exist.
 - poddisruptionbudgets delete: a fleet whose spec turns its budget off (podDisruptionBudget.enabled: false).
 - pods: informer (readiness and addresses of relay pods; their admin APIs are called directly).
 - events create: Warning/Normal events on SmtpRelays.

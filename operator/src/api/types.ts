@@ -212,6 +212,56 @@ export interface SmtpRelaySpec {
      * Queue lifetime of the tenant's mail, at most 30d (overrides spec.queue.maxAge).
      */
     maxAge?: string;
+    /**
+     * DKIM signing at acceptance: the keys of the From domain (or its nearest parent with keys) sign; the TXT record to publish for each key is in status.dkim.
+     */
+    dkim?: {
+      /**
+       * Signing keys; every key of the chosen domain signs (dual signing, rotation).
+       *
+       * @minItems 1
+       * @maxItems 32
+       */
+      keys: {
+        /**
+         * Signing domain (d=).
+         */
+        domain: string;
+        /**
+         * Selector (s=); the record is published at <selector>._domainkey.<domain>.
+         */
+        selector: string;
+        /**
+         * rsa-sha256 (RSA 2048 to 4096 bits) or ed25519-sha256 (RFC 8463).
+         */
+        algorithm?: 'rsa-sha256' | 'ed25519-sha256';
+        /**
+         * Secret in this namespace holding the PEM private key.
+         */
+        secretRef: {
+          /**
+           * Secret name.
+           */
+          name: string;
+          /**
+           * Key in the Secret (default private.key).
+           */
+          key?: string;
+        };
+        /**
+         * When the Secret does not exist, the operator creates it with a new key pair of the algorithm (RSA 2048 bits or Ed25519). It is not owned by the SmtpRelay (deleting the relay keeps the key) and never rewritten.
+         */
+        generate?: boolean;
+      }[];
+      /**
+       * Mail whose From domain has no key is sent unsigned, or refused at DATA (550 5.7.1).
+       */
+      unmatched?: 'send' | 'refuse';
+      /**
+       * Signature lifetime (x= after t=), 1h to 3650d.
+       */
+      expiry?: string;
+    };
   }[];
   /**
    * Where mail goes.
@@ -597,6 +647,39 @@ export interface SmtpRelayStatus {
      * The tenant's queued messages across the fleet.
      */
     queueDepth?: number;
+  }[];
+  /**
+   * The DNS TXT record to publish for each DKIM key of spec.tenants.
+   */
+  dkim?: {
+    /**
+     * Tenant name.
+     */
+    tenant: string;
+    /**
+     * Signing domain (d=).
+     */
+    domain: string;
+    /**
+     * Selector (s=).
+     */
+    selector: string;
+    /**
+     * rsa-sha256 or ed25519-sha256.
+     */
+    algorithm?: string;
+    /**
+     * DNS name of the TXT record: <selector>._domainkey.<domain>.
+     */
+    name: string;
+    /**
+     * TXT value to publish (v=DKIM1; k=...; p=...).
+     */
+    value?: string;
+    /**
+     * Why there is no record (the Secret or key is missing or unusable).
+     */
+    problem?: string;
   }[];
   /**
    * Per-pod figures read from the relays' admin API.

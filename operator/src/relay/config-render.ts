@@ -16,6 +16,7 @@ import {
   type Tenant,
 } from '../constants.js';
 import { CONFIG_SCHEMA, parseDuration } from '../../../relay/src/contract/index.js';
+import { renderDkim } from './dkim.js';
 
 /** Credentials the reconciler read from the Secrets an SmtpRelay names (`credentialsSecret`). */
 export interface Credentials {
@@ -45,6 +46,8 @@ export interface BuildInput {
   peerPassword: string;
   /** Replicas the relay config is rendered for (rate-limit shares). */
   replicas: number;
+  /** PEM private keys of the tenants' DKIM keys, by `<Secret>/<key>` (dkim.ts, dkimRef). */
+  dkimKeys?: Map<string, string>;
 }
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
@@ -177,6 +180,8 @@ export function buildRelayConfig(input: BuildInput): RelayConfigResult {
     if (t.quota && (t.quota.messages || t.quota.bytes)) out.quota = t.quota;
     if (t.bounceRate && Object.keys(t.bounceRate).length) out.bounceRate = t.bounceRate;
     if (t.maxAge) out.maxAge = t.maxAge;
+    const dkim = renderDkim(t, input.dkimKeys ?? new Map(), secretData, problems);
+    if (dkim) out.dkim = dkim;
     if (t.ipPool) {
       const pool = input.pools.get(t.ipPool);
       const mine = input.allocations.filter((a) => a.pool === t.ipPool);

@@ -24,6 +24,7 @@ import { decidePauseCopies, decideSuppressionCopies } from './fleet-sync.js';
 import { QueueOps } from './queue-ops.js';
 import { drainedSurvivors, planScale, scaleDownStep } from './scale-down.js';
 import { checkSpec } from './spec-check.js';
+import { DEFAULT_DKIM_SECRET_KEY, dkimRecords, dkimRef, generatedKeySecret, keysToGenerate } from './dkim.js';
 import { relayStatus } from './status.js';
 import {
   buildConfigMap,
@@ -83,8 +84,13 @@ export class RelayController {
         metadata: { name, namespace: ns, finalizers: [...(relay.metadata.finalizers ?? []), FINALIZER] },
       });
 
+    // --- DKIM keys asked for (generate: true) whose Secret does not exist yet: made once, never rewritten
+    for (const g of keysToGenerate(relay, (s) => !!caches.secrets.get(ns, s)))
+      if (await writer.createIfAbsent(generatedKeySecret(relay, g)))
+        log.info({ secret: g.secret, keys: g.keys.map((k) => k.key) }, 'dkim.key-generated');
+
     // --- observe: inputs from the caches
-    const { credentials, pools, allocations } = this.inputs(relay);
+    const { credentials, pools, allocations, dkimKeys } = this.inputs(relay);
 
     // --- replicas: lower the StatefulSet only once the pods that go are drained
     const sts = caches.statefulsets.get(ns, n.statefulSet);
@@ -121,6 +127,7 @@ export class RelayController {
       adminToken,
       peerPassword,
       replicas: Math.max(desired, 1),
+      dkimKeys,
     });
     const problems: Problem[] = [...built.problems];
     const revision = (built.doc.fleet as { revision: string }).revision;
@@ -192,6 +199,8 @@ export class RelayController {
       now,
     });
     Object.assign(status, queueOps.status);
+    const dkim = dkimRecords(relay, dkimKeys);
+    if (dkim.length) status.dkim = dkim;
     await writer.writeStatus(relay, 'smtprelays', status);
     events.emitAll(relay, statusEvents);
     return { requeueAfterMs: drain ? Math.min(this.o.statusIntervalMs, 2000) : this.o.statusIntervalMs };
@@ -202,6 +211,7 @@ export class RelayController {
     credentials: Map<string, Credentials>;
     pools: Map<string, IpPool>;
     allocations: Allocation[];
+    dkimKeys: Map<string, string>;
   } {
     const ns = relay.metadata.namespace!;
     const credentials = new Map<string, Credentials>();
@@ -220,7 +230,15 @@ export class RelayController {
       for (const a of pool.status?.allocations ?? [])
         if (a.relay === relay.metadata.name) allocations.push({ pool: p, ip: a.ip, pod: a.pod });
     }
-    return { credentials, pools, allocations };
+    const dkimKeys = new Map<string, string>();
+    for (const t of relay.spec.tenants ?? [])
+      for (const k of t.dkim?.keys ?? []) {
+        const pem = decode(
+          this.o.caches.secrets.get(ns, k.secretRef.name)?.data?.[k.secretRef.key ?? DEFAULT_DKIM_SECRET_KEY],
+        );
+        if (pem) dkimKeys.set(dkimRef(k), pem);
+      }
+    return { credentials, pools, allocations, dkimKeys };
   }
 
   /** Copies pauses and suppressions made on one relay to every other relay of the fleet. */

@@ -71,6 +71,12 @@ const hostPort = {
   credentials: login,
 } as const;
 const cidr = { type: 'string', minLength: 1 } as const;
+/** A domain name of two labels or more (DKIM signing domains). */
+const HOSTNAME_PATTERN =
+  '^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?$';
+/** A DKIM selector: one or more DNS labels. */
+const SELECTOR_PATTERN =
+  '^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$';
 /** `N/unit`, N from 1 to MAX_PER_PERIOD. */
 export const RATE_PATTERN = '^([1-9][0-9]{0,8}|1000000000)/(s|m|h|d)$';
 
@@ -466,6 +472,47 @@ export const CONFIG_SCHEMA = {
             properties: {
               enabled: { type: 'boolean', default: true },
               ttl: { ...dur('3650d', { min: '1s', timer: false }), default: '30d' },
+            },
+          },
+          dkim: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['keys'],
+            description:
+              'DKIM signing at acceptance: the keys of the From domain (or its nearest parent with keys) sign.',
+            properties: {
+              keys: {
+                type: 'array',
+                minItems: 1,
+                maxItems: 32,
+                items: {
+                  type: 'object',
+                  additionalProperties: false,
+                  required: ['domain', 'selector', 'privateKeyFile'],
+                  properties: {
+                    domain: { type: 'string', maxLength: 253, pattern: HOSTNAME_PATTERN },
+                    selector: { type: 'string', maxLength: 63, pattern: SELECTOR_PATTERN },
+                    algorithm: {
+                      type: 'string',
+                      enum: ['rsa-sha256', 'ed25519-sha256'],
+                      default: 'rsa-sha256',
+                    },
+                    privateKeyFile: {
+                      type: 'string',
+                      minLength: 1,
+                      description: 'PEM private key (PKCS#8 or PKCS#1), in paths.secrets.',
+                    },
+                  },
+                },
+              },
+              unmatched: {
+                type: 'string',
+                enum: ['send', 'refuse'],
+                default: 'send',
+                description:
+                  'Mail whose From domain has no key: send it unsigned, or refuse it at DATA (550 5.7.1).',
+              },
+              expiry: dur('3650d', { min: '1h', timer: false }),
             },
           },
         },

@@ -1,4 +1,5 @@
 /** The resolved relay config (what resolveRelayConfig returns and the relay runs on), part of the relay contract. */
+import type { KeyObject } from 'node:crypto';
 import type ipaddr from 'ipaddr.js';
 
 export type TlsMode = 'none' | 'starttls' | 'implicit';
@@ -36,6 +37,21 @@ export interface TenantConfig {
   quota: { messages?: number; bytes?: number };
   bounceRate: { warn: number; pause: number; windowMs: number; minVolume: number; cooldownMs: number };
   suppression: { enabled: boolean; ttlMs: number };
+  dkim?: TenantDkim;
+}
+export type DkimAlgorithm = 'rsa-sha256' | 'ed25519-sha256';
+export interface DkimKey {
+  /** The signing domain (d=), lower case, without a trailing dot. */
+  domain: string;
+  selector: string;
+  algorithm: DkimAlgorithm;
+  privateKey: KeyObject;
+}
+/** A tenant's DKIM signing (relay/src/dkim/): its keys, what to do with mail no key matches, x= after t=. */
+export interface TenantDkim {
+  keys: DkimKey[];
+  unmatched: 'send' | 'refuse';
+  expiryMs?: number;
 }
 export interface PoolConfigResolved {
   name: string;

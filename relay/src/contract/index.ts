@@ -12,3 +12,4 @@ export { validateRelayConfig, type SecretFiles, type ValidateOptions } from './v
 export { DURATION_PATTERN, MAX_TIMER_MS, formatDuration, parseDuration } from './duration.js';
 export type * from './admin-api.js';
 export { ConfigError } from '../errors.js';
+export { dkimDnsRecord, keyProblem, MIN_RSA_BITS } from './resolve-dkim.js';

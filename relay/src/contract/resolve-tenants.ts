@@ -8,6 +8,7 @@ import type { RawTenant, ValidatedConfig } from './config-raw.js';
 import { DEFAULT_TENANT, type RelayConfig, type TenantConfig } from './config-types.js';
 import { parseDuration } from './duration.js';
 import { parseCidrs, type SecretReader } from './resolve-fields.js';
+import { resolveDkim } from './resolve-dkim.js';
 
 export interface Senders {
   accounts: RelayConfig['accounts'];
@@ -67,7 +68,9 @@ export function resolveSenders(c: ValidatedConfig, readSecret: SecretReader): Se
     parseCidrs(t.trustedNetworks, `${f}/trustedNetworks`).forEach((net) =>
       tenantNetworks.push({ net, tenant: t.name }),
     );
-    tenants.set(t.name, tenantConfig(t, c.queue.retry));
+    const tc = tenantConfig(t, c.queue.retry);
+    if (t.dkim) tc.dkim = resolveDkim(t.dkim, readSecret, `${f}/dkim`);
+    tenants.set(t.name, tc);
   });
   if (c.peer && accounts.has(c.peer.username))
     throw new ConfigError('/peer/username', `${c.peer.username} is also a tenant account`);

@@ -26,6 +26,7 @@ import { Destination } from './sessions.js';
 import { runDelivery, type JobContext } from './transport.js';
 import type { ActiveMessage, EngineDeps, Job, Outcome } from './types.js';
 import { BulkOps } from './bulk.js';
+import { withSignatures } from '../dkim/stored.js';
 
 /** Messages loaded (envelope and state in memory) at once, as Postfix's qmgr_message_active_limit. */
 export const ACTIVE_LIMIT = 10_000;
@@ -60,7 +61,11 @@ export class DeliveryEngine extends BulkOps {
     this.ctx = {
       d,
       running: () => this.running,
-      bodyOf: (job) => () => (job.msg.body ? Promise.resolve(job.msg.body) : this.d.spool.readBody(job.msg)),
+      bodyOf: (job) => () =>
+        withSignatures(
+          job.msg.env,
+          job.msg.body ? Promise.resolve(job.msg.body) : this.d.spool.readBody(job.msg),
+        ),
     };
   }
 

@@ -9,6 +9,7 @@ import type { Destination } from './sessions.js';
 import { classify, resultOf, type Cause } from './classify.js';
 import { discard, type JobContext } from './transport.js';
 import { HANDOFF_HEADER, type HandoffMeta, type Job, type Outcome } from './types.js';
+import { deliveredSize } from '../dkim/stored.js';
 
 /** The metadata a peer needs to carry on where we left off; only peers may send it (inbound checks AUTH). */
 export function handoffHeader(env: Envelope, state: DeliveryState, rcpts: number[]): Buffer {
@@ -95,7 +96,7 @@ export async function runHandoff(ctx: JobContext, dest: Destination, job: Job, p
           {
             from: env.from,
             to: rcpts.map((i) => env.rcpts[i].address),
-            size: head.length + env.size,
+            size: head.length + deliveredSize(env),
             eightBit: env.eightBit,
           },
           body,

@@ -9,6 +9,7 @@ import type { Route } from '../router.js';
 import { classify, resultOf, type Cause, type DnsFailure } from './classify.js';
 import type { Destination } from './sessions.js';
 import type { BodySource, EngineDeps, Job, Outcome } from './types.js';
+import { deliveredSize } from '../dkim/stored.js';
 
 /** What a job needs from the engine. */
 export interface JobContext {
@@ -121,7 +122,7 @@ export async function runDelivery(ctx: JobContext, dest: Destination, job: Job):
     const envelope = {
       from: env.from,
       to: rcpts.map((i) => env.rcpts[i].address),
-      size: env.size,
+      size: deliveredSize(env),
       eightBit: env.eightBit,
       dsn: { ret: env.dsn.ret, envid: env.dsn.envid, notify: first.notify, orcpt: first.orcpt },
     };

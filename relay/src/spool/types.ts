@@ -32,6 +32,11 @@ export interface Envelope {
   /** What generated this message: client submission, or our own DSN. */
   origin: 'smtp' | 'dsn';
   client: { address: string; helo: string; user?: string; listener: string };
+  /**
+   * DKIM-Signature fields (each ending in CRLF) made at acceptance, put in front of the stored message when
+   * it is sent (relay/src/dkim/). Not counted in `size`. Absent in files written before DKIM (ADR 012).
+   */
+  dkim?: string;
 }
 
 export type RcptStatus = 'pending' | 'delivered' | 'bounced' | 'expired';
