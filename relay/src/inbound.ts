@@ -141,7 +141,8 @@ export class Inbound {
   /**
    * After a config reload. smtp-server reads these options as it goes, so new connections get the new
    * hostname, message size (SIZE), connection limit, idle timeout and greeting delay, and AUTH is offered
-   * once the config has accounts (and no longer when it has none). Listeners and TLS need a restart.
+   * once the config has accounts (and no longer when it has none). Listeners need a restart; a new
+   * certificate is applied by updateTls.
    */
   reconfigure(): void {
     const cfg = this.d.cfg;
@@ -156,6 +157,21 @@ export class Inbound {
       o.greetingDelayMs = cfg.limits.greetingDelayMs;
       o.disabledCommands = this.disabledCommands(l.config);
     }
+  }
+
+  /**
+   * A renewed certificate: the TLS listeners (implicit and STARTTLS alike: smtp-server upgrades each
+   * socket with its current default context) use it for every new handshake; open connections keep
+   * the one they negotiated. The pair must have been checked (tls-pair.ts). Returns the listeners changed.
+   */
+  updateTls(tls: { cert: Buffer; key: Buffer }): string[] {
+    const changed: string[] = [];
+    for (const l of this.listening) {
+      if (l.config.tls === 'none') continue;
+      l.server.updateSecureContext({ key: tls.key, cert: tls.cert });
+      changed.push(l.name);
+    }
+    return changed;
   }
 
   private disabledCommands(l: ListenerConfig): string[] {

@@ -32,6 +32,8 @@ export class RelayMetrics {
   readonly suppressed: Gauge;
   readonly configInfo: Gauge<'hash'>;
   readonly reloads: Counter<'result'>;
+  readonly tlsReloads: Counter<'result'>;
+  readonly tlsNotAfter: Gauge<'listener'>;
   readonly ptrMatches: Gauge<'pool' | 'ip'>;
   readonly spoolCorrupt: Counter<'stage'>;
   readonly recoveryScanned: Counter;
@@ -259,6 +261,18 @@ export class RelayMetrics {
       name: 'cartero_config_reloads_total',
       help: 'Config reloads, by result (applied, invalid).',
       labelNames: ['result'],
+      registers: [r],
+    });
+    this.tlsReloads = new Counter({
+      name: 'cartero_tls_reloads_total',
+      help: 'Changed TLS certificate files, by result (applied, invalid: the running certificate stays).',
+      labelNames: ['result'],
+      registers: [r],
+    });
+    this.tlsNotAfter = new Gauge({
+      name: 'cartero_tls_cert_not_after_seconds',
+      help: 'Expiry (notAfter, seconds since the epoch) of the certificate each TLS listener serves.',
+      labelNames: ['listener'],
       registers: [r],
     });
   }

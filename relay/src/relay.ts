@@ -21,6 +21,7 @@ import { registerQueueOps } from './queue-admin.js';
 import { registerTenantOps } from './tenant-admin.js';
 import { registerDrainOps, type DrainPeer } from './drain-admin.js';
 import type { DrainStatus } from './contract/admin-api.js';
+import { checkTlsPair } from './tls-pair.js';
 
 export interface RelayOptions {
   now?: () => number;
@@ -197,6 +198,13 @@ export class Relay {
     );
     if (pending) this.inbound.stopAccepting(); // before the first connection can land
     await this.inbound.start();
+    if (this.cfg.tls) {
+      try {
+        this.showCert(checkTlsPair(this.cfg.tls.cert, this.cfg.tls.key).notAfter);
+      } catch {
+        /* the listeners started with it, so Node took it; only the metric is missing */
+      }
+    }
     this.ready = true;
     if (pending) this.applyDrain(pending.peers ?? [], pending.since ?? Date.now());
     this.o.log.info({ event: 'ready' }, 'relay ready; indexing the spool in the background');
@@ -206,8 +214,8 @@ export class Relay {
 
   /**
    * Applies a new config without dropping connections or queued mail: tenants, accounts, limits, routes,
-   * pools, shaping, retries and the admin token change at once. Listeners, the spool folder and the admin
-   * address need a restart; a change to them is logged and otherwise ignored. Throws (and changes nothing)
+   * pools, shaping, retries, the admin token and a renewed TLS certificate change at once. Listeners, the
+   * spool folder, the admin address and adding or removing the tls section need a restart; a change to them is logged and otherwise ignored. Throws (and changes nothing)
    * when the new config cannot be applied.
    */
   reload(next: RelayConfig): void {
@@ -219,12 +227,9 @@ export class Relay {
     if (next.spoolDir !== cur.spoolDir) restartNeeded.push('paths.spool');
     if (next.admin.address !== cur.admin.address || next.admin.port !== cur.admin.port)
       restartNeeded.push('admin address/port');
-    if (
-      !!next.tls !== !!cur.tls ||
-      (next.tls && cur.tls && (!next.tls.cert.equals(cur.tls.cert) || !next.tls.key.equals(cur.tls.key)))
-    )
-      restartNeeded.push('tls');
+    if (!!next.tls !== !!cur.tls) restartNeeded.push('tls');
     this.deps.tenancy.reconfigure(next); // validates pools and limits first; throws before anything changed
+    next = this.reloadTls(cur, next);
     if (JSON.stringify(next.dns) !== JSON.stringify(cur.dns)) {
       this.deps.resolver = new MxResolver({
         servers: next.dns.servers,
@@ -250,6 +255,46 @@ export class Relay {
         `these changes take effect at the next restart: ${restartNeeded.join(', ')}`,
       );
     }
+  }
+
+  /**
+   * A changed certificate or key (cert-manager renewing the Secret): a pair that parses and matches goes
+   * to the TLS listeners for new handshakes (open connections keep theirs); a bad pair is logged and
+   * counted, and the running one stays (the rest of the config is applied). Returns the config to apply.
+   */
+  private reloadTls(cur: RelayConfig, next: RelayConfig): RelayConfig {
+    if (!cur.tls || !next.tls) return next; // added or removed: a restart (see reload)
+    if (next.tls.cert.equals(cur.tls.cert) && next.tls.key.equals(cur.tls.key)) return next;
+    let info;
+    try {
+      info = checkTlsPair(next.tls.cert, next.tls.key);
+    } catch (e) {
+      this.metrics.tlsReloads.inc({ result: 'invalid' });
+      this.o.log.error(
+        { event: 'tls.invalid', err: (e as Error).message },
+        'new TLS certificate refused; the running certificate stays',
+      );
+      return { ...next, tls: cur.tls };
+    }
+    const listeners = this.inbound.updateTls(next.tls);
+    this.metrics.tlsReloads.inc({ result: 'applied' });
+    this.showCert(info.notAfter);
+    this.o.log.info(
+      {
+        event: 'tls.reloaded',
+        listeners,
+        notAfter: new Date(info.notAfter).toISOString(),
+        fingerprint: info.fingerprint256,
+        subject: info.subject,
+      },
+      'TLS certificate reloaded; new handshakes use it',
+    );
+    return next;
+  }
+
+  private showCert(notAfter: number): void {
+    for (const l of this.cfg.listeners)
+      if (l.tls !== 'none') this.metrics.tlsNotAfter.set({ listener: l.name }, Math.floor(notAfter / 1000));
   }
 
   /**
