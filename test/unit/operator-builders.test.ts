@@ -183,6 +183,22 @@ describe('relay config builder', () => {
     );
   });
 
+  it('mounts the TLS Secret as a whole volume (no subPath), so a renewed certificate reaches the pod in place', () => {
+    const r = relay({ tls: { secretName: 'relay-cert' } });
+    const s = buildStatefulSet({ relay: r, defaultImage: 'x', replicas: 1 });
+    const pod = s.spec.template.spec;
+    assert.deepEqual(
+      pod.volumes.find((v: { name: string }) => v.name === 'tls'),
+      { name: 'tls', secret: { secretName: 'relay-cert', defaultMode: 0o400 } },
+    );
+    const mounts = pod.containers.flatMap((c: { volumeMounts?: { name: string }[] }) => c.volumeMounts ?? []);
+    const tls = mounts.filter((m: { name: string }) => m.name === 'tls');
+    assert.equal(tls.length, 1);
+    assert.equal(tls[0].subPath, undefined, 'a subPath mount is never updated by the kubelet');
+    // the Secret's name is in the restart hash (a different Secret rolls the pods), its content is not
+    assert.notEqual(restartHash(relay({ tls: { secretName: 'other-cert' } })), restartHash(r));
+  });
+
   it('renders a config that passes the relay schema, and the check names the field when it does not', () => {
     assert.equal(checkConfigSchema(buildRelayConfig(input()).doc), undefined);
     const doc = buildRelayConfig(input()).doc;

@@ -69,7 +69,8 @@ export function buildSecret(relay: SmtpRelay, data: Record<string, string>): KOb
 
 /**
  * The part of the spec that the relay cannot pick up by reloading its config: listeners (ports, TLS
- * mode) and the TLS Secret's presence. Its hash on the pod template rolls the pods when it changes.
+ * mode) and which TLS Secret is mounted (its name, not its content: a renewed certificate is reloaded by the
+ * relay from the updated volume). Its hash on the pod template rolls the pods when it changes.
  */
 export function restartHash(relay: SmtpRelay): string {
   const spec = relay.spec;
@@ -111,6 +112,8 @@ export function buildStatefulSet(o: StatefulSetOptions): KObject {
     { name: 'spool', mountPath: MOUNTS.spool },
   ];
   if (spec.tls) {
+    // The whole Secret as a volume, never a subPath: the kubelet swaps the files in place when the Secret
+    // changes (cert-manager renewing it), and the relay's reload serves the new certificate without a restart.
     volumes.push({ name: 'tls', secret: { secretName: spec.tls.secretName, defaultMode: 0o400 } });
     mounts.push({ name: 'tls', mountPath: MOUNTS.tls, readOnly: true });
   }
