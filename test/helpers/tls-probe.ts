@@ -76,8 +76,8 @@ export class SmtpLines {
   }
 }
 
-function connectPlain(port: number, timeoutMs: number): Promise<net.Socket> {
-  const socket = net.connect({ host: '127.0.0.1', port });
+function connectPlain(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
+  const socket = net.connect({ host, port });
   return settle(socket, 'connect', timeoutMs, `connect to ${port}`);
 }
 
@@ -110,10 +110,15 @@ export interface TlsSession {
  * Opens a TLS session on an SMTP listener (STARTTLS or implicit), reads up to the EHLO reply after the
  * handshake, and leaves it open. Bounded by `timeoutMs` per step.
  */
-export async function openTlsSession(port: number, mode: TlsMode, timeoutMs = 10_000): Promise<TlsSession> {
+export async function openTlsSession(
+  port: number,
+  mode: TlsMode,
+  timeoutMs = 10_000,
+  host = '127.0.0.1',
+): Promise<TlsSession> {
   let raw: net.Socket | undefined;
   try {
-    raw = await connectPlain(port, timeoutMs);
+    raw = await connectPlain(host, port, timeoutMs);
     if (mode === 'starttls') {
       const plain = new SmtpLines(raw);
       expect(await plain.next(timeoutMs), /^220 /, 'greeting');
@@ -134,8 +139,8 @@ export async function openTlsSession(port: number, mode: TlsMode, timeoutMs = 10
 }
 
 /** The fingerprint a new handshake on the listener gets (the session is closed at once). */
-export async function servedFingerprint(port: number, mode: TlsMode): Promise<string> {
-  const s = await openTlsSession(port, mode);
+export async function servedFingerprint(port: number, mode: TlsMode, host = '127.0.0.1'): Promise<string> {
+  const s = await openTlsSession(port, mode, 10_000, host);
   s.socket.destroy();
   return s.fingerprint;
 }
