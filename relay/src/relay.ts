@@ -215,8 +215,9 @@ export class Relay {
   /**
    * Applies a new config without dropping connections or queued mail: tenants, accounts, limits, routes,
    * pools, shaping, retries, the admin token and a renewed TLS certificate change at once. Listeners, the
-   * spool folder, the admin address and adding or removing the tls section need a restart; a change to them is logged and otherwise ignored. Throws (and changes nothing)
-   * when the new config cannot be applied.
+   * spool folder, the admin address and adding or removing the tls section need a restart; a change to
+   * them is logged and otherwise ignored. Throws (and changes nothing) when the new config cannot be
+   * applied.
    */
   reload(next: RelayConfig): void {
     const cur = this.cfg;
