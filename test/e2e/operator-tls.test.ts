@@ -46,12 +46,16 @@ describe('TLS certificate renewal through the operator', { timeout: 180_000 }, (
     await t.waitForCurrentConfig();
     const ip = await t.podIp('fleet-0');
     const fa = fingerprintOf(a.cert);
-    await waitFor(async () => (await servedFingerprint(5870, 'starttls', ip).catch(() => undefined)) === fa, {
-      what: 'cert A on the STARTTLS listener',
-      timeoutMs: 30_000,
-      intervalMs: 200,
-    });
-    assert.equal(await servedFingerprint(4650, 'implicit', ip), fa);
+    await waitFor(
+      async () =>
+        (await servedFingerprint(5870, 'starttls', [a.cert, b.cert], ip).catch(() => undefined)) === fa,
+      {
+        what: 'cert A on the STARTTLS listener',
+        timeoutMs: 30_000,
+        intervalMs: 200,
+      },
+    );
+    assert.equal(await servedFingerprint(4650, 'implicit', [a.cert, b.cert], ip), fa);
     const pod = async () =>
       (await t.getJson<{ metadata: { uid: string } }>('pod', 'fleet-0'))?.metadata.uid ?? 'gone';
     const template = async () =>
@@ -63,12 +67,12 @@ describe('TLS certificate renewal through the operator', { timeout: 180_000 }, (
 
     await t.apply(certSecret(b)); // cert-manager renews in place: same Secret, new data
     const fb = fingerprintOf(b.cert);
-    await waitFor(async () => (await servedFingerprint(5870, 'starttls', ip)) === fb, {
+    await waitFor(async () => (await servedFingerprint(5870, 'starttls', [a.cert, b.cert], ip)) === fb, {
       what: 'cert B on the STARTTLS listener',
       timeoutMs: 60_000,
       intervalMs: 250,
     });
-    assert.equal(await servedFingerprint(4650, 'implicit', ip), fb);
+    assert.equal(await servedFingerprint(4650, 'implicit', [a.cert, b.cert], ip), fb);
     assert.equal(await pod(), uid, 'the same pod serves the new certificate');
     assert.equal(await template(), before, 'the pod template (and its restart hash) did not change');
   });

@@ -69,6 +69,8 @@ describe('TLS certificate renewal (relay process)', () => {
   let mx: TestMx;
   let relay: RelayProc;
   let a: TestCert;
+  /** What a client of this test trusts: both test certificates (fingerprints tell them apart). */
+  const trusted = () => [a.cert, b.cert];
   let b: TestCert;
   let tlsDir: string;
   const held: TlsSession[] = [];
@@ -106,8 +108,8 @@ describe('TLS certificate renewal (relay process)', () => {
 
   test('cert A is served on both listeners, and the metric shows its notAfter', async () => {
     const fa = fingerprintOf(a.cert);
-    assert.equal(await servedFingerprint(relay.ports.submission, 'starttls'), fa);
-    assert.equal(await servedFingerprint(relay.ports.smtps, 'implicit'), fa);
+    assert.equal(await servedFingerprint(relay.ports.submission, 'starttls', trusted()), fa);
+    assert.equal(await servedFingerprint(relay.ports.smtps, 'implicit', trusted()), fa);
     const notAfter = Math.floor(Date.parse(new X509Certificate(a.cert).validTo) / 1000);
     assert.equal(
       await metric(relay, 'cartero_tls_cert_not_after_seconds', 'listener="submission"'),
@@ -117,17 +119,20 @@ describe('TLS certificate renewal (relay process)', () => {
   });
 
   test('a renewed Secret is served to new handshakes; open sessions keep going', async () => {
-    held.push(await openTlsSession(relay.ports.submission, 'starttls'));
-    held.push(await openTlsSession(relay.ports.smtps, 'implicit'));
+    held.push(await openTlsSession(relay.ports.submission, 'starttls', trusted()));
+    held.push(await openTlsSession(relay.ports.smtps, 'implicit', trusted()));
     const since = relay.logs.length;
     await writeSecretVolume(tlsDir, 2, b);
 
     const fb = fingerprintOf(b.cert);
-    await waitFor(async () => (await servedFingerprint(relay.ports.submission, 'starttls')) === fb, {
-      what: 'cert B on the STARTTLS listener',
-      timeoutMs: 5_000,
-    });
-    assert.equal(await servedFingerprint(relay.ports.smtps, 'implicit'), fb);
+    await waitFor(
+      async () => (await servedFingerprint(relay.ports.submission, 'starttls', trusted())) === fb,
+      {
+        what: 'cert B on the STARTTLS listener',
+        timeoutMs: 5_000,
+      },
+    );
+    assert.equal(await servedFingerprint(relay.ports.smtps, 'implicit', trusted()), fb);
     const line = await relay.waitForLog((l) => l.event === 'tls.reloaded', 5_000, since);
     assert.equal(line.fingerprint, fb);
     assert.equal(line.notAfter, new Date(new X509Certificate(b.cert).validTo).toISOString());
@@ -163,8 +168,8 @@ describe('TLS certificate renewal (relay process)', () => {
     assert.match(String(line.err), /does not match/);
     assert.equal(await metric(relay, 'cartero_tls_reloads_total', 'result="invalid"'), 1);
     const fb = fingerprintOf(b.cert);
-    assert.equal(await servedFingerprint(relay.ports.submission, 'starttls'), fb);
-    assert.equal(await servedFingerprint(relay.ports.smtps, 'implicit'), fb);
+    assert.equal(await servedFingerprint(relay.ports.submission, 'starttls', trusted()), fb);
+    assert.equal(await servedFingerprint(relay.ports.smtps, 'implicit', trusted()), fb);
     assert.equal(await metric(relay, 'cartero_tls_reloads_total', 'result="applied"'), 1);
   });
 });

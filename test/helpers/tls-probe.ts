@@ -1,7 +1,8 @@
 /**
  * TLS handshakes with an SMTP listener, for certificate tests: STARTTLS (by hand) or implicit TLS, the
  * served certificate's fingerprint, and a line-oriented session over the TLS socket that can stay open.
- * The certificate is not verified here: tests compare fingerprints.
+ * The served certificate is verified against the certificates the test trusts (`trust`: the test's own
+ * self-signed certificates), and the tests compare fingerprints to tell which one was served.
  */
 import net from 'node:net';
 import tls from 'node:tls';
@@ -45,10 +46,18 @@ export class SmtpLines {
     socket.on('error', () => undefined); // shows up as close
   }
 
+  /** The next reply; rejects when the connection closes first or the reply is late. */
   async next(timeoutMs = 10_000): Promise<string> {
+    const r = await this.nextOrClosed(timeoutMs);
+    if (r === null) throw new Error('connection closed before the reply');
+    return r;
+  }
+
+  /** The next reply, or null when the connection closed first; rejects when the reply is late. */
+  async nextOrClosed(timeoutMs = 10_000): Promise<string | null> {
     const deadline = Date.now() + timeoutMs;
     while (this.replies.length === 0) {
-      if (this.closed) throw new Error('connection closed before the reply');
+      if (this.closed) return null;
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`no SMTP reply within ${timeoutMs} ms`);
       await new Promise<void>((resolve) => {
@@ -79,6 +88,11 @@ export class SmtpLines {
 function connectPlain(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
   const socket = net.connect({ host, port });
   return settle(socket, 'connect', timeoutMs, `connect to ${port}`);
+}
+
+/** A plain SMTP connection read line by line (no reply read yet). */
+export async function connectSmtp(port: number, host = '127.0.0.1', timeoutMs = 10_000): Promise<SmtpLines> {
+  return new SmtpLines(await connectPlain(host, port, timeoutMs));
 }
 
 function settle<T extends net.Socket>(socket: T, event: string, timeoutMs: number, what: string): Promise<T> {
@@ -113,6 +127,7 @@ export interface TlsSession {
 export async function openTlsSession(
   port: number,
   mode: TlsMode,
+  trust: Buffer[],
   timeoutMs = 10_000,
   host = '127.0.0.1',
 ): Promise<TlsSession> {
@@ -126,7 +141,7 @@ export async function openTlsSession(
       expect(await plain.command('STARTTLS'), /^220 /, 'STARTTLS');
       plain.detach();
     }
-    const socket = tls.connect({ socket: raw, rejectUnauthorized: false, servername: 'localhost' });
+    const socket = tls.connect({ socket: raw, ca: trust, servername: 'localhost' });
     await settle(socket, 'secureConnect', timeoutMs, 'TLS handshake');
     const lines = new SmtpLines(socket);
     if (mode === 'implicit') expect(await lines.next(timeoutMs), /^220 /, 'greeting');
@@ -139,8 +154,13 @@ export async function openTlsSession(
 }
 
 /** The fingerprint a new handshake on the listener gets (the session is closed at once). */
-export async function servedFingerprint(port: number, mode: TlsMode, host = '127.0.0.1'): Promise<string> {
-  const s = await openTlsSession(port, mode, 10_000, host);
+export async function servedFingerprint(
+  port: number,
+  mode: TlsMode,
+  trust: Buffer[],
+  host = '127.0.0.1',
+): Promise<string> {
+  const s = await openTlsSession(port, mode, trust, 10_000, host);
   s.socket.destroy();
   return s.fingerprint;
 }
