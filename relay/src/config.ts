@@ -3,7 +3,7 @@
  * the secret files it names, then resolves it with the relay contract (relay/src/contract: the schema,
  * every rule and the typed RelayConfig, the same code the operator checks its rendered config with).
  */
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import YAML, { CST, Lexer, LineCounter } from 'yaml';
 import { ConfigError } from './errors.js';
@@ -22,10 +22,18 @@ export type {
 } from './contract/config-types.js';
 export { DEFAULT_TENANT } from './contract/config-types.js';
 
-/** Reads a secret file; a trailing newline is an editor artefact, not part of the secret. */
+/** The largest secret file read (a password, a private key, a certificate chain): 1 MiB. */
+export const MAX_SECRET_BYTES = 1024 * 1024;
+
+/**
+ * Reads a secret file (at most MAX_SECRET_BYTES); a trailing newline is an editor artefact, not part of
+ * the secret.
+ */
 function readSecret(p: string, field: string): Buffer {
   try {
-    const data = readFileSync(p);
+    const data = readCapped(p, MAX_SECRET_BYTES);
+    if (data.length > MAX_SECRET_BYTES)
+      throw new ConfigError(field, `secret file ${p} is larger than ${MAX_SECRET_BYTES} bytes`);
     let end = data.length;
     while (end > 0 && (data[end - 1] === 0x0a || data[end - 1] === 0x0d)) end--;
     if (end === 0) throw new ConfigError(field, `secret file ${p} is empty`);

@@ -2,7 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { loadConfigFile, resolveConfig } from '../../relay/src/config.js';
+import { MAX_SECRET_BYTES, loadConfigFile, resolveConfig } from '../../relay/src/config.js';
 import { ConfigError } from '../../relay/src/errors.js';
 import { Shaper } from '../../relay/src/shaping.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
@@ -15,6 +15,8 @@ before(async () => {
   await mkdir(path.join(base, 'etc/tls'), { recursive: true });
   await writeFile(path.join(base, 'etc/secrets/alice'), 'hunter2\n');
   await writeFile(path.join(base, 'etc/secrets/upstream'), 'up-pass\r\n');
+  // one byte over the cap: a file this size is refused before it is held
+  await writeFile(path.join(base, 'etc/secrets/huge'), Buffer.alloc(MAX_SECRET_BYTES + 1, 0x61));
   await writeFile(path.join(base, 'etc/tls/cert.pem'), 'CERT\n');
   await writeFile(path.join(base, 'etc/tls/key.pem'), 'KEY\n');
 });
@@ -375,6 +377,12 @@ describe('resolveConfig with a bad config names the field and the reason', () =>
         doc: () => doc({ accounts: [{ username: 'bob', passwordFile: 'no-such-file' }] }),
         field: '/accounts/0/passwordFile',
         reason: /cannot read .*no-such-file/,
+      },
+      {
+        name: 'secret file over the cap',
+        doc: () => doc({ accounts: [{ username: 'bob', passwordFile: 'huge' }] }),
+        field: '/accounts/0/passwordFile',
+        reason: /secret file .*huge is larger than 1048576 bytes/,
       },
       {
         name: 'missing TLS key file',
