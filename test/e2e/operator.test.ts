@@ -52,9 +52,16 @@ describe('operator end to end', { timeout: 240_000 }, () => {
   it('kubectl apply of an SmtpRelay gives a Ready fleet that delivers mail', async () => {
     await kubectl(['apply', '-f', '-'], relayYaml({ replicas: 2, tenants: BILLING }));
     await kubectl(['wait', '--for=condition=Ready', 'smr/fleet', '-n', 'mail', '--timeout=90s']);
-    const table = await kubectl(['get', 'smr', '-n', 'mail']);
+    // Ready comes from the pods; the queue column fills once every pod has reported its queue
+    // (a pod indexes its spool in the background after it starts listening), so it is polled.
+    const table = await waitFor(
+      async () => {
+        const t = await kubectl(['get', 'smr', '-n', 'mail']);
+        return /fleet\s+2\/2\s+2\s+0\s+0\.0%/.test(t) && t;
+      },
+      { timeoutMs: 30_000, intervalMs: 250, what: 'the fleet row with queue 0 in kubectl get smr' },
+    );
     assert.match(table, /NAME\s+READY\s+REPLICAS\s+QUEUE\s+BOUNCE%\s+AGE/);
-    assert.match(table, /fleet\s+2\/2\s+2\s+0\s+0\.0%/);
     firstBillingAt = Date.now();
     for (const pod of ['fleet-0', 'fleet-1']) {
       await sendMail(2525, {
