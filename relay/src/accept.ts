@@ -19,6 +19,7 @@ import type { HandoffMeta } from './delivery/types.js';
 import { takeHandoffHeader } from './delivery/handoff.js';
 import type { GuardedSession } from './abuse/smtp-guard.js';
 import { MessageSigner, planSigning, refusalText, type UnsignedReason } from './dkim/signer.js';
+import type { LintRuntime, MessageLint } from './lint/runtime.js';
 
 export interface AcceptDeps {
   cfg: RelayConfig;
@@ -28,6 +29,8 @@ export interface AcceptDeps {
   metrics: RelayMetrics;
   log: Logger;
   now: () => number;
+  /** The bulk-sender lint (lint/runtime.ts); absent: messages are not linted. */
+  lint?: LintRuntime;
 }
 
 export type InboundSession = SMTPServerSession &
@@ -79,6 +82,8 @@ export async function acceptMessage(
   let meta: HandoffMeta | undefined;
   const tenant = session.tenant ?? DEFAULT_TENANT;
   let dkim: DkimOutcome | undefined;
+  // the lint's SPF check runs while the body streams in; a peer's hand-off was linted where it arrived
+  const lint: MessageLint | undefined = session.peer ? undefined : d.lint?.begin(cfg, tenant, from);
   const r = await receiveInto(stream, d.spool, id, reservation, max, {
     headerLimits: cfg.limits,
     body: (chunk) => dkim?.signer?.update(chunk),
@@ -91,6 +96,10 @@ export async function acceptMessage(
       // a peer hands on mail a relay of the fleet accepted (and signed) already: never signed twice
       if (session.peer) return taken.raw;
       dkim = startSigning(d, tenant, id, taken.raw);
+      lint?.head(
+        taken.raw,
+        (dkim?.signer ? dkim.selectors : []).map((s) => s.slice(0, s.lastIndexOf('/'))),
+      );
       const received = Buffer.from(
         `Received: from ${helo} ([${session.remoteAddress}])\r\n\tby ${cfg.hostname} (Cartero) with ${session.transmissionType || 'ESMTP'} id ${id}` +
           (rcpts.length === 1 ? `\r\n\tfor <${rcpts[0].address}>` : '') +
@@ -101,6 +110,7 @@ export async function acceptMessage(
   });
   try {
     if (session.peer) return await acceptHandoff(d, l, r, session, meta, id, now);
+    await lint?.enforce(id); // 550 under lint.policy enforce
     const overQuota = d.tenancy.checkQuota(tenant, d.engine.tenantUsage(tenant), r.size);
     if (overQuota) throw overQuota;
     const envDsn = (session.envelope as { dsn?: { ret?: string; envid?: string } }).dsn ?? {};
@@ -132,6 +142,7 @@ export async function acceptMessage(
     if (dkim?.signer) env.dkim = dkim.signer.finish(now);
     const { bodyOffset, crc32 } = await r.writer.commit(env);
     d.metrics.received.inc({ tenant });
+    lint?.accepted(id);
     if (dkim?.signer) for (const a of dkim.algorithms) d.metrics.dkimSigned.inc({ tenant, algorithm: a });
     else d.metrics.dkimUnsigned.inc({ tenant, reason: dkim?.unsigned ?? 'no-keys' });
     d.log.info(
@@ -146,6 +157,7 @@ export async function acceptMessage(
         user,
         listener: l.name,
         ...(dkim?.signer ? { dkim: dkim.selectors } : dkim?.unsigned ? { unsigned: dkim.unsigned } : {}),
+        ...(lint?.headerRules.length ? { lint: lint.headerRules } : {}),
       },
       'queued',
     );

@@ -3,6 +3,7 @@
  * (tenant, route kind, listener), never by recipient, message id or free text. See docs/metrics.md.
  */
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
+import { LintMetrics } from './lint/metrics.js';
 
 export type RouteKind = 'mx' | 'smarthost' | 'domain' | 'backup' | 'handoff';
 export type BounceKind = 'hard' | 'soft' | 'expired';
@@ -41,6 +42,8 @@ export class RelayMetrics {
   readonly recovering: Gauge;
   readonly recoveryDuration: Gauge;
   readonly queueSuspended: Gauge<'tenant'>;
+  /** The bulk-sender lint's metrics (lint/metrics.ts). */
+  readonly lint: LintMetrics;
 
   constructor(collectors: {
     paused?: () => Map<string, boolean>;
@@ -275,6 +278,7 @@ export class RelayMetrics {
       labelNames: ['listener'],
       registers: [r],
     });
+    this.lint = new LintMetrics(r);
   }
 }
 

@@ -22,6 +22,9 @@ import { registerTenantOps } from './tenant-admin.js';
 import { registerDrainOps, type DrainPeer } from './drain-admin.js';
 import type { DrainStatus } from './contract/admin-api.js';
 import { checkTlsPair } from './tls-pair.js';
+import { LintRuntime } from './lint/runtime.js';
+import { registerLintOps } from './lint/admin.js';
+import { loadSpfEvaluator } from './lint/load.js';
 
 export interface RelayOptions {
   now?: () => number;
@@ -105,6 +108,7 @@ export class Relay {
       now,
       tenancy: undefined as unknown as TenantRuntime,
     } as RelayDeps;
+    this.deps.lint = new LintRuntime(this.metrics.lint, o.log, now);
     const engine = (this.engine = new DeliveryEngine(this.deps));
     this.deps.engine = engine;
     this.inbound = new Inbound(this.deps);
@@ -185,6 +189,15 @@ export class Relay {
       now: this.deps.now,
     });
     registerDrainOps(this.admin, { status: () => this.drainStatus(), drain: (peers) => this.drain(peers) });
+    // --- bulk-sender lint (ADR 014): SPF through mailauth when it is installed
+    const spf = await loadSpfEvaluator();
+    if (spf.error)
+      this.o.log.warn(
+        { event: 'lint.spf-unavailable', err: spf.error },
+        'mailauth is not installed: the lint does not check SPF',
+      );
+    this.deps.lint!.configure(this.cfg, spf.evaluate);
+    registerLintOps(this.admin, () => this.deps.lint!.summary);
     await this.spool.open();
     this.engine.start();
     const adminPort = await this.admin.start(this.cfg.admin.address, this.cfg.admin.port);
@@ -239,6 +252,7 @@ export class Relay {
       });
     }
     this.deps.cfg = next;
+    this.deps.lint?.configure(next);
     this.inbound.reconfigure();
     this.engine.reconfigure();
     this.metrics.configInfo.reset();

@@ -137,3 +137,21 @@ export interface AddSuppressionRequest {
   reason: string;
   source?: 'admin' | 'fleet';
 }
+
+// --- bulk-sender lint (relay/src/lint/, ADR 014) ---
+/** One rule a tenant broke in the window of GET /lint. */
+export interface LintRuleSummary {
+  /** dkim-alignment, spf, one-click-unsubscribe, message-id or date. */
+  rule: string;
+  /** Messages that broke it in the window (accepted under `report`, refused under `enforce`). */
+  count: number;
+  /** When the latest one did (ISO 8601). */
+  lastSeen: string;
+  /** The latest one: its queue id on this relay and its Message-ID (when it had one). */
+  sample: { queueId: string; messageId?: string };
+}
+/** GET /lint: per tenant, the rules broken in the last `windowSeconds` (tenants without any are absent). */
+export interface LintSummaryResponse {
+  windowSeconds: number;
+  tenants: Record<string, LintRuleSummary[]>;
+}

@@ -515,6 +515,26 @@ export const CONFIG_SCHEMA = {
               expiry: dur('3650d', { min: '1h', timer: false }),
             },
           },
+          // --- bulk-sender lint (relay/src/lint/, ADR 014)
+          bulk: {
+            type: 'boolean',
+            default: false,
+            description:
+              'A bulk sender: its mail must carry one-click unsubscribe (RFC 8058), checked by the lint.',
+          },
+          lint: {
+            ...SECTION,
+            description: 'The bulk-sender lint of each accepted message (DKIM alignment, SPF, headers).',
+            properties: {
+              policy: {
+                type: 'string',
+                enum: ['report', 'enforce'],
+                default: 'report',
+                description:
+                  'report: accept and count (metric, GET /lint); enforce: refuse at DATA with 550 5.7.x naming the rules.',
+              },
+            },
+          },
         },
       },
     },

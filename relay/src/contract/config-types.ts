@@ -38,6 +38,10 @@ export interface TenantConfig {
   bounceRate: { warn: number; pause: number; windowMs: number; minVolume: number; cooldownMs: number };
   suppression: { enabled: boolean; ttlMs: number };
   dkim?: TenantDkim;
+  /** A bulk sender: the lint's one-click unsubscribe rule applies (ADR 014). */
+  bulk: boolean;
+  /** The bulk-sender lint: report (accept and count) or enforce (550 at DATA). */
+  lint: { policy: 'report' | 'enforce' };
 }
 export type DkimAlgorithm = 'rsa-sha256' | 'ed25519-sha256';
 export interface DkimKey {

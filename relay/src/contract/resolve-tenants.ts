@@ -25,6 +25,8 @@ const implicitDefaultTenant = (): TenantConfig => ({
   quota: {},
   bounceRate: { warn: 0.05, pause: 0.1, windowMs: 3_600_000, minVolume: 100, cooldownMs: 3_600_000 },
   suppression: { enabled: true, ttlMs: 30 * 86_400_000 },
+  bulk: false,
+  lint: { policy: 'report' },
 });
 
 export function resolveSenders(c: ValidatedConfig, readSecret: SecretReader): Senders {
@@ -116,5 +118,7 @@ function tenantConfig(t: RawTenant, queueRetry: ValidatedConfig['queue']['retry'
       cooldownMs: parseDuration(t.bounceRate.cooldown),
     },
     suppression: { enabled: t.suppression.enabled, ttlMs: parseDuration(t.suppression.ttl) },
+    bulk: t.bulk,
+    lint: { policy: t.lint.policy },
   };
 }
