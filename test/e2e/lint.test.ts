@@ -204,6 +204,8 @@ describe('bulk-sender lint', () => {
     await waitFor(() => (mx.byRecipient('e@dest.test').length === 2 ? true : undefined), {
       what: 'the two accepted messages',
     });
-    assert.equal((await admin<{ depth: number }>('/queue')).depth, 0);
+    await waitFor(async () => ((await admin<{ depth: number }>('/queue')).depth === 0 ? true : undefined), {
+      what: 'an empty queue',
+    });
   });
 });
