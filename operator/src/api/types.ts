@@ -262,6 +262,19 @@ export interface SmtpRelaySpec {
        */
       expiry?: string;
     };
+    /**
+     * A bulk sender; its mail must carry one-click unsubscribe (RFC 8058), checked by the lint.
+     */
+    bulk?: boolean;
+    /**
+     * The bulk-sender lint of each accepted message; rules broken in the last hour are in status.lint.
+     */
+    lint?: {
+      /**
+       * report: accept and count; enforce: refuse at DATA with 550 5.7.x naming the rules.
+       */
+      policy?: 'report' | 'enforce';
+    };
   }[];
   /**
    * Where mail goes.
@@ -647,6 +660,44 @@ export interface SmtpRelayStatus {
      * The tenant's queued messages across the fleet.
      */
     queueDepth?: number;
+  }[];
+  /**
+   * Bulk-sender lint rules broken in the last hour, per tenant, merged across the relays (only tenants with a broken rule).
+   */
+  lint?: {
+    /**
+     * Tenant name.
+     */
+    tenant: string;
+    /**
+     * The rules broken, in a fixed order.
+     */
+    rules: {
+      /**
+       * dkim-alignment, spf, one-click-unsubscribe, message-id or date.
+       */
+      rule: string;
+      /**
+       * Messages that broke it in the last hour (in 10-minute steps), all relays.
+       */
+      count: number;
+      /**
+       * When the latest one did.
+       */
+      lastSeen?: string;
+      /**
+       * Message-ID of the latest one, when it had one.
+       */
+      sampleMessageId?: string;
+      /**
+       * Queue id of the latest one on its relay.
+       */
+      sampleQueueId?: string;
+      /**
+       * The relay pod that saw the latest one.
+       */
+      pod?: string;
+    }[];
   }[];
   /**
    * The DNS TXT record to publish for each DKIM key of spec.tenants.

@@ -8,6 +8,7 @@ import type {
   ConfigResponse,
   DrainRequest,
   DrainStatus,
+  LintSummaryResponse,
   PauseRequest,
   PurgeRequest,
   PurgeResult,
@@ -25,6 +26,8 @@ import type {
 
 export type {
   DrainStatus,
+  LintRuleSummary,
+  LintSummaryResponse,
   PurgeResult,
   QueueSelector,
   QueueSummary,
@@ -80,6 +83,8 @@ export class RelayAdmin {
   tenants = async () => (await this.call<TenantsResponse>('GET', '/tenants')).tenants;
   config = () => this.call<ConfigResponse>('GET', '/config');
   drainStatus = () => this.call<DrainStatus>('GET', '/drain');
+  /** The bulk-sender lint rules each tenant broke in the last hour (relays before the lint: 404). */
+  lint = () => this.call<LintSummaryResponse>('GET', '/lint');
   drain = (peers: { host: string; port: number }[]) =>
     this.call<DrainStatus>('POST', '/drain', { peers } satisfies DrainRequest);
   rateLimits = () => this.call<RateLimitsResponse>('GET', '/ratelimits');

@@ -182,6 +182,8 @@ export function buildRelayConfig(input: BuildInput): RelayConfigResult {
     if (t.maxAge) out.maxAge = t.maxAge;
     const dkim = renderDkim(t, input.dkimKeys ?? new Map(), secretData, problems);
     if (dkim) out.dkim = dkim;
+    if (t.bulk) out.bulk = true; // bulk-sender lint (ADR 014)
+    if (t.lint?.policy) out.lint = { policy: t.lint.policy };
     if (t.ipPool) {
       const pool = input.pools.get(t.ipPool);
       const mine = input.allocations.filter((a) => a.pool === t.ipPool);

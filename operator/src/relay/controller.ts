@@ -26,6 +26,7 @@ import { drainedSurvivors, planScale, scaleDownStep } from './scale-down.js';
 import { checkSpec } from './spec-check.js';
 import { DEFAULT_DKIM_SECRET_KEY, dkimRecords, dkimRef, generatedKeySecret, keysToGenerate } from './dkim.js';
 import { relayStatus } from './status.js';
+import { lintStatus } from './lint-status.js';
 import {
   buildConfigMap,
   buildEgressPolicies,
@@ -201,6 +202,8 @@ export class RelayController {
     Object.assign(status, queueOps.status);
     const dkim = dkimRecords(relay, dkimKeys);
     if (dkim.length) status.dkim = dkim;
+    const lint = lintStatus(figures); // bulk-sender lint (ADR 014)
+    if (lint.length) status.lint = lint;
     await writer.writeStatus(relay, 'smtprelays', status);
     events.emitAll(relay, statusEvents);
     return { requeueAfterMs: drain ? Math.min(this.o.statusIntervalMs, 2000) : this.o.statusIntervalMs };

@@ -5,7 +5,7 @@
  */
 import { errorText } from '../errors.js';
 import { isReady, type Pod } from '../cache.js';
-import { knownDepth, type RelayAdmin, type TenantState } from './admin-client.js';
+import { knownDepth, type LintRuleSummary, type RelayAdmin, type TenantState } from './admin-client.js';
 
 /** How long a pod's last admin API figures stand in for failed reads before status reports the error. */
 export const FIGURES_GRACE_MS = 30_000;
@@ -21,6 +21,8 @@ export interface PodFigures {
   draining?: boolean;
   /** The relay still indexes its spool: its queue is not known yet. */
   recovering?: boolean;
+  /** Bulk-sender lint rules broken in the last hour, per tenant (GET /lint; absent on older relays). */
+  lint?: Record<string, LintRuleSummary[]>;
   error?: string;
 }
 
@@ -39,7 +41,14 @@ export class FiguresReader {
         if (!p.status?.podIP || p.metadata.deletionTimestamp) return f;
         const a = admin(p.status.podIP);
         try {
-          const [q, t, c, d] = await Promise.all([a.queue(), a.tenants(), a.config(), a.drainStatus()]);
+          const [q, t, c, d, l] = await Promise.all([
+            a.queue(),
+            a.tenants(),
+            a.config(),
+            a.drainStatus(),
+            // a relay without the lint (older image) answers 404: no figures, not an error
+            a.lint().catch(() => undefined),
+          ]);
           // a relay still indexing its spool does not know its queue yet: neither empty nor a figure
           const depth = knownDepth(q);
           Object.assign(f, {
@@ -49,6 +58,7 @@ export class FiguresReader {
             tenants: t,
             revision: c.revision,
             draining: d.draining,
+            ...(l ? { lint: l.tenants } : {}),
           });
           this.last.set(p.metadata.uid, { at: Date.now(), f: { ...f } });
         } catch (e) {

@@ -13,3 +13,4 @@ export { DURATION_PATTERN, MAX_TIMER_MS, formatDuration, parseDuration } from '.
 export type * from './admin-api.js';
 export { ConfigError } from '../errors.js';
 export { dkimDnsRecord, keyProblem, MIN_RSA_BITS } from './resolve-dkim.js';
+export { LINT_RULES, type LintRule } from './lint-rules.js';

@@ -5,9 +5,10 @@
  */
 import type { LintHeaders } from './headers.js';
 
-/** Every rule, in the order they are reported. */
-export const LINT_RULES = ['dkim-alignment', 'spf', 'one-click-unsubscribe', 'message-id', 'date'] as const;
-export type LintRule = (typeof LINT_RULES)[number];
+import { LINT_RULES, type LintRule } from '../contract/lint-rules.js';
+
+/** Every rule, in the order they are reported (the names are the contract's). */
+export { LINT_RULES, type LintRule };
 
 export type LintPolicy = 'report' | 'enforce';
 
