@@ -415,6 +415,7 @@ export class Relay {
       this.ready = false;
       const deadline = Date.now() + graceMs;
       await this.inbound.stop(graceMs);
+      this.deps.lint?.stop(); // SPF lookups still running for accepted mail end now (temperror)
       await this.engine.stop(Math.max(0, deadline - Date.now()));
       await this.recovery;
       await this.deps.tenancy?.close();

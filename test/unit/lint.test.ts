@@ -18,6 +18,8 @@ import {
 } from '../../relay/src/lint/rules.js';
 import { addressesToCheck, MAX_INFLIGHT, SpfChecker, type SpfEvaluator } from '../../relay/src/lint/spf.js';
 import { LintSummary, WINDOW_MS } from '../../relay/src/lint/summary.js';
+import { resolveConfig } from '../../relay/src/config.js';
+import { tmpdir } from 'node:os';
 
 const GOOD = [
   'From: News <news@example.com>',
@@ -323,5 +325,30 @@ describe('lint summary', () => {
     assert.deepEqual(s.view(), v);
     s.retain((x) => x !== 'a');
     assert.deepEqual(s.view().tenants, {});
+  });
+});
+
+describe('lint config', () => {
+  const doc = (tenant: Record<string, unknown>) => ({
+    version: 1,
+    listeners: [{ name: 'smtp', port: 2525 }],
+    tenants: [{ name: 'news', trustedNetworks: ['10.0.0.0/8'], ...tenant }],
+  });
+  it('bulk defaults to false and lint.policy to report (the implicit default tenant too)', () => {
+    const cfg = resolveConfig(doc({}), tmpdir(), {});
+    assert.equal(cfg.tenants.get('news')!.bulk, false);
+    assert.deepEqual(cfg.tenants.get('news')!.lint, { policy: 'report' });
+    assert.deepEqual(cfg.tenants.get('default')!.lint, { policy: 'report' });
+    const set = resolveConfig(doc({ bulk: true, lint: { policy: 'enforce' } }), tmpdir(), {});
+    assert.equal(set.tenants.get('news')!.bulk, true);
+    assert.deepEqual(set.tenants.get('news')!.lint, { policy: 'enforce' });
+  });
+  it('refuses an unknown policy or field, naming it', () => {
+    assert.throws(
+      () => resolveConfig(doc({ lint: { policy: 'block' } }), tmpdir(), {}),
+      /\/tenants\/0\/lint\/policy/,
+    );
+    assert.throws(() => resolveConfig(doc({ lint: { mode: 'x' } }), tmpdir(), {}), /\/tenants\/0\/lint/);
+    assert.throws(() => resolveConfig(doc({ bulk: 'yes' }), tmpdir(), {}), /\/tenants\/0\/bulk/);
   });
 });

@@ -66,6 +66,11 @@ export class LintRuntime {
       : undefined;
   }
 
+  /** Ends the SPF lookups in flight (shutdown, after the listeners closed). */
+  stop(): void {
+    this.spf?.cancel();
+  }
+
   /** Starts linting a message of `tenant` whose MAIL FROM is `from` (its SPF check starts now). */
   begin(cfg: RelayConfig, tenant: string, from: string): MessageLint {
     const t = cfg.tenants.get(tenant);

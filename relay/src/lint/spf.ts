@@ -94,9 +94,9 @@ export class SpfChecker {
       this.inflight.set(key, p);
     }
     let timer: NodeJS.Timeout | undefined;
+    // not unref'd: a message waits on it, and it is cleared as soon as the answer comes
     const late = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), this.o.timeoutMs);
-      timer.unref();
     });
     const r = await Promise.race([p, late]);
     clearTimeout(timer);
