@@ -89,6 +89,8 @@ export const reply = {
     new SmtpReplyError('ERR_LOOP', 554, '5.4.6', `Mail loop detected (${hops} Received headers)`),
   /** Mail of a tenant with `dkim.unmatched: refuse` that none of its keys can sign. */
   unsigned: (why: string) => new SmtpReplyError('ERR_DKIM_UNMATCHED', 550, '5.7.1', why),
+  /** A message of a tenant with `lint.policy: enforce` that breaks a bulk-sender lint rule (ADR 014). */
+  lint: (enhanced: string, text: string) => new SmtpReplyError('ERR_LINT', 550, enhanced, text),
   shuttingDown: () =>
     new SmtpReplyError('ERR_SHUTDOWN', 421, '4.3.2', 'Service shutting down, try again later'),
 };

@@ -10,7 +10,7 @@
  */
 import type { Logger } from 'pino';
 import type { RelayConfig } from '../contract/config-types.js';
-import { SmtpReplyError } from '../errors.js';
+import { reply } from '../errors.js';
 import type { LintMetrics } from './metrics.js';
 import { parseHeaderFields } from '../dkim/sign.js';
 import { lintHeaders, type LintHeaders } from './headers.js';
@@ -164,7 +164,7 @@ export class MessageLint {
     if (!v.length) return;
     this.rt.count(this.tenant, v, this.sample(queueId));
     this.rt.refused(this.tenant, queueId, v);
-    throw new SmtpReplyError('ERR_LINT', 550, lintEnhancedCode(v), lintRefusalText(v));
+    throw reply.lint(lintEnhancedCode(v), lintRefusalText(v));
   }
 
   /** The message was accepted as `queueId`: counts what it broke (the SPF rule once its result comes). */
