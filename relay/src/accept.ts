@@ -96,10 +96,7 @@ export async function acceptMessage(
       // a peer hands on mail a relay of the fleet accepted (and signed) already: never signed twice
       if (session.peer) return taken.raw;
       dkim = startSigning(d, tenant, id, taken.raw);
-      lint?.head(
-        taken.raw,
-        (dkim?.signer ? dkim.selectors : []).map((s) => s.slice(0, s.lastIndexOf('/'))),
-      );
+      lint?.head(taken.raw, dkim?.domain ? [dkim.domain] : []);
       const received = Buffer.from(
         `Received: from ${helo} ([${session.remoteAddress}])\r\n\tby ${cfg.hostname} (Cartero) with ${session.transmissionType || 'ESMTP'} id ${id}` +
           (rcpts.length === 1 ? `\r\n\tfor <${rcpts[0].address}>` : '') +
@@ -174,6 +171,8 @@ interface DkimOutcome {
   algorithms: string[];
   /** `d=/s=` of each signature, for the log line. */
   selectors: string[];
+  /** The signing domain (d=) chosen for the From domain, when the message is signed (the lint's alignment). */
+  domain?: string;
   unsigned?: UnsignedReason;
 }
 
@@ -190,6 +189,7 @@ function startSigning(d: AcceptDeps, tenant: string, id: string, head: Buffer): 
       signer: new MessageSigner(plan.sign, plan.fields, cfg.expiryMs),
       algorithms: plan.sign.map((k) => k.algorithm),
       selectors: plan.sign.map((k) => `${k.domain}/${k.selector}`),
+      domain: plan.sign[0].domain,
     };
   if (cfg.unmatched === 'refuse') {
     const why = refusalText(plan.unsigned, plan.domain);
