@@ -20,6 +20,11 @@ import { addressesToCheck, MAX_INFLIGHT, SpfChecker, type SpfEvaluator } from '.
 import { LintSummary, WINDOW_MS } from '../../relay/src/lint/summary.js';
 import { resolveConfig } from '../../relay/src/config.js';
 import { tmpdir } from 'node:os';
+import { waitFor } from '../helpers/poll.js';
+import { Registry } from 'prom-client';
+import { pino } from 'pino';
+import { LintMetrics } from '../../relay/src/lint/metrics.js';
+import { LintRuntime } from '../../relay/src/lint/runtime.js';
 
 const GOOD = [
   'From: News <news@example.com>',
@@ -350,5 +355,102 @@ describe('lint config', () => {
     );
     assert.throws(() => resolveConfig(doc({ lint: { mode: 'x' } }), tmpdir(), {}), /\/tenants\/0\/lint/);
     assert.throws(() => resolveConfig(doc({ bulk: 'yes' }), tmpdir(), {}), /\/tenants\/0\/bulk/);
+  });
+});
+
+describe('lint runtime (a fake SPF evaluator)', () => {
+  const cfg = resolveConfig(
+    {
+      version: 1,
+      listeners: [{ name: 'smtp', port: 2525 }],
+      ipPools: [{ name: 'out', addresses: [{ ip: '192.0.2.7', ehlo: 'out.example.com' }] }],
+      tenants: [
+        { name: 'rep', trustedNetworks: ['10.1.0.0/16'], ipPool: 'out', bulk: true },
+        { name: 'enf', trustedNetworks: ['10.2.0.0/16'], ipPool: 'out', lint: { policy: 'enforce' } },
+        { name: 'nopool', trustedNetworks: ['10.3.0.0/16'] },
+      ],
+    },
+    tmpdir(),
+    {},
+  );
+  const setup = (evaluate?: SpfEvaluator) => {
+    const registry = new Registry();
+    const rt = new LintRuntime(new LintMetrics(registry), pino({ level: 'silent' }), Date.now);
+    rt.configure(cfg, evaluate);
+    const value = async (name: string, labels: Record<string, string>) =>
+      (await registry.getSingleMetric(name)!.get()).values.find((v) =>
+        Object.entries(labels).every(([k, x]) => v.labels[k] === x),
+      )?.value ?? 0;
+    return { rt, value };
+  };
+  const good = head(GOOD);
+
+  it('report: header rules counted at acceptance, the SPF rule when its answer comes', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const { rt, value } = setup(async () => (await gate, { status: { result: 'softfail' } }));
+    const m = rt.begin(cfg, 'rep', 'app@example.com');
+    m.head(head(without('List-Unsubscribe-Post')), ['example.com']);
+    assert.deepEqual(m.headerRules, ['one-click-unsubscribe']);
+    await m.enforce('Q1'); // report: never throws, never waits
+    m.accepted('Q1');
+    assert.equal(
+      await value('cartero_lint_violations_total', { tenant: 'rep', rule: 'one-click-unsubscribe' }),
+      1,
+    );
+    assert.equal(await value('cartero_lint_violations_total', { tenant: 'rep', rule: 'spf' }), 0);
+    release();
+    await waitFor(
+      async () => (await value('cartero_lint_violations_total', { tenant: 'rep', rule: 'spf' })) === 1,
+    );
+    assert.deepEqual(
+      rt.summary.view().tenants.rep.map((r) => [r.rule, r.sample]),
+      [
+        ['spf', { queueId: 'Q1', messageId: '<1@example.com>' }],
+        ['one-click-unsubscribe', { queueId: 'Q1', messageId: '<1@example.com>' }],
+      ],
+    );
+  });
+
+  it('enforce: waits for SPF and throws the 550; a pass or a temperror is accepted', async () => {
+    let answer = 'fail';
+    const { rt, value } = setup(async () => ({ status: { result: answer } }));
+    const m = rt.begin(cfg, 'enf', 'app@example.com');
+    m.head(good, ['example.com']);
+    await assert.rejects(m.enforce('Q2'), (e: Error & { responseCode?: number }) => {
+      assert.equal(e.responseCode, 550);
+      assert.match(e.message, /^5\.7\.23 Refused by the bulk-sender lint \[spf\]/);
+      return true;
+    });
+    assert.equal(await value('cartero_lint_refused_total', { tenant: 'enf' }), 1);
+    for (const [domain, result] of [
+      ['pass.example', 'pass'],
+      ['err.example', 'temperror'],
+    ]) {
+      answer = result;
+      const ok = rt.begin(cfg, 'enf', `app@${domain}`);
+      ok.head(good, ['example.com']);
+      await ok.enforce('Q3');
+    }
+  });
+
+  it('SPF not checked: no pool, the null sender, no evaluator', async () => {
+    const { rt, value } = setup(async () => ({ status: { result: 'fail' } }));
+    for (const [tenant, from] of [
+      ['nopool', 'app@example.com'],
+      ['enf', ''],
+    ]) {
+      const m = rt.begin(cfg, tenant, from);
+      m.head(good, ['example.com']);
+      await m.enforce('Q');
+      m.accepted('Q');
+    }
+    const bare = setup(undefined);
+    const m = bare.rt.begin(cfg, 'enf', 'app@example.com');
+    m.head(good, ['example.com']);
+    await m.enforce('Q');
+    await waitFor(async () => (await value('cartero_lint_spf_skipped_total', { reason: 'no-pool' })) === 1);
+    assert.equal(await value('cartero_lint_spf_skipped_total', { reason: 'null-sender' }), 1);
+    assert.equal(await bare.value('cartero_lint_spf_skipped_total', { reason: 'unavailable' }), 1);
   });
 });
