@@ -131,9 +131,9 @@ describe('judgeFcrdns', () => {
     const names = Array.from({ length: 15 }, (_, i) => `n${i}.example`);
     const v = judgeFcrdns({
       ip: '192.0.2.1',
-      ehlo: 'n14.example',
+      ehlo: 'n9.example', // sorted: n0, n1, n10 … n14, n2 … n4 are looked at, n5 … n9 are not
       ptr: ok(...names),
-      forward: fwd({ 'n14.example': ok('192.0.2.1') }),
+      forward: fwd({ 'n9.example': ok('192.0.2.1') }),
     });
     assert.equal(v.ptr.length, MAX_PTR_NAMES);
     assert.equal(v.result, 'ForwardMismatch');

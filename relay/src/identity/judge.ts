@@ -55,10 +55,11 @@ export function canonicalIp(ip: string): string | undefined {
   }
 }
 
-/** The PTR names to look up forward, in the order the answer gave them. */
+/** The PTR names to look up forward (sorted, at most MAX_PTR_NAMES). */
 export function ptrNames(ptr: DnsLookup<string>): string[] {
   if (!ptr.ok) return [];
-  return [...new Set(ptr.records.map(normalizeName).filter(Boolean))].slice(0, MAX_PTR_NAMES);
+  // sorted: DNS servers rotate the order of several records, and the result must not change with it
+  return [...new Set(ptr.records.map(normalizeName).filter(Boolean))].sort().slice(0, MAX_PTR_NAMES);
 }
 
 /**
