@@ -24,6 +24,8 @@ export const DEFAULT_DNS_CHECK_INTERVAL_MS = 10 * 60_000;
 const RETRY_MS = 30_000;
 /** A check of up to 256 addresses through the relay's resolvers may take a while. */
 const CHECK_TIMEOUT_MS = 60_000;
+/** Pods asked before a check counts as failed (each may take CHECK_TIMEOUT_MS). */
+const MAX_PODS_TRIED = 3;
 
 export interface IpPoolControllerOptions {
   caches: Caches;
@@ -105,7 +107,7 @@ export class IpPoolController {
     return noResolver ? undefined : { requeueAfterMs: Math.max(1000, dueIn) };
   }
 
-  /** FCrDNS of every address, asked of the first Ready pod (of the relays by name) that answers. */
+  /** FCrDNS of every address, asked of the first Ready pod (of the relays by name) that answers (at most MAX_PODS_TRIED asked). */
   private async check(
     pool: IpPool,
     users: SmtpRelay[],
@@ -121,7 +123,7 @@ export class IpPoolController {
       const token = Buffer.from(raw, 'base64').toString('utf8');
       for (const pod of podsOf(this.o.caches, ns, relay.metadata.name!)) {
         if (!isReady(pod) || !pod.status?.podIP) continue;
-        tried++;
+        if (tried++ === MAX_PODS_TRIED) return { noResolver: false, error };
         try {
           const res = await new RelayAdmin(`http://${pod.status.podIP}:9025`, token).call<DnsChecksResponse>(
             'POST',
