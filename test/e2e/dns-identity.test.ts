@@ -100,6 +100,7 @@ describe('DNS identity checks', { timeout: 90_000 }, () => {
       { what: 'every address checked', timeoutMs: 15_000 },
     );
     assert.match(text, /cartero_egress_fcrdns\{pool="p",ip="127\.0\.3\.50",result="PtrMissing"\} 0/);
+    assert.match(text, /cartero_dns_identity_cache_entries [1-9]/);
     const line = await relay.waitForLog((l) => l.event === 'pool.fcrdns' && l.ip === '127.0.3.51');
     assert.equal(line.result, 'EhloMismatch');
     assert.deepEqual(line.ptr, ['someone-else.test']);

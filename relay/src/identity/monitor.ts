@@ -42,6 +42,14 @@ export class EgressIdentityMonitor {
       labelNames: ['pool', 'ip', 'result'],
       registers: [o.registry],
     });
+    new Gauge({
+      name: 'cartero_dns_identity_cache_entries',
+      help: 'Answers held by the cache of the DNS identity checks (at most 5000).',
+      registers: [o.registry],
+      collect() {
+        this.set(o.resolver().cached);
+      },
+    });
   }
 
   /** Checks now and then every interval. */
