@@ -35,6 +35,8 @@ export interface OperatorOptions {
   statusIntervalMs?: number;
   /** Workers of the work queue. */
   concurrency?: number;
+  /** How often IpPool addresses and DKIM records are checked in DNS through a relay pod (default 10 min). */
+  dnsCheckIntervalMs?: number;
   now?: () => Date;
 }
 
@@ -93,8 +95,17 @@ export class Operator {
       now: this.now,
       defaultImage: this.o.defaultImage,
       statusIntervalMs: this.o.statusIntervalMs ?? 5000,
+      ...(this.o.dnsCheckIntervalMs ? { dnsCheckIntervalMs: this.o.dnsCheckIntervalMs } : {}),
     });
-    this.poolController = new IpPoolController(caches, writer, events, this.now);
+    this.poolController = new IpPoolController({
+      caches,
+      writer,
+      events,
+      now: this.now,
+      log: this.log,
+      ...(this.o.dnsCheckIntervalMs ? { dnsCheckIntervalMs: this.o.dnsCheckIntervalMs } : {}),
+      ...(this.o.metrics ? { metrics: this.o.metrics } : {}),
+    });
     await Promise.all(Object.values(caches).map((i) => i.synced()));
     this.queue.start();
     for (const r of caches.relays.list()) this.queue.add(`relay/${r.metadata.namespace}/${r.metadata.name}`);

@@ -3,7 +3,8 @@
  * cartero-operator: reconciles SmtpRelay and IpPool objects. Configuration comes from the environment
  * (the chart sets it): CARTERO_RELAY_IMAGE (image for SmtpRelays that name none), WATCH_NAMESPACE (comma-separated
  * namespaces; all when empty), POD_NAMESPACE and POD_NAME (Lease namespace and identity), METRICS_PORT
- * (8080: /metrics, /healthz, /readyz), LOG_LEVEL. The API client is configured like kubectl:
+ * (8080: /metrics, /healthz, /readyz), LOG_LEVEL, DNS_CHECK_INTERVAL_MS (how often IpPool addresses and
+ * DKIM records are checked in DNS through a relay pod; default 600000). The API client is configured like kubectl:
  * KUBECONFIG, ~/.kube/config, or the in-cluster service account.
  *
  * `--uninstall-check` (the Helm chart's pre-delete hook) only checks that no SmtpRelay is left where it
@@ -27,6 +28,17 @@ const watchNamespaces = (env.WATCH_NAMESPACE ?? '')
   .split(',')
   .map((n) => n.trim())
   .filter(Boolean);
+/** DNS_CHECK_INTERVAL_MS: how often IpPool addresses and DKIM records are checked (10 s to 1 day). */
+const dnsCheckIntervalMs = env.DNS_CHECK_INTERVAL_MS ? Number(env.DNS_CHECK_INTERVAL_MS) : undefined;
+if (
+  dnsCheckIntervalMs !== undefined &&
+  !(Number.isInteger(dnsCheckIntervalMs) && dnsCheckIntervalMs >= 10_000 && dnsCheckIntervalMs <= 86_400_000)
+) {
+  process.stderr.write(
+    'cartero-operator: DNS_CHECK_INTERVAL_MS must be milliseconds from 10000 to 86400000\n',
+  );
+  process.exit(2);
+}
 const log = pino({ level: env.LOG_LEVEL ?? 'info', base: { component: 'cartero-operator' } });
 const registry = new Registry();
 collectDefaultMetrics({ register: registry });
@@ -51,6 +63,7 @@ const operator = new Operator({
   ...(watchNamespaces.length ? { namespaces: watchNamespaces } : {}),
   metrics: registry,
   ...(env.STATUS_INTERVAL_MS ? { statusIntervalMs: Number(env.STATUS_INTERVAL_MS) } : {}),
+  ...(dnsCheckIntervalMs ? { dnsCheckIntervalMs } : {}),
 });
 
 let leading = false;

@@ -30,7 +30,8 @@ export interface AdminRequest {
   path: string;
   params: string[];
   query: URLSearchParams;
-  body: () => Promise<Record<string, unknown>>;
+  /** The JSON body; over `maxBytes` (at most and by default MAX_BODY), a 413. */
+  body: (maxBytes?: number) => Promise<Record<string, unknown>>;
 }
 export type AdminHandler = (req: AdminRequest) => Promise<[number, unknown]> | [number, unknown];
 
@@ -160,7 +161,7 @@ export class AdminServer {
         path,
         params: m.slice(1).map(param),
         query: url.searchParams,
-        body: () => readJson(req),
+        body: (maxBytes = MAX_BODY) => readJson(req, Math.min(maxBytes, MAX_BODY)),
       });
       return this.json(res, status, body);
     }
@@ -264,7 +265,7 @@ function clientError(err: Error & { code?: string }, socket: Duplex): void {
   );
 }
 
-const tooLarge = () => new HttpError(413, `request body too large (at most ${MAX_BODY} bytes)`);
+const tooLarge = (max = MAX_BODY) => new HttpError(413, `request body too large (at most ${max} bytes)`);
 
 /** Reads the rest of the request body and drops it; cuts the connection if that takes over DRAIN_MS. */
 function discard(req: http.IncomingMessage): void {
@@ -274,8 +275,12 @@ function discard(req: http.IncomingMessage): void {
   req.once('end', () => clearTimeout(timer)).once('close', () => clearTimeout(timer));
 }
 
-/** The request body as a JSON object (empty: {}); over MAX_BODY, a 413 at once and the rest discarded. */
-function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
+/** The request body as a JSON object (empty: {}); over `max` bytes, a 413 at once and the rest discarded. */
+function readJson(req: http.IncomingMessage, max: number): Promise<Record<string, unknown>> {
+  if (Number(req.headers['content-length'] ?? 0) > max) {
+    discard(req);
+    return Promise.reject(tooLarge(max));
+  }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let n = 0;
@@ -290,8 +295,8 @@ function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
     };
     const onData = (c: Buffer) => {
       n += c.length;
-      if (n <= MAX_BODY) return void chunks.push(c);
-      done(tooLarge());
+      if (n <= max) return void chunks.push(c);
+      done(tooLarge(max));
       discard(req);
     };
     const onEnd = () => done(undefined);

@@ -186,20 +186,6 @@ export class MxResolver {
       }
     }
   }
-  /** PTR names of an address (lower-case, no trailing dot); empty when there are none or the lookup failed. */
-  async reverse(ip: string): Promise<string[]> {
-    try {
-      const names = await Promise.race([
-        this.resolver.reverse(ip),
-        new Promise<string[]>((_, reject) =>
-          setTimeout(() => reject(new Error('timeout')), this.timeoutMs).unref(),
-        ),
-      ]);
-      return names.map((n) => n.toLowerCase().replace(/\.$/, ''));
-    } catch {
-      return [];
-    }
-  }
 
   /**
    * Where to deliver mail for `domain`. Successful and permanent results are cached; concurrent calls for

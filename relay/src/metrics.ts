@@ -35,7 +35,6 @@ export class RelayMetrics {
   readonly reloads: Counter<'result'>;
   readonly tlsReloads: Counter<'result'>;
   readonly tlsNotAfter: Gauge<'listener'>;
-  readonly ptrMatches: Gauge<'pool' | 'ip'>;
   readonly spoolCorrupt: Counter<'stage'>;
   readonly recoveryScanned: Counter;
   readonly recoveryCorrupt: Counter;
@@ -216,12 +215,6 @@ export class RelayMetrics {
       name: 'cartero_config_info',
       help: 'Always 1; the hash label names the config (file and secrets) this relay runs.',
       labelNames: ['hash'],
-      registers: [r],
-    });
-    this.ptrMatches = new Gauge({
-      name: 'cartero_egress_ptr_match',
-      help: "1 when a pool address's PTR record names its EHLO hostname, 0 when it does not (checked at start and reload).",
-      labelNames: ['pool', 'ip'],
       registers: [r],
     });
     this.spoolCorrupt = new Counter({

@@ -25,6 +25,9 @@ import { checkTlsPair } from './tls-pair.js';
 import { LintRuntime } from './lint/runtime.js';
 import { registerLintOps } from './lint/admin.js';
 import { loadSpfEvaluator } from './lint/load.js';
+import { IdentityResolver } from './identity/resolver.js';
+import { EgressIdentityMonitor } from './identity/monitor.js';
+import { registerDnsChecks } from './identity/admin.js';
 
 export interface RelayOptions {
   now?: () => number;
@@ -41,6 +44,9 @@ export class Relay {
   readonly metrics: RelayMetrics;
   readonly deps: RelayDeps;
   private ready = false;
+  /** DNS identity checks: the resolver (replaced when `dns` changes) and the pool addresses' check. */
+  private identityResolver: IdentityResolver;
+  readonly egressIdentity: EgressIdentityMonitor;
 
   /** The config in force (replaced by a reload). */
   get cfg(): RelayConfig {
@@ -120,6 +126,15 @@ export class Relay {
       config: () => ({ version: 1, hash: this.cfg.hash, revision: this.cfg.fleet.revision ?? null }),
       log: o.log,
     });
+    this.identityResolver = new IdentityResolver({ servers: cfg.dns.servers, timeoutMs: cfg.dns.timeoutMs });
+    this.egressIdentity = new EgressIdentityMonitor({
+      registry: this.metrics.registry,
+      log: o.log,
+      resolver: () => this.identityResolver,
+      pools: () => this.cfg.ipPools,
+      intervalMs: () => this.cfg.dns.identityCheckIntervalMs,
+    });
+    registerDnsChecks(this.admin, () => this.identityResolver);
   }
 
   /** The background index of the spool (started by start()). */
@@ -222,7 +237,7 @@ export class Relay {
     if (pending) this.applyDrain(pending.peers ?? [], pending.since ?? Date.now());
     this.o.log.info({ event: 'ready' }, 'relay ready; indexing the spool in the background');
     this.recovery = this.recover();
-    void this.checkPtrRecords();
+    void this.egressIdentity.start();
   }
 
   /**
@@ -250,6 +265,10 @@ export class Relay {
         timeoutMs: next.dns.timeoutMs,
         allowPrivateTargets: next.dns.allowPrivateTargets,
       });
+      this.identityResolver = new IdentityResolver({
+        servers: next.dns.servers,
+        timeoutMs: next.dns.timeoutMs,
+      });
     }
     this.deps.cfg = next;
     this.deps.lint?.configure(next);
@@ -258,8 +277,7 @@ export class Relay {
     this.metrics.configInfo.reset();
     this.metrics.configInfo.set({ hash: next.hash }, 1);
     this.metrics.reloads.inc({ result: 'applied' });
-    this.metrics.ptrMatches.reset();
-    void this.checkPtrRecords();
+    void this.egressIdentity.reconfigure();
     this.o.log.info(
       { event: 'config.reloaded', hash: next.hash, previous: cur.hash, restartNeeded },
       'config reloaded',
@@ -310,32 +328,6 @@ export class Relay {
   private showCert(notAfter: number): void {
     for (const l of this.cfg.listeners)
       if (l.tls !== 'none') this.metrics.tlsNotAfter.set({ listener: l.name }, Math.floor(notAfter / 1000));
-  }
-
-  /**
-   * Providers judge a sending address by its PTR record, which must name the EHLO hostname we announce
-   * from it. Checked in the background at start and after each reload; a mismatch is logged and shown
-   * as cartero_egress_ptr_match 0 (mail is still sent: the PTR is outside the relay's control).
-   */
-  checkPtrRecords(): Promise<void> {
-    const cfg = this.cfg;
-    const resolver = this.deps.resolver;
-    return Promise.all(
-      cfg.ipPools.flatMap((p) =>
-        p.addresses.map(async (a) => {
-          const names = await resolver.reverse(a.ip);
-          const ok = names.includes(a.ehlo.toLowerCase());
-          if (this.cfg !== cfg) return; // a reload happened meanwhile: its own check reports
-          this.metrics.ptrMatches.set({ pool: p.name, ip: a.ip }, ok ? 1 : 0);
-          if (!ok) {
-            this.o.log.warn(
-              { event: 'pool.ptr.mismatch', pool: p.name, ip: a.ip, ehlo: a.ehlo, ptr: names },
-              `the PTR record of ${a.ip} does not name ${a.ehlo}; receivers may reject or junk its mail`,
-            );
-          }
-        }),
-      ),
-    ).then(() => undefined);
   }
 
   /** A config that could not be loaded or applied: the running one stays. */
@@ -413,6 +405,7 @@ export class Relay {
   stop(graceMs = this.cfg.gracePeriodMs): Promise<void> {
     this.stopping ??= (async () => {
       this.ready = false;
+      this.egressIdentity.stop();
       const deadline = Date.now() + graceMs;
       await this.inbound.stop(graceMs);
       this.deps.lint?.stop(); // SPF lookups still running for accepted mail end now (temperror)

@@ -213,6 +213,7 @@ describe('chart: lint, template and schema', () => {
       METRICS_ADDRESS: '0.0.0.0',
       LOG_LEVEL: 'info',
       STATUS_INTERVAL_MS: '5000',
+      DNS_CHECK_INTERVAL_MS: '600000',
     });
     // the env the operator reads is what the chart sets (and nothing it sets is unknown to it)
     const main = await readFile(path.join(ROOT, 'operator', 'src', 'main.ts'), 'utf8');

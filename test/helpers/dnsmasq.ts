@@ -22,6 +22,11 @@ export interface DnsZone {
   /** AAAA records; repeat a name for several addresses. */
   aaaa?: { name: string; ip: string }[];
   /**
+   * PTR records only (no forward record): `ip`'s reverse name points at `name`. Note that `a`/`aaaa`
+   * records also answer the reverse lookup of their address.
+   */
+  ptr?: { ip: string; name: string }[];
+  /**
    * TXT records (e.g. DKIM keys at `<selector>._domainkey.<domain>`); a value longer than 255 octets is
    * served as several strings, which readers join (RFC 7208 3.3, RFC 6376 3.6.2.2).
    */
@@ -118,10 +123,13 @@ interface Instance {
   stop(): Promise<void>;
 }
 
-/** Starts one dnsmasq on a free port with `args(port)`, retrying on another port if the bind fails. */
-async function startInstance(args: (port: number) => string[]): Promise<Instance> {
+/**
+ * Starts one dnsmasq on a free port (or on `fixedPort`) with `args(port)`, retrying on another port if the
+ * bind fails.
+ */
+async function startInstance(args: (port: number) => string[], fixedPort?: number): Promise<Instance> {
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
+    const port = fixedPort ?? (await freePort());
     const child = spawn(DNSMASQ, args(port), { stdio: ['ignore', 'ignore', 'pipe'] });
     running.add(child);
     let stderr = '';
@@ -156,7 +164,10 @@ async function startInstance(args: (port: number) => string[]): Promise<Instance
     if (ready && running.has(child)) return { port, stop };
     await stop();
     const inUse = /address (already )?in use/i.test(stderr);
-    if (inUse && attempt < START_ATTEMPTS) continue;
+    if (inUse && attempt < START_ATTEMPTS) {
+      if (fixedPort !== undefined) await delay(100 * attempt); // wait for the port, not another one
+      continue;
+    }
     throw new Error(
       `dnsmasq did not start on port ${port}: ${stderr.trim() || 'no answer before the deadline'}`,
     );
@@ -183,8 +194,12 @@ export function dnsmasqBaseArgs(port: number, address = '127.0.0.1'): string[] {
   ];
 }
 
-/** Starts dnsmasq serving `zone`; resolves once it answers queries. */
-export async function startDns(zone: DnsZone): Promise<DnsServer> {
+/**
+ * Starts dnsmasq serving `zone`; resolves once it answers queries. `opts.port`: on this port (e.g. the
+ * port of a dnsmasq just stopped, to change the records a running relay sees: dnsmasq reads its
+ * command-line records only at start).
+ */
+export async function startDns(zone: DnsZone, opts: { port?: number } = {}): Promise<DnsServer> {
   const servfail = (zone.servfail ?? []).map(checkName);
   const noAnswer = (zone.noAnswer ?? []).map(checkName);
   const dir = await mkdtemp(path.join(os.tmpdir(), 'cartero-dnsmasq-'));
@@ -209,6 +224,11 @@ export async function startDns(zone: DnsZone): Promise<DnsServer> {
       const strings = t.value.match(/.{1,255}/gs) ?? [''];
       args.push(`--txt-record=${checkName(t.name)},${strings.join(',')}`); // argv: no quoting
     }
+    for (const r of zone.ptr ?? []) {
+      if (net.isIP(r.ip) !== 4) throw new Error(`dnsmasq helper: PTR records for IPv4 only: ${r.ip}`);
+      const reverse = `${r.ip.split('.').reverse().join('.')}.in-addr.arpa`;
+      args.push(`--ptr-record=${reverse},${checkName(r.name)}`);
+    }
     for (const r of [...(zone.a ?? []), ...(zone.aaaa ?? [])]) {
       if (net.isIP(r.ip) === 0) throw new Error(`dnsmasq helper: not an IP address: ${r.ip}`);
       args.push(`--host-record=${checkName(r.name)},${r.ip}`);
@@ -232,12 +252,10 @@ export async function startDns(zone: DnsZone): Promise<DnsServer> {
         args.push(`--server=/${d}/127.0.0.1#${upstream.port}`, `--trust-anchor=${d},${BOGUS_TRUST_ANCHOR}`);
       }
     }
-    const main = await startInstance((port) => [
-      ...dnsmasqBaseArgs(port),
-      '--log-queries',
-      `--log-facility=${logFile}`,
-      ...args,
-    ]);
+    const main = await startInstance(
+      (port) => [...dnsmasqBaseArgs(port), '--log-queries', `--log-facility=${logFile}`, ...args],
+      opts.port,
+    );
     instances.push(main);
 
     let stopped: Promise<void> | undefined;

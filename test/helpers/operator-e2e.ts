@@ -39,6 +39,8 @@ export interface OperatorE2eOptions {
   manifests?: string[];
   /** The operator's metrics registry. */
   metrics?: Registry;
+  /** The operator's DNS check interval (IpPool addresses, DKIM records); its default otherwise. */
+  dnsCheckIntervalMs?: number;
 }
 
 export interface OperatorE2e {
@@ -134,6 +136,7 @@ export function operatorE2e(o: OperatorE2eOptions): OperatorE2e {
       log: pino({ level: process.env.OPERATOR_LOG ?? 'silent' }),
       defaultImage: IMAGE,
       ...(o.metrics ? { metrics: o.metrics } : {}),
+      ...(o.dnsCheckIntervalMs ? { dnsCheckIntervalMs: o.dnsCheckIntervalMs } : {}),
       statusIntervalMs: 500,
     });
     return operator.start();

@@ -150,7 +150,13 @@ describe('resolveConfig with a good config', () => {
     assert.equal(cfg.delivery.commandTimeoutMs, 300_000);
     assert.equal(cfg.delivery.connectionIdleMs, 5_000);
     assert.deepEqual(cfg.routing, { default: { type: 'mx' }, domains: [], backups: [] });
-    assert.deepEqual(cfg.dns, { servers: [], timeoutMs: 10_000, allowPrivateTargets: [], mxPort: 25 });
+    assert.deepEqual(cfg.dns, {
+      servers: [],
+      timeoutMs: 10_000,
+      allowPrivateTargets: [],
+      mxPort: 25,
+      identityCheckIntervalMs: 3_600_000,
+    });
     assert.deepEqual(cfg.admin, { address: '127.0.0.1', port: 9025 });
     assert.equal(cfg.gracePeriodMs, 30_000);
     assert.equal(cfg.logLevel, 'info');

@@ -501,6 +501,10 @@ export interface SmtpRelaySpec {
      * Port used for MX hosts (tests only; 25 otherwise).
      */
     mxPort?: number;
+    /**
+     * How often each relay checks the reverse DNS of its pool addresses, 10s to 24h. Default 1h.
+     */
+    identityCheckInterval?: string;
   };
 }
 /**
@@ -731,6 +735,18 @@ export interface SmtpRelayStatus {
      * Why there is no record (the Secret or key is missing or unusable).
      */
     problem?: string;
+    /**
+     * DNS serves the record (dnsResult Published), as a relay pod resolves it.
+     */
+    published?: boolean;
+    /**
+     * What DNS serves at name: the record (Published), nothing (Missing), another key (Mismatch), or no answer.
+     */
+    dnsResult?: 'Published' | 'Missing' | 'Mismatch' | 'LookupFailed';
+    /**
+     * Details of dnsResult.
+     */
+    dnsMessage?: string;
   }[];
   /**
    * Per-pod figures read from the relays' admin API.
@@ -978,6 +994,10 @@ export interface IpPoolSpec {
     dailyCaps: number[];
   };
   /**
+   * Allocate only addresses whose forward-confirmed reverse DNS is verified (status.addresses). Addresses already allocated stay allocated when they turn unverified (the pool reports Degraded). Until a first check of the pool could run, its lowest address is allocated to the first pod, so that a relay exists to check from.
+   */
+  requireFcrdns?: boolean;
+  /**
    * Settings of mode CiliumEgressGateway.
    */
   egressGateway?: {
@@ -1040,7 +1060,40 @@ export interface IpPoolStatus {
     pod: string;
   }[];
   /**
-   * Ready, Degraded (conflicts, missing objects, exhausted pool).
+   * Verified addresses of all, as N/M (kubectl get column).
+   */
+  verified?: string;
+  /**
+   * Forward-confirmed reverse DNS of each address for its EHLO name, checked through a Ready relay pod of a relay using the pool (its dns.servers), periodically and on change.
+   */
+  addresses?: {
+    /**
+     * The address.
+     */
+    ip: string;
+    /**
+     * Its EHLO name.
+     */
+    ehlo: string;
+    /**
+     * PTR names of the address (at most 10).
+     */
+    ptr?: string[];
+    /**
+     * Verified: a PTR name resolves back to the address and is the EHLO name. PtrMissing: no PTR record. ForwardMismatch: no PTR name resolves to the address. EhloMismatch: one does, but not the EHLO name. LookupFailed: DNS did not answer (not yet checked).
+     */
+    result: 'Verified' | 'PtrMissing' | 'ForwardMismatch' | 'EhloMismatch' | 'LookupFailed';
+    /**
+     * What was found and what to publish.
+     */
+    message?: string;
+    /**
+     * When this result was first seen.
+     */
+    since?: string;
+  }[];
+  /**
+   * Ready, Degraded (conflicts, missing objects, exhausted pool), ReverseDNSVerified.
    */
   conditions?: Condition[];
 }

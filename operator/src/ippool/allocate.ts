@@ -21,13 +21,23 @@ export interface AllocationResult {
   unallocated: PodWant[];
   /** Human-readable conflicts found in the old record (duplicates, addresses no longer in the spec). */
   conflicts: string[];
+  /** Free addresses `allowed` refused to new pods (requireFcrdns: reverse DNS not verified). */
+  skipped: string[];
 }
 
 const ordinal = (pod: string) => Number(/-(\d+)$/.exec(pod)?.[1] ?? 0);
 const byPod = (a: { relay: string; pod: string }, b: { relay: string; pod: string }) =>
   a.relay.localeCompare(b.relay) || ordinal(a.pod) - ordinal(b.pod) || a.pod.localeCompare(b.pod);
 
-export function allocate(pool: IpPool, wants: PodWant[]): AllocationResult {
+/**
+ * `allowed`: whether a free address may go to a new pod (ippool/verify.ts `allocatable` for
+ * requireFcrdns); addresses already allocated stay whatever it says.
+ */
+export function allocate(
+  pool: IpPool,
+  wants: PodWant[],
+  allowed: (ip: string) => boolean = () => true,
+): AllocationResult {
   const mode = pool.spec.mode ?? 'PodNetwork';
   const addresses = pool.spec.addresses;
   const inSpec = new Map(addresses.map((a) => [a.ip, a]));
@@ -62,7 +72,10 @@ export function allocate(pool: IpPool, wants: PodWant[]): AllocationResult {
     const key = `${w.relay}/${w.pod}`;
     if (podHas.has(key)) continue;
     const free = addresses.find(
-      (a) => !taken.has(a.ip) && (mode !== 'HostNetwork' || (w.node !== undefined && a.node === w.node)),
+      (a) =>
+        !taken.has(a.ip) &&
+        allowed(a.ip) &&
+        (mode !== 'HostNetwork' || (w.node !== undefined && a.node === w.node)),
     );
     if (!free) {
       unallocated.push(w);
@@ -73,7 +86,8 @@ export function allocate(pool: IpPool, wants: PodWant[]): AllocationResult {
     podHas.add(key);
   }
   const allocations = [...taken.values()].sort(byPod);
-  return { allocations, unallocated, conflicts };
+  const skipped = addresses.filter((a) => !taken.has(a.ip) && !allowed(a.ip)).map((a) => a.ip);
+  return { allocations, unallocated, conflicts, skipped };
 }
 
 /** Warm-up day (1 = start day) and today's cap per address, as the relay computes them. */

@@ -50,7 +50,10 @@ export function poolStatus(
   if (result.conflicts.length)
     events.push({ type: 'Warning', reason: 'AllocationConflict', message: result.conflicts.join('; ') });
   if (result.unallocated.length) {
-    const msg = `no free address for ${result.unallocated.map((w) => w.pod).join(', ')} (${size} addresses)`;
+    const unverified = result.skipped.length
+      ? `; not allocated while their reverse DNS is not verified (requireFcrdns): ${result.skipped.join(', ')}`
+      : '';
+    const msg = `no free address for ${result.unallocated.map((w) => w.pod).join(', ')} (${size} addresses${unverified})`;
     set('Degraded', true, 'PoolExhausted', msg);
     set('Ready', false, 'PoolExhausted', msg);
     events.push({ type: 'Warning', reason: 'PoolExhausted', message: msg });

@@ -27,6 +27,7 @@ import { checkSpec } from './spec-check.js';
 import { DEFAULT_DKIM_SECRET_KEY, dkimRecords, dkimRef, generatedKeySecret, keysToGenerate } from './dkim.js';
 import { relayStatus } from './status.js';
 import { lintStatus } from './lint-status.js';
+import { DkimDnsChecker } from './dkim-dns.js';
 import {
   buildConfigMap,
   buildEgressPolicies,
@@ -49,6 +50,8 @@ export interface RelayControllerOptions {
   defaultImage: string;
   /** How often a relay is reconciled at rest (fleet figures, pauses, suppressions). */
   statusIntervalMs: number;
+  /** How often DNS is asked whether the DKIM records of status.dkim are served (default 10 min). */
+  dnsCheckIntervalMs?: number;
 }
 
 export class RelayController {
@@ -57,8 +60,12 @@ export class RelayController {
   /** Per relay pod: the suppression feed position copied so far. */
   private readonly suppressionCursor = new Map<string, number>();
 
+  /** Whether DNS serves the records of status.dkim (checked through a Ready pod). */
+  private readonly dkimDns: DkimDnsChecker;
+
   constructor(private readonly o: RelayControllerOptions) {
     this.queueOps = new QueueOps(o.events);
+    this.dkimDns = new DkimDnsChecker(o.dnsCheckIntervalMs ?? 10 * 60_000);
   }
 
   async reconcile(ns: string, name: string): Promise<{ requeueAfterMs?: number } | void> {
@@ -201,7 +208,10 @@ export class RelayController {
     });
     Object.assign(status, queueOps.status);
     const dkim = dkimRecords(relay, dkimKeys);
-    if (dkim.length) status.dkim = dkim;
+    if (dkim.length)
+      status.dkim = (
+        await this.dkimDns.annotate(`${ns}/${name}`, dkim, relay.status?.dkim, figures, admin, log)
+      ).dkim;
     const lint = lintStatus(figures); // bulk-sender lint (ADR 014)
     if (lint.length) status.lint = lint;
     await writer.writeStatus(relay, 'smtprelays', status);
@@ -318,6 +328,7 @@ export class RelayController {
     for (const k of [...this.suppressionCursor.keys()])
       if (k.startsWith(`${ns}/${name}-`)) this.suppressionCursor.delete(k);
     this.queueOps.forgetRelay(ns, name);
+    this.dkimDns.forget(`${ns}/${name}`);
   }
 }
 

@@ -155,3 +155,41 @@ export interface LintSummaryResponse {
   windowSeconds: number;
   tenants: Record<string, LintRuleSummary[]>;
 }
+
+// ---- DNS identity checks (POST /dns/checks, relay/src/identity/) ----
+
+/** Forward-confirmed reverse DNS of a sending address, and whether its EHLO name is the confirmed name. */
+export type FcrdnsResult = 'Verified' | 'PtrMissing' | 'ForwardMismatch' | 'EhloMismatch' | 'LookupFailed';
+/** Whether DNS serves a DKIM key record. */
+export type DkimTxtResult = 'Published' | 'Missing' | 'Mismatch' | 'LookupFailed';
+/** At most this many addresses, and DKIM records, per POST /dns/checks. */
+export const DNS_CHECKS_MAX_FCRDNS = 512;
+export const DNS_CHECKS_MAX_DKIM = 256;
+/** Largest POST /dns/checks body. */
+export const DNS_CHECKS_MAX_BODY = 256 * 1024;
+/** POST /dns/checks: lookups through the relay's resolvers (dns.servers). */
+export interface DnsChecksRequest {
+  fcrdns?: { ip: string; ehlo: string }[];
+  /** `record`: the TXT record the key needs (`v=DKIM1; k=...; p=...`). */
+  dkim?: { domain: string; selector: string; record: string }[];
+}
+export interface FcrdnsCheck {
+  ip: string;
+  ehlo: string;
+  result: FcrdnsResult;
+  /** PTR names of the address (lower-case, at most 10). */
+  ptr: string[];
+  message: string;
+}
+export interface DkimTxtCheck {
+  domain: string;
+  selector: string;
+  /** `<selector>._domainkey.<domain>` */
+  name: string;
+  result: DkimTxtResult;
+  message: string;
+}
+export interface DnsChecksResponse {
+  fcrdns: FcrdnsCheck[];
+  dkim: DkimTxtCheck[];
+}

@@ -394,6 +394,13 @@ export const CONFIG_SCHEMA = {
           default: 25,
           description: 'Test only: the port MX hosts are contacted on.',
         },
+        // ---- DNS identity checks (relay/src/identity/) ----
+        identityCheckInterval: {
+          ...dur('24h', { min: '10s' }),
+          default: '1h',
+          description:
+            'How often the relay checks the forward-confirmed reverse DNS of its pool addresses (also at start and after each reload).',
+        },
       },
     },
     tenants: {

@@ -110,6 +110,8 @@ export interface RelayConfig {
     timeoutMs: number;
     allowPrivateTargets: [ipaddr.IPv4 | ipaddr.IPv6, number][];
     mxPort: number;
+    /** How often the pool addresses' reverse DNS is checked (identity/monitor.ts). */
+    identityCheckIntervalMs: number;
   };
   admin: { address: string; port: number; token?: Buffer };
   tenants: Map<string, TenantConfig>;

@@ -11,6 +11,7 @@ export { CONFIG_SCHEMA, RATE_PATTERN, checkConfigSchema } from './config-schema.
 export { validateRelayConfig, type SecretFiles, type ValidateOptions } from './validate.js';
 export { DURATION_PATTERN, MAX_TIMER_MS, formatDuration, parseDuration } from './duration.js';
 export type * from './admin-api.js';
+export { DNS_CHECKS_MAX_BODY, DNS_CHECKS_MAX_DKIM, DNS_CHECKS_MAX_FCRDNS } from './admin-api.js';
 export { ConfigError } from '../errors.js';
 export { dkimDnsRecord, keyProblem, MIN_RSA_BITS } from './resolve-dkim.js';
 export { LINT_RULES, type LintRule } from './lint-rules.js';

@@ -159,6 +159,7 @@ export function resolveRelayConfig(doc: unknown, input: ResolveInput): RelayConf
       timeoutMs: parseDuration(c.dns.timeout),
       allowPrivateTargets: parseCidrs(c.dns.allowPrivateTargets, '/dns/allowPrivateTargets'),
       mxPort: c.dns.mxPort,
+      identityCheckIntervalMs: parseDuration(c.dns.identityCheckInterval),
     },
     admin: {
       address: expandEnv(c.admin.address, '/admin/address', env),
