@@ -32,6 +32,7 @@ export class OutboundTlsRuntime {
   private sts?: StsCache;
   private stsKey = '';
   private caKey = '';
+  private caPem?: Buffer;
   private caList?: string[];
 
   constructor(
@@ -49,13 +50,19 @@ export class OutboundTlsRuntime {
   /**
    * The trust anchors for a verified session or a policy fetch: undefined (Node's system CAs) without
    * outboundTls.caFile, else the system CAs plus its certificates (Node's `ca` replaces the defaults).
+   * "System CAs" is Node's bundled store (tls.rootCertificates); NODE_EXTRA_CA_CERTS extends the default
+   * but is not in that list, so with a caFile its certificates belong in the file.
    */
   ca(): string[] | undefined {
     const pem = this.conf.ca;
-    const key = pem ? createHash('sha256').update(pem).digest('hex') : '';
-    if (key !== this.caKey) {
-      this.caKey = key;
-      this.caList = pem ? [...tls.rootCertificates, pem.toString('utf8')] : undefined;
+    if (pem !== this.caPem) {
+      // a reload gives a new Buffer: compare contents, so an unchanged file keeps the MTA-STS cache
+      const key = pem ? createHash('sha256').update(pem).digest('hex') : '';
+      this.caPem = pem;
+      if (key !== this.caKey) {
+        this.caKey = key;
+        this.caList = pem ? [...tls.rootCertificates, pem.toString('utf8')] : undefined;
+      }
     }
     return this.caList;
   }
@@ -114,10 +121,9 @@ export class OutboundTlsRuntime {
     const dest = matchDomainPolicy(c.policies, domain)?.level;
     const name = domainToASCII(domain.toLowerCase().replace(/\.$/, ''));
     let sts: StsPolicy | undefined;
-    const cache = name && !isIpLiteral(name) && !name.startsWith('[') ? this.stsCache() : undefined;
-    if (cache) {
+    if (name && !isIpLiteral(name) && !name.startsWith('[')) {
       try {
-        sts = await cache.policyFor(name);
+        sts = await this.stsCache()?.policyFor(name);
       } catch (e) {
         this.o.log.warn(
           { event: 'mta-sts.error', domain, err: (e as Error).message },
