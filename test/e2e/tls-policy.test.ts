@@ -6,6 +6,8 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import YAML from 'yaml';
 import { makeSelfSignedCert, makeTestCa } from '../helpers/certs.js';
 import { startDns, type DnsServer } from '../helpers/dnsmasq.js';
 import { startPolicyServer, stsPolicy, type PolicyServer } from '../helpers/mta-sts-server.js';
@@ -270,5 +272,24 @@ describe('outbound TLS policy and MTA-STS', () => {
     assert.ok(fetches[1] - first >= 3_000 - 50, `refetched ${fetches[1] - first} ms after the first fetch`);
     assert.ok(msg.receivedAt.getTime() >= fetches[1]);
     assert.ok((await metric(relay, /^cartero_mta_sts_cache_entries /)) >= 1);
+  });
+  test('hot reload: a changed destination level applies to the next attempt of queued mail', async () => {
+    // ok@verify-self.test waits in the queue (verify, self-signed MX); lowering its level to required lets it go
+    assert.equal(self.byRecipient('ok@verify-self.test').length, 0);
+    const doc = YAML.parse(await readFile(relay.configFile, 'utf8')) as {
+      outboundTls: { policies: { domain: string; level: string }[] };
+    };
+    doc.outboundTls.policies = doc.outboundTls.policies.map((p) =>
+      p.domain === 'verify-self.test' ? { ...p, level: 'required' } : p,
+    );
+    const tmp = `${relay.configFile}.tmp`;
+    await writeFile(tmp, YAML.stringify(doc), { mode: 0o600 });
+    await rename(tmp, relay.configFile);
+    await relay.waitForLog((l) => l.event === 'config.reloaded');
+    const msg = await waitFor(() => self.byRecipient('ok@verify-self.test')[0], {
+      what: 'delivery after the reload',
+      timeoutMs: 15_000,
+    });
+    assert.equal(msg.secure, true);
   });
 });
