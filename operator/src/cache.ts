@@ -116,6 +116,7 @@ export function secretsOf(r: SmtpRelay): string[] {
   if (r.spec?.tls?.secretName) s.add(r.spec.tls.secretName);
   if (r.spec?.rateLimitStore?.credentialsSecret) s.add(r.spec.rateLimitStore.credentialsSecret);
   for (const d of dkimSecrets(r)) s.add(d);
+  if (r.spec?.outboundTls?.caSecretRef?.name) s.add(r.spec.outboundTls.caSecretRef.name);
   return [...s];
 }
 

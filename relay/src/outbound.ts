@@ -13,7 +13,13 @@ export interface Hop {
   port: number;
   /** The name we report and verify TLS against (MX exchange or route host). */
   name: string;
-  tls: OutboundTls;
+  /**
+   * A route's mode, or for an MX host its TLS level (delivery/tls-policy.ts): `opportunistic`, `encrypt`
+   * (level `required`: STARTTLS, certificate unchecked) or `verify`.
+   */
+  tls: OutboundTls | 'encrypt';
+  /** Trust anchors for a verified certificate: the system CAs when absent (outboundTls.caFile adds some). */
+  ca?: string[];
   credentials?: { username: string; password: string };
   kind: 'mx' | 'smarthost' | 'domain' | 'backup';
 }
@@ -104,6 +110,22 @@ function toHopError(err: NmError, fallbackStage: HopError['stage']): HopError {
   return new HopError(stage, err.responseCode, text, err.code, text, connected);
 }
 
+/** Whether a hop's TLS mode requires a certificate that verifies for its name. */
+export function verifies(mode: Hop['tls']): boolean {
+  return mode === 'required' || mode === 'verify' || mode === 'implicit';
+}
+
+/**
+ * The TLS state of a set-up connection, read from nodemailer's socket (`_socket`, a TLSSocket once
+ * STARTTLS or implicit TLS succeeded): `authorized` covers the chain and the host name (Node checks the
+ * servername even when it does not reject), which is what MTA-STS `testing` reports on.
+ */
+function tlsResultOf(conn: SMTPConnection): OutboundSession['tlsResult'] {
+  const c = conn as unknown as { secure?: boolean; _socket?: { authorized?: boolean } };
+  if (!c.secure) return 'plaintext';
+  return c._socket?.authorized === true ? 'verified' : 'unverified';
+}
+
 export class OutboundSession {
   readonly hop: Hop;
   private conn: SMTPConnection;
@@ -113,6 +135,8 @@ export class OutboundSession {
 
   /** The local (egress) address this session is bound to, if any. */
   localAddress?: string;
+  /** What TLS the session got: verified (for hop.name), encrypted but unverified, or none. */
+  tlsResult: 'verified' | 'unverified' | 'plaintext' = 'plaintext';
 
   private constructor(hop: Hop, conn: SMTPConnection) {
     this.hop = hop;
@@ -136,14 +160,16 @@ export class OutboundSession {
       name: o.ehloName,
       secure: hop.tls === 'implicit',
       ignoreTLS: hop.tls === 'none',
-      requireTLS: hop.tls === 'required',
+      requireTLS: hop.tls === 'required' || hop.tls === 'verify' || hop.tls === 'encrypt',
       opportunisticTLS: hop.tls === 'opportunistic',
-      // Opportunistic STARTTLS cannot verify certificates (MX certificates rarely match, RFC 7435);
-      // when TLS is required by a route, the certificate must verify against the route's host name.
+      // Opportunistic STARTTLS cannot verify certificates (MX certificates rarely match, RFC 7435), nor can
+      // `encrypt` (Postfix's encrypt level); when a route requires TLS, or the TLS policy says verify, the
+      // certificate must verify against the hop's name (route host or MX host name).
       tls: {
-        rejectUnauthorized: hop.tls === 'required' || hop.tls === 'implicit',
+        rejectUnauthorized: verifies(hop.tls),
         servername: hop.name,
         minVersion: 'TLSv1.2',
+        ...(hop.ca ? { ca: hop.ca } : {}),
       },
       localAddress: o.localAddress,
       connectionTimeout: o.connectTimeoutMs,
@@ -167,6 +193,7 @@ export class OutboundSession {
           settled = true;
           conn.removeListener('error', fail);
           const session = new OutboundSession(hop, conn);
+          session.tlsResult = tlsResultOf(conn);
           if (o.localAddress) session.localAddress = o.localAddress;
           resolve(session);
         };

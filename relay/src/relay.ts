@@ -14,6 +14,7 @@ import { TenantRuntime } from './tenant-runtime.js';
 import { AdminServer, HttpError } from './admin.js';
 import { RelayMetrics } from './metrics.js';
 import { MxResolver } from './dns.js';
+import { OutboundTlsRuntime } from './delivery/tls-runtime.js';
 import { registerSpoolMetrics } from './spool/metrics.js';
 import { writeFileDurable } from './durable.js';
 import { Suspensions } from './delivery/suspensions.js';
@@ -115,6 +116,12 @@ export class Relay {
       tenancy: undefined as unknown as TenantRuntime,
     } as RelayDeps;
     this.deps.lint = new LintRuntime(this.metrics.lint, o.log, now);
+    this.deps.outboundTls = new OutboundTlsRuntime({
+      cfg: () => this.deps.cfg,
+      log: o.log,
+      registry: this.metrics.registry,
+      now,
+    });
     const engine = (this.engine = new DeliveryEngine(this.deps));
     this.deps.engine = engine;
     this.inbound = new Inbound(this.deps);

@@ -506,6 +506,59 @@ export interface SmtpRelaySpec {
      */
     identityCheckInterval?: string;
   };
+  /**
+   * TLS for delivery by MX: a default level, levels per recipient domain, extra CA certificates and MTA-STS (RFC 8461). Static routes keep their own tls.
+   */
+  outboundTls?: {
+    /**
+     * Default for delivery by MX. opportunistic (default): STARTTLS when offered, unverified. required: STARTTLS or defer, unverified. verify: STARTTLS with a certificate valid for the MX host name or defer.
+     */
+    level?: 'opportunistic' | 'required' | 'verify';
+    /**
+     * PEM CA certificates trusted besides the system CAs (verify, route TLS, MTA-STS policy fetches), from a Secret of this namespace.
+     */
+    caSecretRef?: {
+      /**
+       * Secret name.
+       */
+      name: string;
+      /**
+       * Key in the Secret (default ca.crt).
+       */
+      key?: string;
+    };
+    /**
+     * Per recipient domain: example.com (exact) or .example.com (its subdomains); an exact entry wins, then the nearest parent. Replaces level for that destination.
+     *
+     * @maxItems 10000
+     */
+    policies?: DestinationTlsPolicy[];
+    /**
+     * MTA-STS for delivery by MX (on by default).
+     */
+    mtaSts?: {
+      /**
+       * Honour MTA-STS policies (default true).
+       */
+      enabled?: boolean;
+      /**
+       * The policy fetch must end within this, 100ms to 1m (default 10s).
+       */
+      fetchTimeout?: string;
+      /**
+       * How often the _mta-sts TXT id of a cached policy is checked again, 1s to 1d (default 5m).
+       */
+      recheckInterval?: string;
+      /**
+       * Domains held in the MTA-STS cache (default 10000).
+       */
+      cacheMaxEntries?: number;
+      /**
+       * HTTPS port policies are fetched from (tests only; 443 otherwise).
+       */
+      port?: number;
+    };
+  };
 }
 /**
  * Client limits of this listener. Each one set here overrides the one of the same name in spec.limits (e.g. tighter ones on a port open to the Internet); the others apply as set there. Changes reach running relays without a restart.
@@ -545,9 +598,9 @@ export interface HostRoute {
    */
   port?: number;
   /**
-   * opportunistic: STARTTLS when offered, unverified. required: verified STARTTLS. none: plain text. implicit: verified TLS from the first byte.
+   * opportunistic: STARTTLS when offered, unverified. required and verify: STARTTLS with a certificate verified for host (system CAs plus outboundTls.caSecretRef). none: plain text. implicit: verified TLS from the first byte.
    */
-  tls?: 'opportunistic' | 'required' | 'none' | 'implicit';
+  tls?: 'opportunistic' | 'required' | 'verify' | 'none' | 'implicit';
   /**
    * Secret with username and password keys for AUTH on this hop.
    */
@@ -572,7 +625,7 @@ export interface DomainRoute {
   /**
    * TLS mode towards the host (see HostRoute).
    */
-  tls?: 'opportunistic' | 'required' | 'none' | 'implicit';
+  tls?: 'opportunistic' | 'required' | 'verify' | 'none' | 'implicit';
   /**
    * Secret with username and password keys for AUTH on this host.
    */
@@ -594,6 +647,19 @@ export interface QueueSuspension {
    * Why, for the relays' admin API, status and events.
    */
   reason?: string;
+}
+/**
+ * The TLS level for one recipient domain or its subdomains.
+ */
+export interface DestinationTlsPolicy {
+  /**
+   * Recipient domain, or .parent for its subdomains.
+   */
+  domain: string;
+  /**
+   * TLS level for this destination (see level).
+   */
+  level: 'opportunistic' | 'required' | 'verify';
 }
 
 /**

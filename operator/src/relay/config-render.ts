@@ -17,6 +17,7 @@ import {
 } from '../constants.js';
 import { CONFIG_SCHEMA, parseDuration } from '../../../relay/src/contract/index.js';
 import { renderDkim } from './dkim.js';
+import { renderOutboundTls } from './outbound-tls.js';
 
 /** Credentials the reconciler read from the Secrets an SmtpRelay names (`credentialsSecret`). */
 export interface Credentials {
@@ -48,6 +49,8 @@ export interface BuildInput {
   replicas: number;
   /** PEM private keys of the tenants' DKIM keys, by `<Secret>/<key>` (dkim.ts, dkimRef). */
   dkimKeys?: Map<string, string>;
+  /** The CA certificates of spec.outboundTls.caSecretRef (outbound-tls.ts), when found. */
+  outboundCa?: string;
 }
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
@@ -251,6 +254,7 @@ export function buildRelayConfig(input: BuildInput): RelayConfigResult {
     }));
   if (spec.routing?.backups?.length)
     routing.backups = spec.routing.backups.map((b, i) => route(b, `routing.backups[${i}]`));
+  const outboundTls = renderOutboundTls(spec.outboundTls, input.outboundCa, secretData, problems);
   const grace = spec.terminationGracePeriodSeconds ?? 120;
   const doc: Record<string, unknown> = {
     version: 1,
@@ -270,6 +274,7 @@ export function buildRelayConfig(input: BuildInput): RelayConfigResult {
     ...(spec.delivery && Object.keys(spec.delivery).length ? { delivery: spec.delivery } : {}),
     routing,
     ...(spec.dns && Object.keys(spec.dns).length ? { dns: spec.dns } : {}),
+    ...(outboundTls ? { outboundTls } : {}),
     tenants,
     ipPools,
     fleet: { rateLimitShare: rateShare(input.replicas), ...rateLimitStore(input, secretData, problems) },

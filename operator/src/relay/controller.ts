@@ -25,6 +25,7 @@ import { QueueOps } from './queue-ops.js';
 import { drainedSurvivors, planScale, scaleDownStep } from './scale-down.js';
 import { checkSpec } from './spec-check.js';
 import { DEFAULT_DKIM_SECRET_KEY, dkimRecords, dkimRef, generatedKeySecret, keysToGenerate } from './dkim.js';
+import { outboundCaRef } from './outbound-tls.js';
 import { relayStatus } from './status.js';
 import { lintStatus } from './lint-status.js';
 import { DkimDnsChecker } from './dkim-dns.js';
@@ -98,7 +99,7 @@ export class RelayController {
         log.info({ secret: g.secret, keys: g.keys.map((k) => k.key) }, 'dkim.key-generated');
 
     // --- observe: inputs from the caches
-    const { credentials, pools, allocations, dkimKeys } = this.inputs(relay);
+    const { credentials, pools, allocations, dkimKeys, outboundCa } = this.inputs(relay);
 
     // --- replicas: lower the StatefulSet only once the pods that go are drained
     const sts = caches.statefulsets.get(ns, n.statefulSet);
@@ -136,6 +137,7 @@ export class RelayController {
       peerPassword,
       replicas: Math.max(desired, 1),
       dkimKeys,
+      ...(outboundCa ? { outboundCa } : {}),
     });
     const problems: Problem[] = [...built.problems];
     const revision = (built.doc.fleet as { revision: string }).revision;
@@ -225,6 +227,7 @@ export class RelayController {
     pools: Map<string, IpPool>;
     allocations: Allocation[];
     dkimKeys: Map<string, string>;
+    outboundCa?: string;
   } {
     const ns = relay.metadata.namespace!;
     const credentials = new Map<string, Credentials>();
@@ -251,7 +254,11 @@ export class RelayController {
         );
         if (pem) dkimKeys.set(dkimRef(k), pem);
       }
-    return { credentials, pools, allocations, dkimKeys };
+    const caRef = outboundCaRef(relay);
+    const outboundCa = caRef
+      ? decode(this.o.caches.secrets.get(ns, caRef.name)?.data?.[caRef.key])
+      : undefined;
+    return { credentials, pools, allocations, dkimKeys, ...(outboundCa ? { outboundCa } : {}) };
   }
 
   /** Copies pauses and suppressions made on one relay to every other relay of the fleet. */

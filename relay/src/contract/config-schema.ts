@@ -46,9 +46,9 @@ const MAX_PER_PERIOD = 1_000_000_000;
 const tlsMode = { type: 'string', enum: ['none', 'starttls', 'implicit'] } as const;
 const outboundTls = {
   type: 'string',
-  enum: ['opportunistic', 'required', 'none', 'implicit'],
+  enum: ['opportunistic', 'required', 'verify', 'none', 'implicit'],
   description:
-    'opportunistic: STARTTLS when offered (certificate not verified, as MTAs do); required: STARTTLS with a verified certificate or defer; none: never; implicit: TLS from the first byte (port 465).',
+    'opportunistic: STARTTLS when offered (certificate not verified, as MTAs do); required and verify: STARTTLS with a certificate verified for the host (system CAs plus outboundTls.caFile) or defer; none: never; implicit: TLS from the first byte (port 465).',
 } as const;
 /** A username and the file (under paths.secrets) holding its password. */
 const login = {
@@ -125,6 +125,79 @@ function withDefaults<T extends Record<string, object>, D extends { [K in keyof 
     Object.entries(props).map(([k, v]) => [k, k in defaults ? { ...v, default: defaults[k] } : v]),
   ) as { [K in keyof T]: K extends keyof D ? T[K] & { readonly default: D[K] } : T[K] };
 }
+
+// --- outbound TLS policy and MTA-STS (docs/adr/013-outbound-tls-policy.md) ---
+/** A TLS level for delivery by MX (Postfix may / encrypt / verify). */
+const tlsLevel = { type: 'string', enum: ['opportunistic', 'required', 'verify'] } as const;
+/** outboundTls: the TLS delivery by MX needs, per destination, and MTA-STS (RFC 8461). */
+const OUTBOUND_TLS_SECTION = {
+  ...SECTION,
+  description:
+    'TLS for delivery by MX: a default level, per-destination levels and MTA-STS. Static routes keep their own tls.',
+  properties: {
+    level: {
+      ...tlsLevel,
+      default: 'opportunistic',
+      description:
+        'opportunistic: STARTTLS when offered, unverified; required: STARTTLS or defer (unverified); verify: STARTTLS with a certificate valid for the MX host name or defer.',
+    },
+    caFile: {
+      type: 'string',
+      minLength: 1,
+      description:
+        'PEM CA certificates under paths.secrets, trusted besides the system CAs for verify, route TLS and MTA-STS policy fetches.',
+    },
+    policies: {
+      type: 'array',
+      default: [],
+      maxItems: 10_000,
+      description:
+        'Per recipient domain: `example.com` (exact) or `.example.com` (its subdomains); an exact entry wins, then the nearest parent. Replaces level for that destination.',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['domain', 'level'],
+        properties: {
+          domain: {
+            type: 'string',
+            maxLength: 254,
+            pattern:
+              '^\\.?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$',
+          },
+          level: tlsLevel,
+        },
+      },
+    },
+    mtaSts: {
+      ...SECTION,
+      description: 'MTA-STS (RFC 8461) for delivery by MX.',
+      properties: {
+        enabled: { type: 'boolean', default: true },
+        fetchTimeout: {
+          ...dur('1m', { min: '100ms' }),
+          default: '10s',
+          description:
+            'The policy fetch (address lookup, connect, TLS, 64 KiB at most) must end within this.',
+        },
+        recheckInterval: {
+          ...dur('1d', { min: '1s' }),
+          default: '5m',
+          description:
+            'How often the _mta-sts TXT id of a cached policy, or the absence of a policy, is checked again.',
+        },
+        cacheMaxEntries: { type: 'integer', minimum: 1, maximum: 1_000_000, default: 10_000 },
+        port: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 65535,
+          default: 443,
+          description: 'Test only: the HTTPS port policies are fetched from.',
+        },
+      },
+    },
+  },
+} as const;
+// --- end outbound TLS policy ---
 
 export const CONFIG_SCHEMA = {
   $id: 'https://cartero.io/schemas/relay-config-v1.json',
@@ -403,6 +476,9 @@ export const CONFIG_SCHEMA = {
         },
       },
     },
+    // --- outbound TLS policy and MTA-STS (docs/adr/013-outbound-tls-policy.md) ---
+    outboundTls: OUTBOUND_TLS_SECTION,
+    // --- end outbound TLS policy ---
     tenants: {
       type: 'array',
       default: [],

@@ -3,7 +3,7 @@ import type { KeyObject } from 'node:crypto';
 import type ipaddr from 'ipaddr.js';
 
 export type TlsMode = 'none' | 'starttls' | 'implicit';
-export type OutboundTls = 'opportunistic' | 'required' | 'none' | 'implicit';
+export type OutboundTls = 'opportunistic' | 'required' | 'verify' | 'none' | 'implicit';
 export interface HostRoute {
   host: string;
   port: number;
@@ -144,6 +144,8 @@ export interface RelayConfig {
     };
   };
   peer?: { username: string; password: Buffer };
+  /** Outbound TLS policy and MTA-STS (absent: opportunistic, MTA-STS with its defaults). */
+  outboundTls?: OutboundTlsConfig;
   /** sha256 of the config file and every secret it names: which config this relay runs. */
   hash: string;
   /** Folders whose changes may change the config (secrets, TLS): watched for hot reload. */
@@ -166,3 +168,22 @@ export interface AuthLimits {
   windowMs: number;
   lockoutMs: number;
 }
+
+// --- outbound TLS policy and MTA-STS (docs/adr/013-outbound-tls-policy.md) ---
+/** A TLS level for delivery by MX (Postfix may / encrypt / verify). */
+export type OutboundTlsLevel = 'opportunistic' | 'required' | 'verify';
+export interface OutboundTlsConfig {
+  level: OutboundTlsLevel;
+  /** PEM CA certificates trusted besides the system CAs (outboundTls.caFile). */
+  ca?: Buffer;
+  /** `example.com` or `.example.com` (subdomains), lower case. */
+  policies: { domain: string; level: OutboundTlsLevel }[];
+  mtaSts: {
+    enabled: boolean;
+    fetchTimeoutMs: number;
+    recheckMs: number;
+    cacheMaxEntries: number;
+    port: number;
+  };
+}
+// --- end outbound TLS policy ---

@@ -20,6 +20,7 @@ import { parseDuration } from './duration.js';
 import { expandEnv, listenerLimits, parseCidrs, type SecretReader } from './resolve-fields.js';
 import { resolvePools, resolveRateLimitStore, resolveRouting } from './resolve-outbound.js';
 import { resolveSenders } from './resolve-tenants.js';
+import { resolveOutboundTls } from './resolve-tls.js';
 
 /** A secret file the config names: in the secrets folder (accounts, routes, peer, admin token) or the TLS one. */
 export interface SecretRef {
@@ -200,6 +201,7 @@ export function resolveRelayConfig(doc: unknown, input: ResolveInput): RelayConf
           },
         }
       : {}),
+    outboundTls: resolveOutboundTls(c.outboundTls, readSecret),
     hash: '',
     watchPaths: [secretsDir, tlsDir],
     gracePeriodMs: parseDuration(c.shutdown.gracePeriod),

@@ -10,6 +10,9 @@ import { classify, resultOf, type Cause, type DnsFailure } from './classify.js';
 import type { Destination } from './sessions.js';
 import type { BodySource, EngineDeps, Job, Outcome } from './types.js';
 import { deliveredSize } from '../dkim/stored.js';
+import { mxAllowed } from '../mta-sts/policy.js';
+import { verifies } from '../outbound.js';
+import type { TlsDecision } from './tls-policy.js';
 
 /** What a job needs from the engine. */
 export interface JobContext {
@@ -30,21 +33,40 @@ export function discard(body: Buffer | Readable | undefined): void {
   if (body && !Buffer.isBuffer(body) && !body.destroyed) body.destroy();
 }
 
-export function backupHops(d: EngineDeps): Hop[] {
+/** A hop with the TLS policy it was planned under (MX hosts; routes carry only their own mode). */
+type PlannedHop = Hop & {
+  /** The level for metrics: the MX TLS level, or the route's mode. */
+  level: string;
+  /** Where an MX host's level came from, for the failure text. */
+  source?: TlsDecision['source'];
+  /** The destination's MTA-STS mode, when it has a policy. */
+  sts?: 'enforce' | 'testing';
+};
+
+/** The trust anchors for a hop whose certificate must verify (outboundTls.caFile added to the system CAs). */
+function caFor(d: EngineDeps, tls: Hop['tls']): { ca?: string[] } {
+  const ca = verifies(tls) ? d.outboundTls?.ca() : undefined;
+  return ca ? { ca } : {};
+}
+
+export function backupHops(d: EngineDeps): PlannedHop[] {
   return d.cfg.routing.backups.map((b) => ({
     host: b.host,
     port: b.port,
     name: b.host,
     tls: b.tls,
+    ...caFor(d, b.tls),
     credentials: b.credentials,
     kind: 'backup',
+    level: b.tls,
   }));
 }
 
 async function hopsFor(
   d: EngineDeps,
   route: Route,
-): Promise<{ hops: Hop[] } | { dns: DnsFailure; reason: string }> {
+  queueId: string,
+): Promise<{ hops: PlannedHop[] } | { dns: DnsFailure; reason: string } | { policy: string }> {
   const backups = backupHops(d);
   if (route.kind !== 'mx') {
     const h = route.host;
@@ -55,22 +77,68 @@ async function hopsFor(
           port: h.port,
           name: h.host,
           tls: h.tls,
+          ...caFor(d, h.tls),
           credentials: h.credentials,
           kind: route.kind,
+          level: h.tls,
         },
         ...backups,
       ],
     };
   }
-  const res = await d.resolver.resolveDestination(route.domain);
+  // the MX lookup and the MTA-STS discovery (bounded by outboundTls.mtaSts.fetchTimeout) run together
+  const [res, plan] = await Promise.all([
+    d.resolver.resolveDestination(route.domain),
+    d.outboundTls?.forMx(route.domain),
+  ]);
   if (res.kind === 'permanent') return { dns: res.failure, reason: res.reason };
   if (res.kind === 'temporary')
     return backups.length ? { hops: backups } : { dns: 'temporary', reason: res.reason };
-  const hops: Hop[] = [];
-  for (const h of res.hosts)
+  const level = plan?.level ?? 'opportunistic';
+  const tls: Hop['tls'] = level === 'required' ? 'encrypt' : level;
+  const sts = plan?.sts?.mode === 'enforce' || plan?.sts?.mode === 'testing' ? plan.sts.mode : undefined;
+  const hops: PlannedHop[] = [];
+  const refused: string[] = [];
+  for (const h of res.hosts) {
+    if (plan && !plan.mxFilter(h.exchange)) {
+      refused.push(h.exchange);
+      continue;
+    }
+    if (sts === 'testing' && plan?.sts && !mxAllowed(plan.sts, h.exchange)) {
+      d.outboundTls?.violation('testing', 'mx-mismatch');
+      d.log.warn(
+        { event: 'mta-sts.testing', queueId, domain: route.domain, mx: h.exchange, reason: 'mx-mismatch' },
+        'MTA-STS policy (testing) does not list this MX host; delivering anyway',
+      );
+    }
     for (const a of h.addresses)
-      hops.push({ host: a, port: d.cfg.dns.mxPort, name: h.exchange, tls: 'opportunistic', kind: 'mx' });
+      hops.push({
+        host: a,
+        port: d.cfg.dns.mxPort,
+        name: h.exchange,
+        tls,
+        ...caFor(d, tls),
+        kind: 'mx',
+        level,
+        ...(plan ? { source: plan.source } : {}),
+        ...(sts ? { sts } : {}),
+      });
+  }
+  if (refused.length) {
+    d.outboundTls?.violation('enforce', 'mx-mismatch');
+    const reason = `MTA-STS policy of ${route.domain} (mode enforce, mx ${plan?.sts?.mx.join(' ') ?? ''}) does not list MX host ${refused.join(', ')}`;
+    d.log.warn({ event: 'mta-sts.enforce', queueId, domain: route.domain, refused }, reason);
+    if (hops.length === 0 && backups.length === 0) return { policy: reason };
+  }
   return { hops: [...hops, ...backups] };
+}
+
+/** Whether a failure to open a session was about TLS (no STARTTLS, handshake, certificate). */
+function tlsFailure(e: HopError): boolean {
+  return (
+    e.errCode === 'ETLS' ||
+    /\b(STARTTLS|TLS|SSL|certificate|self[- ]signed|altnames|Hostname\/IP does not match)\b/i.test(e.reply)
+  );
 }
 
 function hopFailed(d: EngineDeps, queueId: string, hop: Hop, reply: string, msg: string): void {
@@ -115,8 +183,12 @@ export async function runDelivery(ctx: JobContext, dest: Destination, job: Job):
       reserved = { pool, ip: pick.ip };
     }
     // while the destination is backed off, only the backup routes are tried
-    const plan = backedOff ? { hops: backupHops(d) } : await hopsFor(d, route);
+    const plan = backedOff ? { hops: backupHops(d) } : await hopsFor(d, route, env.id);
     if ('dns' in plan) return all(decided({ dns: plan.dns }, plan.reason));
+    if ('policy' in plan)
+      return all(
+        decided({ stage: 'connect', errCode: 'ETLS', connected: false, message: plan.policy }, plan.policy),
+      );
     const openBody = ctx.bodyOf(job);
     const first = env.rcpts[rcpts[0]];
     const envelope = {
@@ -134,8 +206,19 @@ export async function runDelivery(ctx: JobContext, dest: Destination, job: Job):
     }
     const localAddress = egress?.bind ? egress.ip : undefined;
     let reused = dest.takeIdle(d.cfg.delivery, localAddress);
+    if (
+      reused &&
+      !plan.hops.some(
+        (p) => p.host === reused!.hop.host && p.port === reused!.hop.port && p.tls === reused!.hop.tls,
+      )
+    ) {
+      // opened under another TLS policy (a reload, a new MTA-STS policy), or to a host no longer allowed
+      reused.quit();
+      reused = undefined;
+    }
     for (let h = 0; h < plan.hops.length; h++) {
-      const hop = reused?.hop ?? plan.hops[h];
+      const planned = plan.hops[h];
+      const hop = reused?.hop ?? planned;
       let session: OutboundSession;
       const wasReused = !!reused;
       try {
@@ -149,9 +232,42 @@ export async function runDelivery(ctx: JobContext, dest: Destination, job: Job):
           }));
       } catch (e) {
         last = e instanceof HopError ? e : new HopError('connect', undefined, (e as Error).message);
+        if (planned.tls !== 'opportunistic' && planned.tls !== 'none' && tlsFailure(last)) {
+          // the hop could not meet its TLS level: say which policy asked for it
+          d.outboundTls?.countSession(planned.level, 'failed');
+          if (planned.sts === 'enforce') d.outboundTls?.violation('enforce', 'tls');
+          const why =
+            planned.kind === 'mx'
+              ? `TLS policy ${planned.level} (${planned.sts === 'enforce' ? 'MTA-STS enforce' : (planned.source ?? 'default')})`
+              : `route tls ${planned.level}`;
+          last = new HopError(
+            last.stage,
+            last.code,
+            `${why}: ${last.reply}`,
+            last.errCode,
+            last.response,
+            last.connected,
+          );
+        }
         if (classify(last.replyInfo).decision === 'throttle') shaper.onThrottle(dest.key);
         hopFailed(d, env.id, hop, last.reply, 'next hop unavailable');
         continue;
+      }
+      if (!wasReused) {
+        d.outboundTls?.countSession(planned.level, session.tlsResult);
+        if (planned.sts === 'testing' && session.tlsResult !== 'verified') {
+          d.outboundTls?.violation('testing', 'tls');
+          d.log.warn(
+            {
+              event: 'mta-sts.testing',
+              queueId: env.id,
+              mx: hop.name,
+              reason: 'tls',
+              tls: session.tlsResult,
+            },
+            'MTA-STS policy (testing) would refuse this session (no verified TLS); delivering anyway',
+          );
+        }
       }
       reused = undefined;
       let tx: TxResult;

@@ -7,6 +7,7 @@ import type { Route } from '../router.js';
 import type { MxResolver } from '../dns.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { TenantRuntime } from '../tenant-runtime.js';
+import type { OutboundTlsRuntime } from './tls-runtime.js';
 
 /** What one attempt made of one recipient. */
 export interface Outcome {
@@ -47,6 +48,8 @@ export interface EngineDeps {
   tenancy: TenantRuntime;
   log: Logger;
   now: () => number;
+  /** Outbound TLS policy and MTA-STS (delivery by MX is opportunistic without it). */
+  outboundTls?: OutboundTlsRuntime;
 }
 
 export const HANDOFF_HEADER = 'X-Cartero-Handoff';
