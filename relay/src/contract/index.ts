@@ -15,3 +15,4 @@ export { DNS_CHECKS_MAX_BODY, DNS_CHECKS_MAX_DKIM, DNS_CHECKS_MAX_FCRDNS } from 
 export { ConfigError } from '../errors.js';
 export { dkimDnsRecord, keyProblem, MIN_RSA_BITS } from './resolve-dkim.js';
 export { LINT_RULES, type LintRule } from './lint-rules.js';
+export { EVENT_TYPES, type EventType, type DeliveryEvent } from './events.js';

@@ -1,0 +1,16 @@
+/**
+ * Where the relay's parts report delivery events (contract/events.ts): the engine, the acceptance path,
+ * the feedback listener. The webhook outbox implements it; a relay without webhook endpoints discards.
+ */
+import type { DeliveryEvent } from '../contract/events.js';
+
+/** An event as a part reports it: the sink gives it its id, and `at` defaults to now (ms). */
+export type NewEvent = Omit<DeliveryEvent, 'id' | 'at'> & { at?: number };
+
+export interface EventSink {
+  /** Never throws and never blocks: the sink bounds and persists on its own. */
+  emit(e: NewEvent): void;
+}
+
+/** The sink of a relay that has no webhook endpoints: events are dropped at once. */
+export const DISCARD_EVENTS: EventSink = { emit() {} };
