@@ -24,9 +24,25 @@
  * window would let a 10 000-recipient list with 30 % hard bounces pass under a 100 000-a-day sender), long
  * enough that with `minVolume` 100 a single batch of a few bad addresses does not pause a small sender.
  *
+ * The guard also judges the tenant's complaint rate (ADR 018): feedback-loop complaints (`complaint()`)
+ * over delivered recipients, in a second window with its own thresholds (`GuardConfig.complaints`,
+ * default DEFAULT_COMPLAINT_GUARD). Either rate can warn or pause; the tenant has one state, so a pause by
+ * either is resumed, persisted and shared across the fleet the same way. The judgement is in
+ * complaint-guard.ts, the window in rate-window.ts.
+ *
  * Nothing here sleeps or reads the wall clock: `now` is injected, cool-downs expire when the tenant is next
  * looked at (`state`, `record`, `pauses`, `rates`).
  */
+
+import {
+  BOUNCE_RATE,
+  COMPLAINT_RATE,
+  DEFAULT_COMPLAINT_GUARD,
+  combine,
+  judgeRate,
+  type RateThresholds,
+} from './complaint-guard.js';
+import { RateWindow, WINDOW_BUCKETS } from './rate-window.js';
 
 export interface GuardConfig {
   /** Rate (0..1) at or above which the tenant is flagged 'warning'. */
@@ -39,6 +55,8 @@ export interface GuardConfig {
   minVolume: number;
   /** How long a pause by the guard lasts; 0 or not finite = until someone resumes the tenant. */
   cooldownMs: number;
+  /** The complaint rate's thresholds (default DEFAULT_COMPLAINT_GUARD). */
+  complaints?: RateThresholds;
 }
 
 export const DEFAULT_GUARD: Readonly<GuardConfig> = Object.freeze({
@@ -49,8 +67,7 @@ export const DEFAULT_GUARD: Readonly<GuardConfig> = Object.freeze({
   cooldownMs: 3_600_000,
 });
 
-/** Buckets per window. */
-export const WINDOW_BUCKETS = 60;
+export { WINDOW_BUCKETS };
 
 export type GuardActor = 'guard' | 'admin' | 'fleet';
 
@@ -60,6 +77,12 @@ export type TenantState = {
   rate: number;
   attempted: number;
   hard: number;
+  /** Complaints over delivered recipients in the complaint window, 0..1 (0 when nothing was delivered). */
+  complaintRate: number;
+  /** Delivered recipients in the complaint window. */
+  delivered: number;
+  /** Complaints in the complaint window. */
+  complaints: number;
   /** Why the tenant is warned or paused, one line. */
   reason?: string;
   pausedAt?: number;
@@ -80,80 +103,14 @@ export interface PauseRecord {
 
 export type Outcome = 'delivered' | 'hard' | 'soft' | 'deferred';
 
-/** Fixed ring of buckets with running totals. */
-class Window {
-  readonly bucketMs: number;
-  private readonly attempted = new Uint32Array(WINDOW_BUCKETS);
-  private readonly hardB = new Uint32Array(WINDOW_BUCKETS);
-  /** Absolute number (time / bucketMs) of the newest bucket; -Infinity = nothing yet. */
-  private head = Number.NEGATIVE_INFINITY;
-  total = 0;
-  hard = 0;
-
-  constructor(readonly windowMs: number) {
-    this.bucketMs = Math.max(1, windowMs / WINDOW_BUCKETS);
-  }
-
-  /** Moves the window to `now`, dropping buckets that left it. A clock going back counts into the newest bucket. */
-  advance(now: number): void {
-    const b = Math.floor(now / this.bucketMs);
-    if (b <= this.head) return;
-    if (b - this.head >= WINDOW_BUCKETS) {
-      this.attempted.fill(0);
-      this.hardB.fill(0);
-      this.total = 0;
-      this.hard = 0;
-    } else {
-      for (let i = this.head + 1; i <= b; i++) {
-        const k = i % WINDOW_BUCKETS;
-        this.total -= this.attempted[k];
-        this.hard -= this.hardB[k];
-        this.attempted[k] = 0;
-        this.hardB[k] = 0;
-      }
-    }
-    this.head = b;
-  }
-
-  add(now: number, hard: boolean): void {
-    this.advance(now);
-    const k = this.head % WINDOW_BUCKETS;
-    this.attempted[k]++;
-    this.total++;
-    if (hard) {
-      this.hardB[k]++;
-      this.hard++;
-    }
-  }
-
-  clear(): void {
-    this.head = Number.NEGATIVE_INFINITY;
-    this.attempted.fill(0);
-    this.hardB.fill(0);
-    this.total = 0;
-    this.hard = 0;
-  }
-
-  get rate(): number {
-    return this.total ? this.hard / this.total : 0;
-  }
-}
-
 interface Tenant {
-  window: Window;
+  window: RateWindow;
+  complaints: RateWindow;
   state: TenantState['state'];
   reason?: string;
   pausedAt?: number;
   pausedUntil?: number;
   by?: GuardActor;
-}
-
-const pct = (r: number) => `${(r * 100).toFixed(1)}%`;
-
-function windowText(ms: number): string {
-  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
-  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
-  return `${Math.round(ms / 1000)}s`;
 }
 
 function actor(by: string): GuardActor {
@@ -199,6 +156,24 @@ export class BounceGuard {
     const expired = this.expire(t, now);
     if (outcome !== 'deferred') t.window.add(now, outcome === 'hard');
     else t.window.advance(now);
+    if (outcome === 'delivered') t.complaints.add(now, false);
+    else t.complaints.advance(now);
+    if (t.state !== 'paused') this.judge(t, c, now);
+    return expired || t.state !== before ? this.view(t) : undefined;
+  }
+
+  /**
+   * Records one complaint (a feedback report, or one entered by hand) against the tenant's complaint rate.
+   * Returns the tenant's new state when this call changed it, like `record()`.
+   */
+  complaint(tenant: string): TenantState | undefined {
+    const now = this.now();
+    const c = this.cfg(tenant);
+    const t = this.tenant(tenant, c);
+    const before = t.state;
+    const expired = this.expire(t, now);
+    t.complaints.hit(now);
+    t.window.advance(now);
     if (t.state !== 'paused') this.judge(t, c, now);
     return expired || t.state !== before ? this.view(t) : undefined;
   }
@@ -206,7 +181,16 @@ export class BounceGuard {
   /** The tenant's state now. Ends a cool-down that has passed (paused -> active, with an empty window). */
   state(tenant: string): TenantState {
     const t = this.tenants.get(tenant);
-    if (!t) return { state: 'active', rate: 0, attempted: 0, hard: 0 };
+    if (!t)
+      return {
+        state: 'active',
+        rate: 0,
+        attempted: 0,
+        hard: 0,
+        complaintRate: 0,
+        delivered: 0,
+        complaints: 0,
+      };
     this.expireNotify(tenant, t, this.now());
     return this.view(t);
   }
@@ -264,28 +248,48 @@ export class BounceGuard {
     return out;
   }
 
+  /** Complaint rate per tenant over its complaint window now, for `cartero_tenant_complaint_rate`. */
+  complaintRates(): Map<string, number> {
+    const now = this.now();
+    const out = new Map<string, number>();
+    for (const [name, t] of this.tenants) {
+      this.expireNotify(name, t, now);
+      t.complaints.advance(now);
+      out.set(name, t.complaints.rate);
+    }
+    return out;
+  }
+
   private tenant(name: string, c = this.cfg(name)): Tenant {
+    const cw = (c.complaints ?? DEFAULT_COMPLAINT_GUARD).windowMs;
     let t = this.tenants.get(name);
-    if (!t) this.tenants.set(name, (t = { window: new Window(c.windowMs), state: 'active' }));
-    else if (t.window.windowMs !== c.windowMs) t.window = new Window(c.windowMs); // reconfigured: start over
+    if (!t)
+      this.tenants.set(
+        name,
+        (t = { window: new RateWindow(c.windowMs), complaints: new RateWindow(cw), state: 'active' }),
+      );
+    else {
+      // reconfigured: that window starts over
+      if (t.window.windowMs !== c.windowMs) t.window = new RateWindow(c.windowMs);
+      if (t.complaints.windowMs !== cw) t.complaints = new RateWindow(cw);
+    }
     return t;
   }
 
   private judge(t: Tenant, c: GuardConfig, now: number): void {
-    const w = t.window;
-    const judged = w.total >= c.minVolume && w.total > 0;
-    const rate = w.rate;
-    const figures = `${pct(rate)} (${w.hard} of ${w.total} recipients in the last ${windowText(c.windowMs)})`;
-    if (judged && rate >= c.pause) {
+    const cc = c.complaints ?? DEFAULT_COMPLAINT_GUARD;
+    const v = combine(judgeRate(BOUNCE_RATE, t.window, c), judgeRate(COMPLAINT_RATE, t.complaints, cc));
+    if (v?.level === 'pause') {
+      const cooldownMs = v.by === 'complaint' ? cc.cooldownMs : c.cooldownMs;
       t.state = 'paused';
-      t.reason = `hard bounce rate ${figures} reached the pause threshold ${pct(c.pause)}`;
+      t.reason = v.reason;
       t.pausedAt = now;
-      t.pausedUntil = c.cooldownMs > 0 && Number.isFinite(c.cooldownMs) ? now + c.cooldownMs : undefined;
+      t.pausedUntil = cooldownMs > 0 && Number.isFinite(cooldownMs) ? now + cooldownMs : undefined;
       t.by = 'guard';
-    } else if (judged && rate >= c.warn) {
+    } else if (v) {
       if (t.state !== 'warning') t.by = 'guard';
       t.state = 'warning';
-      t.reason = `hard bounce rate ${figures} reached the warning threshold ${pct(c.warn)}`;
+      t.reason = v.reason;
     } else if (t.state === 'warning') {
       t.state = 'active';
       t.reason = undefined;
@@ -298,7 +302,10 @@ export class BounceGuard {
       state: t.state,
       rate: t.window.rate,
       attempted: t.window.total,
-      hard: t.window.hard,
+      hard: t.window.hits,
+      complaintRate: t.complaints.rate,
+      delivered: t.complaints.total,
+      complaints: t.complaints.hits,
     };
     if (t.reason !== undefined) s.reason = t.reason;
     if (t.state === 'paused') {
@@ -323,6 +330,7 @@ export class BounceGuard {
   private activate(t: Tenant, by: GuardActor | undefined): void {
     t.state = 'active';
     t.window.clear();
+    t.complaints.clear();
     t.reason = undefined;
     t.pausedAt = undefined;
     t.pausedUntil = undefined;

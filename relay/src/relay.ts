@@ -20,6 +20,8 @@ import { writeFileDurable } from './durable.js';
 import { Suspensions } from './delivery/suspensions.js';
 import { registerQueueOps } from './queue-admin.js';
 import { registerTenantOps } from './tenant-admin.js';
+import { registerComplaintOps } from './complaint-admin.js';
+import { ComplaintMetrics } from './complaint-metrics.js';
 import { registerDrainOps, type DrainPeer } from './drain-admin.js';
 import type { DrainStatus } from './contract/admin-api.js';
 import { checkTlsPair } from './tls-pair.js';
@@ -198,6 +200,16 @@ export class Relay {
       cfg: () => this.cfg,
       tenancy: () => this.deps.tenancy,
       engine: this.engine,
+      log: this.o.log,
+    });
+    // --- complaint-rate guard (ADR 018): metrics and POST /tenants/<name>/complaints
+    const complaintMetrics = new ComplaintMetrics(this.metrics.registry, () =>
+      this.deps.tenancy.guard.complaintRates(),
+    );
+    this.deps.tenancy.onComplaint = (tenant, source) => complaintMetrics.count(tenant, source);
+    registerComplaintOps(this.admin, {
+      cfg: () => this.cfg,
+      tenancy: () => this.deps.tenancy,
       log: this.o.log,
     });
     const suspensions = new Suspensions(path.join(this.cfg.spoolDir, 'suspensions.json'));

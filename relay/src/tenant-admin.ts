@@ -10,7 +10,8 @@
  *   POST   /ratelimits/<name>      {unit: "h"|"d", used}   (a departing replica's counts, carried over)
  *   GET    /suppressions?tenant=&after=&limit=  -> one page of the list
  *   GET    /suppressions/changes?since=&limit=  -> the change feed
- *   POST   /suppressions           {tenant, address, ttl?, reason?, source?}
+ *   POST   /suppressions           {tenant, address, ttl?, reason?, source?}  (source "complaint" also
+ *                                   counts against the tenant's complaint rate, ADR 018)
  *   DELETE /suppressions/<tenant>/<address>?source=
  */
 import type { Logger } from 'pino';
@@ -78,7 +79,7 @@ export function parseChangesQuery(q: URLSearchParams): { since: number; limit: n
 export function parseSuppressionAdd(
   body: Body,
   defaultTtlMs: number,
-): { address: string; ttlMs: number; reason: string; source: Source } {
+): { address: string; ttlMs: number; reason: string; source: Source | 'complaint' } {
   const address = String(body.address ?? '').trim();
   if (!/^[^@\s]+@[^@\s]+$/.test(address)) throw new HttpError(400, 'address must be an email address');
   let ttlMs = defaultTtlMs;
@@ -90,7 +91,7 @@ export function parseSuppressionAdd(
     }
     if (ttlMs <= 0) throw new HttpError(400, 'ttl must be longer than 0');
   }
-  const source = sourceOf(body);
+  const source = body.source === 'complaint' ? 'complaint' : sourceOf(body);
   return { address, ttlMs, reason: String(body.reason ?? `added by ${source}`), source };
 }
 
@@ -174,6 +175,7 @@ export function registerTenantOps(
     const name = known(String(body.tenant ?? ''));
     const add = parseSuppressionAdd(body, o.cfg().tenants.get(name)!.suppression.ttlMs);
     const change = await t().suppressions.add({ tenant: name, ...add });
+    if (add.source === 'complaint') t().countComplaint(name, 'admin'); // ADR 018: counts as a complaint
     return [201, change];
   });
   a.route('DELETE', '/suppressions/([a-z0-9-]+)/([^/]+)', async (r) => {

@@ -27,6 +27,9 @@ import { PoolManager, type AddressUsage } from './pools.js';
 import { Shaper, type ShapingConfig } from './shaping.js';
 import { isHardBounce } from './delivery/classify.js';
 
+/** Where a complaint came from: a parsed feedback report (`complaint()`), or entered through the admin API. */
+export type ComplaintSource = 'report' | 'admin';
+
 interface PersistedState {
   v: 1;
   pools: AddressUsage[];
@@ -58,6 +61,8 @@ export class TenantRuntime {
   private storeDown = false;
   private readonly specs = new Map<string, { limits: RateSpec[]; burst?: number }>();
   onStateChange?: (tenant: string, state: TenantState) => void;
+  /** Each complaint counted against a tenant (for `cartero_complaints_total`). */
+  onComplaint?: (tenant: string, source: ComplaintSource) => void;
 
   private constructor(
     cfg: RelayConfig,
@@ -119,13 +124,15 @@ export class TenantRuntime {
   }
 
   private guardConfig(tenant: string): GuardConfig {
-    const b = this.cfg.tenants.get(tenant)?.bounceRate ?? this.cfg.tenants.get('default')!.bounceRate;
+    const tc = this.cfg.tenants.get(tenant) ?? this.cfg.tenants.get('default')!;
+    const b = tc.bounceRate;
     return {
       warn: b.warn,
       pause: b.pause,
       windowMs: b.windowMs,
       minVolume: b.minVolume,
       cooldownMs: b.cooldownMs,
+      complaints: { ...tc.complaintRate },
     };
   }
 
@@ -137,6 +144,9 @@ export class TenantRuntime {
         rate: st.rate,
         attempted: st.attempted,
         hard: st.hard,
+        complaintRate: st.complaintRate,
+        complaints: st.complaints,
+        delivered: st.delivered,
         reason: st.reason,
         by: st.by,
       },
@@ -391,6 +401,55 @@ export class TenantRuntime {
         'recipient suppressed after a hard bounce',
       );
     }
+  }
+
+  /**
+   * A complaint from a parsed feedback report (ARF): counts against the tenant's complaint rate and
+   * suppresses the recipient (`source: complaint`). The ComplaintSink of the inbound feedback listener:
+   * it must not add the suppression itself. A tenant this relay does not know is logged and ignored.
+   */
+  complaint(tenant: string, recipient: string): void {
+    this.addComplaint(tenant, recipient, 'report').catch((e: unknown) =>
+      this.log.warn(
+        { event: 'complaint.failed', tenant, to: recipient, err: (e as Error).message },
+        'could not record a complaint',
+      ),
+    );
+  }
+
+  /** A complaint (see `complaint()`), awaited: counted, then the recipient suppressed. False: unknown tenant. */
+  async addComplaint(
+    tenant: string,
+    recipient: string,
+    source: ComplaintSource,
+    reason = 'complaint (feedback report)',
+  ): Promise<boolean> {
+    if (!this.cfg.tenants.has(tenant)) {
+      this.log.warn({ event: 'complaint.unknown_tenant', tenant }, 'complaint for an unknown tenant ignored');
+      return false;
+    }
+    this.countComplaint(tenant, source);
+    const t = this.cfg.tenants.get(tenant)!;
+    const address = recipient.trim().slice(0, 320);
+    if (t.suppression.enabled && /^[^@\s]+@[^@\s]+$/.test(address)) {
+      await this.suppressions.add({
+        tenant,
+        address,
+        reason: reason.slice(0, 300),
+        source: 'complaint',
+        ttlMs: t.suppression.ttlMs,
+      });
+    }
+    return true;
+  }
+
+  /** Counts one complaint against a known tenant's complaint rate (the suppression is the caller's). */
+  countComplaint(tenant: string, source: ComplaintSource): void {
+    if (!this.cfg.tenants.has(tenant)) return;
+    this.onComplaint?.(tenant, source);
+    const st = this.guard.complaint(tenant);
+    this.log.info({ event: 'complaint', tenant, source }, `complaint counted for tenant ${tenant}`);
+    if (st) this.changed(tenant, st);
   }
 
   retryPolicy(tenant: string): { policy: RelayConfig['queue']['retry']; maxAgeMs: number } {

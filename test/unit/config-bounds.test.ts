@@ -50,6 +50,8 @@ const NOT_TIMERS = new Set([
   '/tenants/0/maxAge',
   '/tenants/0/bounceRate/window',
   '/tenants/0/bounceRate/cooldown',
+  '/tenants/0/complaintRate/window',
+  '/tenants/0/complaintRate/cooldown',
   '/tenants/0/suppression/ttl',
   '/tenants/0/dkim/expiry',
 ]);

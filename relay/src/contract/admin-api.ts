@@ -18,6 +18,10 @@ export interface TenantState {
   rate: number;
   attempted: number;
   hard: number;
+  /** Complaints over delivered recipients in the complaint window (relays before ADR 018 do not send it). */
+  complaintRate?: number;
+  delivered?: number;
+  complaints?: number;
   reason?: string;
   by?: string;
   pausedUntil?: number;
@@ -135,7 +139,13 @@ export interface AddSuppressionRequest {
   tenant: string;
   address: string;
   reason: string;
-  source?: 'admin' | 'fleet';
+  /** `complaint`: also counts against the tenant's complaint rate (ADR 018). */
+  source?: 'admin' | 'fleet' | 'complaint';
+}
+/** POST /tenants/:name/complaints (ADR 018): answered 201 with the tenant's TenantState. */
+export interface ComplaintRequest {
+  recipient: string;
+  reason?: string;
 }
 
 // --- bulk-sender lint (relay/src/lint/, ADR 014) ---

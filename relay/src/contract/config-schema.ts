@@ -550,6 +550,17 @@ export const CONFIG_SCHEMA = {
               cooldown: { ...dur('30d', { timer: false }), default: '1h' },
             },
           },
+          // the complaint-rate guard (ADR 018): complaints over delivered recipients
+          complaintRate: {
+            ...SECTION,
+            properties: {
+              warn: { type: 'number', minimum: 0, maximum: 1, default: 0.001 },
+              pause: { type: 'number', minimum: 0, maximum: 1, default: 0.003 },
+              window: { ...dur('30d', { min: '1m', timer: false }), default: '24h' },
+              minVolume: { type: 'integer', minimum: 1, maximum: MAX_PER_PERIOD, default: 1000 },
+              cooldown: { ...dur('30d', { timer: false }), default: '24h' },
+            },
+          },
           suppression: {
             ...SECTION,
             properties: {

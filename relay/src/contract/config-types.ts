@@ -36,6 +36,8 @@ export interface TenantConfig {
   maxAgeMs?: number;
   quota: { messages?: number; bytes?: number };
   bounceRate: { warn: number; pause: number; windowMs: number; minVolume: number; cooldownMs: number };
+  /** The complaint-rate guard (ADR 018): complaints over delivered recipients. */
+  complaintRate: { warn: number; pause: number; windowMs: number; minVolume: number; cooldownMs: number };
   suppression: { enabled: boolean; ttlMs: number };
   dkim?: TenantDkim;
   /** A bulk sender: the lint's one-click unsubscribe rule applies (ADR 014). */

@@ -24,6 +24,7 @@ const implicitDefaultTenant = (): TenantConfig => ({
   rateLimits: [],
   quota: {},
   bounceRate: { warn: 0.05, pause: 0.1, windowMs: 3_600_000, minVolume: 100, cooldownMs: 3_600_000 },
+  complaintRate: { warn: 0.001, pause: 0.003, windowMs: 86_400_000, minVolume: 1000, cooldownMs: 86_400_000 },
   suppression: { enabled: true, ttlMs: 30 * 86_400_000 },
   bulk: false,
   lint: { policy: 'report' },
@@ -55,6 +56,8 @@ export function resolveSenders(c: ValidatedConfig, readSecret: SecretReader): Se
       throw new ConfigError(`${f}/retry/max`, 'must not be shorter than retry.initial');
     if (t.bounceRate.pause < t.bounceRate.warn)
       throw new ConfigError(`${f}/bounceRate/pause`, 'must not be below bounceRate.warn');
+    if (t.complaintRate.pause < t.complaintRate.warn)
+      throw new ConfigError(`${f}/complaintRate/pause`, 'must not be below complaintRate.warn');
     t.rateLimits.forEach((r, k) => {
       if (t.rateLimits.findIndex((x) => x.split('/')[1] === r.split('/')[1]) !== k)
         throw new ConfigError(`${f}/rateLimits/${k}`, `a second limit per ${r.split('/')[1]}`);
@@ -116,6 +119,13 @@ function tenantConfig(t: RawTenant, queueRetry: ValidatedConfig['queue']['retry'
       windowMs: parseDuration(t.bounceRate.window),
       minVolume: t.bounceRate.minVolume,
       cooldownMs: parseDuration(t.bounceRate.cooldown),
+    },
+    complaintRate: {
+      warn: t.complaintRate.warn,
+      pause: t.complaintRate.pause,
+      windowMs: parseDuration(t.complaintRate.window),
+      minVolume: t.complaintRate.minVolume,
+      cooldownMs: parseDuration(t.complaintRate.cooldown),
     },
     suppression: { enabled: t.suppression.enabled, ttlMs: parseDuration(t.suppression.ttl) },
     bulk: t.bulk,
