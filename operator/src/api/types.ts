@@ -209,6 +209,31 @@ export interface SmtpRelaySpec {
       cooldown?: string;
     };
     /**
+     * Complaint-rate guard: feedback-loop complaints over delivered recipients (fractions, e.g. 0.003 for 0.3 %; docs/adr/018-complaint-rate-guard.md).
+     */
+    complaintRate?: {
+      /**
+       * Rate that flags the tenant (default 0.001).
+       */
+      warn?: number;
+      /**
+       * Rate that pauses the tenant (default 0.003).
+       */
+      pause?: number;
+      /**
+       * Sliding window, e.g. 24h (1m to 30d, default 24h).
+       */
+      window?: string;
+      /**
+       * Delivered recipients below which the rate is not judged (default 1000).
+       */
+      minVolume?: number;
+      /**
+       * How long a pause lasts, at most 30d (0ms until resumed, default 24h).
+       */
+      cooldown?: string;
+    };
+    /**
      * Queue lifetime of the tenant's mail, at most 30d (overrides spec.queue.maxAge).
      */
     maxAge?: string;
@@ -726,6 +751,14 @@ export interface SmtpRelayStatus {
      * The tenant's highest bounce rate on any relay.
      */
     bounceRate?: number;
+    /**
+     * Complaints over delivered recipients, summed over the relays' complaint windows (0 to 1).
+     */
+    complaintRate?: number;
+    /**
+     * Complaints in the relays' complaint windows, summed.
+     */
+    complaints?: number;
     /**
      * The tenant's queued messages across the fleet.
      */

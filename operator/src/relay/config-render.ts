@@ -182,6 +182,7 @@ export function buildRelayConfig(input: BuildInput): RelayConfigResult {
     if (t.rateLimits?.burst) out.burst = t.rateLimits.burst;
     if (t.quota && (t.quota.messages || t.quota.bytes)) out.quota = t.quota;
     if (t.bounceRate && Object.keys(t.bounceRate).length) out.bounceRate = t.bounceRate;
+    if (t.complaintRate && Object.keys(t.complaintRate).length) out.complaintRate = t.complaintRate; // ADR 018
     if (t.maxAge) out.maxAge = t.maxAge;
     const dkim = renderDkim(t, input.dkimKeys ?? new Map(), secretData, problems);
     if (dkim) out.dkim = dkim;

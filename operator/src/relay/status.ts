@@ -102,6 +102,8 @@ export function relayStatus(
       state: state as 'Active' | 'Warning' | 'Paused',
       ...(worst?.reason ? { reason: worst.reason } : {}),
       bounceRate: round4(Math.max(0, ...states.map((x) => x.rate))),
+      // complaint rate (ADR 018): the fleet's complaints over the fleet's delivered recipients
+      ...complaintFigures(states),
       ...(depthKnown
         ? { queueDepth: s.figures.reduce((sum, f) => sum + (f.byTenant?.[t.name] ?? 0), 0) }
         : {}),
@@ -160,3 +162,12 @@ export function deletingStatus(
 }
 
 const round4 = (x: number) => Math.round(x * 10000) / 10000;
+
+/** A tenant's complaint figures summed over the relays that report them (relays before ADR 018 do not). */
+export function complaintFigures(states: TenantState[]): { complaintRate?: number; complaints?: number } {
+  const known = states.filter((x) => x.delivered !== undefined || x.complaints !== undefined);
+  if (!known.length) return {};
+  const delivered = known.reduce((sum, x) => sum + (x.delivered ?? 0), 0);
+  const complaints = known.reduce((sum, x) => sum + (x.complaints ?? 0), 0);
+  return { complaintRate: delivered ? Math.round((complaints / delivered) * 1e6) / 1e6 : 0, complaints };
+}
