@@ -199,7 +199,7 @@ export class BounceGuard {
    * Pauses a tenant, until `untilMs` (an absolute time, like `Date.now()`) or, without it, until someone
    * resumes it. Pausing a paused tenant replaces the reason, end and actor and keeps when it was paused.
    */
-  pause(tenant: string, reason: string, untilMs?: number, by: 'admin' | 'fleet' = 'admin'): void {
+  pause(tenant: string, reason: string, untilMs?: number, by: GuardActor = 'admin'): void {
     const now = this.now();
     const t = this.tenant(tenant);
     this.expire(t, now);

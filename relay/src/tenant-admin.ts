@@ -4,7 +4,7 @@
  * by the pure parse* functions below, which throw an HttpError (400) naming what is wrong.
  *
  *   GET    /tenants, /tenants/<name>            -> guard state, queue usage and rate-limit counts
- *   POST   /tenants/<name>/pause   {reason?, until?, source?}
+ *   POST   /tenants/<name>/pause   {reason?, until?, source?}  (source "guard": the operator's fleet judgement)
  *   POST   /tenants/<name>/resume  {source?}
  *   GET    /ratelimits                          -> this replica's (or the fleet store's) counts per tenant
  *   POST   /ratelimits/<name>      {unit: "h"|"d", used}   (a departing replica's counts, carried over)
@@ -33,7 +33,7 @@ type Source = 'fleet' | 'admin';
 export const sourceOf = (body: Body): Source => (body.source === 'fleet' ? 'fleet' : 'admin');
 
 /** A pause request: the reason (one of at most 300 characters), until when (epoch ms), and who asks. */
-export function parsePause(body: Body): { reason: string; until?: number; by: Source } {
+export function parsePause(body: Body): { reason: string; until?: number; by: Source | 'guard' } {
   const reason =
     typeof body.reason === 'string' && body.reason ? body.reason.slice(0, 300) : 'paused by an administrator';
   let until: number | undefined;
@@ -42,7 +42,8 @@ export function parsePause(body: Body): { reason: string; until?: number; by: So
     if (!Number.isFinite(until))
       throw new HttpError(400, 'until must be a time (ISO 8601 or epoch milliseconds)');
   }
-  return { reason, until, by: sourceOf(body) };
+  // "guard": the operator's fleet-wide complaint-rate judgement (ADR 018), shared like the relay's own
+  return { reason, until, by: body.source === 'guard' ? 'guard' : sourceOf(body) };
 }
 
 /** Counts carried from a departing replica: which window (hour or day) and how many were used. */

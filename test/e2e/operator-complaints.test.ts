@@ -6,7 +6,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { waitFor } from '../helpers/poll.js';
-import { operatorE2e } from '../helpers/operator-e2e.js';
+import { credentialsSecret, operatorE2e } from '../helpers/operator-e2e.js';
 import { sendMail } from '../helpers/swaks.js';
 
 const NS = 'complaints';
@@ -36,10 +36,14 @@ describe('complaint-rate guard through the operator', { timeout: 180_000 }, () =
 
   it('a complaint pause on one pod reaches the other pod, and status shows it', async () => {
     await t.apply(
+      credentialsSecret({ name: 'digest-smtp', namespace: NS, username: 'digest', password: 'pw-digest' }),
+    );
+    await t.apply(
       t.relayManifest({
         replicas: 2,
         tenants:
-          "    - {name: news, trustedNetworks: ['127.0.0.0/8'], complaintRate: {warn: 0.2, pause: 0.5, minVolume: 2, window: 1h, cooldown: 0ms}}",
+          "    - {name: news, trustedNetworks: ['127.0.0.0/8'], complaintRate: {warn: 0.2, pause: 0.5, minVolume: 2, window: 1h, cooldown: 0ms}}\n" +
+          '    - {name: digest, credentialsSecret: digest-smtp, complaintRate: {warn: 0.2, pause: 0.5, minVolume: 4, window: 1h, cooldown: 0ms}}',
         extra: '  listeners: [{name: smtp, port: 25, auth: optional}]',
       }),
     );
@@ -106,5 +110,47 @@ describe('complaint-rate guard through the operator', { timeout: 180_000 }, () =
         what: 'news resumed on fleet-1',
       },
     );
+  });
+
+  it('complaints spread over the pods count fleet-wide: the operator pauses the tenant on the summed rate', async () => {
+    // digest: minVolume 4; two recipients delivered and one complaint on each pod: no pod judges its own
+    // window (2 < 4), the fleet's is 2 of 4 = 50 %, the pause threshold
+    for (const pod of ['fleet-0', 'fleet-1']) {
+      const ip = await t.podIp(pod);
+      for (const n of [1, 2]) {
+        const info = await sendMail(2525, {
+          host: ip,
+          from: 'app@digest.example',
+          to: [`ok-${pod}-${n}@example.test`],
+          auth: { user: 'digest', pass: 'pw-digest' },
+        });
+        assert.match(info.response, /^250 /);
+      }
+      await waitFor(async () => (await t.admin<TenantView>(pod, 'GET', '/tenants/digest')).delivered === 2, {
+        timeoutMs: 30_000,
+        intervalMs: 250,
+        what: `two digest recipients delivered from ${pod}`,
+      });
+    }
+    const own = await t.admin<TenantView>('fleet-0', 'POST', '/tenants/digest/complaints', {
+      recipient: 'ok-fleet-0-1@example.test',
+    });
+    assert.equal(own.state, 'active', 'one pod alone does not judge below minVolume');
+    await t.admin('fleet-1', 'POST', '/tenants/digest/complaints', {
+      recipient: 'ok-fleet-1-1@example.test',
+    });
+    for (const pod of ['fleet-0', 'fleet-1']) {
+      const s = await waitFor(
+        async () => {
+          const v = await t.admin<TenantView>(pod, 'GET', '/tenants/digest');
+          return v.state === 'paused' ? v : undefined;
+        },
+        { timeoutMs: 30_000, intervalMs: 250, what: `digest paused on ${pod}` },
+      );
+      assert.match(
+        s.reason ?? '',
+        /fleet complaint rate 50\.00% \(2 complaints over 4 delivered recipients on 2 relays in the last 1h\)/,
+      );
+    }
   });
 });

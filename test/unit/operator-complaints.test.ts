@@ -5,7 +5,9 @@ import assert from 'node:assert/strict';
 import { buildRelayConfig } from '../../operator/src/relay/config-render.js';
 import { decidePauseCopies } from '../../operator/src/relay/fleet-sync.js';
 import { complaintFigures } from '../../operator/src/relay/status.js';
-import { checkConfigSchema } from '../../relay/src/contract/index.js';
+import { CONFIG_SCHEMA, COMPLAINT_RATE_DEFAULTS, checkConfigSchema } from '../../relay/src/contract/index.js';
+import { decideFleetComplaintPauses } from '../../operator/src/relay/complaint-fleet.js';
+import { parsePause } from '../../relay/src/tenant-admin.js';
 import { resolveConfig } from '../../relay/src/config.js';
 import { tenantState } from '../helpers/tenant-state.js';
 
@@ -106,5 +108,81 @@ describe('operator: complaint-rate guard', () => {
         from: 'mail-0',
       },
     ]);
+  });
+
+  it("the contract's defaults are the relay schema's", () => {
+    const props = (
+      CONFIG_SCHEMA.properties.tenants.items.properties.complaintRate as unknown as {
+        properties: Record<string, { default: unknown }>;
+      }
+    ).properties;
+    assert.deepEqual(Object.fromEntries(Object.entries(props).map(([k, v]) => [k, v.default])), {
+      ...COMPLAINT_RATE_DEFAULTS,
+    });
+  });
+
+  describe('the fleet-wide complaint rate', () => {
+    const NOW = 1_700_000_000_000;
+    const pod = (
+      name: string,
+      delivered: number,
+      complaints: number,
+      state: 'active' | 'paused' = 'active',
+    ) => ({
+      name,
+      tenants: [tenantState('news', { state, delivered, complaints })],
+    });
+
+    it('pauses on the pod with the most complaints when the summed rate reaches pause', () => {
+      // 1/600 and 2/400 on their own are below 0.5 % on mail-0; summed: 3/1000 = 0.3 %
+      assert.deepEqual(
+        decideFleetComplaintPauses([{ name: 'news' }], [pod('mail-0', 600, 1), pod('mail-1', 400, 2)], NOW),
+        [
+          {
+            pod: 'mail-1',
+            tenant: 'news',
+            reason:
+              'fleet complaint rate 0.30% (3 complaints over 1000 delivered recipients on 2 relays in the last 24h) reached the pause threshold 0.30%',
+            until: NOW + 86_400_000,
+          },
+        ],
+      );
+    });
+
+    it('nothing below the rate, below minVolume, when a relay paused already, or on a single relay', () => {
+      const tenants = [{ name: 'news' }];
+      assert.deepEqual(decideFleetComplaintPauses(tenants, [pod('a', 600, 1), pod('b', 400, 1)], NOW), []);
+      assert.deepEqual(decideFleetComplaintPauses(tenants, [pod('a', 500, 5), pod('b', 400, 5)], NOW), []);
+      assert.deepEqual(
+        decideFleetComplaintPauses(tenants, [pod('a', 600, 3, 'paused'), pod('b', 400, 3)], NOW),
+        [],
+      );
+      assert.deepEqual(decideFleetComplaintPauses(tenants, [pod('a', 5000, 50)], NOW), []);
+      // relays before ADR 018 report no complaint figures
+      assert.deepEqual(
+        decideFleetComplaintPauses(
+          tenants,
+          [{ name: 'a', tenants: [tenantState('news')] }, pod('b', 5000, 50)],
+          NOW,
+        ),
+        [],
+      );
+    });
+
+    it("uses the spec's thresholds; cooldown 0ms pauses until resumed", () => {
+      const tenants = [
+        { name: 'news', complaintRate: { pause: 0.01, minVolume: 10, cooldown: '0ms', window: '1h' } },
+      ];
+      const out = decideFleetComplaintPauses(tenants, [pod('a', 50, 0), pod('b', 50, 1)], NOW);
+      assert.equal(out.length, 1);
+      assert.equal(out[0].until, undefined);
+      assert.match(out[0].reason, /on 2 relays in the last 1h\) reached the pause threshold 1\.00%$/);
+    });
+
+    it("the relay takes the pause as the guard's own (source guard), so the fleet copies it", () => {
+      assert.equal(parsePause({ reason: 'x', source: 'guard' }).by, 'guard');
+      assert.equal(parsePause({ reason: 'x', source: 'fleet' }).by, 'fleet');
+      assert.equal(parsePause({ reason: 'x', source: 'other' }).by, 'admin');
+    });
   });
 });

@@ -21,6 +21,7 @@ import { carryRateUse, drainPods, restartDrainedPod } from './drain.js';
 import { FiguresReader, type PodFigures } from './figures.js';
 import { finalizeRelay } from './finalize.js';
 import { decidePauseCopies, decideSuppressionCopies } from './fleet-sync.js';
+import { decideFleetComplaintPauses } from './complaint-fleet.js';
 import { QueueOps } from './queue-ops.js';
 import { drainedSurvivors, planScale, scaleDownStep } from './scale-down.js';
 import { checkSpec } from './spec-check.js';
@@ -266,6 +267,23 @@ export class RelayController {
     const live = figures.filter((f) => f.ip && f.tenants && !f.draining);
     if (live.length < 2) return;
     const ipOf = new Map(live.map((f) => [f.name, f.ip!]));
+    // the complaint rate counted fleet-wide (ADR 018): a pause made on one relay, copied below next time
+    for (const p of decideFleetComplaintPauses(
+      relay.spec.tenants ?? [],
+      live.map((f) => ({ name: f.name, tenants: f.tenants! })),
+      this.o.now().getTime(),
+    )) {
+      try {
+        await admin(ipOf.get(p.pod)!).call('POST', `/tenants/${encodeURIComponent(p.tenant)}/pause`, {
+          reason: p.reason,
+          ...(p.until !== undefined ? { until: p.until } : {}),
+          source: 'guard',
+        });
+        log.warn({ tenant: p.tenant, pod: p.pod, reason: p.reason }, 'fleet.complaint.paused');
+      } catch (e) {
+        log.warn({ err: errorText(e), pod: p.pod }, 'fleet.complaint.failed');
+      }
+    }
     const copies = decidePauseCopies(
       (relay.spec.tenants ?? []).map((t) => t.name),
       live.map((f) => ({ name: f.name, tenants: f.tenants! })),

@@ -33,7 +33,8 @@ export interface TenantsResponse {
 /** POST /tenants/:name/pause */
 export interface PauseRequest {
   reason: string;
-  source?: 'admin' | 'fleet';
+  /** `guard`: the operator's fleet-wide complaint-rate judgement (ADR 018), shared like a relay's own. */
+  source?: 'admin' | 'fleet' | 'guard';
   /** Epoch milliseconds (or an ISO 8601 time). */
   until?: number | string;
 }

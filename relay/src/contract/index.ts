@@ -16,3 +16,4 @@ export { ConfigError } from '../errors.js';
 export { dkimDnsRecord, keyProblem, MIN_RSA_BITS } from './resolve-dkim.js';
 export { LINT_RULES, type LintRule } from './lint-rules.js';
 export { EVENT_TYPES, type EventType, type DeliveryEvent } from './events.js';
+export { COMPLAINT_RATE_DEFAULTS } from './complaint-rate.js';
