@@ -8,6 +8,10 @@ import { startTestMx, type TestMx } from '../helpers/testmx.js';
 import { startRelay, type RelayProc } from '../helpers/relay.js';
 import { SmtpSession } from '../helpers/smtpsession.js';
 import { waitFor } from '../helpers/poll.js';
+import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
+import { resolveConfig } from '../../relay/src/config.js';
+import { createLogger } from '../../relay/src/log.js';
+import { TenantRuntime } from '../../relay/src/tenant-runtime.js';
 
 interface TenantView {
   name: string;
@@ -177,5 +181,38 @@ describe('complaint-rate guard (relay process)', () => {
     assert.equal(resumed.body.state, 'active');
     assert.equal(resumed.body.complaints, 0);
     assert.equal(resumed.body.delivered, 0);
+  });
+});
+
+describe('complaint(tenant, recipient): the ComplaintSink of the feedback listener (in process)', () => {
+  test('counts against the tenant, suppresses the recipient (source complaint); an unknown tenant is ignored', async () => {
+    const dir = await makeTmpDir('cartero-complaint-sink-');
+    const cfg = resolveConfig(
+      {
+        version: 1,
+        listeners: [{ name: 'smtp', port: 0 }],
+        tenants: [{ name: 'acme', complaintRate: { minVolume: 1, warn: 0.5, pause: 1 } }],
+      },
+      dir,
+    );
+    const rt = await TenantRuntime.open(cfg, Date.now, createLogger('silent'));
+    try {
+      const counted: string[] = [];
+      rt.onComplaint = (tenant, source) => counted.push(`${tenant}/${source}`);
+      await rt.onOutcome('acme', 'ok-1@dest.test', 'delivered', '2.0.0', '250 ok');
+      rt.complaint('acme', 'ok-1@dest.test');
+      rt.complaint('nosuch', 'x@dest.test');
+      await waitFor(() => rt.suppressions.isSuppressed('acme', 'ok-1@dest.test'), {
+        what: 'the suppression',
+      });
+      assert.equal(rt.suppressions.isSuppressed('acme', 'ok-1@dest.test')?.source, 'complaint');
+      assert.deepEqual(counted, ['acme/report']);
+      const st = rt.guard.state('acme');
+      assert.deepEqual([st.state, st.complaints, st.delivered], ['paused', 1, 1]);
+      assert.equal(rt.guard.state('nosuch').complaints, 0);
+    } finally {
+      await rt.close();
+      await removeTmpDir(dir);
+    }
   });
 });
