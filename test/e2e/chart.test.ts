@@ -242,7 +242,7 @@ describe('chart: lint, template and schema', () => {
     );
   });
 
-  it('renders every optional feature: ServiceMonitor, PrometheusRule with the six alerts, dashboard', async () => {
+  it('renders every optional feature: ServiceMonitor, PrometheusRule with the seven alerts, dashboard', async () => {
     const objs = await template(...ALL_ON);
     const docs = await documentedMetrics();
     const svc = one(objs, 'Service', 'cartero-metrics');
@@ -261,6 +261,7 @@ describe('chart: lint, template and schema', () => {
         'CarteroQueueGrowing',
         'CarteroOldestMessageOld',
         'CarteroBounceRateHigh',
+        'CarteroComplaintRateHigh',
         'CarteroTenantPaused',
         'CarteroRelayNotReady',
         'CarteroReconcileErrors',
@@ -275,6 +276,7 @@ describe('chart: lint, template and schema', () => {
     }
     const byName = Object.fromEntries(rules.map((r) => [r.alert, r.expr as string]));
     assert.match(byName.CarteroBounceRateHigh, /cartero_bounce_rate\) > 0\.05/);
+    assert.match(byName.CarteroComplaintRateHigh, /cartero_tenant_complaint_rate\) > 0\.001/);
     assert.match(byName.CarteroOldestMessageOld, /cartero_queue_oldest_age_seconds\) > 3600/);
     assert.match(byName.CarteroReconcileErrors, /job="cartero-metrics", namespace="cartero-system"/);
 
