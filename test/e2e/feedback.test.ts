@@ -267,6 +267,20 @@ describe('feedback loop', () => {
     );
   });
 
+  test('a permanent DSN that is not a hard bounce (5.2.2 mailbox full) is a soft bounce: not suppressed', async () => {
+    const rp = returnPathOf('carol@dest.test');
+    const r = await report([rp], dsn({ to: rp, rcpt: 'carol@dest.test', status: '5.2.2' }));
+    assert.equal(r.data?.code, 250);
+    assert.equal(await suppressed('acme', 'carol@dest.test'), undefined);
+    assert.equal(await hardBounces('acme'), 1);
+    const ev = events.find((e) => e.type === 'bounced' && e.recipient === 'carol@dest.test');
+    assert.deepEqual(ev?.bounce, { class: 'soft', async: true });
+    assert.equal(
+      metric(await metrics(), 'cartero_feedback_received_total', { kind: 'dsn', result: 'soft' }),
+      1,
+    );
+  });
+
   test('a DSN naming another recipient than the token is not taken', async () => {
     const rp = returnPathOf('carol@dest.test');
     const r = await report([rp], dsn({ to: rp, rcpt: 'mallory@dest.test' }));

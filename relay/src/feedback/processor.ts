@@ -13,6 +13,7 @@ import type { EventSink } from '../events/sink.js';
 import type { TenantRuntime } from '../tenant-runtime.js';
 import { decide, type Decision, type Target } from './decide.js';
 import { readReport } from './report.js';
+import { isHardBounce } from '../delivery/classify.js';
 
 /** Where complaints go besides the suppression list: the complaint-rate guard (wired by the relay). */
 export interface ComplaintSink {
@@ -46,7 +47,7 @@ export class FeedbackMetrics {
   constructor(r: Registry) {
     this.received = new Counter({
       name: 'cartero_feedback_received_total',
-      help: 'Reports the feedback listener received, per address taken: kind dsn, arf, unknown; result bounce, complaint, ignored (soft or delayed), duplicate, unmatched.',
+      help: 'Reports the feedback listener received, per address taken: kind dsn, arf, unknown; result bounce (hard), soft (a 5.x.x that is not hard), complaint, ignored (delayed, 4.x.x), duplicate, unmatched.',
       labelNames: ['kind', 'result'],
       registers: [r],
     });
@@ -151,12 +152,14 @@ export class FeedbackProcessor {
       ...(dec.queueId ? { queueId: dec.queueId } : {}),
     };
     if (dec.result === 'bounce') {
+      // the same hard/soft rule as a bounce in the session: a 5.1.x is hard (suppressed, in the rate)
+      const hard = isHardBounce(dec.status);
       const text = dec.diagnostic ?? `asynchronous bounce ${dec.status}`;
       await tenancy.onOutcome(dec.tenant, dec.recipient, 'bounced', dec.status, `async bounce: ${text}`);
       this.d.events().emit({
         type: 'bounced',
         ...base,
-        bounce: { class: 'hard', async: true },
+        bounce: { class: hard ? 'hard' : 'soft', async: true },
         reply: { enhanced: dec.status, text: text.slice(0, 500) },
       });
       this.d.log.info(
@@ -166,10 +169,11 @@ export class FeedbackProcessor {
           to: dec.recipient,
           queueId: dec.queueId,
           status: dec.status,
+          hard,
         },
-        'asynchronous hard bounce',
+        `asynchronous ${hard ? 'hard' : 'soft'} bounce`,
       );
-      return 'bounce';
+      return hard ? 'bounce' : 'soft';
     }
     const t = cfg.tenants.get(dec.tenant)!;
     if (t.suppression.enabled)
