@@ -119,5 +119,24 @@ describe('feedback loop through the operator', { timeout: 180_000 }, () => {
       list.items.map((x) => [x.address, x.source]),
       [['ok-bob@example.test', 'bounce']],
     );
+
+    // without spec.feedback the Service goes away and the status shows no MX
+    await t.apply(
+      t.relayManifest({
+        replicas: 1,
+        tenants: "    - {name: news, trustedNetworks: ['127.0.0.0/8']}",
+        extra: '  listeners: [{name: smtp, port: 25, auth: optional}]',
+      }),
+    );
+    await waitFor(async () => !(await t.getJson('service', 'fleet-feedback')), {
+      what: 'the feedback Service to be deleted',
+      timeoutMs: 30_000,
+      intervalMs: 250,
+    });
+    await waitFor(async () => !(await t.getRelay())?.status?.feedback, {
+      what: 'status.feedback to be cleared',
+      timeoutMs: 30_000,
+      intervalMs: 250,
+    });
   });
 });

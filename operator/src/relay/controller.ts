@@ -193,6 +193,7 @@ export class RelayController {
     }
     if (applied) log.info({ applied }, 'reconcile.applied');
     if (!pdb) await writer.deletePdbIfPresent(ns, n.pdb);
+    if (!relay.spec.feedback) await writer.deleteServiceIfPresent(ns, n.feedbackService);
 
     // --- fleet figures, pauses and suppressions
     const figures = await this.figures.read(pods, admin);
