@@ -18,6 +18,7 @@ import { makeToken } from '../../relay/src/feedback/token.js';
 import { startTestMx, type TestMx } from '../helpers/testmx.js';
 import { SmtpSession } from '../helpers/smtpsession.js';
 import { swaks } from '../helpers/swaks.js';
+import { waitFor } from '../helpers/poll.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -166,7 +167,10 @@ before(async () => {
       routing: {
         default: { type: 'smarthost', smarthost: { host: mx.address, port: mx.port, tls: 'none' } },
       },
-      feedback: { tokenKeyFile: 'fbkey', listener: { address: FB_ADDR, port: 0, maxMessageSize: 65536 } },
+      feedback: {
+        tokenKeyFile: 'fbkey',
+        listener: { address: FB_ADDR, port: 0, maxMessageSize: 65536, timeout: '3s' },
+      },
       tenants: [
         {
           name: 'acme',
@@ -374,6 +378,25 @@ describe('feedback loop', () => {
     assert.equal(mine?.tenant, 'globex');
     assert.match(mine!.reason, /another tenant/);
     assert.match(mine!.text, /Final-Recipient: rfc822; carol@dest\.test/);
+  });
+
+  test('a connection is cut at the listener timeout even while it keeps talking', async () => {
+    const s = await SmtpSession.open(fbPort, { host: FB_ADDR });
+    const opened = Date.now();
+    try {
+      await waitFor(
+        async () => {
+          if (s.closed) return true;
+          await s.command('NOOP').catch(() => undefined);
+          return s.closed;
+        },
+        { what: 'the listener to close the connection', timeoutMs: 10_000, intervalMs: 500 },
+      );
+      const after = Date.now() - opened;
+      assert.ok(after >= 2500 && after < 9000, `closed after ${after} ms`);
+    } finally {
+      await s.quit();
+    }
   });
 
   test('a report over the size limit is refused', async () => {
