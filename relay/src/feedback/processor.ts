@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { RelayConfig } from '../config.js';
 import type { EventSink } from '../events/sink.js';
+import type { UnmatchedReportView } from '../contract/admin-api.js';
 import type { TenantRuntime } from '../tenant-runtime.js';
 import { decide, type Decision, type Target } from './decide.js';
 import { readReport } from './report.js';
@@ -26,17 +27,8 @@ export const UNMATCHED_MAX_BYTES = 64 * 1024;
 /** Reports remembered to count a repeat once. */
 export const SEEN_CAP = 10_000;
 
-export interface UnmatchedReport {
-  at: string;
-  /** The RCPT the listener took it for. */
-  rcpt: string;
-  tenant?: string;
-  reason: string;
-  kind: string;
-  size: number;
-  /** The first 64 KiB, as text (latin1: byte for byte). */
-  text: string;
-}
+/** A kept report (the admin API's view, in the contract). */
+export type UnmatchedReport = UnmatchedReportView;
 
 export class FeedbackMetrics {
   readonly received: Counter<'kind' | 'result'>;

@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { AdminServer } from '../admin.js';
+import type { FeedbackUnmatchedResponse } from '../contract/admin-api.js';
 import type { RelayConfig } from '../config.js';
 import { DISCARD_EVENTS, type EventSink } from '../events/sink.js';
 import type { TenantRuntime } from '../tenant-runtime.js';
@@ -39,6 +40,9 @@ export function setUpFeedback(o: {
     now: o.now,
   });
   f.listener = new FeedbackListener({ cfg: o.cfg, processor: f.processor, metrics, log: o.log, now: o.now });
-  o.admin.route('GET', '/feedback/unmatched', () => [200, { reports: f.processor.list() }]);
+  o.admin.route('GET', '/feedback/unmatched', () => [
+    200,
+    { reports: f.processor.list() } satisfies FeedbackUnmatchedResponse,
+  ]);
   return f;
 }
