@@ -83,6 +83,18 @@ describe('reading reports', () => {
     ]);
   });
 
+  it('reads a hostile 1 MiB report in linear time', () => {
+    const started = performance.now();
+    const run = 'a'.repeat(1024 * 1024);
+    readReport(crlf(`To: <${run}\nSubject: x\n\n550 5.1.1 ${run}\n`));
+    readReport(
+      crlf(
+        `Content-Type: multipart/report; boundary=b\n\n--b\nContent-Type: message/delivery-status\n\nx\n\nFinal-Recipient: rfc822; ${run}\n--b--\n`,
+      ),
+    );
+    assert.ok(performance.now() - started < 2000, `${Math.round(performance.now() - started)} ms`);
+  });
+
   it('bounds the parts it reads', () => {
     const parts = Array.from({ length: MAX_PARTS + 50 }, (_, i) => `--b\n\npart ${i}\n`).join('');
     const m = parseMime(crlf(`Content-Type: multipart/mixed; boundary=b\n\n${parts}--b--\n`));

@@ -41,13 +41,14 @@ export type Report =
 export function addressOf(v: string | undefined): string | undefined {
   if (!v) return undefined;
   const s = v.includes(';') ? v.slice(v.indexOf(';') + 1) : v;
-  const m = /<?([^\s<>"@]+@[A-Za-z0-9.-]+)>?/.exec(s.trim());
+  const m = /<?([^\s<>"@]{1,64}@[A-Za-z0-9.-]{1,253})>?/.exec(s.trim().slice(0, 1000));
   return m ? m[1].toLowerCase() : undefined;
 }
 
 function addresses(v: string | undefined, max = 10): string[] {
   if (!v) return [];
-  return [...v.matchAll(/[^\s<>",;:@]+@[A-Za-z0-9.-]+[A-Za-z0-9]/g)]
+  // bounded repetitions: an unbounded one backtracks quadratically over a long run without an address
+  return [...v.matchAll(/[^\s<>",;:@]{1,64}@[A-Za-z0-9.-]{0,252}[A-Za-z0-9]/g)]
     .slice(0, max)
     .map((m) => m[0].toLowerCase());
 }
