@@ -15,7 +15,7 @@ export interface BounceRule {
 
 export const BOUNCE_RULES: readonly BounceRule[] = [
   // "550 5.1.1 <bob@example.org>: Recipient address rejected: User unknown" (Postfix, Exim, most MTAs)
-  { name: 'smtp-enhanced', pattern: /\b5[0-9]{2}[ -]+(5\.[0-9]{1,3}\.[0-9]{1,3})\b/, status: '5.0.0' },
+  { name: 'smtp-enhanced', pattern: /\b5[0-9]{2}[ -]{1,10}(5\.[0-9]{1,3}\.[0-9]{1,3})\b/, status: '5.0.0' },
   // "The email account that you tried to reach does not exist" (large webmail, with or without the code)
   {
     name: 'account-does-not-exist',
