@@ -225,13 +225,15 @@ describe('feedback loop', () => {
       '--port',
       String(fbPort),
       '--from',
-      '',
+      '<>', // the null sender, as a DSN comes
       '--to',
       rp,
       '--data',
       file,
     ]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /-> MAIL FROM:<>/);
+    assert.match(r.stdout, /<- +250 2\.6\.0 Report received/);
     const s = await suppressed('acme', 'bob@dest.test');
     assert.equal(s?.source, 'bounce');
     assert.match(s.reason, /5\.1\.1/);
@@ -348,7 +350,7 @@ describe('feedback loop', () => {
     for (const [to] of cases) {
       const r = await report([to], 'Subject: x\n\nx\n');
       assert.equal(r.rcpts[0].code, 550, to);
-      assert.match(r.rcpts[0].text, /5\.7\.1 Not a relay path/);
+      assert.match(r.rcpts[0].text, /^(550 )?5\.7\.1 Not a relay path: /);
     }
     const after = await metrics();
     for (const reason of ['forged', 'expired', 'malformed', 'foreign']) {

@@ -77,7 +77,7 @@ export class FeedbackListener {
       authOptional: true,
       size: l.maxMessageSize,
       hideSize: false,
-      hideENHANCEDSTATUSCODES: false,
+      hideENHANCEDSTATUSCODES: true, // the replies carry their own enhanced codes
       maxClients: l.maxConnections,
       socketTimeout: Math.min(IDLE_MS, l.timeoutMs),
       closeTimeout: 1000,
