@@ -15,12 +15,9 @@ import type { TenantRuntime } from '../tenant-runtime.js';
 import { decide, type Decision, type Target } from './decide.js';
 import { readReport } from './report.js';
 import { isHardBounce } from '../delivery/classify.js';
+import type { ComplaintSink } from './complaints.js';
 
-/** Where complaints go besides the suppression list: the complaint-rate guard (wired by the relay). */
-export interface ComplaintSink {
-  complaint(tenant: string, recipient: string): void;
-}
-export const NO_COMPLAINT_GUARD: ComplaintSink = { complaint() {} };
+export { NO_COMPLAINT_GUARD, type ComplaintSink } from './complaints.js';
 
 /** Each kept report is cut to this. */
 export const UNMATCHED_MAX_BYTES = 64 * 1024;

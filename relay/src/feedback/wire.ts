@@ -11,7 +11,8 @@ import type { RelayConfig } from '../config.js';
 import { DISCARD_EVENTS, type EventSink } from '../events/sink.js';
 import type { TenantRuntime } from '../tenant-runtime.js';
 import { FeedbackListener } from './listener.js';
-import { FeedbackMetrics, FeedbackProcessor, NO_COMPLAINT_GUARD, type ComplaintSink } from './processor.js';
+import { FeedbackMetrics, FeedbackProcessor } from './processor.js';
+import { NO_COMPLAINT_GUARD, type ComplaintSink } from './complaints.js';
 
 export interface Feedback {
   processor: FeedbackProcessor;
