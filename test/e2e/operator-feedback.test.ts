@@ -2,7 +2,8 @@
  * The feedback loop through the operator (ADR 016): an SmtpRelay with spec.feedback and a tenant with a
  * return path; the operator generates the token key, exposes the listener through the Service
  * fleet-feedback, shows the MX record in status.feedback.mx; mail leaves the relay pod from a tagged
- * return path, and a DSN sent to the pod's feedback listener suppresses the recipient.
+ * return path, and a DSN sent to one pod's feedback listener suppresses the recipient there and, through
+ * the operator's suppression sync, on the other pod.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -33,7 +34,7 @@ describe('feedback loop through the operator', { timeout: 180_000 }, () => {
   it('renders the listener, shows the MX record, and a DSN to the pod suppresses the recipient', async () => {
     await t.apply(
       t.relayManifest({
-        replicas: 1,
+        replicas: 2,
         tenants: TENANT,
         extra: [
           '  listeners: [{name: smtp, port: 25, auth: optional}]',
@@ -119,11 +120,23 @@ describe('feedback loop through the operator', { timeout: 180_000 }, () => {
       list.items.map((x) => [x.address, x.source]),
       [['ok-bob@example.test', 'bounce']],
     );
+    // the other pod of the fleet gets it through the operator's suppression sync
+    await waitFor(
+      async () =>
+        (
+          await t.admin<{ items: { address: string; source: string }[] }>(
+            'fleet-1',
+            'GET',
+            '/suppressions?tenant=news&limit=100',
+          )
+        ).items.some((x) => x.address === 'ok-bob@example.test'),
+      { what: 'the suppression on fleet-1', timeoutMs: 30_000, intervalMs: 250 },
+    );
 
     // without spec.feedback the Service goes away and the status shows no MX
     await t.apply(
       t.relayManifest({
-        replicas: 1,
+        replicas: 2,
         tenants: "    - {name: news, trustedNetworks: ['127.0.0.0/8']}",
         extra: '  listeners: [{name: smtp, port: 25, auth: optional}]',
       }),
