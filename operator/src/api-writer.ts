@@ -102,6 +102,14 @@ export class ApiWriter {
     );
   }
 
+  /** Deletes the Service `name` if the cache has it (the feedback Service once spec.feedback is gone). */
+  async deleteServiceIfPresent(namespace: string, name: string): Promise<void> {
+    if (!this.caches().services.get(namespace, name)) return;
+    await this.objects
+      .delete({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace } })
+      .catch(() => undefined);
+  }
+
   /** Deletes the PodDisruptionBudget `name` if the cache has it. */
   async deletePdbIfPresent(namespace: string, name: string): Promise<void> {
     if (!this.caches().pdbs.get(namespace, name)) return;

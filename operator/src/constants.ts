@@ -16,6 +16,8 @@ export const CONFIG_HASH_ANNOTATION = 'cartero.io/restart-hash';
 export const POD_NAME_LABEL = 'statefulset.kubernetes.io/pod-name';
 export const ADMIN_PORT = 9025;
 export const PEER_USERNAME = 'cartero-peer';
+/** The container port of the feedback listener (the relay runs as non-root; the Service maps 25 to it). */
+export const FEEDBACK_PORT = 2526;
 
 /** Where things live inside a relay pod. The config uses paths relative to its own folder. */
 export const MOUNTS = {
@@ -52,6 +54,8 @@ export const names = (relay: string) => ({
   service: relay,
   pdb: relay,
   serviceMonitor: relay,
+  /** The feedback listener's Service (port 25), when spec.feedback is set. */
+  feedbackService: `${relay}-feedback`,
 });
 
 /** The pod names a StatefulSet of `n` replicas has. */

@@ -31,6 +31,7 @@ import { loadSpfEvaluator } from './lint/load.js';
 import { IdentityResolver } from './identity/resolver.js';
 import { EgressIdentityMonitor } from './identity/monitor.js';
 import { registerDnsChecks } from './identity/admin.js';
+import { setUpFeedback, type Feedback } from './feedback/wire.js';
 
 export interface RelayOptions {
   now?: () => number;
@@ -50,6 +51,8 @@ export class Relay {
   /** DNS identity checks: the resolver (replaced when `dns` changes) and the pool addresses' check. */
   private identityResolver: IdentityResolver;
   readonly egressIdentity: EgressIdentityMonitor;
+  /** The feedback loop (relay/src/feedback/): bounces and complaints received, their listener. */
+  readonly feedback: Feedback;
 
   /** The config in force (replaced by a reload). */
   get cfg(): RelayConfig {
@@ -144,6 +147,19 @@ export class Relay {
       intervalMs: () => this.cfg.dns.identityCheckIntervalMs,
     });
     registerDnsChecks(this.admin, () => this.identityResolver);
+    this.feedback = setUpFeedback({
+      cfg: () => this.cfg,
+      tenancy: () => this.deps.tenancy,
+      admin: this.admin,
+      registry: this.metrics.registry,
+      log: o.log,
+      now,
+    });
+    // complaints matched by the listener count against the complaint-rate guard (ADR 018); the listener
+    // suppresses the recipient itself, with the report's feedback type and reporter as the reason
+    this.feedback.complaints = {
+      complaint: (tenant) => this.deps.tenancy.countComplaint(tenant, 'report'),
+    };
   }
 
   /** The background index of the spool (started by start()). */
@@ -245,6 +261,7 @@ export class Relay {
     );
     if (pending) this.inbound.stopAccepting(); // before the first connection can land
     await this.inbound.start();
+    await this.feedback.listener.start();
     if (this.cfg.tls) {
       try {
         this.showCert(checkTlsPair(this.cfg.tls.cert, this.cfg.tls.key).notAfter);
@@ -276,6 +293,8 @@ export class Relay {
     if (next.admin.address !== cur.admin.address || next.admin.port !== cur.admin.port)
       restartNeeded.push('admin address/port');
     if (!!next.tls !== !!cur.tls) restartNeeded.push('tls');
+    if (JSON.stringify(next.feedback.listener) !== JSON.stringify(cur.feedback.listener))
+      restartNeeded.push('feedback.listener');
     this.deps.tenancy.reconfigure(next); // validates pools and limits first; throws before anything changed
     next = this.reloadTls(cur, next);
     if (JSON.stringify(next.dns) !== JSON.stringify(cur.dns)) {
@@ -427,6 +446,7 @@ export class Relay {
       this.egressIdentity.stop();
       const deadline = Date.now() + graceMs;
       await this.inbound.stop(graceMs);
+      await this.feedback.listener.stop();
       this.deps.lint?.stop(); // SPF lookups still running for accepted mail end now (temperror)
       await this.engine.stop(Math.max(0, deadline - Date.now()));
       await this.recovery;

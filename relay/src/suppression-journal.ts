@@ -17,7 +17,7 @@ export interface Suppression {
   address: string;
   /** Why, one line, e.g. the 5xx reply. */
   reason: string;
-  source: 'bounce' | 'admin' | 'fleet' | 'complaint';
+  source: 'bounce' | 'complaint' | 'admin' | 'fleet';
   createdAt: number;
   expiresAt: number;
 }

@@ -405,8 +405,9 @@ export class TenantRuntime {
 
   /**
    * A complaint from a parsed feedback report (ARF): counts against the tenant's complaint rate and
-   * suppresses the recipient (`source: complaint`). The ComplaintSink of the inbound feedback listener:
-   * it must not add the suppression itself. A tenant this relay does not know is logged and ignored.
+   * suppresses the recipient (`source: complaint`), for callers that have only the tenant and recipient.
+   * The inbound feedback listener suppresses with the report's own reason and only counts
+   * (`countComplaint`, wired in relay.ts). A tenant this relay does not know is logged and ignored.
    */
   complaint(tenant: string, recipient: string): void {
     this.addComplaint(tenant, recipient, 'report').catch((e: unknown) =>

@@ -67,6 +67,14 @@ describe('planJobs', () => {
     assert.ok(jobs.every((j) => j.msg === m && !j.handoff));
   });
 
+  it('gives each recipient its own job for return-path tagging (one token per recipient)', () => {
+    const jobs = planJobs(m, { draining: false, routing, held: (i) => i === 5, perRecipient: true });
+    assert.deepEqual(
+      jobs.map((j) => j.rcpts),
+      [[0], [1], [2], [3]],
+    );
+  });
+
   it('sends every pending recipient to the peers in one job while draining', () => {
     const jobs = planJobs(m, { draining: true, routing, held: () => true });
     assert.deepEqual(jobs, [{ handoff: true, msg: m, route: HANDOFF_ROUTE, rcpts: [0, 1, 2, 3, 5] }]);

@@ -54,6 +54,7 @@ const NOT_TIMERS = new Set([
   '/tenants/0/complaintRate/cooldown',
   '/tenants/0/suppression/ttl',
   '/tenants/0/dkim/expiry',
+  '/feedback/tokenTtl', // compared with a token's day, never waited for
 ]);
 
 /** A document with one of each array item, so that every field of the schema has a place. */

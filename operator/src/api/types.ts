@@ -300,6 +300,23 @@ export interface SmtpRelaySpec {
        */
       policy?: 'report' | 'enforce';
     };
+    /**
+     * Return-path tagging (VERP): mail leaves from <prefix>+<token>@<domain>, so later bounces come back to the fleet's feedback listener (needs spec.feedback). Use a subdomain of the From domain; publish the MX shown in status.feedback.mx.
+     */
+    returnPath?: {
+      /**
+       * The bounce domain, e.g. bounces.example.com.
+       */
+      domain: string;
+      /**
+       * Local part before the + (default bounce), at most 15 characters.
+       */
+      prefix?: string;
+    };
+    /**
+     * The address registered with the mailbox providers' feedback loops (ARF reports), needs spec.feedback.
+     */
+    feedbackAddress?: string;
   }[];
   /**
    * Where mail goes.
@@ -584,6 +601,23 @@ export interface SmtpRelaySpec {
       port?: number;
     };
   };
+  /**
+   * The inbound bounce and feedback listener: the Service <name>-feedback takes port 25 for the tenants' bounce domains and feedback addresses only. The operator generates the return-path token key.
+   */
+  feedback?: {
+    /**
+     * The fleet's external name (the feedback Service's address in DNS), the MX target of each bounce domain.
+     */
+    mxHost: string;
+    /**
+     * Reports larger than this are refused (default 1 MiB).
+     */
+    maxMessageSize?: number;
+    /**
+     * Type of the Service <name>-feedback (port 25 to the listener); mxHost must resolve to its external address.
+     */
+    serviceType?: 'ClusterIP' | 'NodePort' | 'LoadBalancer';
+  };
 }
 /**
  * Client limits of this listener. Each one set here overrides the one of the same name in spec.limits (e.g. tighter ones on a port open to the Internet); the others apply as set there. Changes reach running relays without a restart.
@@ -847,6 +881,28 @@ export interface SmtpRelayStatus {
      */
     dnsMessage?: string;
   }[];
+  /**
+   * The feedback loop's DNS records to publish.
+   */
+  feedback?: {
+    /**
+     * The MX record of each tenant's bounce domain (spec.tenants[].returnPath).
+     */
+    mx?: {
+      /**
+       * Tenant name.
+       */
+      tenant: string;
+      /**
+       * The bounce domain.
+       */
+      domain: string;
+      /**
+       * The record to publish, e.g. "bounces.example.com. IN MX 10 mx.example.net."
+       */
+      record: string;
+    }[];
+  };
   /**
    * Per-pod figures read from the relays' admin API.
    */

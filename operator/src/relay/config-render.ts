@@ -18,6 +18,7 @@ import {
 import { CONFIG_SCHEMA, parseDuration } from '../../../relay/src/contract/index.js';
 import { renderDkim } from './dkim.js';
 import { renderOutboundTls } from './outbound-tls.js';
+import { renderFeedback, renderTenantFeedback } from './feedback.js';
 
 /** Credentials the reconciler read from the Secrets an SmtpRelay names (`credentialsSecret`). */
 export interface Credentials {
@@ -51,6 +52,8 @@ export interface BuildInput {
   dkimKeys?: Map<string, string>;
   /** The CA certificates of spec.outboundTls.caSecretRef (outbound-tls.ts), when found. */
   outboundCa?: string;
+  /** The return-path token key (feedback.ts), kept in the operator-owned Secret; generated once. */
+  feedbackKey?: string;
 }
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
@@ -188,6 +191,7 @@ export function buildRelayConfig(input: BuildInput): RelayConfigResult {
     if (dkim) out.dkim = dkim;
     if (t.bulk) out.bulk = true; // bulk-sender lint (ADR 014)
     if (t.lint?.policy) out.lint = { policy: t.lint.policy };
+    renderTenantFeedback(spec, t, out); // the feedback loop (ADR 016)
     if (t.ipPool) {
       const pool = input.pools.get(t.ipPool);
       const mine = input.allocations.filter((a) => a.pool === t.ipPool);
@@ -256,6 +260,9 @@ export function buildRelayConfig(input: BuildInput): RelayConfigResult {
   if (spec.routing?.backups?.length)
     routing.backups = spec.routing.backups.map((b, i) => route(b, `routing.backups[${i}]`));
   const outboundTls = renderOutboundTls(spec.outboundTls, input.outboundCa, secretData, problems);
+  const feedback = renderFeedback(spec, input.feedbackKey ?? '', secretData);
+  if (feedback && !input.feedbackKey)
+    problems.push({ reason: 'InvalidSpec', message: 'feedback: no return-path token key was generated' });
   const grace = spec.terminationGracePeriodSeconds ?? 120;
   const doc: Record<string, unknown> = {
     version: 1,
@@ -276,6 +283,7 @@ export function buildRelayConfig(input: BuildInput): RelayConfigResult {
     routing,
     ...(spec.dns && Object.keys(spec.dns).length ? { dns: spec.dns } : {}),
     ...(outboundTls ? { outboundTls } : {}),
+    ...(feedback ? { feedback } : {}),
     tenants,
     ipPools,
     fleet: { rateLimitShare: rateShare(input.replicas), ...rateLimitStore(input, secretData, problems) },

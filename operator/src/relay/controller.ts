@@ -29,6 +29,7 @@ import { DEFAULT_DKIM_SECRET_KEY, dkimRecords, dkimRef, generatedKeySecret, keys
 import { outboundCaRef } from './outbound-tls.js';
 import { relayStatus } from './status.js';
 import { lintStatus } from './lint-status.js';
+import { buildFeedbackService, FEEDBACK_KEY_FILE, feedbackMx } from './feedback.js';
 import { DkimDnsChecker } from './dkim-dns.js';
 import {
   buildConfigMap,
@@ -84,6 +85,8 @@ export class RelayController {
     const ownSecret = caches.secrets.get(ns, n.secret);
     const adminToken = decode(ownSecret?.data?.[secretKeys.admin]) || randomBytes(24).toString('base64url');
     const peerPassword = decode(ownSecret?.data?.[secretKeys.peer]) || randomBytes(24).toString('base64url');
+    const feedbackKey = // the return-path token key (feedback.ts): one per fleet, kept across reconciles
+      decode(ownSecret?.data?.[FEEDBACK_KEY_FILE]) || randomBytes(32).toString('base64url');
     const admin: Admin = (ip) => new RelayAdmin(`http://${ip}:9025`, adminToken);
 
     if (relay.metadata.deletionTimestamp) return finalizeRelay(this.o, relay, pods, admin, log);
@@ -139,6 +142,7 @@ export class RelayController {
       replicas: Math.max(desired, 1),
       dkimKeys,
       ...(outboundCa ? { outboundCa } : {}),
+      feedbackKey,
     });
     const problems: Problem[] = [...built.problems];
     const revision = (built.doc.fleet as { revision: string }).revision;
@@ -157,6 +161,7 @@ export class RelayController {
     const desiredObjects: KObject[] = [
       ...(invalid ? [] : [buildConfigMap(relay, built.doc), buildSecret(relay, built.secretData)]),
       ...buildServices(relay),
+      ...[buildFeedbackService(relay)].filter((x): x is KObject => !!x),
       buildStatefulSet({
         relay,
         defaultImage: this.o.defaultImage,
@@ -189,6 +194,7 @@ export class RelayController {
     }
     if (applied) log.info({ applied }, 'reconcile.applied');
     if (!pdb) await writer.deletePdbIfPresent(ns, n.pdb);
+    if (!relay.spec.feedback) await writer.deleteServiceIfPresent(ns, n.feedbackService);
 
     // --- fleet figures, pauses and suppressions
     const figures = await this.figures.read(pods, admin);
@@ -215,6 +221,8 @@ export class RelayController {
       status.dkim = (
         await this.dkimDns.annotate(`${ns}/${name}`, dkim, relay.status?.dkim, figures, admin, log)
       ).dkim;
+    const mx = feedbackMx(relay.spec); // the feedback loop (ADR 016)
+    if (mx.length) status.feedback = { mx };
     const lint = lintStatus(figures); // bulk-sender lint (ADR 014)
     if (lint.length) status.lint = lint;
     await writer.writeStatus(relay, 'smtprelays', status);

@@ -19,11 +19,16 @@ import {
   containerPortOf,
   names,
   selectorLabels,
+  FEEDBACK_PORT,
 } from '../constants.js';
 import type { KObject } from '../objects.js';
 import type { Allocation } from './config-render.js';
 
-function meta(relay: SmtpRelay, name: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+export function meta(
+  relay: SmtpRelay,
+  name: string,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
   return {
     name,
     namespace: relay.metadata.namespace,
@@ -83,6 +88,7 @@ export function restartHash(relay: SmtpRelay): string {
         l.auth,
       ]),
       tls: spec.tls?.secretName ?? null,
+      ...(spec.feedback ? { feedback: spec.feedback.maxMessageSize ?? 0 } : {}),
     }),
   ).slice(0, 16);
 }
@@ -215,6 +221,10 @@ export function buildStatefulSet(o: StatefulSetOptions): KObject {
                   protocol: 'TCP',
                 })),
                 { name: 'admin', containerPort: ADMIN_PORT, protocol: 'TCP' },
+                // the feedback listener (operator/src/relay/feedback.ts)
+                ...(spec.feedback
+                  ? [{ name: 'feedback', containerPort: FEEDBACK_PORT, protocol: 'TCP' }]
+                  : []),
               ],
               readinessProbe: {
                 httpGet: { path: '/readyz', port: 'admin' },

@@ -204,3 +204,23 @@ export interface DnsChecksResponse {
   fcrdns: FcrdnsCheck[];
   dkim: DkimTxtCheck[];
 }
+
+// --- the feedback loop (docs/feedback.md) ---
+/** One report kept by the feedback listener because it matched nothing. */
+export interface UnmatchedReportView {
+  at: string;
+  /** The address the listener took it for (a return path or a feedback address). */
+  rcpt: string;
+  tenant?: string;
+  reason: string;
+  /** dsn, arf or unknown. */
+  kind: string;
+  /** Bytes received. */
+  size: number;
+  /** The first 64 KiB, byte for byte (latin1). */
+  text: string;
+}
+/** GET /feedback/unmatched: newest first, at most feedback.unmatchedKeep. */
+export interface FeedbackUnmatchedResponse {
+  reports: UnmatchedReportView[];
+}

@@ -44,6 +44,10 @@ export interface TenantConfig {
   bulk: boolean;
   /** The bulk-sender lint: report (accept and count) or enforce (550 at DATA). */
   lint: { policy: 'report' | 'enforce' };
+  /** Return-path tagging (VERP, relay/src/feedback/token.ts): lower case. */
+  returnPath?: { domain: string; prefix: string };
+  /** Where provider feedback loops send this tenant's ARF reports (lower case). */
+  feedbackAddress?: string;
 }
 export type DkimAlgorithm = 'rsa-sha256' | 'ed25519-sha256';
 export interface DkimKey {
@@ -148,6 +152,8 @@ export interface RelayConfig {
   peer?: { username: string; password: Buffer };
   /** Outbound TLS policy and MTA-STS (absent: opportunistic, MTA-STS with its defaults). */
   outboundTls?: OutboundTlsConfig;
+  /** The feedback loop (relay/src/feedback/): the token key and the bounce and feedback listener. */
+  feedback: FeedbackConfig;
   /** sha256 of the config file and every secret it names: which config this relay runs. */
   hash: string;
   /** Folders whose changes may change the config (secrets, TLS): watched for hot reload. */
@@ -189,3 +195,19 @@ export interface OutboundTlsConfig {
   };
 }
 // --- end outbound TLS policy ---
+
+// --- the feedback loop (docs/adr/016-feedback-loop.md) ---
+export interface FeedbackConfig {
+  /** The return-path token key (feedback.tokenKeyFile); required when a tenant has returnPath. */
+  key?: Buffer;
+  tokenTtlDays: number;
+  listener?: {
+    address: string;
+    port: number;
+    maxMessageSize: number;
+    timeoutMs: number;
+    maxConnections: number;
+  };
+  unmatchedKeep: number;
+}
+// --- end feedback loop ---

@@ -130,5 +130,9 @@ function tenantConfig(t: RawTenant, queueRetry: ValidatedConfig['queue']['retry'
     suppression: { enabled: t.suppression.enabled, ttlMs: parseDuration(t.suppression.ttl) },
     bulk: t.bulk,
     lint: { policy: t.lint.policy },
+    ...(t.returnPath
+      ? { returnPath: { domain: t.returnPath.domain.toLowerCase(), prefix: t.returnPath.prefix } }
+      : {}),
+    ...(t.feedbackAddress ? { feedbackAddress: t.feedbackAddress.toLowerCase() } : {}),
   };
 }

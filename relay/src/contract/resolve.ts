@@ -21,6 +21,7 @@ import { expandEnv, listenerLimits, parseCidrs, type SecretReader } from './reso
 import { resolvePools, resolveRateLimitStore, resolveRouting } from './resolve-outbound.js';
 import { resolveSenders } from './resolve-tenants.js';
 import { resolveOutboundTls } from './resolve-tls.js';
+import { resolveFeedback } from './resolve-feedback.js';
 
 /** A secret file the config names: in the secrets folder (accounts, routes, peer, admin token) or the TLS one. */
 export interface SecretRef {
@@ -202,6 +203,7 @@ export function resolveRelayConfig(doc: unknown, input: ResolveInput): RelayConf
         }
       : {}),
     outboundTls: resolveOutboundTls(c.outboundTls, readSecret),
+    feedback: resolveFeedback(c, tenants, env, readSecret),
     hash: '',
     watchPaths: [secretsDir, tlsDir],
     gracePeriodMs: parseDuration(c.shutdown.gracePeriod),

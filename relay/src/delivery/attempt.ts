@@ -31,11 +31,18 @@ export const HANDOFF_ROUTE: Route = {
 /**
  * The jobs one attempt of `m` runs. Draining: every pending recipient goes to a peer relay in one
  * transaction. Otherwise the pending recipients not `held` (by a domain suspension) are grouped by route
- * and by DSN parameters, since nodemailer sends one NOTIFY/ORCPT per transaction.
+ * and by DSN parameters, since nodemailer sends one NOTIFY/ORCPT per transaction (or, with perRecipient,
+ * one job per recipient).
  */
 export function planJobs(
   m: ActiveMessage,
-  o: { draining: boolean; routing: RelayConfig['routing']; held: (rcpt: number) => boolean },
+  o: {
+    draining: boolean;
+    routing: RelayConfig['routing'];
+    held: (rcpt: number) => boolean;
+    /** Each recipient in its own transaction (return-path tagging: one token per recipient). */
+    perRecipient?: boolean;
+  },
 ): Omit<Job, 'resolve'>[] {
   const pending = m.state.rcpts.map((r, i) => (r.status === 'pending' ? i : -1)).filter((i) => i >= 0);
   if (o.draining) return [{ handoff: true, msg: m, route: HANDOFF_ROUTE, rcpts: pending }];
@@ -44,7 +51,7 @@ export function planJobs(
     const rc = m.env.rcpts[i];
     if (o.held(i)) continue;
     const route = selectRoute(o.routing, domainOf(rc.address));
-    const k = `${route.key}|${rc.notify?.join(',') ?? ''}|${rc.orcpt ?? ''}`;
+    const k = `${route.key}|${rc.notify?.join(',') ?? ''}|${rc.orcpt ?? ''}${o.perRecipient ? `|${i}` : ''}`;
     let g = groups.get(k);
     if (!g) groups.set(k, (g = { route, rcpts: [] }));
     g.rcpts.push(i);

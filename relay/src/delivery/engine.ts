@@ -17,6 +17,7 @@ import {
   type QueuedEntry,
   type SpooledMessage,
 } from '../spool/types.js';
+import { tagsReturnPath } from '../feedback/return-path.js';
 import { damagedCopyRecipients, isGone, loadError, pauseHold, pendingDomains, planJobs } from './attempt.js';
 import { applyOutcomes, reportOutcomes } from './outcomes.js';
 import { writeDsn } from './bounces.js';
@@ -333,6 +334,7 @@ export class DeliveryEngine extends BulkOps {
         draining: !!this.drainPeers?.length,
         routing: this.d.cfg.routing,
         held: (i) => this.heldRecipient(msg, i),
+        perRecipient: tagsReturnPath(this.d.cfg, msg.env),
       });
       const results = await Promise.all(
         jobs.map((j) => new Promise<Map<number, Outcome>>((resolve) => this.enqueue({ ...j, resolve }))),

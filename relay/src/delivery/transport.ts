@@ -13,6 +13,7 @@ import { deliveredSize } from '../dkim/stored.js';
 import { mxAllowed } from '../mta-sts/policy.js';
 import { verifies } from '../outbound.js';
 import type { TlsDecision } from './tls-policy.js';
+import { envelopeSender } from '../feedback/return-path.js';
 
 /** What a job needs from the engine. */
 export interface JobContext {
@@ -192,7 +193,7 @@ export async function runDelivery(ctx: JobContext, dest: Destination, job: Job):
     const openBody = ctx.bodyOf(job);
     const first = env.rcpts[rcpts[0]];
     const envelope = {
-      from: env.from,
+      from: job.handoff ? env.from : envelopeSender(d.cfg, env, rcpts, d.now()),
       to: rcpts.map((i) => env.rcpts[i].address),
       size: deliveredSize(env),
       eightBit: env.eightBit,

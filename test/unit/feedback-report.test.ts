@@ -1,0 +1,144 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readReport } from '../../relay/src/feedback/report.js';
+import { matchBounceRule } from '../../relay/src/feedback/bounce-rules.js';
+import { parseMime, MAX_PARTS } from '../../relay/src/feedback/mime.js';
+import { decide, judgeRcpt } from '../../relay/src/feedback/decide.js';
+import { makeToken } from '../../relay/src/feedback/token.js';
+import type { RelayConfig, TenantConfig } from '../../relay/src/config.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const crlf = (s: string) => Buffer.from(s.replace(/\r?\n/g, '\r\n'));
+const KEY = Buffer.from('unit-test-feedback-key-0123456789');
+const NOW = Date.UTC(2026, 11, 5);
+const QID = '0MIRS2QX0ABCDEFGHIJK';
+
+const cfg = {
+  tenants: new Map<string, TenantConfig>([
+    [
+      'acme',
+      {
+        name: 'acme',
+        returnPath: { domain: 'b.acme.test', prefix: 'bounce' },
+        feedbackAddress: 'fbl@acme.test',
+      } as TenantConfig,
+    ],
+    ['globex', { name: 'globex', returnPath: { domain: 'b.globex.test', prefix: 'bounce' } } as TenantConfig],
+  ]),
+  feedback: { key: KEY, tokenTtlDays: 30, unmatchedKeep: 10 },
+} as Pick<RelayConfig, 'tenants' | 'feedback'>;
+const rpFor = (rcpt: string, tenant = 'acme') =>
+  `bounce+${makeToken(KEY, { tenant, queueId: QID, recipient: rcpt }, NOW)}@b.${tenant}.test`;
+
+describe('reading reports', () => {
+  it('reads an ARF report: type, reporter, Original-Rcpt-To, the original headers', async () => {
+    const t = (await readFile(path.join(ROOT, 'test/fixtures/feedback/arf-rfc5965.eml'), 'utf8'))
+      .split('{{RCPT}}')
+      .join('Bob@dest.test')
+      .split('{{MESSAGE_ID}}')
+      .join('<x@acme.test>');
+    const r = readReport(crlf(t));
+    assert.equal(r.kind, 'arf');
+    if (r.kind !== 'arf') return;
+    assert.equal(r.feedbackType, 'abuse');
+    assert.equal(r.reporter, 'dns; mail.example.com');
+    assert.deepEqual(r.recipients, ['bob@dest.test']);
+    assert.equal(r.original.messageId, '<x@acme.test>');
+  });
+
+  it('reads a quoted-printable feedback report and a base64 delivery status', () => {
+    const b64 = Buffer.from(
+      'Reporting-MTA: dns; mx\r\n\r\nFinal-Recipient: rfc822; a@x.test\r\nAction: failed\r\nStatus: 5.2.1\r\n',
+    ).toString('base64');
+    const r = readReport(
+      crlf(
+        `Content-Type: multipart/report; boundary=b\n\n--b\nContent-Type: message/delivery-status\nContent-Transfer-Encoding: base64\n\n${b64}\n--b--\n`,
+      ),
+    );
+    assert.deepEqual(r.kind === 'dsn' && r.recipients, [
+      { recipient: 'a@x.test', action: 'failed', status: '5.2.1' },
+    ]);
+  });
+
+  it('matches non-standard bounces by the rules table, not human prose', () => {
+    assert.deepEqual(matchBounceRule('host mx said: 550 5.1.1 <a@x.test>... User unknown'), {
+      rule: 'smtp-enhanced',
+      status: '5.1.1',
+    });
+    assert.equal(matchBounceRule('Sorry, no mailbox here by that name. (#5.1.1)')?.status, '5.1.1');
+    assert.equal(
+      matchBounceRule('The email account that you tried to reach does not exist.')?.status,
+      '5.1.1',
+    );
+    assert.equal(matchBounceRule('Thanks for your mail, I am on holiday until Monday.'), undefined);
+    const r = readReport(
+      crlf('From: MAILER-DAEMON@x\nSubject: failure\n\n<a@x.test>: 550 5.1.1 user unknown\n'),
+    );
+    assert.equal(r.kind, 'dsn');
+    assert.deepEqual(r.kind === 'dsn' && r.recipients.map((x) => [x.recipient, x.status]), [
+      ['a@x.test', '5.1.1'],
+    ]);
+  });
+
+  it('reads a hostile 1 MiB report in linear time', () => {
+    const started = performance.now();
+    const run = 'a'.repeat(1024 * 1024);
+    readReport(crlf(`To: <${run}\nSubject: x\n\n550 5.1.1 ${run}\n`));
+    readReport(
+      crlf(
+        `Content-Type: multipart/report; boundary=b\n\n--b\nContent-Type: message/delivery-status\n\nx\n\nFinal-Recipient: rfc822; ${run}\n--b--\n`,
+      ),
+    );
+    assert.ok(performance.now() - started < 2000, `${Math.round(performance.now() - started)} ms`);
+  });
+
+  it('bounds the parts it reads', () => {
+    const parts = Array.from({ length: MAX_PARTS + 50 }, (_, i) => `--b\n\npart ${i}\n`).join('');
+    const m = parseMime(crlf(`Content-Type: multipart/mixed; boundary=b\n\n${parts}--b--\n`));
+    assert.equal(m.parts.length, MAX_PARTS);
+  });
+});
+
+describe('feedback decisions', () => {
+  it('takes the bounce domains token and the feedback address; refuses the rest', () => {
+    const rp = rpFor('bob@dest.test');
+    assert.equal(judgeRcpt(cfg, rp, NOW).ok, true);
+    assert.equal(judgeRcpt(cfg, rp.toUpperCase(), NOW).ok, true);
+    assert.deepEqual(judgeRcpt(cfg, 'FBL@acme.test', NOW), {
+      ok: true,
+      target: { kind: 'feedback', tenant: 'acme' },
+    });
+    assert.deepEqual(judgeRcpt(cfg, rp.replace('b.acme.test', 'b.globex.test'), NOW), {
+      ok: false,
+      reason: 'forged',
+    });
+    assert.deepEqual(judgeRcpt(cfg, 'x@elsewhere.test', NOW), { ok: false, reason: 'foreign' });
+    assert.deepEqual(judgeRcpt(cfg, rp, NOW + 31 * 86_400_000), { ok: false, reason: 'expired' });
+  });
+
+  it('maps a hard DSN through the token to its one recipient', () => {
+    const v = judgeRcpt(cfg, rpFor('bob@dest.test'), NOW);
+    assert.ok(v.ok);
+    const rep = {
+      kind: 'dsn' as const,
+      recipients: [
+        { recipient: 'eve@dest.test', action: 'failed', status: '5.1.1' },
+        { recipient: 'bob@dest.test', action: 'failed', status: '5.1.1' },
+      ],
+      original: { to: [] },
+    };
+    assert.deepEqual(decide(cfg, rep, v.target, NOW), {
+      result: 'bounce',
+      tenant: 'acme',
+      queueId: QID,
+      recipient: 'bob@dest.test',
+      status: '5.1.1',
+    });
+    rep.recipients[1].status = '4.2.2';
+    rep.recipients[1].action = 'delayed';
+    assert.equal(decide(cfg, rep, v.target, NOW).result, 'ignored');
+  });
+});
