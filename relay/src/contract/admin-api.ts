@@ -46,6 +46,8 @@ export interface DrainStatus {
   done: boolean;
   /** True while the relay still indexes its spool after a start (relays before 0.2 do not send it). */
   recovering?: boolean;
+  /** True while delivery events wait in the outbox for a webhook endpoint (`done` waits for them). */
+  eventsPending?: boolean;
 }
 /** POST /drain */
 export interface DrainRequest {
