@@ -14,7 +14,7 @@ export class EventMetrics {
   constructor(r: Registry, outboxBytes: () => number) {
     this.queued = new Counter({
       name: 'cartero_events_queued_total',
-      help: 'Delivery events written to the outbox, by tenant and type.',
+      help: 'Delivery events written durably to the outbox (committed), by tenant and type.',
       labelNames: ['tenant', 'type'],
       registers: [r],
     });

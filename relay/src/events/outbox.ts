@@ -80,7 +80,6 @@ export class Outbox implements EventSink {
     if (ev.recipient) ev.recipient = ev.recipient.slice(0, MAX_TEXT);
     if (ev.messageId) ev.messageId = ev.messageId.slice(0, MAX_TEXT);
     this.buf.push(ev);
-    this.o.metrics.queued.inc({ tenant: ev.tenant, type: ev.type });
     if (this.buf.length >= FLUSH_COUNT) void this.flush();
     else this.timer ??= setTimeout(() => void this.flush(), this.o.flushIntervalMs);
   }
@@ -121,6 +120,7 @@ export class Outbox implements EventSink {
       await this.roll(this.active + 1).catch(() => undefined);
       return;
     }
+    for (const e of batch) this.o.metrics.queued.inc({ tenant: e.tenant, type: e.type });
     for (const l of this.listeners) l();
   }
 
