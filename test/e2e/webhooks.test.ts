@@ -174,3 +174,47 @@ test('a receiver that never answers does not hold up mail delivery', { timeout: 
   rx.setMode('up');
   await waitFor(() => byRecipient(rx.accepted()).size === 11, { timeoutMs: 30_000, what: 'the backlog' });
 });
+
+test(
+  'a draining relay is done only once its delivery events have reached the endpoint',
+  { timeout: 60_000 },
+  async (t) => {
+    const TOKEN = 'events-drain-admin-token';
+    const mx = await startTestMx({ name: 'mx.events.test' });
+    const rx = await startWebhookReceiver('down');
+    const relay = await startRelay({
+      config: { ...config(mx.port, rx), admin: { tokenFile: 'admin.token' } },
+      secrets: { 'hook.key': SECRET, 'admin.token': TOKEN },
+    });
+    t.after(async () => {
+      await relay.cleanup();
+      await rx.close();
+      await mx.close();
+    });
+    const drain = async (method: string) => {
+      const res = await fetch(`http://127.0.0.1:${relay.adminPort}/drain`, {
+        method,
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+        ...(method === 'POST' ? { body: JSON.stringify({ peers: [] }) } : {}),
+      });
+      assert.equal(res.status, method === 'POST' ? 202 : 200);
+      return (await res.json()) as { done: boolean; queued: number; eventsPending?: boolean };
+    };
+    await send(relay, 'drained@dest.test', 1);
+    await mx.waitForMessages(1, 20_000);
+    await waitFor(() => rx.requests.length >= 1, { timeoutMs: 20_000, what: 'a failed request' });
+    await drain('POST');
+    const pending = await waitFor(
+      async () => {
+        const s = await drain('GET');
+        return s.queued === 0 && s;
+      },
+      { timeoutMs: 20_000, what: 'an empty queue' },
+    );
+    assert.equal(pending.eventsPending, true);
+    assert.equal(pending.done, false, 'not drained while events wait in the outbox');
+    rx.setMode('up');
+    await waitFor(async () => (await drain('GET')).done, { timeoutMs: 30_000, what: 'drain done' });
+    assert.deepEqual(byRecipient(rx.accepted()).get('drained@dest.test'), ['accepted', 'delivered']);
+  },
+);

@@ -17,7 +17,10 @@ export function backoffMs(failures: number, rand: number): number {
   return Math.round(base * (1 - 0.2 * Math.min(1, Math.max(0, rand))));
 }
 
-/** After a failure: retry later, or give up on the batch (retried for `retryForMs` since its first try). */
+/**
+ * After a failure: retry later, or give up on the batch once `retryForMs` has passed since `firstTryAt`
+ * (webhooks.ts passes the time of the batch's oldest event).
+ */
 export function afterFailure(
   firstTryAt: number,
   now: number,

@@ -149,8 +149,10 @@ class Endpoint {
   /** Sends one batch until acknowledged, dropped after retryFor, or the dispatcher stops. */
   private async deliver(events: DeliveryEvent[]): Promise<'sent' | 'dropped' | 'stopped'> {
     const body = JSON.stringify(events);
-    const first = this.d.now();
     const oldest = Date.parse(events[0].at);
+    // retryFor counts from the oldest event of the batch: after a long outage, what is older than retryFor
+    // is dropped at its next failure instead of each batch waiting retryFor anew
+    const first = Math.min(this.d.now(), Number.isFinite(oldest) ? oldest : this.d.now());
     for (let failures = 1; !this.stopped; failures++) {
       this.d.metrics.lag.set({ endpoint: this.label }, Math.max(0, (this.d.now() - oldest) / 1000));
       const result = await this.post(body);
