@@ -126,7 +126,7 @@ export class Relay {
       now,
     });
     // --- delivery events (issue 14): every part emits to the outbox through deps.events
-    this.events = new EventsRuntime(cfg, this.metrics.registry, o.log, now);
+    this.events = new EventsRuntime(cfg, this.metrics.registry, o.log, now, this.spool.space);
     this.deps.events = this.events;
     // --- end delivery events
     const engine = (this.engine = new DeliveryEngine(this.deps));

@@ -98,7 +98,15 @@ test('Message-ID from a header section, folded or not; reply code and enhanced s
   assert.deepEqual(replyOf('connection refused', '4.4.1'), { enhanced: '4.4.1', text: 'connection refused' });
 });
 
-function outbox(dir: string, o: { maxBytes?: number; maxBuffered?: number; segmentBytes?: number } = {}) {
+function outbox(
+  dir: string,
+  o: {
+    maxBytes?: number;
+    maxBuffered?: number;
+    segmentBytes?: number;
+    space?: { room(n: number): boolean; wrote(n: number): void };
+  } = {},
+) {
   const metrics = new EventMetrics(new Registry(), () => 0);
   const box = new Outbox({
     dir,
@@ -106,6 +114,7 @@ function outbox(dir: string, o: { maxBytes?: number; maxBuffered?: number; segme
     flushIntervalMs: 5,
     maxBuffered: o.maxBuffered ?? 1000,
     segmentBytes: o.segmentBytes,
+    space: o.space,
     wanted: (e) => e.tenant !== 'nobody',
     metrics,
     log: pino({ level: 'silent' }),
@@ -249,4 +258,24 @@ test('events of an applied attempt: delivered, bounced with class, deferred, exp
   assert.deepEqual(rejectedEvents('t', ['a@y'], new Error('disk'), undefined, T0), []);
   assert.equal(rcptRefusedEvent('t', 'a@y', 'suppressed', quota, T0).type, 'suppressed');
   assert.equal(rcptRefusedEvent('t', 'a@y', 'rate_limited', quota, T0).type, 'rejected');
+});
+
+test('outbox: events never take the room mail needs (the spool accounting says no room)', async () => {
+  const dir = await makeTmpDir();
+  try {
+    let free = 400;
+    const space = { room: (n: number) => free - n >= 0, wrote: (n: number) => void (free -= n) };
+    const { box, metrics } = outbox(dir, { space });
+    await box.open();
+    for (let i = 0; i < 5; i++) {
+      box.emit({ type: 'accepted', tenant: 't', queueId: `q${i}` });
+      await box.flush();
+    }
+    assert.ok(box.bytes() > 0 && box.bytes() <= 400, `${box.bytes()} bytes written`);
+    assert.equal(free, 400 - box.bytes(), 'written bytes are reported to the accounting');
+    assert.ok((await count(metrics, 'disk-full')) > 0);
+    await box.close();
+  } finally {
+    await removeTmpDir(dir);
+  }
 });

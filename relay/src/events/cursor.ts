@@ -59,9 +59,10 @@ export function normalise(c: Cursor, segments: number[]): Cursor {
   return c;
 }
 
-const CHUNK = 1024 * 1024;
+/** Bytes read at a time (an event line is at most a few KiB: its free-text fields are cut to 1000). */
+const CHUNK = 256 * 1024;
 /** At most this many bytes are scanned per call (events of other tenants are skipped over). */
-const SCAN_LIMIT = 16 * CHUNK;
+const SCAN_LIMIT = 64 * CHUNK;
 
 export interface Batch {
   events: DeliveryEvent[];

@@ -1,7 +1,8 @@
 /** The delivery events' metrics (docs/metrics.md): labels bounded by config (tenant, endpoint) and enums. */
 import { Counter, Gauge, type Registry } from 'prom-client';
 
-export type DropReason = 'outbox-full' | 'buffer-full' | 'write-error' | 'retry-expired' | 'corrupt';
+export type DropReason =
+  'outbox-full' | 'disk-full' | 'buffer-full' | 'write-error' | 'retry-expired' | 'corrupt';
 
 export class EventMetrics {
   readonly queued: Counter<'tenant' | 'type'>;
@@ -32,7 +33,7 @@ export class EventMetrics {
     });
     this.dropped = new Counter({
       name: 'cartero_events_dropped_total',
-      help: 'Events lost on purpose: outbox full, buffer full, write error, retried past retryFor, damaged.',
+      help: 'Events lost on purpose: outbox full, disk full, buffer full, write error, retried past retryFor, damaged.',
       labelNames: ['reason'],
       registers: [r],
     });

@@ -34,6 +34,12 @@ export interface OutboxOptions {
   log: Logger;
   now: () => number;
   segmentBytes?: number;
+  /**
+   * The spool's free-space accounting (spool/space.ts): whether `bytes` more fit without eating into what
+   * mail needs (queue.minFreeBytes and the reservations of transactions in flight), and a report of bytes
+   * written. Absent: only maxBytes bounds the outbox.
+   */
+  space?: { room(bytes: number): boolean; wrote(bytes: number): void };
 }
 
 export class Outbox implements EventSink {
@@ -96,9 +102,15 @@ export class Outbox implements EventSink {
 
   private async write(batch: DeliveryEvent[]): Promise<void> {
     const data = Buffer.concat(batch.map(encodeRecord));
-    if (this.bytes() + data.length > this.o.maxBytes) {
-      this.o.metrics.dropped.inc({ reason: 'outbox-full' }, batch.length);
-      this.o.log.warn({ event: 'events.outbox-full', dropped: batch.length }, 'event outbox full');
+    const full =
+      this.bytes() + data.length > this.o.maxBytes
+        ? 'outbox-full'
+        : this.o.space && !this.o.space.room(data.length)
+          ? 'disk-full'
+          : undefined;
+    if (full) {
+      this.o.metrics.dropped.inc({ reason: full }, batch.length);
+      this.o.log.warn({ event: `events.${full}`, dropped: batch.length }, 'event outbox full');
       return;
     }
     try {
@@ -110,6 +122,7 @@ export class Outbox implements EventSink {
       await this.fh!.write(data, 0, data.length, size);
       await this.fh!.datasync();
       this.sizes.set(this.active, size + data.length);
+      this.o.space?.wrote(data.length);
     } catch (e) {
       this.o.metrics.dropped.inc({ reason: 'write-error' }, batch.length);
       this.o.log.error(
@@ -117,7 +130,7 @@ export class Outbox implements EventSink {
         'event outbox write failed',
       );
       // a partial write may have left a torn line: the next batch goes to a fresh segment
-      await this.roll(this.active + 1).catch(() => undefined);
+      if (!this.closed) await this.roll(this.active + 1).catch(() => undefined);
       return;
     }
     for (const e of batch) this.o.metrics.queued.inc({ tenant: e.tenant, type: e.type });

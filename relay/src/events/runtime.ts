@@ -10,6 +10,7 @@ import type { EventSink, NewEvent } from './sink.js';
 import { Outbox } from './outbox.js';
 import { EventMetrics } from './metrics.js';
 import { WebhookDispatcher, type WebhookEndpointConfig } from './webhooks.js';
+import type { SpaceAccountant } from '../spool/space.js';
 
 /** The endpoints of every tenant in `cfg`. */
 export function endpointsOf(cfg: RelayConfig): WebhookEndpointConfig[] {
@@ -27,6 +28,7 @@ export class EventsRuntime implements EventSink {
     registry: Registry,
     log: Logger,
     now: () => number,
+    space?: SpaceAccountant,
   ) {
     const dir = path.join(cfg.spoolDir, 'events');
     this.metrics = new EventMetrics(registry, () => this.outbox.bytes());
@@ -39,6 +41,14 @@ export class EventsRuntime implements EventSink {
       metrics: this.metrics,
       log,
       now,
+      ...(space
+        ? {
+            space: {
+              room: (n: number) => space.available() - n >= 0,
+              wrote: (n: number) => void (space.writtenSinceStat += n),
+            },
+          }
+        : {}),
     });
     this.dispatcher = new WebhookDispatcher({
       dir,
@@ -64,6 +74,8 @@ export class EventsRuntime implements EventSink {
     await this.dispatcher.configure(endpointsOf(this.cfg), this.cfg.events.concurrency);
   }
 
+  private configuring: Promise<void> = Promise.resolve();
+
   async reload(cfg: RelayConfig): Promise<void> {
     this.cfg = cfg;
     this.setWanted(cfg);
@@ -72,7 +84,12 @@ export class EventsRuntime implements EventSink {
       flushIntervalMs: cfg.events.flushIntervalMs,
       maxBuffered: cfg.events.maxBuffered,
     });
-    await this.dispatcher.configure(endpointsOf(cfg), cfg.events.concurrency);
+    // one reconfiguration at a time: a second reload waits for the first
+    const next = this.configuring
+      .catch(() => undefined)
+      .then(() => this.dispatcher.configure(endpointsOf(this.cfg), this.cfg.events.concurrency));
+    this.configuring = next;
+    await next;
   }
 
   /** Every event written and acknowledged by its endpoints (the drain waits for it). */
