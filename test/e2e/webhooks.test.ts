@@ -5,6 +5,8 @@
  * never answers does not hold up mail delivery.
  */
 import { test } from 'node:test';
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import YAML from 'yaml';
 import assert from 'node:assert/strict';
 import { startRelay, type RelayProc } from '../helpers/relay.js';
 import { startTestMx } from '../helpers/testmx.js';
@@ -216,5 +218,46 @@ test(
     rx.setMode('up');
     await waitFor(async () => (await drain('GET')).done, { timeoutMs: 30_000, what: 'drain done' });
     assert.deepEqual(byRecipient(rx.accepted()).get('drained@dest.test'), ['accepted', 'delivered']);
+  },
+);
+
+test(
+  'endpoints change by hot reload: a new one gets what is written from then on, a removed one nothing more',
+  { timeout: 60_000 },
+  async (t) => {
+    const mx = await startTestMx({ name: 'mx.events.test' });
+    const a = await startWebhookReceiver('up');
+    const b = await startWebhookReceiver('up');
+    const cfg = config(mx.port, a, { events: ['delivered'] });
+    const relay = await startRelay({ config: cfg, secrets: { 'hook.key': SECRET } });
+    t.after(async () => {
+      await relay.cleanup();
+      await a.close();
+      await b.close();
+      await mx.close();
+    });
+    await send(relay, 'before@dest.test', 1);
+    await waitFor(() => a.accepted().length >= 1, { timeoutMs: 20_000, what: 'the first endpoint' });
+    assert.deepEqual(
+      a.accepted().map((e) => [e.type, e.recipient]),
+      [['delivered', 'before@dest.test']],
+      'only the types asked for',
+    );
+    const doc = YAML.parse(await readFile(relay.configFile, 'utf8')) as typeof cfg;
+    doc.tenants[0].webhooks = [{ url: b.url, secretFile: 'hook.key', batchSize: 5 }];
+    const since = relay.logs.length;
+    await writeFile(`${relay.configFile}.tmp`, YAML.stringify(doc));
+    await rename(`${relay.configFile}.tmp`, relay.configFile);
+    await relay.waitForLog((l) => l.event === 'config.reloaded', 20_000, since);
+    await send(relay, 'after@dest.test', 2);
+    await waitFor(() => b.accepted().length >= 2, { timeoutMs: 20_000, what: 'the new endpoint' });
+    assert.deepEqual(
+      b.accepted().map((e) => [e.type, e.recipient]),
+      [
+        ['accepted', 'after@dest.test'],
+        ['delivered', 'after@dest.test'],
+      ],
+    );
+    assert.equal(a.requests.length, 1, 'the removed endpoint got nothing more');
   },
 );
