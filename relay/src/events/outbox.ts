@@ -52,6 +52,8 @@ export class Outbox implements EventSink {
   private sizes = new Map<number, number>();
   private readonly listeners = new Set<() => void>();
   private closed = false;
+  /** Events taken from the buffer whose write has not finished. */
+  private inFlight = 0;
 
   constructor(private o: OutboxOptions) {}
 
@@ -96,7 +98,10 @@ export class Outbox implements EventSink {
     this.timer = undefined;
     const batch = this.buf;
     this.buf = [];
-    this.writing = this.writing.then(() => (batch.length ? this.write(batch) : undefined));
+    this.inFlight += batch.length;
+    this.writing = this.writing
+      .then(() => (batch.length ? this.write(batch) : undefined))
+      .finally(() => (this.inFlight -= batch.length));
     return this.writing;
   }
 
@@ -177,9 +182,9 @@ export class Outbox implements EventSink {
   file(seq: number): string {
     return path.join(this.o.dir, segmentName(seq));
   }
-  /** Events emitted and not yet durable. */
+  /** Events emitted and not yet durable (buffered, or in a write that has not finished). */
   get buffered(): number {
-    return this.buf.length;
+    return this.buf.length + this.inFlight;
   }
 
   /** Removes the sealed segments before `seq` (every reader has passed them). */
