@@ -227,6 +227,7 @@ export class Relay {
       );
     this.deps.lint!.configure(this.cfg, spf.evaluate);
     registerLintOps(this.admin, () => this.deps.lint!.summary);
+    this.admin.route('GET', '/events', () => [200, this.events.view()]); // docs/events.md
     await this.spool.open();
     await this.events.start(); // before delivery: its first outcomes are events
     this.engine.start();

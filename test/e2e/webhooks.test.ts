@@ -15,6 +15,7 @@ import { sendMail } from '../helpers/swaks.js';
 import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver.js';
 import { verify } from '../../relay/src/events/signature.js';
 import type { DeliveryEvent } from '../../relay/src/contract/events.js';
+import type { EventsResponse } from '../../relay/src/contract/admin-api.js';
 
 const SECRET = 'test-webhook-signing-key-0123456789';
 
@@ -136,6 +137,19 @@ test(
       what: 'events committed',
     });
     await waitFor(() => rx.requests.length >= 1, { timeoutMs: 20_000, what: 'a failed request' });
+    const view = await waitFor(
+      async () => {
+        const v = (await (
+          await fetch(`http://127.0.0.1:${relay.adminPort}/events`)
+        ).json()) as EventsResponse;
+        return v.endpoints[0]?.failures > 0 && v;
+      },
+      { timeoutMs: 20_000, what: 'GET /events showing the failure' },
+    );
+    assert.equal(view.endpoints[0].endpoint, 'acme/0');
+    assert.equal(view.endpoints[0].caughtUp, false);
+    assert.equal(view.endpoints[0].lastFailure?.reason, 'http-5xx');
+    assert.ok(view.outboxBytes > 0);
     relay.kill('SIGKILL');
     await relay.exited;
     relay = await startRelay({ config: cfg, dir: relay.root, secrets: { 'hook.key': SECRET } });

@@ -195,3 +195,24 @@ export interface DnsChecksResponse {
   fcrdns: FcrdnsCheck[];
   dkim: DkimTxtCheck[];
 }
+
+/** GET /events: the delivery events' outbox and each webhook endpoint (docs/events.md). */
+export interface EventsResponse {
+  outboxBytes: number;
+  segments: number;
+  /** Events emitted and not yet written. */
+  buffered: number;
+  endpoints: EventsEndpointView[];
+}
+export interface EventsEndpointView {
+  /** `<tenant>/<index>`, as in the metrics' `endpoint` label. */
+  endpoint: string;
+  tenant: string;
+  /** The last read found nothing left to send. */
+  caughtUp: boolean;
+  /** Where the endpoint reads next in the outbox (segment and byte offset). */
+  cursor: { seq: number; offset: number };
+  /** Failed requests in a row for the batch in hand (0: the last one succeeded). */
+  failures: number;
+  lastFailure?: { reason: string; at: string };
+}

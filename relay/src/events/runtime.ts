@@ -11,6 +11,7 @@ import { Outbox } from './outbox.js';
 import { EventMetrics } from './metrics.js';
 import { WebhookDispatcher, type WebhookEndpointConfig } from './webhooks.js';
 import type { SpaceAccountant } from '../spool/space.js';
+import type { EventsResponse } from '../contract/admin-api.js';
 
 /** The endpoints of every tenant in `cfg`. */
 export function endpointsOf(cfg: RelayConfig): WebhookEndpointConfig[] {
@@ -90,6 +91,16 @@ export class EventsRuntime implements EventSink {
       .then(() => this.dispatcher.configure(endpointsOf(this.cfg), this.cfg.events.concurrency));
     this.configuring = next;
     await next;
+  }
+
+  /** GET /events. */
+  view(): EventsResponse {
+    return {
+      outboxBytes: this.outbox.bytes(),
+      segments: this.outbox.segments().length,
+      buffered: this.outbox.buffered,
+      endpoints: this.dispatcher.view(),
+    };
   }
 
   /** Every event written and acknowledged by its endpoints (the drain waits for it). */

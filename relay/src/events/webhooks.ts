@@ -15,6 +15,7 @@ import type { EventMetrics } from './metrics.js';
 import { SIGNATURE_HEADER, sign } from './signature.js';
 import { afterFailure, readStatus, wants, type FailReason } from './policy.js';
 import { before, endpointKey, loadCursor, readBatch, saveCursor, type Cursor } from './cursor.js';
+import type { EventsEndpointView } from '../contract/admin-api.js';
 
 export interface WebhookEndpointConfig {
   tenant: string;
@@ -65,6 +66,9 @@ class Endpoint {
   private done?: Promise<void>;
   /** True when the last read found nothing left to send. */
   idle = false;
+  /** Failed requests in a row for the batch in hand, and the last failure's reason and time. */
+  failures = 0;
+  lastFailure?: { reason: FailReason; at: number };
 
   constructor(
     readonly key: string,
@@ -158,8 +162,11 @@ class Endpoint {
       const result = await this.post(body);
       if (result === 'ok') {
         this.d.metrics.sent.inc({ endpoint: this.label }, events.length);
+        this.failures = 0;
         return 'sent';
       }
+      this.failures = failures;
+      this.lastFailure = { reason: result, at: this.d.now() };
       this.d.metrics.failed.inc({ endpoint: this.label, reason: result });
       const next = afterFailure(
         first,
@@ -169,6 +176,7 @@ class Endpoint {
         (this.d.random ?? Math.random)(),
       );
       if (next === 'drop') {
+        this.failures = 0;
         this.d.metrics.dropped.inc({ reason: 'retry-expired' }, events.length);
         this.d.log.warn(
           { event: 'events.dropped', endpoint: this.label, count: events.length },
@@ -261,6 +269,20 @@ export class WebhookDispatcher {
     }
     await this.removeStaleCursors();
     await this.collect();
+  }
+
+  /** What GET /events shows of each endpoint (no URL: it may hold a token). */
+  view(): EventsEndpointView[] {
+    return [...this.endpoints.values()].map((e) => ({
+      endpoint: e.label,
+      tenant: e.cfg.tenant,
+      caughtUp: e.idle,
+      cursor: { ...e.cursor },
+      failures: e.failures,
+      ...(e.lastFailure
+        ? { lastFailure: { reason: e.lastFailure.reason, at: new Date(e.lastFailure.at).toISOString() } }
+        : {}),
+    }));
   }
 
   /** True when every endpoint has sent everything written (the drain waits for it). */
