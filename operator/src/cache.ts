@@ -9,6 +9,7 @@ import { GROUP, VERSION, names } from './constants.js';
 import type { KObject } from './objects.js';
 import { startInformer, type Informer, type InformerEventType } from './runtime/informer.js';
 import { dkimSecrets } from './relay/dkim.js';
+import { webhookSecrets } from './relay/webhooks.js';
 
 export type Pod = KObject & {
   spec: { nodeName?: string };
@@ -116,6 +117,7 @@ export function secretsOf(r: SmtpRelay): string[] {
   if (r.spec?.tls?.secretName) s.add(r.spec.tls.secretName);
   if (r.spec?.rateLimitStore?.credentialsSecret) s.add(r.spec.rateLimitStore.credentialsSecret);
   for (const d of dkimSecrets(r)) s.add(d);
+  for (const w of webhookSecrets(r)) s.add(w);
   if (r.spec?.outboundTls?.caSecretRef?.name) s.add(r.spec.outboundTls.caSecretRef.name);
   return [...s];
 }

@@ -20,6 +20,9 @@ import { takeHandoffHeader } from './delivery/handoff.js';
 import type { GuardedSession } from './abuse/smtp-guard.js';
 import { MessageSigner, planSigning, refusalText, type UnsignedReason } from './dkim/signer.js';
 import type { LintRuntime, MessageLint } from './lint/runtime.js';
+import type { EventSink } from './events/sink.js';
+import { messageIdOf } from './events/message-id.js';
+import { rejectedEvents, acceptedEvents } from './events/smtp-events.js';
 
 export interface AcceptDeps {
   cfg: RelayConfig;
@@ -31,6 +34,8 @@ export interface AcceptDeps {
   now: () => number;
   /** The bulk-sender lint (lint/runtime.ts); absent: messages are not linted. */
   lint?: LintRuntime;
+  /** Delivery events (relay/src/events/); absent: none. */
+  events?: EventSink;
 }
 
 export type InboundSession = SMTPServerSession &
@@ -82,6 +87,7 @@ export async function acceptMessage(
   let meta: HandoffMeta | undefined;
   const tenant = session.tenant ?? DEFAULT_TENANT;
   let dkim: DkimOutcome | undefined;
+  let messageId: string | undefined;
   // the lint's SPF check runs while the body streams in; a peer's hand-off was linted where it arrived
   const lint: MessageLint | undefined = session.peer ? undefined : d.lint?.begin(cfg, tenant, from);
   const r = await receiveInto(stream, d.spool, id, reservation, max, {
@@ -93,6 +99,7 @@ export async function acceptMessage(
       // The hand-off header is believed only from an authenticated peer, and stripped from anyone's mail.
       const taken = takeHandoffHeader(head);
       meta = taken.meta;
+      messageId = messageIdOf(taken.raw);
       // a peer hands on mail a relay of the fleet accepted (and signed) already: never signed twice
       if (session.peer) return taken.raw;
       dkim = startSigning(d, tenant, id, taken.raw);
@@ -106,10 +113,16 @@ export async function acceptMessage(
     },
   });
   try {
-    if (session.peer) return await acceptHandoff(d, l, r, session, meta, id, now);
-    await lint?.enforce(id); // 550 under lint.policy enforce
-    const overQuota = d.tenancy.checkQuota(tenant, d.engine.tenantUsage(tenant), r.size);
-    if (overQuota) throw overQuota;
+    if (session.peer) return await acceptHandoff(d, l, r, session, meta, id, now, messageId);
+    const addresses = rcpts.map((rc) => rc.address);
+    try {
+      await lint?.enforce(id); // 550 under lint.policy enforce
+      const overQuota = d.tenancy.checkQuota(tenant, d.engine.tenantUsage(tenant), r.size);
+      if (overQuota) throw overQuota;
+    } catch (e) {
+      for (const ev of rejectedEvents(tenant, addresses, e, messageId, d.now())) d.events?.emit(ev);
+      throw e;
+    }
     const envDsn = (session.envelope as { dsn?: { ret?: string; envid?: string } }).dsn ?? {};
     const env: Envelope = {
       v: 1,
@@ -137,7 +150,9 @@ export async function acceptMessage(
       client: { address: session.remoteAddress, helo, ...(user ? { user } : {}), listener: l.name },
     };
     if (dkim?.signer) env.dkim = dkim.signer.finish(now);
+    if (messageId) env.messageId = messageId;
     const { bodyOffset, crc32 } = await r.writer.commit(env);
+    for (const ev of acceptedEvents(env, d.now())) d.events?.emit(ev);
     d.metrics.received.inc({ tenant });
     lint?.accepted(id);
     if (dkim?.signer) for (const a of dkim.algorithms) d.metrics.dkimSigned.inc({ tenant, algorithm: a });
@@ -212,6 +227,7 @@ async function acceptHandoff(
   meta: HandoffMeta | undefined,
   id: string,
   now: number,
+  messageId: string | undefined,
 ): Promise<string> {
   const rcpts = session.envelope.rcptTo.map((r) => r.address);
   const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
@@ -243,6 +259,8 @@ async function acceptHandoff(
       listener: l.name,
     },
   };
+  // the relay that accepted it first reported `accepted`; this one reports what happens next
+  if (messageId) env.messageId = messageId;
   const state = initialState(env, now);
   state.attempts = meta?.attempts ?? 0;
   state.delayWarned = meta?.delayWarned ?? false;

@@ -17,6 +17,7 @@ import { installSmtpHooks, type HookOptions } from './smtp-hooks.js';
 import { SmtpGuard } from './abuse/smtp-guard.js';
 import { registerAbuseMetrics } from './abuse/metrics.js';
 import { acceptMessage, OVERHEAD, type AcceptDeps, type InboundSession } from './accept.js';
+import { rcptRefusedEvent } from './events/smtp-events.js';
 
 export type InboundDeps = AcceptDeps;
 
@@ -423,6 +424,7 @@ export class Inbound {
         if (fallback) this.d.metrics.rateLimitStoreFallbacks.inc({ reason: fallback });
         if (err) {
           if (reason === 'rate_limited') this.d.metrics.rateLimited.inc({ tenant });
+          this.d.events?.emit(rcptRefusedEvent(tenant, address.address, reason!, err, this.d.now()));
           this.d.log.info(
             {
               event: 'rcpt.refused',

@@ -32,6 +32,7 @@ import { IdentityResolver } from './identity/resolver.js';
 import { EgressIdentityMonitor } from './identity/monitor.js';
 import { registerDnsChecks } from './identity/admin.js';
 import { setUpFeedback, type Feedback } from './feedback/wire.js';
+import { EventsRuntime } from './events/runtime.js';
 
 export interface RelayOptions {
   now?: () => number;
@@ -53,6 +54,8 @@ export class Relay {
   readonly egressIdentity: EgressIdentityMonitor;
   /** The feedback loop (relay/src/feedback/): bounces and complaints received, their listener. */
   readonly feedback: Feedback;
+  /** Delivery events: the outbox on the spool volume and the webhook loops (relay/src/events/). */
+  readonly events: EventsRuntime;
 
   /** The config in force (replaced by a reload). */
   get cfg(): RelayConfig {
@@ -127,6 +130,10 @@ export class Relay {
       registry: this.metrics.registry,
       now,
     });
+    // --- delivery events (issue 14): every part emits to the outbox through deps.events
+    this.events = new EventsRuntime(cfg, this.metrics.registry, o.log, now, this.spool.space);
+    this.deps.events = this.events;
+    // --- end delivery events
     const engine = (this.engine = new DeliveryEngine(this.deps));
     this.deps.engine = engine;
     this.inbound = new Inbound(this.deps);
@@ -160,6 +167,7 @@ export class Relay {
     this.feedback.complaints = {
       complaint: (tenant) => this.deps.tenancy.countComplaint(tenant, 'report'),
     };
+    this.feedback.events = this.events; // asynchronous `bounced` and `complained` go to the webhooks too
   }
 
   /** The background index of the spool (started by start()). */
@@ -248,7 +256,9 @@ export class Relay {
       );
     this.deps.lint!.configure(this.cfg, spf.evaluate);
     registerLintOps(this.admin, () => this.deps.lint!.summary);
+    this.admin.route('GET', '/events', () => [200, this.events.view()]); // docs/events.md
     await this.spool.open();
+    await this.events.start(); // before delivery: its first outcomes are events
     this.engine.start();
     const adminPort = await this.admin.start(this.cfg.admin.address, this.cfg.admin.port);
     this.o.log.info(
@@ -310,6 +320,14 @@ export class Relay {
     }
     this.deps.cfg = next;
     this.deps.lint?.configure(next);
+    this.events
+      .reload(next)
+      .catch((e: Error) =>
+        this.o.log.error(
+          { event: 'events.reload-failed', err: e.message },
+          'webhook endpoints not reconfigured',
+        ),
+      );
     this.inbound.reconfigure();
     this.engine.reconfigure();
     this.metrics.configInfo.reset();
@@ -435,7 +453,9 @@ export class Relay {
       queued: depth,
       handedOff: this.engine.handedOff,
       recovering: this.engine.recovering,
-      done: this.drainSince !== undefined && depth === 0 && !this.engine.recovering,
+      // a draining pod keeps sending its event outbox: it is drained once every endpoint has it all
+      eventsPending: !this.events.caughtUp(),
+      done: this.drainSince !== undefined && depth === 0 && !this.engine.recovering && this.events.caughtUp(),
     };
   }
 
@@ -450,6 +470,7 @@ export class Relay {
       this.deps.lint?.stop(); // SPF lookups still running for accepted mail end now (temperror)
       await this.engine.stop(Math.max(0, deadline - Date.now()));
       await this.recovery;
+      await this.events.stop();
       await this.deps.tenancy?.close();
       await this.admin.stop();
       this.o.log.info({ event: 'stopped', queued: this.spool.size }, 'relay stopped');

@@ -71,6 +71,7 @@ function base(): Json {
       {
         name: 't',
         dkim: { keys: [{ domain: 'example.com', selector: 's', privateKeyFile: 'k.pem' }] },
+        webhooks: [{ url: 'https://hooks.example/cartero', secretFile: 'hook.key' }],
       },
     ],
     ipPools: [

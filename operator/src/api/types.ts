@@ -238,6 +238,58 @@ export interface SmtpRelaySpec {
      */
     maxAge?: string;
     /**
+     * Endpoints that receive the tenant's delivery events (accepted, delivered, deferred, bounced, expired, complained, suppressed, rejected) as batched JSON, signed with HMAC-SHA256.
+     *
+     * @maxItems 8
+     */
+    webhooks?: {
+      /**
+       * The endpoint (https, or http inside the cluster); batches are POSTed to it.
+       */
+      url: string;
+      /**
+       * Secret in this namespace holding the signing key.
+       */
+      secretRef: {
+        /**
+         * Secret name.
+         */
+        name: string;
+        /**
+         * Key in the Secret (default signing.key).
+         */
+        key?: string;
+      };
+      /**
+       * Event types to send (default all).
+       *
+       * @minItems 1
+       * @maxItems 8
+       */
+      events?: (
+        | 'accepted'
+        | 'delivered'
+        | 'deferred'
+        | 'bounced'
+        | 'expired'
+        | 'complained'
+        | 'suppressed'
+        | 'rejected'
+      )[];
+      /**
+       * Events per request at most (default 100).
+       */
+      batchSize?: number;
+      /**
+       * Time for one request, 100ms to 5m (default 10s).
+       */
+      timeout?: string;
+      /**
+       * How long a failing batch is retried (back-off 1s doubling to 5m), 1s to 7d (default 24h); then dropped and counted.
+       */
+      retryFor?: string;
+    }[];
+    /**
      * DKIM signing at acceptance: the keys of the From domain (or its nearest parent with keys) sign; the TXT record to publish for each key is in status.dkim.
      */
     dkim?: {

@@ -42,16 +42,19 @@ export function knownDepth(q: QueueSummary): number | undefined {
   return q.recovering ? undefined : q.depth;
 }
 
-/** A drain is finished only when the queue is empty and known to be (not while the spool is indexed). */
+/**
+ * A drain is finished only when the queue is empty and known to be (not while the spool is indexed), and
+ * the pod's delivery events have reached their webhook endpoints (eventsPending; docs/events.md).
+ */
 export function drainFinished(d: DrainStatus): boolean {
-  return d.done && !d.recovering;
+  return d.done && !d.recovering && !d.eventsPending;
 }
 
 /** How a pending drain reads in status messages. */
 export function drainPending(name: string, d: DrainStatus): string {
   return d.recovering
     ? `${name} (indexing its spool, ${d.queued} found so far)`
-    : `${name} (${d.queued} queued)`;
+    : `${name} (${d.queued} queued${d.eventsPending ? ', delivery events pending' : ''})`;
 }
 
 /** Bulk queue operations walk a relay's whole queue: they get longer than the status reads. */

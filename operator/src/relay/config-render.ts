@@ -17,6 +17,7 @@ import {
 } from '../constants.js';
 import { CONFIG_SCHEMA, parseDuration } from '../../../relay/src/contract/index.js';
 import { renderDkim } from './dkim.js';
+import { renderWebhooks } from './webhooks.js';
 import { renderOutboundTls } from './outbound-tls.js';
 import { renderFeedback, renderTenantFeedback } from './feedback.js';
 
@@ -50,6 +51,8 @@ export interface BuildInput {
   replicas: number;
   /** PEM private keys of the tenants' DKIM keys, by `<Secret>/<key>` (dkim.ts, dkimRef). */
   dkimKeys?: Map<string, string>;
+  /** Signing keys of the tenants' webhook endpoints, by `<Secret>/<key>` (webhooks.ts, webhookRef). */
+  webhookKeys?: Map<string, string>;
   /** The CA certificates of spec.outboundTls.caSecretRef (outbound-tls.ts), when found. */
   outboundCa?: string;
   /** The return-path token key (feedback.ts), kept in the operator-owned Secret; generated once. */
@@ -189,6 +192,8 @@ export function buildRelayConfig(input: BuildInput): RelayConfigResult {
     if (t.maxAge) out.maxAge = t.maxAge;
     const dkim = renderDkim(t, input.dkimKeys ?? new Map(), secretData, problems);
     if (dkim) out.dkim = dkim;
+    const webhooks = renderWebhooks(t, input.webhookKeys ?? new Map(), secretData, problems);
+    if (webhooks) out.webhooks = webhooks; // delivery events (docs/events.md)
     if (t.bulk) out.bulk = true; // bulk-sender lint (ADR 014)
     if (t.lint?.policy) out.lint = { policy: t.lint.policy };
     renderTenantFeedback(spec, t, out); // the feedback loop (ADR 016)

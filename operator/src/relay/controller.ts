@@ -40,6 +40,7 @@ import {
   buildServices,
   buildStatefulSet,
 } from './workload.js';
+import { DEFAULT_WEBHOOK_SECRET_KEY, webhookRef } from './webhooks.js';
 
 type Admin = (ip: string) => RelayAdmin;
 
@@ -103,7 +104,7 @@ export class RelayController {
         log.info({ secret: g.secret, keys: g.keys.map((k) => k.key) }, 'dkim.key-generated');
 
     // --- observe: inputs from the caches
-    const { credentials, pools, allocations, dkimKeys, outboundCa } = this.inputs(relay);
+    const { credentials, pools, allocations, dkimKeys, webhookKeys, outboundCa } = this.inputs(relay);
 
     // --- replicas: lower the StatefulSet only once the pods that go are drained
     const sts = caches.statefulsets.get(ns, n.statefulSet);
@@ -141,6 +142,7 @@ export class RelayController {
       peerPassword,
       replicas: Math.max(desired, 1),
       dkimKeys,
+      webhookKeys,
       ...(outboundCa ? { outboundCa } : {}),
       feedbackKey,
     });
@@ -236,6 +238,7 @@ export class RelayController {
     pools: Map<string, IpPool>;
     allocations: Allocation[];
     dkimKeys: Map<string, string>;
+    webhookKeys: Map<string, string>;
     outboundCa?: string;
   } {
     const ns = relay.metadata.namespace!;
@@ -263,11 +266,21 @@ export class RelayController {
         );
         if (pem) dkimKeys.set(dkimRef(k), pem);
       }
+    const webhookKeys = new Map<string, string>();
+    for (const t of relay.spec.tenants ?? [])
+      for (const h of t.webhooks ?? []) {
+        const key = decode(
+          this.o.caches.secrets.get(ns, h.secretRef.name)?.data?.[
+            h.secretRef.key ?? DEFAULT_WEBHOOK_SECRET_KEY
+          ],
+        );
+        if (key) webhookKeys.set(webhookRef(h), key);
+      }
     const caRef = outboundCaRef(relay);
     const outboundCa = caRef
       ? decode(this.o.caches.secrets.get(ns, caRef.name)?.data?.[caRef.key])
       : undefined;
-    return { credentials, pools, allocations, dkimKeys, ...(outboundCa ? { outboundCa } : {}) };
+    return { credentials, pools, allocations, dkimKeys, webhookKeys, ...(outboundCa ? { outboundCa } : {}) };
   }
 
   /** Copies pauses and suppressions made on one relay to every other relay of the fleet. */

@@ -51,6 +51,8 @@ export interface DrainStatus {
   done: boolean;
   /** True while the relay still indexes its spool after a start (relays before 0.2 do not send it). */
   recovering?: boolean;
+  /** True while delivery events wait in the outbox for a webhook endpoint (`done` waits for them). */
+  eventsPending?: boolean;
 }
 /** POST /drain */
 export interface DrainRequest {
@@ -223,4 +225,24 @@ export interface UnmatchedReportView {
 /** GET /feedback/unmatched: newest first, at most feedback.unmatchedKeep. */
 export interface FeedbackUnmatchedResponse {
   reports: UnmatchedReportView[];
+}
+/** GET /events: the delivery events' outbox and each webhook endpoint (docs/events.md). */
+export interface EventsResponse {
+  outboxBytes: number;
+  segments: number;
+  /** Events emitted and not yet written. */
+  buffered: number;
+  endpoints: EventsEndpointView[];
+}
+export interface EventsEndpointView {
+  /** `<tenant>/<index>`, as in the metrics' `endpoint` label. */
+  endpoint: string;
+  tenant: string;
+  /** The last read found nothing left to send. */
+  caughtUp: boolean;
+  /** Where the endpoint reads next in the outbox (segment and byte offset). */
+  cursor: { seq: number; offset: number };
+  /** Failed requests in a row for the batch in hand (0: the last one succeeded). */
+  failures: number;
+  lastFailure?: { reason: string; at: string };
 }

@@ -24,6 +24,7 @@
 import { Ajv, type ErrorObject } from 'ajv';
 import { ConfigError } from '../errors.js';
 import { DURATION_PATTERN, MAX_TIMER_MS, parseDuration } from './duration.js';
+import { EVENT_TYPES } from './events.js';
 
 /**
  * A duration field bounded by `max` (and `min`, default 0ms). See "Bounds" above. `timer: false` allows a
@@ -565,6 +566,24 @@ export const CONFIG_SCHEMA = {
     outboundTls: OUTBOUND_TLS_SECTION,
     feedback: FEEDBACK_SECTION,
     // --- end outbound TLS policy ---
+    // --- delivery events outbox (relay/src/events/, docs/events.md) ---
+    events: {
+      ...SECTION,
+      description: 'The durable outbox of delivery events (<spool>/events) and webhook delivery.',
+      properties: {
+        maxBytes: {
+          type: 'integer',
+          minimum: 1024 * 1024,
+          maximum: MAX_DISK_BYTES,
+          default: 256 * 1024 * 1024,
+          description: 'Bytes of event segments on disk; beyond, new events are dropped and counted.',
+        },
+        flushInterval: { ...dur('10s', { min: '1ms' }), default: '50ms' },
+        maxBuffered: { type: 'integer', minimum: 1, maximum: 1_000_000, default: 10_000 },
+        concurrency: { type: 'integer', minimum: 1, maximum: 256, default: 8 },
+      },
+    },
+    // --- end delivery events outbox ---
     tenants: {
       type: 'array',
       default: [],
@@ -717,6 +736,37 @@ export const CONFIG_SCHEMA = {
               },
             },
           },
+          // --- delivery events and webhooks (relay/src/events/, docs/events.md, ADR 017)
+          webhooks: {
+            type: 'array',
+            default: [],
+            maxItems: 8,
+            description: "Endpoints that receive this tenant's delivery events, signed and batched.",
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['url', 'secretFile'],
+              properties: {
+                url: { type: 'string', maxLength: 2048, pattern: '^https?://[^\\s]+$' },
+                secretFile: {
+                  type: 'string',
+                  minLength: 1,
+                  description: 'File under paths.secrets holding the HMAC-SHA256 signing key.',
+                },
+                events: {
+                  type: 'array',
+                  minItems: 1,
+                  uniqueItems: true,
+                  items: { type: 'string', enum: EVENT_TYPES },
+                  default: [...EVENT_TYPES],
+                },
+                batchSize: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+                timeout: { ...dur('5m', { min: '100ms' }), default: '10s' },
+                retryFor: { ...dur('7d', { min: '1s', timer: false }), default: '24h' },
+              },
+            },
+          },
+          // --- end delivery events
         },
       },
     },

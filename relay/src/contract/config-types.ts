@@ -1,6 +1,7 @@
 /** The resolved relay config (what resolveRelayConfig returns and the relay runs on), part of the relay contract. */
 import type { KeyObject } from 'node:crypto';
 import type ipaddr from 'ipaddr.js';
+import type { EventType } from './events.js';
 
 export type TlsMode = 'none' | 'starttls' | 'implicit';
 export type OutboundTls = 'opportunistic' | 'required' | 'verify' | 'none' | 'implicit';
@@ -48,6 +49,16 @@ export interface TenantConfig {
   returnPath?: { domain: string; prefix: string };
   /** Where provider feedback loops send this tenant's ARF reports (lower case). */
   feedbackAddress?: string;
+  /** Delivery event webhooks (relay/src/events/); absent or empty: no events for this tenant. */
+  webhooks?: TenantWebhook[];
+}
+export interface TenantWebhook {
+  url: string;
+  secret: Buffer;
+  events: EventType[];
+  batchSize: number;
+  timeoutMs: number;
+  retryForMs: number;
 }
 export type DkimAlgorithm = 'rsa-sha256' | 'ed25519-sha256';
 export interface DkimKey {
@@ -121,6 +132,8 @@ export interface RelayConfig {
   };
   admin: { address: string; port: number; token?: Buffer };
   tenants: Map<string, TenantConfig>;
+  /** The delivery events' outbox and webhook delivery (relay/src/events/). */
+  events: { maxBytes: number; flushIntervalMs: number; maxBuffered: number; concurrency: number };
   /** Clients in these CIDRs send as the tenant named (most specific first); the global trustedNetworks map to 'default'. */
   tenantNetworks: { net: [ipaddr.IPv4 | ipaddr.IPv6, number]; tenant: string }[];
   ipPools: PoolConfigResolved[];

@@ -75,6 +75,21 @@ export function resolveSenders(c: ValidatedConfig, readSecret: SecretReader): Se
     );
     const tc = tenantConfig(t, c.queue.retry);
     if (t.dkim) tc.dkim = resolveDkim(t.dkim, readSecret, `${f}/dkim`);
+    if (t.webhooks.length) {
+      const urls = new Set<string>();
+      tc.webhooks = t.webhooks.map((w, k) => {
+        if (urls.has(w.url)) throw new ConfigError(`${f}/webhooks/${k}/url`, 'the same URL twice');
+        urls.add(w.url);
+        return {
+          url: w.url,
+          secret: readSecret('secrets', w.secretFile, `${f}/webhooks/${k}/secretFile`),
+          events: w.events,
+          batchSize: w.batchSize,
+          timeoutMs: parseDuration(w.timeout),
+          retryForMs: parseDuration(w.retryFor),
+        };
+      });
+    }
     tenants.set(t.name, tc);
   });
   if (c.peer && accounts.has(c.peer.username))

@@ -136,6 +136,12 @@ export function resolveRelayConfig(doc: unknown, input: ResolveInput): RelayConf
         lockoutMs: parseDuration(c.limits.auth.lockout),
       },
     },
+    events: {
+      maxBytes: c.events.maxBytes,
+      flushIntervalMs: parseDuration(c.events.flushInterval),
+      maxBuffered: c.events.maxBuffered,
+      concurrency: c.events.concurrency,
+    },
     queue: {
       maxMessages: c.queue.maxMessages,
       minFreeBytes: c.queue.minFreeBytes,

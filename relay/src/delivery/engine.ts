@@ -20,6 +20,7 @@ import {
 import { tagsReturnPath } from '../feedback/return-path.js';
 import { damagedCopyRecipients, isGone, loadError, pauseHold, pendingDomains, planJobs } from './attempt.js';
 import { applyOutcomes, reportOutcomes } from './outcomes.js';
+import { outcomeEvents } from '../events/from-outcomes.js';
 import { writeDsn } from './bounces.js';
 import { handoffHeader, runHandoff } from './handoff.js';
 import { F_ATTEMPTED, F_BUSY, F_DSN, F_HELD, QueueIndex } from './queue-index.js';
@@ -458,6 +459,7 @@ export class DeliveryEngine extends BulkOps {
     });
     const st = plan.state;
     this.handedOff += reportOutcomes(this.d, env, outcomes, plan);
+    if (this.d.events) for (const e of outcomeEvents(env, outcomes, plan, now)) this.d.events.emit(e);
     // The tenant's reputation: our own DSNs do not count (a bad sender address is not a bad list).
     if (env.origin !== 'dsn') {
       for (const [i, o] of outcomes)

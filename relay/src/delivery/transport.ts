@@ -320,7 +320,12 @@ export async function runDelivery(ctx: JobContext, dest: Destination, job: Job):
       );
       if (causes.some((c) => classify(c).decision === 'throttle')) shaper.onThrottle(dest.key);
       tx.rcpts.forEach((r, k) =>
-        out.set(rcpts[k], { ...decided(causes[k], r.reply), remoteMta: hop.name, route: kind }),
+        out.set(rcpts[k], {
+          ...decided(causes[k], r.reply),
+          remoteMta: hop.name,
+          route: kind,
+          ...(egress ? { egress: egress.ip } : {}),
+        }),
       );
       return;
     }

@@ -8,6 +8,7 @@ import type { MxResolver } from '../dns.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { TenantRuntime } from '../tenant-runtime.js';
 import type { OutboundTlsRuntime } from './tls-runtime.js';
+import type { EventSink } from '../events/sink.js';
 
 /** What one attempt made of one recipient. */
 export interface Outcome {
@@ -20,6 +21,8 @@ export interface Outcome {
   status: string;
   remoteMta?: string;
   route: Route['kind'] | 'backup' | 'handoff';
+  /** The pool address the attempt left from (delivery events). */
+  egress?: string;
 }
 
 /** A message loaded for an attempt (or just accepted): envelope, state and, when small and at hand, its body. */
@@ -50,6 +53,8 @@ export interface EngineDeps {
   now: () => number;
   /** Outbound TLS policy and MTA-STS (delivery by MX is opportunistic without it). */
   outboundTls?: OutboundTlsRuntime;
+  /** Where delivery events go (relay/src/events/); absent: none. */
+  events?: EventSink;
 }
 
 export const HANDOFF_HEADER = 'X-Cartero-Handoff';

@@ -37,6 +37,8 @@ export interface Envelope {
    * it is sent (relay/src/dkim/). Not counted in `size`. Absent in files written before DKIM (ADR 012).
    */
   dkim?: string;
+  /** The message's Message-ID header (delivery events). Absent in files written before it. */
+  messageId?: string;
 }
 
 export type RcptStatus = 'pending' | 'delivered' | 'bounced' | 'expired';
