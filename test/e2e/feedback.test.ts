@@ -20,16 +20,20 @@ import { SmtpSession } from '../helpers/smtpsession.js';
 import { swaks } from '../helpers/swaks.js';
 import { waitFor } from '../helpers/poll.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
+import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver.js';
+import { verify } from '../../relay/src/events/signature.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const FIXTURES = path.join(ROOT, 'test/fixtures/feedback');
 const KEY = 'feedback-e2e-token-key-0123456789';
+const HOOK_KEY = 'feedback-e2e-webhook-key-0123456789';
 const FB_ADDR = '127.0.10.1';
 const ACME = { user: 'acme-app', pass: 'acme-Pa55word' };
 const GLOBEX = { user: 'globex-app', pass: 'globex-Pa55word' };
 const QUEUED_RE = /queued as ([0-9A-Z]{20})/;
 
 let mx: TestMx;
+let hook: WebhookReceiver; // acme's webhook endpoint: the relay's own outbox delivers to it
 let dir: string;
 let relay: Relay;
 let fbPort: number;
@@ -153,11 +157,13 @@ function returnPathOf(rcpt: string): string {
 
 before(async () => {
   mx = await startTestMx({ address: '127.0.10.20', name: 'mx.dest.test' });
+  hook = await startWebhookReceiver('up');
   dir = await makeTmpDir('cartero-feedback-');
   await mkdir(path.join(dir, 'secrets'), { recursive: true });
   await writeFile(path.join(dir, 'secrets/acme.password'), ACME.pass);
   await writeFile(path.join(dir, 'secrets/globex.password'), GLOBEX.pass);
   await writeFile(path.join(dir, 'secrets/fbkey'), KEY);
+  await writeFile(path.join(dir, 'secrets/hook.key'), HOOK_KEY);
   const cfg = resolveConfig(
     {
       version: 1,
@@ -177,6 +183,7 @@ before(async () => {
           accounts: [{ username: ACME.user, passwordFile: 'acme.password' }],
           returnPath: { domain: 'bounces.acme.test' },
           feedbackAddress: 'fbl@acme.test',
+          webhooks: [{ url: hook.url, secretFile: 'hook.key', events: ['bounced', 'complained'] }],
         },
         {
           name: 'globex',
@@ -189,7 +196,13 @@ before(async () => {
     dir,
   );
   relay = new Relay(cfg, { log: createLogger('silent') });
-  relay.feedback.events = { emit: (e) => events.push(e) };
+  const outbox = relay.feedback.events; // the relay's own: the webhook outbox
+  relay.feedback.events = {
+    emit: (e) => {
+      events.push(e);
+      outbox.emit(e);
+    },
+  };
   const guard = relay.feedback.complaints; // the relay's own: the complaint-rate guard
   relay.feedback.complaints = {
     complaint: (t, r) => {
@@ -204,6 +217,7 @@ before(async () => {
 after(async () => {
   await relay?.stop(2000);
   await mx?.close();
+  await hook?.close();
   await removeTmpDir(dir);
 });
 
@@ -252,6 +266,15 @@ describe('feedback loop', () => {
       metric(await metrics(), 'cartero_feedback_received_total', { kind: 'dsn', result: 'bounce' }),
       1,
     );
+    // the same event reaches acme's webhook through the outbox, signed
+    const sent = await waitFor(
+      () => hook.accepted().find((e) => e.type === 'bounced' && e.recipient === 'bob@dest.test'),
+      { timeoutMs: 15_000, what: 'the asynchronous bounce at the webhook' },
+    );
+    assert.deepEqual(sent.bounce, { class: 'hard', async: true });
+    assert.equal(sent.queueId, acmeId);
+    const req = hook.requests.find((r) => r.status === 200 && r.body.includes('bob@dest.test'))!;
+    assert.ok(verify(HOOK_KEY, req.body, req.signature, Math.floor(Date.now() / 1000)), 'signed');
   });
 
   test('the same DSN again is counted as a duplicate, not a second bounce', async () => {
@@ -337,6 +360,10 @@ describe('feedback loop', () => {
       3,
       'each complaint counts against the complaint-rate guard',
     );
+    await waitFor(() => hook.accepted().filter((e) => e.type === 'complained').length === 3, {
+      timeoutMs: 15_000,
+      what: 'three complained events at the webhook',
+    });
   });
 
   test('forged, foreign, expired and other-tenant tokens are refused and counted', async () => {
