@@ -7,6 +7,7 @@ import { checkRenderedConfig } from '../../operator/src/relay/config-check.js';
 import { dkimRecords, generatedKeySecret, keysToGenerate } from '../../operator/src/relay/dkim.js';
 import { secretsOf } from '../../operator/src/cache.js';
 import { dkimDnsRecord } from '../../relay/src/contract/index.js';
+import { smtpRelayFixture } from '../helpers/smtprelay-fixture.js';
 
 const pem = (k: ReturnType<typeof generateKeyPairSync>['privateKey']) =>
   k.export({ type: 'pkcs8', format: 'pem' }).toString();
@@ -14,33 +15,27 @@ const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
 const ed = generateKeyPairSync('ed25519').privateKey;
 
 function relay(): SmtpRelay {
-  return {
-    apiVersion: 'cartero.io/v1alpha1',
-    kind: 'SmtpRelay',
-    metadata: { name: 'mail', namespace: 'team', uid: 'u-1', generation: 1 },
-    spec: {
-      listeners: [{ name: 'smtp', port: 25, tls: 'none', auth: 'optional' }],
-      tenants: [
-        {
-          name: 'shop',
-          trustedNetworks: ['10.1.0.0/16'],
-          dkim: {
-            unmatched: 'refuse',
-            expiry: '7d',
-            keys: [
-              { domain: 'Shop.example', selector: '2026a', secretRef: { name: 'shop-dkim' } },
-              {
-                domain: 'shop.example',
-                selector: '2026e',
-                algorithm: 'ed25519-sha256',
-                secretRef: { name: 'shop-dkim', key: 'ed.key' },
-              },
-            ],
-          },
+  return smtpRelayFixture({
+    tenants: [
+      {
+        name: 'shop',
+        trustedNetworks: ['10.1.0.0/16'],
+        dkim: {
+          unmatched: 'refuse',
+          expiry: '7d',
+          keys: [
+            { domain: 'Shop.example', selector: '2026a', secretRef: { name: 'shop-dkim' } },
+            {
+              domain: 'shop.example',
+              selector: '2026e',
+              algorithm: 'ed25519-sha256',
+              secretRef: { name: 'shop-dkim', key: 'ed.key' },
+            },
+          ],
         },
-      ],
-    },
-  } as SmtpRelay;
+      },
+    ],
+  });
 }
 
 const input = (dkimKeys: Map<string, string>): BuildInput => ({

@@ -6,26 +6,21 @@ import { checkRenderedConfig } from '../../operator/src/relay/config-check.js';
 import { buildFeedbackService, FEEDBACK_KEY_FILE, feedbackMx } from '../../operator/src/relay/feedback.js';
 import { buildStatefulSet, restartHash } from '../../operator/src/relay/workload.js';
 import { FEEDBACK_PORT } from '../../operator/src/constants.js';
+import { smtpRelayFixture } from '../helpers/smtprelay-fixture.js';
 
 function relay(feedback?: NonNullable<SmtpRelay['spec']>['feedback']): SmtpRelay {
-  return {
-    apiVersion: 'cartero.io/v1alpha1',
-    kind: 'SmtpRelay',
-    metadata: { name: 'mail', namespace: 'team', uid: 'u-1', generation: 1 },
-    spec: {
-      listeners: [{ name: 'smtp', port: 25, tls: 'none', auth: 'optional' }],
-      tenants: [
-        {
-          name: 'acme',
-          returnPath: { domain: 'bounces.acme.example' },
-          feedbackAddress: 'fbl@acme.example',
-        },
-        { name: 'globex', returnPath: { domain: 'rp.globex.example', prefix: 'b' } },
-        { name: 'plain' },
-      ],
-      ...(feedback ? { feedback } : {}),
-    },
-  } as SmtpRelay;
+  return smtpRelayFixture({
+    tenants: [
+      {
+        name: 'acme',
+        returnPath: { domain: 'bounces.acme.example' },
+        feedbackAddress: 'fbl@acme.example',
+      },
+      { name: 'globex', returnPath: { domain: 'rp.globex.example', prefix: 'b' } },
+      { name: 'plain' },
+    ],
+    ...(feedback ? { feedback } : {}),
+  });
 }
 
 const input = (r: SmtpRelay): BuildInput => ({

@@ -6,14 +6,10 @@ import { checkRenderedConfig } from '../../operator/src/relay/config-check.js';
 import { outboundCaRef } from '../../operator/src/relay/outbound-tls.js';
 import { secretsOf } from '../../operator/src/cache.js';
 import { makeTestCa } from '../helpers/certs.js';
+import { smtpRelayFixture } from '../helpers/smtprelay-fixture.js';
 
 function relay(outboundTls: NonNullable<SmtpRelay['spec']>['outboundTls']): SmtpRelay {
-  return {
-    apiVersion: 'cartero.io/v1alpha1',
-    kind: 'SmtpRelay',
-    metadata: { name: 'mail', namespace: 'team', uid: 'u-1', generation: 1 },
-    spec: { listeners: [{ name: 'smtp', port: 25, tls: 'none', auth: 'optional' }], outboundTls },
-  } as SmtpRelay;
+  return smtpRelayFixture({ outboundTls });
 }
 
 const input = (r: SmtpRelay, outboundCa?: string): BuildInput => ({

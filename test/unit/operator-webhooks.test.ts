@@ -5,33 +5,28 @@ import type { SmtpRelay } from '../../operator/src/api/types.js';
 import { buildRelayConfig, type BuildInput } from '../../operator/src/relay/config-render.js';
 import { checkRenderedConfig } from '../../operator/src/relay/config-check.js';
 import { secretsOf } from '../../operator/src/cache.js';
+import { smtpRelayFixture } from '../helpers/smtprelay-fixture.js';
 
 function relay(): SmtpRelay {
-  return {
-    apiVersion: 'cartero.io/v1alpha1',
-    kind: 'SmtpRelay',
-    metadata: { name: 'mail', namespace: 'team', uid: 'u-1', generation: 1 },
-    spec: {
-      listeners: [{ name: 'smtp', port: 25, tls: 'none', auth: 'optional' }],
-      tenants: [
-        {
-          name: 'shop',
-          trustedNetworks: ['10.1.0.0/16'],
-          webhooks: [
-            {
-              url: 'https://hooks.shop.example/cartero',
-              secretRef: { name: 'shop-hooks' },
-              events: ['delivered', 'bounced'],
-              batchSize: 50,
-              timeout: '5s',
-              retryFor: '48h',
-            },
-            { url: 'http://events.shop.svc:8080/in', secretRef: { name: 'shop-hooks', key: 'second' } },
-          ],
-        },
-      ],
-    },
-  } as SmtpRelay;
+  return smtpRelayFixture({
+    tenants: [
+      {
+        name: 'shop',
+        trustedNetworks: ['10.1.0.0/16'],
+        webhooks: [
+          {
+            url: 'https://hooks.shop.example/cartero',
+            secretRef: { name: 'shop-hooks' },
+            events: ['delivered', 'bounced'],
+            batchSize: 50,
+            timeout: '5s',
+            retryFor: '48h',
+          },
+          { url: 'http://events.shop.svc:8080/in', secretRef: { name: 'shop-hooks', key: 'second' } },
+        ],
+      },
+    ],
+  });
 }
 
 const input = (webhookKeys: Map<string, string>): BuildInput => ({
