@@ -1,5 +1,5 @@
 /**
- * What the interleaved benchmarks (run.ts, tenants.ts) share: their command-line options, the scratch
+ * What the interleaved benchmarks (run.ts, tenants.ts, webhooks.ts) share: their command-line options, the scratch
  * directory, the rounds of measured runs with the results saved after each, medians and ratios per
  * scenario, and the table rows.
  */
@@ -7,6 +7,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   describeRun,
+  fmt,
   median,
   METRICS,
   REPO_ROOT,
@@ -120,6 +121,48 @@ export function tableRow(cols: number[]): (cells: string[]) => string {
       .map((c, i) => (i < 3 ? c.padEnd(cols[i]) : c.padStart(cols[i])))
       .join('  ')
       .trimEnd();
+}
+
+/**
+ * The body of an A/B comparison table (tenants.ts, webhooks.ts): per scenario one row per metric with
+ * system `a`'s and `b`'s medians and the ratio b/a (`*`: some runs left out), the verdicts of the two
+ * rates against `target`, and the notes on runs that did not complete.
+ */
+export function abRows(
+  reports: ScenarioReport[],
+  row: (cells: string[]) => string,
+  a: string,
+  b: string,
+  target: number,
+): { rows: string[]; verdicts: string[]; notes: string[] } {
+  const rows: string[] = [];
+  const verdicts: string[] = [];
+  const notes: string[] = [];
+  for (const rep of reports) {
+    METRICS.forEach(({ key, label }, i) => {
+      const digits = key === 'cpuMsPerMessage' ? 3 : key === 'peakRssMiB' ? 1 : 0;
+      const cell = (s: string) => fmt(rep.median[s][key], digits) + (rep.incomplete[s] ? '*' : '');
+      rows.push(
+        row([
+          i === 0 ? rep.id : '',
+          i === 0 ? String(rep.messages) : '',
+          label,
+          cell(a),
+          cell(b),
+          fmt(rep.ratio[key], 2),
+        ]),
+      );
+    });
+    for (const key of ['deliveredRate', 'acceptRate'] as const) {
+      const r = rep.ratio[key];
+      verdicts.push(
+        `  ${rep.id.padEnd(9)} ${METRICS.find((m) => m.key === key)!.label.padEnd(16)} (b)/(a) = ${fmt(r, 2)}: ` +
+          (r === null ? 'no figure' : r >= target ? 'met' : 'NOT met'),
+      );
+    }
+    notes.push(...runNotes(rep));
+  }
+  return { rows, verdicts, notes };
 }
 
 /** The notes on the runs that did not complete, one line each. */

@@ -19,8 +19,6 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   environment,
-  fmt,
-  METRICS,
   RECIPIENT,
   REPO_ROOT,
   scenario,
@@ -32,13 +30,13 @@ import {
 } from './measure.js';
 import { killAll, sleep } from './proc.js';
 import {
+  abRows,
   outputHead,
   positive,
   prepareDir,
   readRoundOptions,
   roundOptions,
   runMain,
-  runNotes,
   runRounds,
   saveJson,
   summarise,
@@ -243,32 +241,8 @@ function table(reports: ScenarioReport[], opts: Options): string {
     row(['scenario', 'messages', 'metric', '(a) 1 tenant', `(b) ${opts.tenants} tenants`, '(b)/(a)']),
     row(cols.map((w) => '-'.repeat(w))),
   ];
-  const notes: string[] = [];
-  const verdicts: string[] = [];
-  for (const rep of reports) {
-    METRICS.forEach(({ key, label }, i) => {
-      const digits = key === 'cpuMsPerMessage' ? 3 : key === 'peakRssMiB' ? 1 : 0;
-      const cell = (s: string) => fmt(rep.median[s][key], digits) + (rep.incomplete[s] ? '*' : '');
-      lines.push(
-        row([
-          i === 0 ? rep.id : '',
-          i === 0 ? String(rep.messages) : '',
-          label,
-          cell(BASE),
-          cell(TENANTS),
-          fmt(rep.ratio[key], 2),
-        ]),
-      );
-    });
-    for (const key of ['deliveredRate', 'acceptRate'] as const) {
-      const r = rep.ratio[key];
-      verdicts.push(
-        `  ${rep.id.padEnd(9)} ${METRICS.find((m) => m.key === key)!.label.padEnd(16)} (b)/(a) = ${fmt(r, 2)}: ` +
-          (r === null ? 'no figure' : r >= TARGET_RATIO ? 'met' : 'NOT met'),
-      );
-    }
-    notes.push(...runNotes(rep));
-  }
+  const { rows, verdicts, notes } = abRows(reports, row, BASE, TENANTS, TARGET_RATIO);
+  lines.push(...rows);
   lines.push('', `target (b)/(a) ≥ ${TARGET_RATIO} for the rates:`, ...verdicts);
   lines.push('', 'checks (relay /metrics after every run):', ...checkSummary(reports, opts));
   lines.push('', 'scenarios:', ...reports.map((r) => `  ${r.id.padEnd(9)} ${r.title}`));

@@ -16,15 +16,15 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { environment, fmt, METRICS, REPO_ROOT, scenario, SESSIONS, type Scenario } from './measure.js';
+import { environment, REPO_ROOT, scenario, SESSIONS, type Scenario } from './measure.js';
 import { killAll } from './proc.js';
 import {
+  abRows,
   outputHead,
   prepareDir,
   readRoundOptions,
   roundOptions,
   runMain,
-  runNotes,
   runRounds,
   saveJson,
   summarise,
@@ -86,32 +86,8 @@ function table(reports: ScenarioReport[], opts: RoundOptions, requests: number):
     row(['scenario', 'messages', 'metric', '(a) none', '(b) hung hook', '(b)/(a)']),
     row(cols.map((w) => '-'.repeat(w))),
   ];
-  const notes: string[] = [];
-  const verdicts: string[] = [];
-  for (const rep of reports) {
-    METRICS.forEach(({ key, label }, i) => {
-      const digits = key === 'cpuMsPerMessage' ? 3 : key === 'peakRssMiB' ? 1 : 0;
-      const cell = (s: string) => fmt(rep.median[s][key], digits) + (rep.incomplete[s] ? '*' : '');
-      lines.push(
-        row([
-          i === 0 ? rep.id : '',
-          i === 0 ? String(rep.messages) : '',
-          label,
-          cell(BASE),
-          cell(HOOKED),
-          fmt(rep.ratio[key], 2),
-        ]),
-      );
-    });
-    for (const key of ['deliveredRate', 'acceptRate'] as const) {
-      const r = rep.ratio[key];
-      verdicts.push(
-        `  ${rep.id.padEnd(9)} ${METRICS.find((m) => m.key === key)!.label.padEnd(16)} (b)/(a) = ${fmt(r, 2)}: ` +
-          (r === null ? 'no figure' : r >= TARGET_RATIO ? 'met' : 'NOT met'),
-      );
-    }
-    notes.push(...runNotes(rep));
-  }
+  const { rows, verdicts, notes } = abRows(reports, row, BASE, HOOKED, TARGET_RATIO);
+  lines.push(...rows);
   lines.push('', `target (b)/(a) ≥ ${TARGET_RATIO} for the rates:`, ...verdicts);
   lines.push('', `requests the hung receiver got (all runs): ${requests}`);
   lines.push('', 'scenarios:', ...reports.map((r) => `  ${r.id.padEnd(9)} ${r.title}`));
