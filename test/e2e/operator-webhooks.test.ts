@@ -6,31 +6,24 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { KubeConfig } from '@kubernetes/client-node';
-import { pino } from 'pino';
-import { Operator } from '../../operator/src/controller.js';
-import { startTestCluster, type Kubectl, type TestCluster } from '@cartero/k8s-testbed/harness.js';
+import { IMAGE, operatorE2e } from '../helpers/operator-e2e.js';
 import { waitFor } from '../helpers/poll.js';
-import { RELAY_MAIN } from '../helpers/relay.js';
 import { sendMail } from '../helpers/swaks.js';
-import { startTestMx, type TestMx } from '../helpers/testmx.js';
-import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver.js';
 import { verify } from '../../relay/src/events/signature.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const IMAGE = 'cartero/relay:test';
 const MX_ADDRESS = '127.0.4.92';
 const KEY = 'operator-webhook-signing-key';
-
-let dir: string;
-let cluster: TestCluster;
-let kubectl: Kubectl;
-let mx: TestMx;
+const e2e = operatorE2e({ name: 'operator-webhooks', namespace: 'mail', mxAddress: MX_ADDRESS });
+const { kubectl } = e2e;
 let rx: WebhookReceiver;
-let operator: Operator;
+
+before(async () => {
+  rx = await startWebhookReceiver('up');
+});
+after(async () => {
+  await rx?.close();
+});
 
 const relayYaml = (url: string, timeout = '5s') => `
 apiVersion: cartero.io/v1alpha1
@@ -48,42 +41,15 @@ spec:
         - {url: '${url}', secretRef: {name: shop-hooks}, events: [accepted, delivered], timeout: ${timeout}}
   routing:
     domains:
-      - {domain: example.test, host: ${MX_ADDRESS}, port: ${mx.port}, tls: none}
+      - {domain: example.test, host: ${MX_ADDRESS}, port: ${e2e.mx.port}, tls: none}
 `;
-
-before(async () => {
-  dir = await makeTmpDir('operator-webhooks');
-  cluster = await startTestCluster({
-    dir,
-    kubelet: { images: { [IMAGE]: { command: process.execPath, args: [RELAY_MAIN] } } },
-  });
-  ({ kubectl } = cluster);
-  mx = await startTestMx({ address: MX_ADDRESS });
-  rx = await startWebhookReceiver('up');
-  await kubectl(['apply', '-f', path.join(ROOT, 'crds')]);
-  await kubectl(['apply', '-f', '-'], 'apiVersion: v1\nkind: Namespace\nmetadata: {name: mail}\n');
-  const kc = new KubeConfig();
-  kc.loadFromFile(cluster.api.kubeconfig);
-  operator = new Operator({ kc, log: pino({ level: 'silent' }), defaultImage: IMAGE, statusIntervalMs: 500 });
-  await operator.start();
-});
-
-after(async () => {
-  await operator?.stop();
-  await cluster?.stop();
-  await mx?.close();
-  await rx?.close();
-  await removeTmpDir(dir);
-});
 
 describe('webhooks through the operator', { timeout: 180_000 }, () => {
   it("sends the tenant's events, signed with the key of the Secret", async () => {
     const secret = `apiVersion: v1\nkind: Secret\nmetadata: {name: shop-hooks, namespace: mail}\nstringData:\n  signing.key: ${KEY}\n`;
     await kubectl(['apply', '-f', '-'], secret + '---' + relayYaml(rx.url));
     await kubectl(['wait', '--for=condition=Ready', 'smr/hooked', '-n', 'mail', '--timeout=90s']);
-    const ip = (
-      await kubectl(['get', 'pod', 'hooked-0', '-n', 'mail', '-o', 'jsonpath={.status.podIP}'])
-    ).trim();
+    const ip = await e2e.podIp('hooked-0');
     await sendMail(2525, { host: ip, from: 'app@shop.example', to: ['ok-1@example.test'] });
     await waitFor(() => rx.accepted().length >= 2, { what: 'two events', timeoutMs: 30_000 });
     assert.deepEqual(
