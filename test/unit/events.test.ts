@@ -16,6 +16,7 @@ import type { Outcome } from '../../relay/src/delivery/types.js';
 import { initialState, type Envelope } from '../../relay/src/spool/types.js';
 import { SmtpReplyError } from '../../relay/src/errors.js';
 import { Outbox } from '../../relay/src/events/outbox.js';
+import { eventId } from '../../relay/src/events/event-id.js';
 import { EventMetrics } from '../../relay/src/events/metrics.js';
 import { loadCursor, readBatch, saveCursor } from '../../relay/src/events/cursor.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
@@ -258,6 +259,68 @@ test('events of an applied attempt: delivered, bounced with class, deferred, exp
   assert.deepEqual(rejectedEvents('t', ['a@y'], new Error('disk'), undefined, T0), []);
   assert.equal(rcptRefusedEvent('t', 'a@y', 'suppressed', quota, T0).type, 'suppressed');
   assert.equal(rcptRefusedEvent('t', 'a@y', 'rate_limited', quota, T0).type, 'rejected');
+});
+
+test('event ids: the same attempt reported again keeps its ids; the next attempt, another type or message does not', async () => {
+  const T0 = Date.parse('2026-12-01T00:00:00Z');
+  const env: Envelope = {
+    v: 1,
+    id: 'Q2',
+    tenant: 't',
+    pool: null,
+    arrivedAt: T0,
+    from: 's@x.test',
+    rcpts: [{ address: 'a@y.test' }, { address: 'b@y.test' }],
+    dsn: {},
+    size: 1,
+    eightBit: false,
+    smtpUtf8: false,
+    origin: 'smtp',
+    client: { address: '127.0.0.1', helo: 'h', listener: 'smtp' },
+  };
+  const deferred: Outcome = { result: 'deferred', status: '4.2.2', reply: '452 4.2.2 full', route: 'mx' };
+  const outcomes = new Map<number, Outcome>([
+    [0, deferred],
+    [1, deferred],
+  ]);
+  const retry = { policy: { initialMs: 60_000, factor: 2, maxMs: 3_600_000 }, maxAgeMs: 86_400_000 };
+  const input = { env, state: initialState(env, T0), outcomes, now: T0, retry, running: true };
+  const ids = (st: ReturnType<typeof initialState>, at: number) => {
+    const plan = applyOutcomes({ ...input, state: st, now: at });
+    return { plan, ids: outcomeEvents(env, outcomes, plan, at).map((e) => eventId(e.key)) };
+  };
+  // the crash: the state with the first attempt never reached the spool, so the attempt runs again
+  const first = ids(initialState(env, T0), T0);
+  const again = ids(initialState(env, T0), T0 + 5000);
+  assert.deepEqual(again.ids, first.ids);
+  assert.equal(new Set(first.ids).size, 2, 'one id per recipient');
+  for (const id of first.ids)
+    assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  const second = ids(first.plan.state, T0 + 60_000);
+  assert.equal(second.ids.filter((id) => first.ids.includes(id)).length, 0, 'the next attempt: new ids');
+  const accepted = acceptedEvents(env, T0).map((e) => eventId(e.key));
+  assert.equal(accepted.filter((id) => first.ids.includes(id)).length, 0);
+  assert.deepEqual(
+    acceptedEvents(env, T0 + 1).map((e) => eventId(e.key)),
+    accepted,
+  );
+  const other = acceptedEvents({ ...env, id: 'Q3' }, T0).map((e) => eventId(e.key));
+  assert.equal(other.filter((id) => accepted.includes(id)).length, 0);
+  assert.notEqual(eventId(), eventId(), 'no key: random');
+  // through the outbox: the id is derived from the key, and the key itself is not written
+  const dir = await makeTmpDir();
+  try {
+    const { box } = outbox(dir);
+    await box.open();
+    box.emit(acceptedEvents(env, T0)[0]);
+    await box.flush();
+    const b = await readBatch(box, { seq: box.segments()[0], offset: 0 }, 10, () => true);
+    assert.equal(b.events[0].id, accepted[0]);
+    assert.equal('key' in b.events[0], false);
+    await box.close();
+  } finally {
+    await removeTmpDir(dir);
+  }
 });
 
 test('outbox: events never take the room mail needs (the spool accounting says no room)', async () => {

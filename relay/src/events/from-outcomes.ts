@@ -7,6 +7,7 @@ import type { Outcome } from '../delivery/types.js';
 import type { OutcomePlan } from '../delivery/outcomes.js';
 import { isHardBounce, statusFor } from '../delivery/classify.js';
 import type { NewEvent } from './sink.js';
+import { recipientEventKey } from './event-id.js';
 
 /** An SMTP reply line as the event's reply: code and enhanced status when the text starts with them. */
 export function replyOf(text: string, status?: string): NonNullable<NewEvent['reply']> {
@@ -27,8 +28,11 @@ export function outcomeEvents(
 ): NewEvent[] {
   // our own DSNs are not the tenant's messages: no events about them
   if (env.origin === 'dsn') return [];
-  const base = (i: number): NewEvent => ({
-    type: 'delivered',
+  // keyed by the attempt count the plan saves: an attempt repeated after a crash (its outcome not yet on
+  // the spool) reports the same events with the same ids
+  const base = (i: number, type: NewEvent['type'] = 'delivered'): NewEvent => ({
+    key: recipientEventKey(env.id, i, type, plan.state.rcpts[i]?.attempts ?? plan.state.attempts),
+    type,
     tenant: env.tenant,
     queueId: env.id,
     recipient: env.rcpts[i].address,
@@ -38,8 +42,7 @@ export function outcomeEvents(
   const withOutcome = (i: number, type: NewEvent['type']): NewEvent => {
     const o = outcomes.get(i)!;
     return {
-      ...base(i),
-      type,
+      ...base(i, type),
       reply: replyOf(o.reply, o.status),
       ...(o.egress ? { egress: o.egress } : {}),
     };
@@ -58,8 +61,7 @@ export function outcomeEvents(
   for (const i of plan.expired) {
     const r = plan.state.rcpts[i];
     out.push({
-      ...base(i),
-      type: 'expired',
+      ...base(i, 'expired'),
       reply: replyOf(r.lastReply ?? 'delivery time expired', statusFor({ expired: true })),
     });
   }

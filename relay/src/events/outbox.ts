@@ -10,10 +10,10 @@
 import { promises as fsp, constants as fsc } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { DeliveryEvent } from '../contract/events.js';
 import type { EventSink, NewEvent } from './sink.js';
+import { eventId } from './event-id.js';
 import { encodeRecord, segmentName, segmentSeq } from './record.js';
 import type { EventMetrics } from './metrics.js';
 
@@ -78,9 +78,9 @@ export class Outbox implements EventSink {
       this.o.metrics.dropped.inc({ reason: 'buffer-full' });
       return;
     }
-    const { at, ...rest } = e;
+    const { at, key, ...rest } = e;
     const ev: DeliveryEvent = {
-      id: randomUUID(),
+      id: eventId(key),
       ...rest,
       at: new Date(at ?? this.o.now()).toISOString(),
     };

@@ -4,8 +4,12 @@
  */
 import type { DeliveryEvent } from '../contract/events.js';
 
-/** An event as a part reports it: the sink gives it its id, and `at` defaults to now (ms). */
-export type NewEvent = Omit<DeliveryEvent, 'id' | 'at'> & { at?: number };
+/**
+ * An event as a part reports it: the sink gives it its id, and `at` defaults to now (ms). `key`, when
+ * given, names the event so that reporting it again (an attempt repeated after a crash, a report received
+ * twice) gives the same id (eventId); without it the id is random.
+ */
+export type NewEvent = Omit<DeliveryEvent, 'id' | 'at'> & { at?: number; key?: string };
 
 export interface EventSink {
   /** Never throws and never blocks: the sink bounds and persists on its own. */

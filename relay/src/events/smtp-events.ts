@@ -5,11 +5,13 @@
  */
 import type { Envelope } from '../spool/types.js';
 import type { NewEvent } from './sink.js';
+import { recipientEventKey } from './event-id.js';
 
 /** One `accepted` per recipient: every later event of the message is per recipient too. */
 export function acceptedEvents(env: Envelope, now: number): NewEvent[] {
   if (env.origin !== 'smtp') return [];
-  return env.rcpts.map((r) => ({
+  return env.rcpts.map((r, i) => ({
+    key: recipientEventKey(env.id, i, 'accepted'),
     type: 'accepted',
     tenant: env.tenant,
     queueId: env.id,

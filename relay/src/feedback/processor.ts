@@ -138,7 +138,13 @@ export class FeedbackProcessor {
     const base = {
       tenant: dec.tenant,
       recipient: dec.recipient,
-      ...(dec.queueId ? { queueId: dec.queueId } : {}),
+      // with a queue id, the report received again (after a restart forgot `seen`) keeps its event id
+      ...(dec.queueId
+        ? {
+            queueId: dec.queueId,
+            key: `feedback\0${dec.result}\0${dec.tenant}\0${dec.queueId}\0${dec.recipient}`,
+          }
+        : {}),
     };
     if (dec.result === 'bounce') {
       // the same hard/soft rule as a bounce in the session: a 5.1.x is hard (suppressed, in the rate)
