@@ -10,7 +10,7 @@
  * SmtpRelay to use it (a field the examples leave out, so re-applying an example keeps it). It says so.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
@@ -85,11 +85,15 @@ operator.on('exit', (code, signal) => {
 // dnsmasq answers every A query with the capture MX's address; MX queries get no records, so relays use
 // the A record (implicit MX). Every SmtpRelay gets spec.dns pointing at it, a field the examples leave
 // out, so re-applying an example keeps it.
+// The example IpPool's addresses get forward-confirmed reverse DNS (a PTR naming the EHLO name, whose A
+// record is the address: dnsmasq's host records take precedence over the catch-all), so `kubectl get ipp`
+// shows them VERIFIED as they would be with a provider's PTR records.
 const DNS = { host: '127.0.4.26', port: 5353 };
 const dnsmasq: ChildProcess = spawn(
   'dnsmasq',
   [
     ...dnsmasqBaseArgs(DNS.port, DNS.host),
+    ...examplePoolHosts().map(({ ip, ehlo }) => `--host-record=${ehlo},${ip}`),
     `--address=/#/${CAPTURE.host}`,
     '--local=/#/', // every name is local: MX queries get an empty answer, so relays use the A record
   ],
@@ -239,3 +243,18 @@ ${lines.join('\n')}
   Captured mail: ${rel}/captured/ (every domain resolves to the capture MX here)
   Ctrl-C stops everything.
 `);
+
+/** The addresses (and EHLO names) of the IpPools in examples/kubernetes. */
+function examplePoolHosts(): { ip: string; ehlo: string }[] {
+  const dir = path.join(repo, 'examples/kubernetes');
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.yaml'))
+    .flatMap((f) =>
+      YAML.parseAllDocuments(readFileSync(path.join(dir, f), 'utf8')).map((d) => d.toJS() as unknown),
+    )
+    .flatMap((o) => {
+      const doc = o as { kind?: string; spec?: { addresses?: { ip?: unknown; ehlo?: unknown }[] } } | null;
+      return doc?.kind === 'IpPool' ? (doc.spec?.addresses ?? []) : [];
+    })
+    .filter((a): a is { ip: string; ehlo: string } => typeof a.ip === 'string' && typeof a.ehlo === 'string');
+}
