@@ -4,7 +4,8 @@
  * the addresses of feedback.peerLookup.host (the StatefulSet's headless Service), resolved through the
  * relay's own resolver (dns.servers); each is asked GET /feedback/sent on feedback.peerLookup.port with
  * this relay's admin token (the fleet shares it). Bounded: at most maxPeers relays, each within timeout,
- * each answer at most MAX_ANSWER_BYTES; a hit of the asked tenant ends the others at once. The endpoint
+ * each answer at most MAX_ANSWER_BYTES, at most MAX_FLEET_LOOKUPS lookups at once; a hit of the asked
+ * tenant ends the others at once. The endpoint
  * answers from its own index only, so a lookup never fans out further (this relay may ask itself too:
  * one cheap extra read, which keeps the pod's own address out of the config).
  */
@@ -17,6 +18,8 @@ import type { IdentityResolver } from '../identity/resolver.js';
 import { MAX_RECIPIENTS, messageKey, type SentEntry } from './sent-entry.js';
 
 export const MAX_ANSWER_BYTES = 256 * 1024;
+/** Fleet lookups running at once (each asks up to maxPeers relays); more wait their turn. */
+export const MAX_FLEET_LOOKUPS = 8;
 
 export type FleetLookup =
   | { result: 'hit'; entry: SentEntry; peer: string }
@@ -57,10 +60,26 @@ export function readAnswer(body: unknown): SentEntry | null | undefined {
 }
 
 export class PeerLookup {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+
   constructor(private readonly d: PeerLookupDeps) {}
 
   /** The fleet's entry for `key` (a messageKey), preferring one of `tenant`. */
   async find(key: string, tenant: string): Promise<FleetLookup> {
+    if (!this.d.cfg().feedback.peerLookup) return { result: 'off' };
+    // the waiting are bounded by the feedback listener's connections (one report each)
+    while (this.running >= MAX_FLEET_LOOKUPS) await new Promise<void>((r) => this.waiting.push(r));
+    this.running++;
+    try {
+      return await this.ask(key, tenant);
+    } finally {
+      this.running--;
+      this.waiting.shift()?.();
+    }
+  }
+
+  private async ask(key: string, tenant: string): Promise<FleetLookup> {
     const cfg = this.d.cfg();
     const pl = cfg.feedback.peerLookup;
     if (!pl) return { result: 'off' };
@@ -85,7 +104,7 @@ export class PeerLookup {
         const host = net.isIPv6(ip) ? `[${ip}]` : ip;
         const url = `http://${host}:${pl.port}/feedback/sent?messageId=${encodeURIComponent(key)}&tenant=${encodeURIComponent(tenant)}`;
         try {
-          const entry = await ask(
+          const entry = await askOne(
             url,
             token,
             AbortSignal.any([stop.signal, AbortSignal.timeout(pl.timeoutMs)]),
@@ -113,7 +132,11 @@ export class PeerLookup {
   }
 }
 
-async function ask(url: string, token: string | undefined, signal: AbortSignal): Promise<SentEntry | null> {
+async function askOne(
+  url: string,
+  token: string | undefined,
+  signal: AbortSignal,
+): Promise<SentEntry | null> {
   const r = await fetch(url, {
     headers: token ? { authorization: `Bearer ${token}` } : {},
     signal,

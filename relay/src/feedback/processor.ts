@@ -105,9 +105,14 @@ export class FeedbackProcessor {
     const now = this.d.now();
     const report = readReport(raw);
     const out: Decision[] = [];
+    const lookups = new Map<string, SentLookup>(); // one per Message-ID and tenant, whatever the RCPTs
     for (const { address, target } of rcpts) {
       const key = lookupKey(cfg, report, target, now);
-      const sent = key && this.d.sent ? await this.d.sent(key, target.tenant) : undefined;
+      let sent = key ? lookups.get(`${target.tenant}\0${key}`) : undefined;
+      if (key && !sent && this.d.sent) {
+        sent = await this.d.sent(key, target.tenant);
+        lookups.set(`${target.tenant}\0${key}`, sent);
+      }
       const dec = decide(cfg, report, target, now, sent);
       out.push(dec);
       try {
