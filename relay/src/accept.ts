@@ -23,6 +23,7 @@ import type { LintRuntime, MessageLint } from './lint/runtime.js';
 import type { EventSink } from './events/sink.js';
 import { messageIdOf } from './events/message-id.js';
 import { rejectedEvents, acceptedEvents } from './events/smtp-events.js';
+import type { SentIndex } from './feedback/sent-index.js';
 
 export interface AcceptDeps {
   cfg: RelayConfig;
@@ -36,6 +37,19 @@ export interface AcceptDeps {
   lint?: LintRuntime;
   /** Delivery events (relay/src/events/); absent: none. */
   events?: EventSink;
+  /** The sent-message index (feedback/sent-index.ts, ADR 020); absent: nothing is recorded. */
+  sent?: Pick<SentIndex, 'record'>;
+}
+
+/** Records `env` in the sent-message index when its tenant takes feedback-loop reports without a token. */
+function recordSent(d: AcceptDeps, env: Envelope): void {
+  if (!env.messageId || !d.sent || !d.cfg.tenants.get(env.tenant)?.feedbackAddress) return;
+  d.sent.record({
+    messageId: env.messageId,
+    tenant: env.tenant,
+    queueId: env.id,
+    recipients: env.rcpts.map((r) => r.address),
+  });
 }
 
 export type InboundSession = SMTPServerSession &
@@ -153,6 +167,7 @@ export async function acceptMessage(
     if (messageId) env.messageId = messageId;
     const { bodyOffset, crc32 } = await r.writer.commit(env);
     for (const ev of acceptedEvents(env, d.now())) d.events?.emit(ev);
+    recordSent(d, env);
     d.metrics.received.inc({ tenant });
     lint?.accepted(id);
     if (dkim?.signer) for (const a of dkim.algorithms) d.metrics.dkimSigned.inc({ tenant, algorithm: a });
@@ -272,6 +287,7 @@ async function acceptHandoff(
     }
   });
   const { bodyOffset, crc32 } = await r.writer.commit(env);
+  recordSent(d, env); // the relay it came from may be scaled away with its index
   if (state.attempts > 0) {
     try {
       await d.spool.saveState(id, state);

@@ -161,7 +161,9 @@ export class Relay {
       registry: this.metrics.registry,
       log: o.log,
       now,
+      resolver: () => this.identityResolver,
     });
+    this.deps.sent = this.feedback.sent; // accept.ts records the messages a report may name (ADR 020)
     // complaints matched by the listener count against the complaint-rate guard (ADR 018); the listener
     // suppresses the recipient itself, with the report's feedback type and reporter as the reason
     this.feedback.complaints = {
@@ -272,6 +274,7 @@ export class Relay {
     if (pending) this.inbound.stopAccepting(); // before the first connection can land
     await this.inbound.start();
     await this.feedback.listener.start();
+    this.feedback.sent.start();
     if (this.cfg.tls) {
       try {
         this.showCert(checkTlsPair(this.cfg.tls.cert, this.cfg.tls.key).notAfter);
@@ -467,6 +470,7 @@ export class Relay {
       const deadline = Date.now() + graceMs;
       await this.inbound.stop(graceMs);
       await this.feedback.listener.stop();
+      await this.feedback.sent.stop(); // what the accepted mail left in its buffer
       this.deps.lint?.stop(); // SPF lookups still running for accepted mail end now (temperror)
       await this.engine.stop(Math.max(0, deadline - Date.now()));
       await this.recovery;

@@ -67,14 +67,19 @@ async function suppressed(tenant: string, address: string): Promise<Suppression 
 const hardBounces = async (tenant: string) => (await api<{ hard: number }>(`/tenants/${tenant}`)).hard;
 
 /** Sends as `acct` and returns the queue id. */
-async function submit(acct: typeof ACME, from: string, to: string[]): Promise<string> {
+async function submit(
+  acct: typeof ACME,
+  from: string,
+  to: string[],
+  messageId = `<m-${Date.now()}@${from.split('@')[1]}>`,
+): Promise<string> {
   const s = await SmtpSession.open(relay.inbound.ports.smtp);
   try {
     const [a] = await s.command(
       `AUTH PLAIN ${Buffer.from(`\0${acct.user}\0${acct.pass}`).toString('base64')}`,
     );
     assert.equal(a.code, 235, a.text);
-    const msg = `From: <${from}>\r\nTo: ${to.join(', ')}\r\nSubject: hello\r\nMessage-ID: <m-${Date.now()}@${from.split('@')[1]}>\r\n\r\nhello\r\n`;
+    const msg = `From: <${from}>\r\nTo: ${to.join(', ')}\r\nSubject: hello\r\nMessage-ID: ${messageId}\r\n\r\nhello\r\n`;
     const r = await s.send(from, to, msg);
     assert.equal(r.data?.code, 250, r.data?.text);
     return QUEUED_RE.exec(r.data!.text)![1];
@@ -331,6 +336,11 @@ describe('feedback loop', () => {
       ['arf-webmail-cfl.eml', 'frank@dest.test'],
       ['arf-jmrp-qp.eml', 'dave@dest.test'],
     ];
+    // erin's and frank's reports carry no token: they are traced by the Message-ID of a message sent
+    // (ADR 020); dave's carries the token of its Return-Path
+    const ids = new Map<string, string>();
+    for (const [name, rcpt] of samples.slice(0, 2))
+      ids.set(rcpt, await submit(ACME, 'app@acme.test', [rcpt], `<${name}@acme.test>`));
     for (const [name, rcpt] of samples) {
       const body = await fixture(name, {
         RCPT: rcpt,
@@ -349,6 +359,7 @@ describe('feedback loop', () => {
       );
       const ev = events.find((e) => e.type === 'complained' && e.recipient === rcpt);
       assert.equal(ev?.complaint?.feedbackType, 'abuse', name);
+      assert.equal(ev?.queueId, ids.get(rcpt) ?? acmeId, `${name}: the queue id of the message sent`);
     }
     assert.equal(
       metric(await metrics(), 'cartero_feedback_received_total', { kind: 'arf', result: 'complaint' }),
@@ -385,6 +396,7 @@ describe('feedback loop', () => {
       [`someone@${domain}`, 'foreign'],
     ];
     const before = await metrics();
+    const sent = mx.messages.length;
     for (const [to] of cases) {
       const r = await report([to], 'Subject: x\n\nx\n');
       assert.equal(r.rcpts[0].code, 550, to);
@@ -399,7 +411,7 @@ describe('feedback loop', () => {
       assert.equal(d, n, reason);
     }
     assert.equal(await suppressed('acme', 'carol@dest.test'), undefined);
-    assert.equal(mx.messages.length, 4, 'nothing was forwarded');
+    assert.equal(mx.messages.length, sent, 'nothing was forwarded');
   });
 
   test("a DSN for acme's message sent to globex's feedback address is kept as unmatched", async () => {

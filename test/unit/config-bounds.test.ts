@@ -83,6 +83,7 @@ function base(): Json {
     ],
     shaping: { rules: [{ domain: 'a.example' }] },
     fleet: { rateLimitStore: { type: 'redis', address: 'redis.example:6379' } },
+    feedback: { peerLookup: { host: 'relay-pods.mail.svc.cluster.local', port: 8080 } },
   };
 }
 

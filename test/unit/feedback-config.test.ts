@@ -102,4 +102,32 @@ describe('feedback config', () => {
       /./,
     );
   });
+
+  it('resolves the peer lookup (ADR 020): the name, the admin port, a timeout and a peer cap', () => {
+    const c = resolveConfig(
+      doc({ feedback: { peerLookup: { host: 'Mail-Pods.NS.svc.cluster.local.', port: 9025 } } }),
+      base,
+      {},
+    );
+    assert.deepEqual(c.feedback.peerLookup, {
+      host: 'mail-pods.ns.svc.cluster.local',
+      port: 9025,
+      timeoutMs: 2000,
+      maxPeers: 32,
+    });
+    const ip = resolveConfig(
+      doc({ feedback: { peerLookup: { host: '127.0.0.5', port: 1, timeout: '100ms', maxPeers: 256 } } }),
+      base,
+      {},
+    );
+    assert.deepEqual(ip.feedback.peerLookup, { host: '127.0.0.5', port: 1, timeoutMs: 100, maxPeers: 256 });
+    assert.equal(resolveConfig(doc({}), base, {}).feedback.peerLookup, undefined);
+    fails(doc({ feedback: { peerLookup: { host: 'x.example' } } }), '/feedback/peerLookup/port', /required/);
+    fails(doc({ feedback: { peerLookup: { host: 'bad host', port: 1 } } }), '/feedback/peerLookup/host', /./);
+    fails(
+      doc({ feedback: { peerLookup: { host: 'x.example', port: 1, timeout: '31s' } } }),
+      '/feedback/peerLookup/timeout',
+      /./,
+    );
+  });
 });

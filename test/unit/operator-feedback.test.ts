@@ -4,8 +4,8 @@ import type { SmtpRelay } from '../../operator/src/api/types.js';
 import { buildRelayConfig, type BuildInput } from '../../operator/src/relay/config-render.js';
 import { checkRenderedConfig } from '../../operator/src/relay/config-check.js';
 import { buildFeedbackService, FEEDBACK_KEY_FILE, feedbackMx } from '../../operator/src/relay/feedback.js';
-import { buildStatefulSet, restartHash } from '../../operator/src/relay/workload.js';
-import { FEEDBACK_PORT } from '../../operator/src/constants.js';
+import { buildServices, buildStatefulSet, restartHash } from '../../operator/src/relay/workload.js';
+import { ADMIN_PORT, FEEDBACK_PORT } from '../../operator/src/constants.js';
 import { smtpRelayFixture } from '../helpers/smtprelay-fixture.js';
 
 function relay(feedback?: NonNullable<SmtpRelay['spec']>['feedback']): SmtpRelay {
@@ -37,13 +37,23 @@ const input = (r: SmtpRelay): BuildInput => ({
 
 describe('operator: feedback loop', () => {
   it('renders the listener, the token key and the tenants return paths; the relay accepts it', () => {
-    const b = buildRelayConfig(input(relay({ mxHost: 'mx.fleet.example', maxMessageSize: 2048 })));
+    const r = relay({ mxHost: 'mx.fleet.example', maxMessageSize: 2048 });
+    const b = buildRelayConfig(input(r));
     assert.deepEqual(b.problems, []);
     assert.equal(checkRenderedConfig(b.doc, b.secretData), undefined);
     assert.deepEqual(b.doc.feedback, {
       tokenKeyFile: FEEDBACK_KEY_FILE,
       listener: { address: '${POD_IP}', port: FEEDBACK_PORT, maxMessageSize: 2048 },
+      // the other pods, through the StatefulSet's headless Service, on the admin port (ADR 020)
+      peerLookup: { host: `mail-pods.${r.metadata.namespace}.svc.cluster.local`, port: ADMIN_PORT },
     });
+    const headless = buildServices(r).find((s) => s.metadata.name === 'mail-pods')!;
+    const spec = headless.spec as { clusterIP: string; ports: { name: string; port: number }[] };
+    assert.equal(spec.clusterIP, 'None');
+    assert.ok(
+      spec.ports.some((p) => p.name === 'admin' && p.port === ADMIN_PORT),
+      'the admin port is on it',
+    );
     assert.equal(b.secretData[FEEDBACK_KEY_FILE], 'k'.repeat(43));
     const tenants = b.doc.tenants as Record<string, unknown>[];
     assert.deepEqual(tenants[0].returnPath, { domain: 'bounces.acme.example' });

@@ -265,7 +265,7 @@ export function buildRelayConfig(input: BuildInput): RelayConfigResult {
   if (spec.routing?.backups?.length)
     routing.backups = spec.routing.backups.map((b, i) => route(b, `routing.backups[${i}]`));
   const outboundTls = renderOutboundTls(spec.outboundTls, input.outboundCa, secretData, problems);
-  const feedback = renderFeedback(spec, input.feedbackKey ?? '', secretData);
+  const feedback = renderFeedback(spec, input.feedbackKey ?? '', secretData, { name, namespace: ns });
   if (feedback && !input.feedbackKey)
     problems.push({ reason: 'InvalidSpec', message: 'feedback: no return-path token key was generated' });
   const grace = spec.terminationGracePeriodSeconds ?? 120;

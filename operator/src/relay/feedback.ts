@@ -4,7 +4,7 @@
  * `<name>-feedback` (port 25 to the listener) and the MX records shown in status.feedback. Pure.
  */
 import type { SmtpRelay, SmtpRelaySpec } from '../api/types.js';
-import { FEEDBACK_PORT, names, selectorLabels } from '../constants.js';
+import { ADMIN_PORT, FEEDBACK_PORT, names, selectorLabels } from '../constants.js';
 import type { KObject } from '../objects.js';
 import { meta } from './workload.js';
 
@@ -12,11 +12,20 @@ export const FEEDBACK_KEY_FILE = 'feedback.key';
 
 type Tenant = NonNullable<SmtpRelaySpec['tenants']>[number];
 
+/**
+ * The headless Service's name, which resolves to every pod of the StatefulSet (ready or not): where a
+ * relay asks the others for a sent message it did not accept (ADR 020).
+ */
+export function peerLookupHost(relay: string, namespace: string): string {
+  return `${names(relay).headless}.${namespace}.svc.cluster.local`;
+}
+
 /** The relay config's `feedback` section, or undefined without spec.feedback. */
 export function renderFeedback(
   spec: SmtpRelaySpec,
   key: string,
   secretData: Record<string, string>,
+  relay: { name: string; namespace: string },
 ): Record<string, unknown> | undefined {
   if (!spec.feedback) return undefined;
   secretData[FEEDBACK_KEY_FILE] = key;
@@ -27,6 +36,8 @@ export function renderFeedback(
       port: FEEDBACK_PORT,
       ...(spec.feedback.maxMessageSize ? { maxMessageSize: spec.feedback.maxMessageSize } : {}),
     },
+    // a report lands on any pod: the others are asked over the admin port, with the shared admin token
+    peerLookup: { host: peerLookupHost(relay.name, relay.namespace), port: ADMIN_PORT },
   };
 }
 

@@ -226,6 +226,28 @@ export interface UnmatchedReportView {
 export interface FeedbackUnmatchedResponse {
   reports: UnmatchedReportView[];
 }
+/** A message in the sent-message index (docs/adr/020-sent-message-index.md). */
+export interface SentMessageView {
+  /** The normalized Message-ID (between < and >, lower case). */
+  messageId: string;
+  tenant: string;
+  queueId: string;
+  /** The first 100 envelope recipients, lower case. */
+  recipients: string[];
+  /** Recipients in all. */
+  count: number;
+  /** The UTC day it was accepted, yyyymmdd. */
+  day: string;
+}
+/**
+ * GET /feedback/sent?messageId=<id>[&tenant=<name>]: this relay's own index only (never its peers). A
+ * message of `tenant` is preferred; `match` is null when none was found (`truncated`: the read budget was
+ * spent first). 400 for a missing or unusable Message-ID, 503 when too many lookups wait.
+ */
+export interface FeedbackSentResponse {
+  match: SentMessageView | null;
+  truncated?: boolean;
+}
 /** GET /events: the delivery events' outbox and each webhook endpoint (docs/events.md). */
 export interface EventsResponse {
   outboxBytes: number;

@@ -1,7 +1,7 @@
 /**
  * Sections of the relay config schema (config-schema.ts) for outbound TLS policy and the feedback loop.
  */
-import { SECTION, dur } from './config-schema-base.js';
+import { HOSTNAME_PATTERN, SECTION, dur } from './config-schema-base.js';
 // --- outbound TLS policy and MTA-STS (docs/adr/013-outbound-tls-policy.md) ---
 /** A TLS level for delivery by MX (Postfix may / encrypt / verify). */
 export const tlsLevel = { type: 'string', enum: ['opportunistic', 'required', 'verify'] } as const;
@@ -155,6 +155,34 @@ export const FEEDBACK_SECTION = {
       default: 100,
       description:
         'Reports that matched nothing kept in memory (each cut to 64 KiB) for GET /feedback/unmatched.',
+    },
+    peerLookup: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['host', 'port'],
+      description:
+        "Where to ask the fleet's other relays for a sent message this relay did not accept (docs/adr/020-sent-message-index.md): a DNS name resolving to every relay (the StatefulSet's headless Service) and their admin port, asked with this relay's admin token.",
+      properties: {
+        host: {
+          type: 'string',
+          maxLength: 253,
+          pattern: `(${HOSTNAME_PATTERN})|(^[0-9A-Fa-f:.]{2,45}$)`,
+          description: 'A DNS name (resolved through dns.servers) or one IP address.',
+        },
+        port: { type: 'integer', minimum: 1, maximum: 65535 },
+        timeout: {
+          ...dur('30s', { min: '100ms' }),
+          default: '2s',
+          description: 'How long one relay may take to answer.',
+        },
+        maxPeers: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 256,
+          default: 32,
+          description: 'Relays asked at most (the first addresses the name resolves to).',
+        },
+      },
     },
   },
 } as const;

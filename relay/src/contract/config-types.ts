@@ -222,5 +222,7 @@ export interface FeedbackConfig {
     maxConnections: number;
   };
   unmatchedKeep: number;
+  /** The fleet's other relays, asked for a sent message this relay did not accept (ADR 020). */
+  peerLookup?: { host: string; port: number; timeoutMs: number; maxPeers: number };
 }
 // --- end feedback loop ---

@@ -73,5 +73,15 @@ export function resolveFeedback(
     tokenTtlDays: Math.max(1, Math.floor(parseDuration(f.tokenTtl) / DAY_MS)),
     ...(listener ? { listener } : {}),
     unmatchedKeep: f.unmatchedKeep,
+    ...(f.peerLookup
+      ? {
+          peerLookup: {
+            host: f.peerLookup.host.replace(/\.$/, '').toLowerCase(),
+            port: f.peerLookup.port,
+            timeoutMs: parseDuration(f.peerLookup.timeout),
+            maxPeers: f.peerLookup.maxPeers,
+          },
+        }
+      : {}),
   };
 }

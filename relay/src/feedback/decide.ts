@@ -6,6 +6,7 @@
 import type { RelayConfig } from '../config.js';
 import { parseToken, splitLocalPart, tokenRecipient } from './token.js';
 import type { Report } from './report.js';
+import { messageKey } from './sent-entry.js';
 
 export type Target =
   | { kind: 'token'; tenant: string; queueId: string; recipientTag: Buffer }
@@ -61,52 +62,108 @@ export type Decision =
   | { result: 'unmatched'; tenant?: string; reason: string };
 
 /**
- * What `report`, received for `target`, changes. A token names one recipient: only that recipient is
- * taken, from the report's fields or else the returned message's To. A feedback address takes the first
- * complained-about recipient of an ARF report (one report, one complaint); a DSN sent there is matched by
- * the token in the returned message's Return-Path, if any. `key` checks recipient tags.
+ * What the sent-message index (and the fleet) knew of the returned message's Message-ID, for a report
+ * without a token (sent-index.ts, peer-lookup.ts): the processor looks it up, decide() only reads it.
  */
-export function decide(cfg: Cfg, report: Report, target: Target, now: number): Decision {
+export type SentLookup =
+  | { found: true; tenant: string; queueId: string; recipients: string[]; count: number }
+  | { found: false; reason: string };
+
+/** A recipient a provider hid (Yahoo's CFL drops it; others write `redacted`): not an address to check. */
+export function redacted(address: string): boolean {
+  const local = address.slice(0, address.lastIndexOf('@'));
+  return /^(redacted|x+|\*+|hidden|removed)$/i.test(local);
+}
+
+/**
+ * The token a report sent to the feedback address `target` carries in its returned message's Return-Path,
+ * when it is a valid one of a bounce domain: decide() then reads the report as sent to that token.
+ */
+function returnPathToken(
+  cfg: Cfg,
+  report: Report,
+  now: number,
+): Extract<Target, { kind: 'token' }> | undefined {
+  const rp = report.original.returnPath;
+  const v = rp ? judgeRcpt(cfg, rp, now) : undefined;
+  return v?.ok && v.target.kind === 'token' ? v.target : undefined;
+}
+
+/**
+ * The Message-ID key the processor must look up before decide() for `report` received for `target`: only
+ * for a feedback address whose report carries no token in its Return-Path, and names a Message-ID.
+ */
+export function lookupKey(cfg: Cfg, report: Report, target: Target, now: number): string | undefined {
+  if (target.kind !== 'feedback' || report.kind === 'unknown') return undefined;
+  if (returnPathToken(cfg, report, now)) return undefined;
+  return messageKey(report.original.messageId);
+}
+
+/**
+ * What `report`, received for `target`, changes. A token names one recipient: only that recipient is
+ * taken, from the report's fields or else the returned message's To. A report sent to a feedback address
+ * is read through the token in the returned message's Return-Path when it has one, else through `sent`,
+ * the message its Message-ID names (docs/adr/020-sent-message-index.md): of the same tenant, and only a
+ * recipient of that message is taken; when the report names none (or only redacted ones) and the message
+ * had exactly one recipient, that one. Anything else is unmatched: an address that was not a recipient is
+ * never suppressed. `key` checks recipient tags.
+ */
+export function decide(cfg: Cfg, report: Report, target: Target, now: number, sent?: SentLookup): Decision {
   const key = cfg.feedback.key;
-  let t = target;
-  if (t.kind === 'feedback' && report.kind !== 'arf') {
-    // a bounce sent to the feedback address: the original's Return-Path may carry our token
-    const rp = report.original.returnPath;
-    const v = rp ? judgeRcpt(cfg, rp, now) : undefined;
-    if (!v?.ok || v.target.kind !== 'token')
-      return { result: 'unmatched', tenant: t.tenant, reason: 'no token' };
-    if (v.target.tenant !== t.tenant)
-      return { result: 'unmatched', tenant: t.tenant, reason: 'token of another tenant' };
-    t = v.target;
+  const tenant = target.tenant;
+  if (report.kind === 'unknown') return { result: 'unmatched', tenant, reason: 'not a report' };
+  let mine: (r: string) => boolean;
+  let queueId: string | undefined;
+  let sole: string | undefined;
+  let whose = 'the token';
+  const t = target.kind === 'token' ? target : returnPathToken(cfg, report, now);
+  if (t) {
+    if (t.tenant !== tenant) return { result: 'unmatched', tenant, reason: 'token of another tenant' };
+    mine = (r) => !!key && tokenRecipient(key, t.recipientTag, r);
+    queueId = t.queueId;
+  } else if (!report.original.messageId) {
+    return { result: 'unmatched', tenant, reason: 'no token and no Message-ID' };
+  } else if (!sent) {
+    return { result: 'unmatched', tenant, reason: 'no token; the Message-ID was not looked up' };
+  } else if (!sent.found) {
+    return { result: 'unmatched', tenant, reason: `no token; ${sent.reason}` };
+  } else if (sent.tenant !== tenant) {
+    return { result: 'unmatched', tenant, reason: 'the Message-ID names a message of another tenant' };
+  } else {
+    const rcpts = new Set(sent.recipients);
+    mine = (r) => rcpts.has(r);
+    queueId = sent.queueId;
+    sole = sent.count === 1 ? sent.recipients[0] : undefined;
+    whose = 'the message';
   }
-  const mine = (r: string) => (t.kind === 'token' ? !!key && tokenRecipient(key, t.recipientTag, r) : true);
-  const queueId = t.kind === 'token' ? { queueId: t.queueId } : {};
+  const ids = queueId ? { queueId } : {};
+  /** The first named address that is ours; or the message's only recipient when none is named in clear. */
+  const pick = (named: string[]) => named.find(mine) ?? (named.every(redacted) ? sole : undefined);
   if (report.kind === 'arf') {
-    const rcpt = [...report.recipients, ...report.original.to].find(mine);
-    if (!rcpt) return { result: 'unmatched', tenant: t.tenant, reason: 'no recipient of the token' };
+    const rcpt = pick([...report.recipients, ...report.original.to]);
+    if (!rcpt) return { result: 'unmatched', tenant, reason: `no recipient of ${whose}` };
     return {
       result: 'complaint',
-      tenant: t.tenant,
-      ...queueId,
+      tenant,
+      ...ids,
       recipient: rcpt,
       feedbackType: report.feedbackType,
       ...(report.reporter ? { reporter: report.reporter } : {}),
     };
   }
-  if (report.kind === 'unknown') return { result: 'unmatched', tenant: t.tenant, reason: 'not a report' };
   let r = report.recipients.find((x) => mine(x.recipient));
-  if (!r && report.rule && t.kind === 'token') {
+  if (!r && report.rule) {
     // a non-standard bounce that names no address we can check: the returned message's To
-    const to = report.original.to.find(mine);
+    const to = pick([...report.recipients.map((x) => x.recipient), ...report.original.to]);
     if (to) r = { recipient: to, action: 'failed', status: report.recipients[0]?.status ?? '5.0.0' };
   }
-  if (!r) return { result: 'unmatched', tenant: t.tenant, reason: 'no recipient of the token' };
+  if (!r) return { result: 'unmatched', tenant, reason: `no recipient of ${whose}` };
   if (r.action !== 'failed' || !r.status.startsWith('5.'))
-    return { result: 'ignored', tenant: t.tenant, reason: `${r.action || 'no action'} ${r.status}`.trim() };
+    return { result: 'ignored', tenant, reason: `${r.action || 'no action'} ${r.status}`.trim() };
   return {
     result: 'bounce',
-    tenant: t.tenant,
-    ...queueId,
+    tenant,
+    ...ids,
     recipient: r.recipient,
     status: r.status,
     ...(r.diagnostic ? { diagnostic: r.diagnostic } : {}),

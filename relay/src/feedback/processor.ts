@@ -5,6 +5,8 @@
  * and the ComplaintSink; both as events. The suppression list's change feed carries them to every pod
  * (the operator's fleet sync). Reports that match nothing are counted and the last few kept in memory.
  * A report seen again (same tenant, queue id, recipient and kind) is counted once: a bounded memory.
+ * A report to a feedback address without a token is first traced through the sent-message index (ADR 020):
+ * the lookup is I/O, done here; decide() stays pure and gets its result.
  */
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -12,7 +14,7 @@ import type { RelayConfig } from '../config.js';
 import type { EventSink } from '../events/sink.js';
 import type { UnmatchedReportView } from '../contract/admin-api.js';
 import type { TenantRuntime } from '../tenant-runtime.js';
-import { decide, type Decision, type Target } from './decide.js';
+import { decide, lookupKey, type Decision, type SentLookup, type Target } from './decide.js';
 import { readReport } from './report.js';
 import { isHardBounce } from '../delivery/classify.js';
 import type { ComplaintSink } from './complaints.js';
@@ -76,6 +78,11 @@ export interface ProcessorDeps {
   metrics: FeedbackMetrics;
   log: Logger;
   now: () => number;
+  /**
+   * The sent message a report without a token names by its Message-ID (a messageKey), for `tenant`: this
+   * relay's index, then the fleet's (wire.ts). Absent: such reports end unmatched.
+   */
+  sent?: (key: string, tenant: string) => Promise<SentLookup>;
 }
 
 export class FeedbackProcessor {
@@ -98,8 +105,15 @@ export class FeedbackProcessor {
     const now = this.d.now();
     const report = readReport(raw);
     const out: Decision[] = [];
+    const lookups = new Map<string, SentLookup>(); // one per Message-ID and tenant, whatever the RCPTs
     for (const { address, target } of rcpts) {
-      const dec = decide(cfg, report, target, now);
+      const key = lookupKey(cfg, report, target, now);
+      let sent = key ? lookups.get(`${target.tenant}\0${key}`) : undefined;
+      if (key && !sent && this.d.sent) {
+        sent = await this.d.sent(key, target.tenant);
+        lookups.set(`${target.tenant}\0${key}`, sent);
+      }
+      const dec = decide(cfg, report, target, now, sent);
       out.push(dec);
       try {
         const result = await this.apply(dec);

@@ -1,12 +1,19 @@
 /**
- * The feedback loop's parts as the relay holds them: the processor, the listener and GET
- * /feedback/unmatched. The relay sets `events` (its EventSink) and `complaints` (the complaint-rate
+ * The feedback loop's parts as the relay holds them: the processor, the listener, the sent-message index
+ * with its fleet lookup (ADR 020), GET /feedback/unmatched and GET /feedback/sent. The relay sets `events` (its EventSink) and `complaints` (the complaint-rate
  * guard) when it has them; until then events are discarded and complaints only counted.
  */
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { AdminServer } from '../admin.js';
-import type { FeedbackUnmatchedResponse } from '../contract/admin-api.js';
+import path from 'node:path';
+import { HttpError } from '../admin.js';
+import type { FeedbackSentResponse, FeedbackUnmatchedResponse } from '../contract/admin-api.js';
+import type { IdentityResolver } from '../identity/resolver.js';
+import type { SentLookup } from './decide.js';
+import { PeerLookup, peerLookupMetrics } from './peer-lookup.js';
+import { messageKey } from './sent-entry.js';
+import { SentIndex, SentIndexMetrics } from './sent-index.js';
 import type { RelayConfig } from '../config.js';
 import { DISCARD_EVENTS, type EventSink } from '../events/sink.js';
 import type { TenantRuntime } from '../tenant-runtime.js';
@@ -19,6 +26,45 @@ export interface Feedback {
   listener: FeedbackListener;
   events: EventSink;
   complaints: ComplaintSink;
+  /** The sent-message index: accept.ts records the messages of tenants with a feedback address. */
+  sent: SentIndex;
+}
+
+/** What a lookup found, for decide(): this relay's index first, then the fleet's. Never throws. */
+async function findSent(idx: SentIndex, peers: PeerLookup, key: string, tenant: string): Promise<SentLookup> {
+  try {
+    const local = await idx.lookup(key, tenant);
+    const hit = (e: {
+      tenant: string;
+      queueId: string;
+      recipients: string[];
+      count: number;
+    }): SentLookup => ({
+      found: true,
+      tenant: e.tenant,
+      queueId: e.queueId,
+      recipients: e.recipients,
+      count: e.count,
+    });
+    if (local.result === 'hit' && local.entry.tenant === tenant) return hit(local.entry);
+    const fleet = await peers.find(key, tenant);
+    if (fleet.result === 'hit' && fleet.entry.tenant === tenant) return hit(fleet.entry);
+    if (local.result === 'hit') return hit(local.entry);
+    if (fleet.result === 'hit') return hit(fleet.entry);
+    const notes = [
+      ...(local.result !== 'miss' ? [`the local index answered ${local.result}`] : []),
+      ...(fleet.result === 'miss' && fleet.failed
+        ? [`${fleet.failed} of ${fleet.asked} relays did not answer`]
+        : []),
+      ...(fleet.result === 'error' ? [fleet.error] : []),
+    ];
+    return {
+      found: false,
+      reason: `no sent message with this Message-ID${notes.length ? ` (${notes.join('; ')})` : ''}`,
+    };
+  } catch (e) {
+    return { found: false, reason: `the sent-message lookup failed: ${(e as Error).message}` };
+  }
 }
 
 export function setUpFeedback(o: {
@@ -28,9 +74,24 @@ export function setUpFeedback(o: {
   registry: Registry;
   log: Logger;
   now: () => number;
+  /** The relay's resolver (dns.servers), for feedback.peerLookup.host. */
+  resolver: () => IdentityResolver;
 }): Feedback {
   const metrics = new FeedbackMetrics(o.registry);
   const f = { events: DISCARD_EVENTS, complaints: NO_COMPLAINT_GUARD } as Feedback;
+  const sent = (f.sent = new SentIndex({
+    dir: path.join(o.cfg().spoolDir, 'feedback', 'sent'),
+    ttlDays: () => o.cfg().feedback.tokenTtlDays,
+    metrics: new SentIndexMetrics(o.registry),
+    log: o.log,
+    now: o.now,
+  }));
+  const peers = new PeerLookup({
+    cfg: o.cfg,
+    resolver: o.resolver,
+    metrics: peerLookupMetrics(o.registry),
+    log: o.log,
+  });
   f.processor = new FeedbackProcessor({
     cfg: o.cfg,
     tenancy: o.tenancy,
@@ -39,11 +100,27 @@ export function setUpFeedback(o: {
     metrics,
     log: o.log,
     now: o.now,
+    sent: (key, tenant) => findSent(sent, peers, key, tenant),
   });
   f.listener = new FeedbackListener({ cfg: o.cfg, processor: f.processor, metrics, log: o.log, now: o.now });
   o.admin.route('GET', '/feedback/unmatched', () => [
     200,
     { reports: f.processor.list() } satisfies FeedbackUnmatchedResponse,
   ]);
+  // this relay's own index only: a peer's question never fans out further
+  o.admin.route('GET', '/feedback/sent', async (r) => {
+    const key = messageKey(r.query.get('messageId') ?? undefined);
+    if (!key) throw new HttpError(400, 'messageId: a Message-ID is required (at most 998 characters)');
+    const found = await sent.lookup(key, r.query.get('tenant') ?? undefined);
+    if (found.result === 'busy') throw new HttpError(503, 'too many sent-message lookups at once; retry');
+    if (found.result === 'error') throw new Error(found.error);
+    return [
+      200,
+      {
+        match: found.result === 'hit' ? found.entry : null,
+        ...(found.result === 'truncated' ? { truncated: true } : {}),
+      } satisfies FeedbackSentResponse,
+    ];
+  });
   return f;
 }
