@@ -51,8 +51,13 @@ export interface DrainStatus {
   done: boolean;
   /** True while the relay still indexes its spool after a start (relays before 0.2 do not send it). */
   recovering?: boolean;
-  /** True while delivery events wait in the outbox for a webhook endpoint (`done` waits for them). */
+  /**
+   * True while delivery events wait in the outbox: for a webhook endpoint, or during a drain with peers
+   * until a peer took them (ADR 019). `done` waits for them.
+   */
   eventsPending?: boolean;
+  /** Delivery events handed to peers by this process during the drain (older relays do not send it). */
+  eventsHandedOff?: number;
 }
 /** POST /drain */
 export interface DrainRequest {
