@@ -9,7 +9,9 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import type { DeliveryEvent } from '../../relay/src/contract/events.js';
 import {
+  CHUNK_MAX_BYTES,
   EventsBody,
+  chunkBytes,
   cursorsToAdvance,
   decodeEventsBody,
   encodeEventsMessage,
@@ -132,6 +134,9 @@ test('an event goes when an endpoint that has not passed it wants it and it is y
     'one endpoint still retries it',
   );
   assert.equal(shipDecision([], ev(1), at, T0), 'skip');
+  assert.equal(chunkBytes(26_214_400), CHUNK_MAX_BYTES);
+  assert.equal(chunkBytes(1_048_576), 942_694, "a peer's smaller size limit bounds a chunk");
+  assert.equal(chunkBytes(1024), 1, 'at least one event');
   assert.deepEqual(
     [1, 2, 5, 6, 50].map((n) => shipBackoffMs(n, 0)),
     [1000, 2000, 16_000, 30_000, 30_000],

@@ -26,6 +26,15 @@ export const STORED_TEXT = 'events stored';
 /** The longest wait between two tries of a chunk no peer took. */
 export const SHIP_BACKOFF_MAX_MS = 30_000;
 
+/**
+ * The bytes of record lines in one chunk: CHUNK_MAX_BYTES, less when the fleet's `limits.maxMessageSize`
+ * is smaller (the peer refuses a larger message; CRs and the header section take the 10 % and 1 KiB kept).
+ * At least one event goes whatever the bound (readBatch).
+ */
+export function chunkBytes(maxMessageSize: number): number {
+  return Math.max(1, Math.min(CHUNK_MAX_BYTES, Math.floor(maxMessageSize * 0.9) - 1024));
+}
+
 /** The whole message for `events`: the header section, then one record per line. */
 export function encodeEventsMessage(events: DeliveryEvent[]): Buffer {
   const lines = events.map((e) => {

@@ -16,10 +16,10 @@ import type { EventMetrics } from './metrics.js';
 import type { WebhookEndpointConfig } from './webhooks.js';
 import { before, endpointKey, loadCursor, readBatch, saveCursor, type Cursor } from './cursor.js';
 import {
-  CHUNK_MAX_BYTES,
   CHUNK_MAX_EVENTS,
   EVENTS_RCPT,
   STORED_TEXT,
+  chunkBytes,
   cursorsToAdvance,
   encodeEventsMessage,
   lowestCursor,
@@ -36,6 +36,8 @@ export interface ShipperOptions {
   endpoints: () => WebhookEndpointConfig[];
   peers: Hop[];
   session: () => { ehloName: string; connectTimeoutMs: number; commandTimeoutMs: number };
+  /** The fleet's limits.maxMessageSize (the peer's size limit bounds a chunk). */
+  maxMessageSize: () => number;
   metrics: EventMetrics;
   log: Logger;
   now: () => number;
@@ -155,7 +157,7 @@ export class EventShipper {
             if (d === 'expired') expired++;
             return d === 'ship';
           },
-          CHUNK_MAX_BYTES,
+          chunkBytes(this.o.maxMessageSize()),
         );
         if (!batch.events.length && !before(from, batch.next)) {
           await this.rest();

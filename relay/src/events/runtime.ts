@@ -137,6 +137,7 @@ export class EventsRuntime implements EventSink {
         endpoints: () => endpointsOf(this.cfg),
         peers,
         session,
+        maxMessageSize: () => this.cfg.limits.maxMessageSize,
         metrics: this.metrics,
         log: this.log,
         now: this.now,
