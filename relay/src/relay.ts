@@ -448,7 +448,8 @@ export class Relay {
       .catch((e: Error) =>
         this.o.log.error({ event: 'events.handoff-error', err: e.message }, 'delivery events not handed off'),
       );
-    if (hops.length) void events.then(() => this.engine.startDrain(hops));
+    // (unless a drain asked again meanwhile changed the peers: that one starts the hand-off)
+    if (hops.length) void events.then(() => this.drainPeers === peers && this.engine.startDrain(hops));
     else this.engine.flush();
     this.o.log.warn(
       { event: 'drain', peers: peers.map((p) => `${p.host}:${p.port}`), queued: this.engine.stats().depth },
