@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { startRelay, type RelayProc } from '../helpers/relay.js';
 import { startTestMx, type TestMx } from '../helpers/testmx.js';
 import { waitFor } from '../helpers/poll.js';
+import { unusedPort } from '../helpers/ports.js';
 import { sendMail } from '../helpers/swaks.js';
 import { SmtpSession } from '../helpers/smtpsession.js';
 import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -155,7 +156,14 @@ describe('delivery events on drain', () => {
     await waitFor(() => tried().length >= 1, { timeoutMs: 20_000, what: 'a failed webhook request of A' });
     const firstIds = tried();
 
-    await admin(a, 'POST', '/drain', { peers: [{ host: '127.0.0.1', port: b.ports.smtp }] });
+    // the first peer is gone: events and mail go to the next one
+    const dead = await unusedPort('127.0.0.1');
+    await admin(a, 'POST', '/drain', {
+      peers: [
+        { host: '127.0.0.1', port: dead },
+        { host: '127.0.0.1', port: b.ports.smtp },
+      ],
+    });
     const done = await waitFor(
       async () => {
         const s = await admin(a, 'GET', '/drain');
