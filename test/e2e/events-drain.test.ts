@@ -17,6 +17,7 @@ import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-r
 import { verify } from '../../relay/src/events/signature.js';
 import { encodeEventsMessage, EVENTS_RCPT } from '../../relay/src/events/handoff-wire.js';
 import type { DeliveryEvent } from '../../relay/src/contract/events.js';
+import type { EventsResponse } from '../../relay/src/contract/admin-api.js';
 
 const SECRET = 'events-drain-webhook-signing-key-0123';
 const TOKEN = 'events-drain-admin-token';
@@ -199,5 +200,48 @@ describe('delivery events on drain', () => {
       assert.equal(verify(SECRET, req.body, req.signature, Math.floor(Date.now() / 1000)), true);
     assert.ok(!rx.accepted().some((e) => /^(bad|forged)-/.test(e.id)), 'nothing refused or forged arrived');
     assert.equal((await admin(b, 'GET', '/queue')).depth, 1, 'B holds the deferred message');
+  });
+
+  test('while no peer takes the events the drain waits; a drain asked again with a live peer ends it', async () => {
+    rx.setMode('down');
+    const c = await startRelay({ config: config('relay-c', mx.port, rx), secrets });
+    try {
+      const before = await metric(b, 'cartero_events_handed_off_total', 'result="received"');
+      const r = await sendMail(c.ports.smtp, { from: 'app@acme.test', to: ['ok-c@dest.test'] });
+      const qid = /queued as ([A-Za-z0-9]+)/.exec(r.response)![1];
+      await waitFor(async () => (await metric(c, 'cartero_events_queued_total')) >= 2, {
+        timeoutMs: 30_000,
+        what: "C's events committed",
+      });
+      const dead = await unusedPort('127.0.0.1');
+      await admin(c, 'POST', '/drain', { peers: [{ host: '127.0.0.1', port: dead }] });
+      const view = await waitFor(
+        async () => {
+          const v = (await admin(c, 'GET', '/events')) as unknown as EventsResponse;
+          return (v.handoff?.failures ?? 0) >= 2 && v;
+        },
+        { timeoutMs: 20_000, what: 'two failed passes (back-off between them)' },
+      );
+      assert.match(view.handoff!.lastError!, /ECONNREFUSED/);
+      assert.deepEqual(view.endpoints, [], 'the webhook loops are stopped');
+      const waiting = await admin(c, 'GET', '/drain');
+      assert.equal(waiting.queued, 0);
+      assert.equal(waiting.eventsPending, true);
+      assert.equal(waiting.done, false, 'not done while the events are only here');
+
+      await admin(c, 'POST', '/drain', { peers: [{ host: '127.0.0.1', port: b.ports.smtp }] });
+      await waitFor(async () => (await admin(c, 'GET', '/drain')).done === true, {
+        timeoutMs: 20_000,
+        what: "C's drain done once a live peer is given",
+      });
+      assert.equal(await metric(b, 'cartero_events_handed_off_total', 'result="received"'), before + 2);
+      rx.setMode('up');
+      await waitFor(() => rx.accepted().filter((e) => e.queueId === qid).length >= 2, {
+        timeoutMs: 20_000,
+        what: "C's events at the endpoint, from B",
+      });
+    } finally {
+      await c.cleanup();
+    }
   });
 });

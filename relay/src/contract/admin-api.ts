@@ -237,7 +237,13 @@ export interface EventsResponse {
   segments: number;
   /** Events emitted and not yet written. */
   buffered: number;
+  /** The webhook loops (empty while a drain hands the events to peers). */
   endpoints: EventsEndpointView[];
+  /**
+   * While a drain hands the events to peers (ADR 019): events a peer stored, chunks in a row no peer took,
+   * and why the last one failed.
+   */
+  handoff?: { sent: number; failures: number; lastError?: string };
 }
 export interface EventsEndpointView {
   /** `<tenant>/<index>`, as in the metrics' `endpoint` label. */

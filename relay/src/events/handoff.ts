@@ -54,7 +54,7 @@ export class EventShipper {
   /** Passes in a row in which no peer took the chunk in hand, and why the last one failed. */
   failures = 0;
   lastError?: string;
-  peers: Hop[];
+  private peers: Hop[];
   private idle = false;
   private readonly cursors = new Map<string, Cursor>();
   private readonly endpoints = new Map<string, WebhookEndpointConfig>();
@@ -80,6 +80,14 @@ export class EventShipper {
       this.session?.quit();
       this.session = undefined;
     });
+  }
+
+  /** New peers (a drain asked again): tried at once, from the first. */
+  setPeers(peers: Hop[]): void {
+    this.peers = peers;
+    this.good = 0;
+    this.failures = 0;
+    this.wake?.();
   }
 
   async stop(): Promise<void> {
@@ -219,11 +227,12 @@ export class EventShipper {
   private async ship(events: DeliveryEvent[]): Promise<boolean> {
     const msg = encodeEventsMessage(events);
     const eightBit = msg.some((b) => b > 0x7f);
-    const n = this.peers.length;
+    const peers = this.peers; // a drain asked again may replace them meanwhile
+    const n = peers.length;
     let why = 'no peer relay given';
     for (let i = 0; i < n && !this.stopped; i++) {
       const k = (this.good + i) % n;
-      const hop = this.peers[k];
+      const hop = peers[k];
       try {
         if (!this.session?.usable || this.session.hop !== hop) {
           this.session?.close();

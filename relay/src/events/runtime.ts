@@ -127,7 +127,7 @@ export class EventsRuntime implements EventSink {
         return;
       }
       if (this.shipper) {
-        this.shipper.peers = peers;
+        this.shipper.setPeers(peers);
         return;
       }
       await this.dispatcher.stop();
@@ -175,6 +175,15 @@ export class EventsRuntime implements EventSink {
       segments: this.outbox.segments().length,
       buffered: this.outbox.buffered,
       endpoints: this.dispatcher.view(),
+      ...(this.shipper
+        ? {
+            handoff: {
+              sent: this.shipper.sent,
+              failures: this.shipper.failures,
+              ...(this.shipper.lastError ? { lastError: this.shipper.lastError } : {}),
+            },
+          }
+        : {}),
     };
   }
 
