@@ -12,7 +12,7 @@ import { Spool, newQueueId, initialState, type Envelope, type Reservation } from
 import { receiveInto, type Received } from './receive.js';
 import type { DeliveryEngine } from './delivery/engine.js';
 import type { RelayMetrics } from './metrics.js';
-import { reply } from './errors.js';
+import { reply, SmtpReplyError } from './errors.js';
 import { countReceived } from './policy.js';
 import type { TenantRuntime } from './tenant-runtime.js';
 import type { HandoffMeta } from './delivery/types.js';
@@ -20,7 +20,8 @@ import { takeHandoffHeader } from './delivery/handoff.js';
 import type { GuardedSession } from './abuse/smtp-guard.js';
 import { MessageSigner, planSigning, refusalText, type UnsignedReason } from './dkim/signer.js';
 import type { LintRuntime, MessageLint } from './lint/runtime.js';
-import type { EventSink } from './events/sink.js';
+import type { EventHandoffReceiver, EventSink } from './events/sink.js';
+import { EventsBody, RECEIVE_MAX_BYTES, STORED_TEXT } from './events/handoff-wire.js';
 import { messageIdOf } from './events/message-id.js';
 import { rejectedEvents, acceptedEvents } from './events/smtp-events.js';
 import type { SentIndex } from './feedback/sent-index.js';
@@ -35,8 +36,8 @@ export interface AcceptDeps {
   now: () => number;
   /** The bulk-sender lint (lint/runtime.ts); absent: messages are not linted. */
   lint?: LintRuntime;
-  /** Delivery events (relay/src/events/); absent: none. */
-  events?: EventSink;
+  /** Delivery events (relay/src/events/); absent: none. A peer's events are stored through it (ADR 019). */
+  events?: EventSink & Partial<EventHandoffReceiver>;
   /** The sent-message index (feedback/sent-index.ts, ADR 020); absent: nothing is recorded. */
   sent?: Pick<SentIndex, 'record'>;
 }
@@ -72,7 +73,11 @@ function rfc5322Date(d: Date): string {
   return d.toUTCString().replace(/GMT$/, '+0000');
 }
 
-/** Streams the message into the spool and queues it; resolves with its queue id once it is durable. */
+/**
+ * Streams the message into the spool and queues it; resolves with the text of the 250 (its queue id) once
+ * it is durable. From a peer, a message with the X-Cartero-Events field is not mail: its delivery events
+ * are stored in the outbox instead (storeEvents).
+ */
 export async function acceptMessage(
   d: AcceptDeps,
   l: ListenerConfig,
@@ -99,6 +104,7 @@ export async function acceptMessage(
   const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
   const helo = (session.hostNameAppearsAs || 'unknown').replace(/[^\x21-\x7e]/g, '?');
   let meta: HandoffMeta | undefined;
+  let events: EventsBody | undefined;
   const tenant = session.tenant ?? DEFAULT_TENANT;
   let dkim: DkimOutcome | undefined;
   let messageId: string | undefined;
@@ -106,13 +112,19 @@ export async function acceptMessage(
   const lint: MessageLint | undefined = session.peer ? undefined : d.lint?.begin(cfg, tenant, from);
   const r = await receiveInto(stream, d.spool, id, reservation, max, {
     headerLimits: cfg.limits,
-    body: (chunk) => dkim?.signer?.update(chunk),
+    body: (chunk) => {
+      events?.push(chunk);
+      dkim?.signer?.update(chunk);
+    },
     head: (head) => {
       const hops = countReceived(head);
       if (hops >= cfg.limits.maxReceivedHeaders) throw reply.looped(hops);
       // The hand-off header is believed only from an authenticated peer, and stripped from anyone's mail.
       const taken = takeHandoffHeader(head);
       meta = taken.meta;
+      // a peer's delivery events (ADR 019): held in memory (bounded), the spool copy is discarded
+      if (session.peer && taken.events)
+        events = new EventsBody(taken.events.count, Math.min(max, RECEIVE_MAX_BYTES));
       messageId = messageIdOf(taken.raw);
       // a peer hands on mail a relay of the fleet accepted (and signed) already: never signed twice
       if (session.peer) return taken.raw;
@@ -127,7 +139,9 @@ export async function acceptMessage(
     },
   });
   try {
-    if (session.peer) return await acceptHandoff(d, l, r, session, meta, id, now, messageId);
+    if (events) return await storeEvents(d, l, events, session);
+    if (session.peer)
+      return `2.0.0 Ok: queued as ${await acceptHandoff(d, l, r, session, meta, id, now, messageId)}`;
     const addresses = rcpts.map((rc) => rc.address);
     try {
       await lint?.enforce(id); // 550 under lint.policy enforce
@@ -189,7 +203,7 @@ export async function acceptMessage(
       'queued',
     );
     d.engine.add({ env, state: initialState(env, now), bodyOffset, crc32 }, r.body);
-    return id;
+    return `2.0.0 Ok: queued as ${id}`;
   } finally {
     await r.writer.abort(); // no-op once committed
   }
@@ -313,4 +327,43 @@ async function acceptHandoff(
   );
   d.engine.add({ env, state, bodyOffset, crc32 }, r.body);
   return id;
+}
+
+/**
+ * Delivery events handed off by a draining peer (ADR 019): every line must pass its CRC and the count must
+ * match, else 451 and the peer sends the chunk again; stored durably (fdatasync) before the 250.
+ */
+async function storeEvents(
+  d: AcceptDeps,
+  l: ListenerConfig,
+  body: EventsBody,
+  session: InboundSession,
+): Promise<string> {
+  const got = body.decode();
+  const refuse = (why: string) => {
+    d.log.warn(
+      { event: 'events.handoff-refused', client: session.remoteAddress, listener: l.name, reason: why },
+      'delivery events from a peer refused',
+    );
+    return new SmtpReplyError('ERR_EVENTS', 451, '4.6.0', `Delivery events refused: ${why}; send them again`);
+  };
+  if ('error' in got) throw refuse(got.error);
+  if (!d.events?.receiveHandoff) throw refuse('this relay does not store delivery events');
+  let kept: number;
+  try {
+    kept = await d.events.receiveHandoff(got.events);
+  } catch (e) {
+    throw refuse(`not stored (${(e as Error).message})`);
+  }
+  d.log.info(
+    {
+      event: 'events.received',
+      client: session.remoteAddress,
+      listener: l.name,
+      count: got.events.length,
+      kept,
+    },
+    'delivery events handed off by a peer stored',
+  );
+  return `2.0.0 Ok: ${got.events.length} ${STORED_TEXT}, ${kept} kept`;
 }

@@ -459,7 +459,7 @@ export class Inbound {
       cb(err, msg);
     };
     acceptMessage(this.d, l, stream, session).then(
-      (id) => finish(null, `2.0.0 Ok: queued as ${id}`),
+      (text) => finish(null, text),
       (e: Error) => {
         if (!(e instanceof SmtpReplyError) || e.responseCode === 451) {
           this.d.log.error(

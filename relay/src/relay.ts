@@ -429,18 +429,31 @@ export class Relay {
     this.inbound.stopAccepting();
     const peer = this.cfg.peer;
     if (!peers.length) this.engine.stopHandoff(); // asked again without peers: deliver what is left
-    if (peers.length && peer) {
-      this.engine.startDrain(
-        peers.map((p) => ({
-          host: p.host,
-          port: p.port,
-          name: p.host,
-          tls: p.tls ?? 'none',
-          credentials: { username: peer.username, password: peer.password.toString('utf8') },
-          kind: 'backup' as const,
-        })),
+    const hops =
+      peers.length && peer
+        ? peers.map((p) => ({
+            host: p.host,
+            port: p.port,
+            name: p.host,
+            tls: p.tls ?? 'none',
+            credentials: { username: peer.username, password: peer.password.toString('utf8') },
+            kind: 'backup' as const,
+          }))
+        : [];
+    // delivery events go to the peers too (ADR 019), the ones pending first: mail follows their first pass
+    const session = () => ({
+      ehloName: this.cfg.hostname,
+      connectTimeoutMs: this.cfg.delivery.connectTimeoutMs,
+      commandTimeoutMs: this.cfg.delivery.commandTimeoutMs,
+    });
+    const events = this.events
+      .handOff(hops, session)
+      .catch((e: Error) =>
+        this.o.log.error({ event: 'events.handoff-error', err: e.message }, 'delivery events not handed off'),
       );
-    } else this.engine.flush();
+    // (unless a drain asked again meanwhile changed the peers: that one starts the hand-off)
+    if (hops.length) void events.then(() => this.drainPeers === peers && this.engine.startDrain(hops));
+    else this.engine.flush();
     this.o.log.warn(
       { event: 'drain', peers: peers.map((p) => `${p.host}:${p.port}`), queued: this.engine.stats().depth },
       'draining: no new mail is accepted',
@@ -456,8 +469,9 @@ export class Relay {
       queued: depth,
       handedOff: this.engine.handedOff,
       recovering: this.engine.recovering,
-      // a draining pod keeps sending its event outbox: it is drained once every endpoint has it all
+      // its delivery events: acknowledged by every endpoint, or (with peers) taken by a peer (ADR 019)
       eventsPending: !this.events.caughtUp(),
+      eventsHandedOff: this.events.handedOff,
       done: this.drainSince !== undefined && depth === 0 && !this.engine.recovering && this.events.caughtUp(),
     };
   }

@@ -44,7 +44,8 @@ export function knownDepth(q: QueueSummary): number | undefined {
 
 /**
  * A drain is finished only when the queue is empty and known to be (not while the spool is indexed), and
- * the pod's delivery events have reached their webhook endpoints (eventsPending; docs/events.md).
+ * the pod's delivery events have reached their webhook endpoints, or with peers a peer relay (eventsPending;
+ * docs/events.md, ADR 019).
  */
 export function drainFinished(d: DrainStatus): boolean {
   return d.done && !d.recovering && !d.eventsPending;

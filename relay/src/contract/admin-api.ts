@@ -51,8 +51,13 @@ export interface DrainStatus {
   done: boolean;
   /** True while the relay still indexes its spool after a start (relays before 0.2 do not send it). */
   recovering?: boolean;
-  /** True while delivery events wait in the outbox for a webhook endpoint (`done` waits for them). */
+  /**
+   * True while delivery events wait in the outbox: for a webhook endpoint, or during a drain with peers
+   * until a peer took them (ADR 019). `done` waits for them.
+   */
   eventsPending?: boolean;
+  /** Delivery events handed to peers by this process during the drain (older relays do not send it). */
+  eventsHandedOff?: number;
 }
 /** POST /drain */
 export interface DrainRequest {
@@ -254,7 +259,13 @@ export interface EventsResponse {
   segments: number;
   /** Events emitted and not yet written. */
   buffered: number;
+  /** The webhook loops (empty while a drain hands the events to peers). */
   endpoints: EventsEndpointView[];
+  /**
+   * While a drain hands the events to peers (ADR 019): events a peer stored, chunks in a row no peer took,
+   * and why the last one failed.
+   */
+  handoff?: { sent: number; failures: number; lastError?: string };
 }
 export interface EventsEndpointView {
   /** `<tenant>/<index>`, as in the metrics' `endpoint` label. */

@@ -10,6 +10,7 @@ import { classify, resultOf, type Cause } from './classify.js';
 import { discard, type JobContext } from './transport.js';
 import { HANDOFF_HEADER, type HandoffMeta, type Job, type Outcome } from './types.js';
 import { deliveredSize } from '../dkim/stored.js';
+import { parseEventsHeader } from '../events/handoff-wire.js';
 
 /** The metadata a peer needs to carry on where we left off; only peers may send it (inbound checks AUTH). */
 export function handoffHeader(env: Envelope, state: DeliveryState, rcpts: number[]): Buffer {
@@ -132,22 +133,30 @@ export async function runHandoff(ctx: JobContext, dest: Destination, job: Job, p
 }
 
 /**
- * Finds and removes every X-Cartero-Handoff field in the header section; returns the decoded metadata
- * of the first valid one. Cheap when absent (one search in the header section).
+ * Finds and removes every X-Cartero-Handoff and X-Cartero-Events field in the header section; returns
+ * the decoded metadata of the first valid one of each (believed only from a peer: the caller decides).
+ * Cheap when absent (one search in the header section).
  */
-export function takeHandoffHeader(raw: Buffer): { raw: Buffer; meta?: HandoffMeta } {
+export function takeHandoffHeader(raw: Buffer): {
+  raw: Buffer;
+  meta?: HandoffMeta;
+  events?: { count: number };
+} {
   let end = raw.indexOf('\r\n\r\n');
   if (end < 0) end = raw.length;
   const head = raw.subarray(0, end).toString('latin1');
-  if (!/(^|\n)x-cartero-handoff:/i.test(head)) return { raw };
+  if (!/(^|\n)x-cartero-(handoff|events):/i.test(head)) return { raw };
   let meta: HandoffMeta | undefined;
+  let events: { count: number } | undefined;
   const lines = head.split('\r\n');
   const kept: string[] = [];
   for (let i = 0; i < lines.length; i++) {
-    if (/^x-cartero-handoff:/i.test(lines[i])) {
+    const field = /^x-cartero-(handoff|events):/i.exec(lines[i]);
+    if (field) {
       let value = lines[i].slice(lines[i].indexOf(':') + 1);
       while (i + 1 < lines.length && /^[ \t]/.test(lines[i + 1])) value += lines[++i].trim();
-      if (!meta) {
+      if (field[1].toLowerCase() === 'events') events ??= parseEventsHeader(value);
+      else if (!meta) {
         try {
           const m = JSON.parse(Buffer.from(value.trim(), 'base64url').toString('utf8')) as HandoffMeta;
           if (m && m.v === 1 && typeof m.tenant === 'string' && Array.isArray(m.rcpts)) meta = m;
@@ -162,6 +171,7 @@ export function takeHandoffHeader(raw: Buffer): { raw: Buffer; meta?: HandoffMet
   const rest = raw.subarray(end);
   return {
     raw: kept.length ? Buffer.concat([Buffer.from(kept.join('\r\n'), 'latin1'), rest]) : rest.subarray(2),
-    meta,
+    ...(meta ? { meta } : {}),
+    ...(events ? { events } : {}),
   };
 }

@@ -72,18 +72,22 @@ export interface Batch {
 }
 
 /**
- * The next at most `max` events from `from` that `wants` accepts; `next` also moves past events not
- * wanted. Reads only committed bytes; a sealed segment's unreadable tail (torn by a crash) is skipped.
+ * The next at most `max` events (and at most `maxBytes` of record lines, but always one) from `from` that
+ * `wants` accepts (`at`: where the event's record starts); `next` also moves past events not wanted.
+ * Reads only committed bytes; a sealed segment's unreadable tail (torn by a crash) is skipped.
  */
 export async function readBatch(
   src: SegmentSource,
   from: Cursor,
   max: number,
-  wants: (e: DeliveryEvent) => boolean,
+  wants: (e: DeliveryEvent, at: Cursor) => boolean,
+  maxBytes = Infinity,
 ): Promise<Batch> {
   const out: Batch = { events: [], next: normalise(from, src.segments()), corrupt: 0 };
   let scanned = 0;
-  while (out.events.length < max && scanned < SCAN_LIMIT) {
+  let bytes = 0;
+  const full = (len = 0) => out.events.length >= max || (out.events.length > 0 && bytes + len > maxBytes);
+  while (!full() && scanned < SCAN_LIMIT) {
     const cur = out.next;
     const limit = src.committed(cur.seq);
     const sealed = cur.seq < src.activeSegment;
@@ -106,16 +110,25 @@ export async function readBatch(
     scanned += got;
     const d = decodeRecords(buf.subarray(0, got), Infinity);
     let end = 0;
+    let stopped = false;
     for (const r of d.records) {
-      if (out.events.length >= max) break;
-      if (wants(r.event)) out.events.push(r.event);
+      if (full(r.end - r.start)) {
+        stopped = true;
+        break;
+      }
+      if (wants(r.event, { seq: cur.seq, offset: cur.offset + r.start })) {
+        out.events.push(r.event);
+        bytes += r.end - r.start;
+      }
       end = r.end;
     }
-    const allTaken = out.events.length < max || end === (d.records.at(-1)?.end ?? 0);
-    if (allTaken) {
-      out.corrupt += d.corrupt;
-      end = d.consumed;
+    if (stopped) {
+      // the batch is full: the next read starts at the first record not taken
+      if (end > 0) out.next = { seq: cur.seq, offset: cur.offset + end };
+      break;
     }
+    out.corrupt += d.corrupt;
+    end = d.consumed;
     if (end === 0) {
       // nothing whole here: a torn tail of a sealed segment (skip it), or a file shorter than its size
       if (!sealed) break;

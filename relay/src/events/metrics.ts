@@ -11,6 +11,7 @@ export class EventMetrics {
   readonly dropped: Counter<'reason'>;
   readonly lag: Gauge<'endpoint'>;
   readonly outboxBytes: Gauge;
+  readonly handedOff: Counter<'result'>;
 
   constructor(r: Registry, outboxBytes: () => number) {
     this.queued = new Counter({
@@ -41,6 +42,12 @@ export class EventMetrics {
       name: 'cartero_events_lag_seconds',
       help: 'Age of the oldest event a webhook endpoint has not acknowledged yet (0 when caught up).',
       labelNames: ['endpoint'],
+      registers: [r],
+    });
+    this.handedOff = new Counter({
+      name: 'cartero_events_handed_off_total',
+      help: 'Events handed to a peer relay during a drain: sent (a peer took them) or received (from a peer).',
+      labelNames: ['result'],
       registers: [r],
     });
     this.outboxBytes = new Gauge({

@@ -105,19 +105,43 @@ export class Outbox implements EventSink {
     return this.writing;
   }
 
+  /** A group commit: what cannot be written is dropped and counted (emit never fails). */
   private async write(batch: DeliveryEvent[]): Promise<void> {
-    const data = Buffer.concat(batch.map(encodeRecord));
-    const full =
-      this.bytes() + data.length > this.o.maxBytes
-        ? 'outbox-full'
-        : this.o.space && !this.o.space.room(data.length)
-          ? 'disk-full'
-          : undefined;
-    if (full) {
-      this.o.metrics.dropped.inc({ reason: full }, batch.length);
-      this.o.log.warn({ event: `events.${full}`, dropped: batch.length }, 'event outbox full');
+    const failed = await this.append(batch);
+    if (!failed) {
+      for (const e of batch) this.o.metrics.queued.inc({ tenant: e.tenant, type: e.type });
       return;
     }
+    this.o.metrics.dropped.inc({ reason: failed.reason }, batch.length);
+    if (failed.reason === 'write-error')
+      this.o.log.error({ event: 'events.write-error', err: failed.message }, 'event outbox write failed');
+    else this.o.log.warn({ event: `events.${failed.reason}`, dropped: batch.length }, 'event outbox full');
+  }
+
+  /**
+   * Appends events that already have their id and time (a peer's hand-off, events/handoff.ts) after what
+   * was emitted before, durably (fdatasync) before it resolves; throws when they could not be written
+   * (outbox or disk full, write error), so that the sender keeps them and tries again.
+   */
+  appendDurable(events: DeliveryEvent[]): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('outbox closed'));
+    if (this.buf.length) void this.flush();
+    const done = this.writing.then(() => this.append(events));
+    this.writing = done.then(() => undefined);
+    return done.then((failed) => {
+      if (failed) throw new Error(`event outbox: ${failed.message}`);
+    });
+  }
+
+  /** One append and one fdatasync; the reason it did not happen, if so. Never throws. */
+  private async append(
+    batch: DeliveryEvent[],
+  ): Promise<{ reason: 'outbox-full' | 'disk-full' | 'write-error'; message: string } | undefined> {
+    if (!batch.length) return undefined;
+    const data = Buffer.concat(batch.map(encodeRecord));
+    if (this.bytes() + data.length > this.o.maxBytes)
+      return { reason: 'outbox-full', message: 'outbox full' };
+    if (this.o.space && !this.o.space.room(data.length)) return { reason: 'disk-full', message: 'disk full' };
     try {
       if (!this.fh) throw new Error('outbox closed');
       const cur = this.sizes.get(this.active) ?? 0;
@@ -129,17 +153,12 @@ export class Outbox implements EventSink {
       this.sizes.set(this.active, size + data.length);
       this.o.space?.wrote(data.length);
     } catch (e) {
-      this.o.metrics.dropped.inc({ reason: 'write-error' }, batch.length);
-      this.o.log.error(
-        { event: 'events.write-error', err: (e as Error).message },
-        'event outbox write failed',
-      );
       // a partial write may have left a torn line: the next batch goes to a fresh segment
       if (!this.closed) await this.roll(this.active + 1).catch(() => undefined);
-      return;
+      return { reason: 'write-error', message: (e as Error).message };
     }
-    for (const e of batch) this.o.metrics.queued.inc({ tenant: e.tenant, type: e.type });
     for (const l of this.listeners) l();
+    return undefined;
   }
 
   private async roll(seq: number): Promise<void> {

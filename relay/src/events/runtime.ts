@@ -12,6 +12,12 @@ import { EventMetrics } from './metrics.js';
 import { WebhookDispatcher, type WebhookEndpointConfig } from './webhooks.js';
 import type { SpaceAccountant } from '../spool/space.js';
 import type { EventsResponse } from '../contract/admin-api.js';
+import type { DeliveryEvent } from '../contract/events.js';
+import type { Hop } from '../outbound.js';
+import { EventShipper } from './handoff.js';
+
+/** The longest a drain waits for the first pass of the event hand-off before it hands off mail too. */
+export const FIRST_PASS_MAX_MS = 60_000;
 
 /** The endpoints of every tenant in `cfg`. */
 export function endpointsOf(cfg: RelayConfig): WebhookEndpointConfig[] {
@@ -23,15 +29,18 @@ export class EventsRuntime implements EventSink {
   readonly dispatcher: WebhookDispatcher;
   readonly metrics: EventMetrics;
   private wanted = new Set<string>();
+  /** While a drain hands events to peers: the shipper (the webhook loops are stopped meanwhile). */
+  private shipper?: EventShipper;
+  private readonly dir: string;
 
   constructor(
     private cfg: RelayConfig,
     registry: Registry,
-    log: Logger,
-    now: () => number,
+    private readonly log: Logger,
+    private readonly now: () => number,
     space?: SpaceAccountant,
   ) {
-    const dir = path.join(cfg.spoolDir, 'events');
+    const dir = (this.dir = path.join(cfg.spoolDir, 'events'));
     this.metrics = new EventMetrics(registry, () => this.outbox.bytes());
     this.outbox = new Outbox({
       dir,
@@ -85,12 +94,78 @@ export class EventsRuntime implements EventSink {
       flushIntervalMs: cfg.events.flushIntervalMs,
       maxBuffered: cfg.events.maxBuffered,
     });
-    // one reconfiguration at a time: a second reload waits for the first
-    const next = this.configuring
-      .catch(() => undefined)
-      .then(() => this.dispatcher.configure(endpointsOf(this.cfg), this.cfg.events.concurrency));
+    // one reconfiguration at a time: a second reload waits for the first. While events are handed off,
+    // the shipper reads the endpoints in force at each pass and the webhook loops stay stopped.
+    await this.serialise(async () => {
+      if (!this.shipper) await this.dispatcher.configure(endpointsOf(this.cfg), this.cfg.events.concurrency);
+    });
+  }
+
+  private serialise(f: () => Promise<void>): Promise<void> {
+    const next = this.configuring.catch(() => undefined).then(f);
     this.configuring = next;
-    await next;
+    return next;
+  }
+
+  /**
+   * Drain with peers: stops the webhook loops and hands the undelivered events to `peers` (ADR 019);
+   * resolves once a first pass sent everything there was, failed once, or FIRST_PASS_MAX_MS passed (the
+   * drain hands off mail after it, so that a message's events reach the peer before the message).
+   * Without peers: the webhook loops send what is left (a drain asked again without peers).
+   */
+  async handOff(
+    peers: Hop[],
+    session: () => { ehloName: string; connectTimeoutMs: number; commandTimeoutMs: number },
+  ): Promise<void> {
+    let shipper: EventShipper | undefined;
+    await this.serialise(async () => {
+      if (!peers.length) {
+        if (!this.shipper) return;
+        await this.shipper.stop();
+        this.shipper = undefined;
+        await this.dispatcher.configure(endpointsOf(this.cfg), this.cfg.events.concurrency);
+        return;
+      }
+      if (this.shipper) {
+        this.shipper.setPeers(peers);
+        return;
+      }
+      await this.dispatcher.stop();
+      shipper = this.shipper = new EventShipper({
+        dir: this.dir,
+        outbox: this.outbox,
+        endpoints: () => endpointsOf(this.cfg),
+        peers,
+        session,
+        maxMessageSize: () => this.cfg.limits.maxMessageSize,
+        metrics: this.metrics,
+        log: this.log,
+        now: this.now,
+      });
+      shipper.start();
+    });
+    if (!shipper) return;
+    let t: NodeJS.Timeout | undefined;
+    await Promise.race([shipper.firstPass, new Promise<void>((r) => (t = setTimeout(r, FIRST_PASS_MAX_MS)))]);
+    clearTimeout(t);
+  }
+
+  /** Events handed to peers by this process. */
+  get handedOff(): number {
+    return this.shipper?.sent ?? 0;
+  }
+
+  /**
+   * Events a peer relay handed to this one (accept.ts): those some endpoint of this relay wants are
+   * appended with their ids and times, durably, before it resolves; throws when they could not be stored.
+   */
+  async receiveHandoff(events: DeliveryEvent[]): Promise<number> {
+    const mine = events.filter(
+      (e) => typeof e.tenant === 'string' && this.wanted.has(`${e.tenant}\0${e.type}`),
+    );
+    await this.outbox.appendDurable(mine);
+    this.metrics.handedOff.inc({ result: 'received' }, mine.length);
+    return mine.length;
   }
 
   /** GET /events. */
@@ -100,15 +175,28 @@ export class EventsRuntime implements EventSink {
       segments: this.outbox.segments().length,
       buffered: this.outbox.buffered,
       endpoints: this.dispatcher.view(),
+      ...(this.shipper
+        ? {
+            handoff: {
+              sent: this.shipper.sent,
+              failures: this.shipper.failures,
+              ...(this.shipper.lastError ? { lastError: this.shipper.lastError } : {}),
+            },
+          }
+        : {}),
     };
   }
 
-  /** Every event written and acknowledged by its endpoints (the drain waits for it). */
+  /**
+   * Every event written and acknowledged by its endpoints, or while a drain hands them off, taken by a
+   * peer (the drain waits for it).
+   */
   caughtUp(): boolean {
-    return this.dispatcher.caughtUp();
+    return this.shipper ? !this.shipper.pending() : this.dispatcher.caughtUp();
   }
 
   async stop(): Promise<void> {
+    await this.shipper?.stop();
     await this.outbox.close();
     await this.dispatcher.stop();
   }

@@ -18,3 +18,9 @@ export interface EventSink {
 
 /** The sink of a relay that has no webhook endpoints: events are dropped at once. */
 export const DISCARD_EVENTS: EventSink = { emit() {} };
+
+/** A relay that stores delivery events handed off by a draining peer (events/runtime.ts, ADR 019). */
+export interface EventHandoffReceiver {
+  /** Stores the events this relay's endpoints want, durably; resolves with how many; throws when it cannot. */
+  receiveHandoff(events: DeliveryEvent[]): Promise<number>;
+}
