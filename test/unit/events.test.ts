@@ -247,6 +247,11 @@ test('events of an applied attempt: delivered, bounced with class, deferred, exp
     ['expired'],
   );
   assert.deepEqual(outcomeEvents({ ...env, origin: 'dsn' }, outcomes, applyOutcomes(input), T0), []);
+  // a hand-off the peer did not take (drain): no event; the peer reports what happens once it takes it
+  const refused = new Map<number, Outcome>([
+    [3, { ...o('deferred', '4.4.1', '421 peer busy'), route: 'handoff' }],
+  ]);
+  assert.deepEqual(outcomeEvents(env, refused, applyOutcomes({ ...input, outcomes: refused }), T0), []);
   assert.deepEqual(
     acceptedEvents(env, T0).map((e) => [e.type, e.recipient, e.queueId]),
     env.rcpts.map((r) => ['accepted', r.address, 'Q1']),

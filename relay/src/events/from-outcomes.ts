@@ -57,7 +57,9 @@ export function outcomeEvents(
   }
   // a recipient deferred by its last attempt expires: one `expired`, not a `deferred` first
   const expired = new Set(plan.expired);
-  for (const i of plan.deferred) if (!expired.has(i)) out.push(withOutcome(i, 'deferred'));
+  // nor is a failed hand-off a delivery attempt: the peer's answer is about the drain, not the recipient
+  for (const i of plan.deferred)
+    if (!expired.has(i) && outcomes.get(i)?.route !== 'handoff') out.push(withOutcome(i, 'deferred'));
   for (const i of plan.expired) {
     const r = plan.state.rcpts[i];
     out.push({
