@@ -162,6 +162,7 @@ export class Relay {
       log: o.log,
       now,
       resolver: () => this.identityResolver,
+      space: this.spool.space,
     });
     this.deps.sent = this.feedback.sent; // accept.ts records the messages a report may name (ADR 020)
     // complaints matched by the listener count against the complaint-rate guard (ADR 018); the listener

@@ -30,7 +30,14 @@ after(async () => {
   for (const d of dirs) await removeTmpDir(d);
 });
 
-async function index(o: { bufferCap?: number; maxLookupBytes?: number; ttlDays?: number } = {}) {
+async function index(
+  o: {
+    bufferCap?: number;
+    maxLookupBytes?: number;
+    ttlDays?: number;
+    space?: { room(bytes: number): boolean; wrote(bytes: number): void };
+  } = {},
+) {
   const dir = await makeTmpDir('cartero-sent-index-');
   dirs.push(dir);
   const registry = new Registry();
@@ -43,6 +50,7 @@ async function index(o: { bufferCap?: number; maxLookupBytes?: number; ttlDays?:
     now: () => clock.now,
     ...(o.bufferCap ? { bufferCap: o.bufferCap } : {}),
     ...(o.maxLookupBytes ? { maxLookupBytes: o.maxLookupBytes } : {}),
+    ...(o.space ? { space: o.space } : {}),
   });
   const metric = async (name: string, labels = '') => {
     const line = (await registry.metrics()).split('\n').find((l) => l.startsWith(`${name}${labels} `));
@@ -187,6 +195,31 @@ describe('the sent-message index', () => {
     await idx.flush();
     assert.equal(await metric('cartero_feedback_sent_index_written_total'), 2);
     assert.equal((await idx.lookup('m3@acme.test', 'acme')).result, 'miss');
+  });
+
+  it('never takes the room mail needs: without it, entries are dropped and counted; what is written is reported', async () => {
+    const room = { left: 10_000, wrote: 0 };
+    const space = {
+      room: (n: number) => room.left - n >= 0,
+      wrote: (n: number) => {
+        room.left -= n;
+        room.wrote += n;
+      },
+    };
+    const { idx, metric, root } = await index({ space });
+    idx.record(msg('fits@acme.test'));
+    await idx.flush();
+    assert.equal((await idx.lookup('fits@acme.test', 'acme')).result, 'hit');
+    let onDisk = 0;
+    for (const day of await readdir(root))
+      for (const f of await readdir(path.join(root, day)))
+        onDisk += (await stat(path.join(root, day, f))).size;
+    assert.equal(room.wrote, onDisk, 'every byte written is reported to the accounting');
+    room.left = 0; // mail's reserve reached
+    idx.record(msg('no-room@acme.test'));
+    await idx.flush();
+    assert.equal(await metric('cartero_feedback_sent_index_dropped_total', '{reason="disk-full"}'), 1);
+    assert.equal((await idx.lookup('no-room@acme.test', 'acme')).result, 'miss');
   });
 
   it('stops reading at the byte budget', async () => {

@@ -10,7 +10,7 @@ import type { EventSink, NewEvent } from './sink.js';
 import { Outbox } from './outbox.js';
 import { EventMetrics } from './metrics.js';
 import { WebhookDispatcher, type WebhookEndpointConfig } from './webhooks.js';
-import type { SpaceAccountant } from '../spool/space.js';
+import { besideMail, type SpaceAccountant } from '../spool/space.js';
 import type { EventsResponse } from '../contract/admin-api.js';
 import type { DeliveryEvent } from '../contract/events.js';
 import type { Hop } from '../outbound.js';
@@ -51,14 +51,7 @@ export class EventsRuntime implements EventSink {
       metrics: this.metrics,
       log,
       now,
-      ...(space
-        ? {
-            space: {
-              room: (n: number) => space.available() - n >= 0,
-              wrote: (n: number) => void (space.writtenSinceStat += n),
-            },
-          }
-        : {}),
+      ...(space ? { space: besideMail(space) } : {}),
     });
     this.dispatcher = new WebhookDispatcher({
       dir,

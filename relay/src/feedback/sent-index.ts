@@ -56,7 +56,7 @@ export class SentIndexMetrics {
     });
     this.dropped = new Counter({
       name: 'cartero_feedback_sent_index_dropped_total',
-      help: `Entries of the sent-message index not written: full (more than ${BUFFER_CAP} waiting), error (the append failed). Reports about those messages end unmatched.`,
+      help: `Entries of the sent-message index not written: full (more than ${BUFFER_CAP} waiting), disk-full (the spool volume keeps its room for mail), error (the append failed). Reports about those messages end unmatched.`,
       labelNames: ['reason'],
       registers: [r],
     });
@@ -87,6 +87,12 @@ export interface SentIndexOptions {
   now: () => number;
   bufferCap?: number;
   maxLookupBytes?: number;
+  /**
+   * The spool's free-space accounting (spool/space.ts), as the event outbox uses it: whether `bytes` more
+   * fit without eating into what mail needs (queue.minFreeBytes and the reservations of transactions in
+   * flight), and a report of bytes written. Absent: nothing but the TTL bounds the index.
+   */
+  space?: { room(bytes: number): boolean; wrote(bytes: number): void };
 }
 
 export class SentIndex {
@@ -158,7 +164,14 @@ export class SentIndex {
       try {
         const lines = entries.map(encodeEntry);
         if (!(await this.endsClean(file))) lines.unshift(Buffer.from('\n'));
-        await appendFile(file, Buffer.concat(lines));
+        const data = Buffer.concat(lines);
+        // best-effort data never takes the room acknowledged mail needs
+        if (this.o.space && !this.o.space.room(data.length)) {
+          this.o.metrics.dropped.inc({ reason: 'disk-full' }, entries.length);
+          continue;
+        }
+        await appendFile(file, data);
+        this.o.space?.wrote(data.length);
         if (this.clean.size >= CLEAN_CAP) this.clean.clear();
         this.clean.add(file);
         this.o.metrics.written.inc(entries.length);

@@ -14,6 +14,7 @@ import type { SentLookup } from './decide.js';
 import { PeerLookup, peerLookupMetrics } from './peer-lookup.js';
 import { messageKey } from './sent-entry.js';
 import { SentIndex, SentIndexMetrics } from './sent-index.js';
+import { besideMail, type SpaceAccountant } from '../spool/space.js';
 import type { RelayConfig } from '../config.js';
 import { DISCARD_EVENTS, type EventSink } from '../events/sink.js';
 import type { TenantRuntime } from '../tenant-runtime.js';
@@ -76,6 +77,8 @@ export function setUpFeedback(o: {
   now: () => number;
   /** The relay's resolver (dns.servers), for feedback.peerLookup.host. */
   resolver: () => IdentityResolver;
+  /** The spool's free-space accounting: the index never takes the room mail needs. */
+  space?: SpaceAccountant;
 }): Feedback {
   const metrics = new FeedbackMetrics(o.registry);
   const f = { events: DISCARD_EVENTS, complaints: NO_COMPLAINT_GUARD } as Feedback;
@@ -85,6 +88,7 @@ export function setUpFeedback(o: {
     metrics: new SentIndexMetrics(o.registry),
     log: o.log,
     now: o.now,
+    ...(o.space ? { space: besideMail(o.space) } : {}),
   }));
   const peers = new PeerLookup({
     cfg: o.cfg,

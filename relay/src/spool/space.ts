@@ -109,3 +109,18 @@ export class SpaceAccountant {
     this.statAt = 0;
   }
 }
+
+/**
+ * The space check of best-effort data on the spool volume (the event outbox, the sent-message index):
+ * whether `bytes` more fit without eating into what mail needs (queue.minFreeBytes and the reservations
+ * of transactions in flight), and the report of bytes written, so the next check counts them.
+ */
+export function besideMail(space: SpaceAccountant): {
+  room(bytes: number): boolean;
+  wrote(bytes: number): void;
+} {
+  return {
+    room: (n) => space.available() - n >= 0,
+    wrote: (n) => void (space.writtenSinceStat += n),
+  };
+}
