@@ -293,6 +293,33 @@ describe('feedback loop', () => {
     );
   });
 
+  test('the same DSN at another pod or after a restart (its memory of reports gone) is not a second bounce either', async () => {
+    // what another pod of the fleet, or this one restarted, knows: the suppression list, not `seen`
+    (relay.feedback.processor as unknown as { seen: Set<string> }).seen.clear();
+    const before = events.filter((e) => e.type === 'bounced' && e.recipient === 'bob@dest.test');
+    const rp = returnPathOf('bob@dest.test');
+    const r = await report([rp], dsn({ to: rp, rcpt: 'bob@dest.test' }));
+    assert.equal(r.data?.code, 250);
+    assert.equal(await hardBounces('acme'), 1, 'the bounce rate counts bob once');
+    assert.equal(
+      metric(await metrics(), 'cartero_feedback_received_total', { kind: 'dsn', result: 'repeat' }),
+      1,
+    );
+    // the tenant still hears of it, under the same event id: its receiver deduplicates
+    assert.equal(
+      events.filter((e) => e.type === 'bounced' && e.recipient === 'bob@dest.test').length,
+      before.length + 1,
+    );
+    const twice = await waitFor(
+      () => {
+        const got = hook.accepted().filter((e) => e.type === 'bounced' && e.recipient === 'bob@dest.test');
+        return got.length === 2 ? got : undefined;
+      },
+      { timeoutMs: 15_000, what: "bob's bounce at the webhook a second time" },
+    );
+    assert.equal(twice[0].id, twice[1].id);
+  });
+
   test('a delayed (4.x.x) DSN is ignored', async () => {
     const rp = returnPathOf('carol@dest.test');
     const r = await report(

@@ -38,7 +38,7 @@ export class FeedbackMetrics {
   constructor(r: Registry) {
     this.received = new Counter({
       name: 'cartero_feedback_received_total',
-      help: 'Reports the feedback listener received, per address taken: kind dsn, arf, unknown; result bounce (hard), soft (a 5.x.x that is not hard), complaint, ignored (delayed, 4.x.x), duplicate, unmatched.',
+      help: 'Reports the feedback listener received, per address taken: kind dsn, arf, unknown; result bounce (hard), soft (a 5.x.x that is not hard), complaint, repeat (the recipient is already suppressed for the same reason: the event goes out, the rate is not counted again), ignored (delayed, 4.x.x), duplicate (seen moments ago), unmatched.',
       labelNames: ['kind', 'result'],
       registers: [r],
     });
@@ -83,6 +83,18 @@ export interface ProcessorDeps {
    * relay's index, then the fleet's (wire.ts). Absent: such reports end unmatched.
    */
   sent?: (key: string, tenant: string) => Promise<SentLookup>;
+}
+
+/**
+ * Whether the suppression list already holds what this report would add: a hard bounce of a recipient
+ * suppressed after a bounce, a complaint of one suppressed after a complaint. The list is durable and the
+ * same on every pod (the fleet sync), so a report replayed (a recipient resending a DSN to the return path
+ * of a message they got, to another pod, after a restart, or after `seen` forgot it) is counted in the
+ * bounce or complaint rate once per recipient, not once per copy.
+ */
+export function alreadyCounted(dec: Decision, suppressedBy: string | undefined): boolean {
+  if (dec.result === 'complaint') return suppressedBy === 'complaint';
+  return dec.result === 'bounce' && isHardBounce(dec.status) && suppressedBy === 'bounce';
 }
 
 export class FeedbackProcessor {
@@ -149,6 +161,8 @@ export class FeedbackProcessor {
     if (!this.remember(`${dec.result}|${dec.tenant}|${dec.queueId ?? ''}|${dec.recipient}`))
       return 'duplicate';
     const tenancy = this.d.tenancy();
+    // the event still goes out (the tenant hears about every message), the rates are not counted again
+    const counted = alreadyCounted(dec, tenancy.suppressions.isSuppressed(dec.tenant, dec.recipient)?.source);
     const base = {
       tenant: dec.tenant,
       recipient: dec.recipient,
@@ -164,7 +178,8 @@ export class FeedbackProcessor {
       // the same hard/soft rule as a bounce in the session: a 5.1.x is hard (suppressed, in the rate)
       const hard = isHardBounce(dec.status);
       const text = dec.diagnostic ?? `asynchronous bounce ${dec.status}`;
-      await tenancy.onOutcome(dec.tenant, dec.recipient, 'bounced', dec.status, `async bounce: ${text}`);
+      if (!counted)
+        await tenancy.onOutcome(dec.tenant, dec.recipient, 'bounced', dec.status, `async bounce: ${text}`);
       this.d.events().emit({
         type: 'bounced',
         ...base,
@@ -179,13 +194,14 @@ export class FeedbackProcessor {
           queueId: dec.queueId,
           status: dec.status,
           hard,
+          counted: !counted,
         },
         `asynchronous ${hard ? 'hard' : 'soft'} bounce`,
       );
-      return hard ? 'bounce' : 'soft';
+      return counted ? 'repeat' : hard ? 'bounce' : 'soft';
     }
     const t = cfg.tenants.get(dec.tenant)!;
-    if (t.suppression.enabled)
+    if (t.suppression.enabled && !counted)
       await tenancy.suppressions.add({
         tenant: dec.tenant,
         address: dec.recipient,
@@ -193,7 +209,7 @@ export class FeedbackProcessor {
         source: 'complaint',
         ttlMs: t.suppression.ttlMs,
       });
-    this.d.complaints().complaint(dec.tenant, dec.recipient);
+    if (!counted) this.d.complaints().complaint(dec.tenant, dec.recipient);
     this.d.events().emit({
       type: 'complained',
       ...base,
@@ -201,9 +217,11 @@ export class FeedbackProcessor {
     });
     this.d.log.info(
       { event: 'feedback.complaint', tenant: dec.tenant, to: dec.recipient, type: dec.feedbackType },
-      'complaint received; recipient suppressed',
+      counted
+        ? 'complaint received again for a recipient suppressed after one'
+        : 'complaint received; recipient suppressed',
     );
-    return 'complaint';
+    return counted ? 'repeat' : 'complaint';
   }
 
   private keep(rcpt: string, dec: Decision, kind: string, raw: Buffer): void {
