@@ -4,25 +4,17 @@
  * the status says to publish verify what arrives at the test MX (mailauth). A key Secret replaced under
  * the running fleet changes the record and the signature without a restart. The CRD refuses a bad expiry.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { KubeConfig } from '@kubernetes/client-node';
-import { pino } from 'pino';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
-import { Operator } from '../../operator/src/controller.js';
-import { startTestCluster, type Kubectl, type TestCluster } from '@cartero/k8s-testbed/harness.js';
+import { IMAGE, operatorE2e } from '../helpers/operator-e2e.js';
 import { waitFor } from '../helpers/poll.js';
-import { RELAY_MAIN } from '../helpers/relay.js';
 import { sendMail } from '../helpers/swaks.js';
-import { startTestMx, type TestMx } from '../helpers/testmx.js';
-import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const IMAGE = 'cartero/relay:test';
 const MX_ADDRESS = '127.0.4.91';
+const e2e = operatorE2e({ name: 'operator-dkim', namespace: 'mail', mxAddress: MX_ADDRESS });
+const { kubectl } = e2e;
 const pem = (k: KeyObject) => k.export({ type: 'pkcs8', format: 'pem' }).toString();
 const indent = (s: string) => s.replace(/\n/g, '\n    ');
 
@@ -32,12 +24,6 @@ interface Record_ {
   value?: string;
   problem?: string;
 }
-
-let dir: string;
-let cluster: TestCluster;
-let kubectl: Kubectl;
-let mx: TestMx;
-let operator: Operator;
 
 const secretYaml = (rsa: KeyObject, ed: KeyObject) => `
 apiVersion: v1
@@ -69,7 +55,7 @@ spec:
           - {domain: shop.example, selector: e2026, algorithm: ed25519-sha256, secretRef: {name: shop-dkim, key: ed.key}}
 ${extraKey}  routing:
     domains:
-      - {domain: example.test, host: ${MX_ADDRESS}, port: ${mx.port}, tls: none}
+      - {domain: example.test, host: ${MX_ADDRESS}, port: ${e2e.mx.port}, tls: none}
 `;
 
 async function records(): Promise<Record_[]> {
@@ -89,29 +75,6 @@ async function verify(raw: Buffer, published: Record_[]): Promise<string[]> {
   });
   return r.results.map((x) => `${x.selector}:${x.status.result}`);
 }
-
-before(async () => {
-  dir = await makeTmpDir('operator-dkim');
-  cluster = await startTestCluster({
-    dir,
-    kubelet: { images: { [IMAGE]: { command: process.execPath, args: [RELAY_MAIN] } } },
-  });
-  ({ kubectl } = cluster);
-  mx = await startTestMx({ address: MX_ADDRESS });
-  await kubectl(['apply', '-f', path.join(ROOT, 'crds')]);
-  await kubectl(['apply', '-f', '-'], 'apiVersion: v1\nkind: Namespace\nmetadata: {name: mail}\n');
-  const kc = new KubeConfig();
-  kc.loadFromFile(cluster.api.kubeconfig);
-  operator = new Operator({ kc, log: pino({ level: 'silent' }), defaultImage: IMAGE, statusIntervalMs: 500 });
-  await operator.start();
-});
-
-after(async () => {
-  await operator?.stop();
-  await cluster?.stop();
-  await mx?.close();
-  await removeTmpDir(dir);
-});
 
 describe('DKIM through the operator', { timeout: 180_000 }, () => {
   it('signs with the keys of the Secret; the records in status verify the mail', async () => {
@@ -141,12 +104,11 @@ describe('DKIM through the operator', { timeout: 180_000 }, () => {
     );
     assert.match(published[0].value!, /^v=DKIM1; k=rsa; p=MIIB/);
     assert.match(published[1].value!, /^v=DKIM1; k=ed25519; p=/);
-    const ip = (
-      await kubectl(['get', 'pod', 'signer-0', '-n', 'mail', '-o', 'jsonpath={.status.podIP}'])
-    ).trim();
+    const ip = await e2e.podIp('signer-0');
     await sendMail(2525, { host: ip, from: 'app@shop.example', to: ['ok-1@example.test'] });
     const [m] = await waitFor(
-      () => (mx.byRecipient('ok-1@example.test').length ? mx.byRecipient('ok-1@example.test') : undefined),
+      () =>
+        e2e.mx.byRecipient('ok-1@example.test').length ? e2e.mx.byRecipient('ok-1@example.test') : undefined,
       {
         what: 'delivery',
         timeoutMs: 30_000,
@@ -171,10 +133,13 @@ describe('DKIM through the operator', { timeout: 180_000 }, () => {
       async () => {
         const to = `ok-2-${Date.now()}@example.test`;
         await sendMail(2525, { host: ip, from: 'app@shop.example', to: [to] });
-        const [got] = await waitFor(() => (mx.byRecipient(to).length ? mx.byRecipient(to) : undefined), {
-          what: 'delivery',
-          timeoutMs: 30_000,
-        });
+        const [got] = await waitFor(
+          () => (e2e.mx.byRecipient(to).length ? e2e.mx.byRecipient(to) : undefined),
+          {
+            what: 'delivery',
+            timeoutMs: 30_000,
+          },
+        );
         // the relay picks the key up by hot reload, shortly after the operator rewrote its Secret
         return (await verify(got.raw, rotated))[1] === 'e2026:pass' ? got : undefined;
       },
@@ -212,17 +177,18 @@ describe('DKIM through the operator', { timeout: 180_000 }, () => {
       Buffer.from(secret.data['private.key'], 'base64').toString(),
       /^-----BEGIN PRIVATE KEY-----/,
     );
-    const ip = (
-      await kubectl(['get', 'pod', 'signer-0', '-n', 'mail', '-o', 'jsonpath={.status.podIP}'])
-    ).trim();
+    const ip = await e2e.podIp('signer-0');
     const m = await waitFor(
       async () => {
         const to = `ok-gen-${Date.now()}@example.test`;
         await sendMail(2525, { host: ip, from: 'app@gen.example', to: [to] });
-        const [got] = await waitFor(() => (mx.byRecipient(to).length ? mx.byRecipient(to) : undefined), {
-          what: 'delivery',
-          timeoutMs: 30_000,
-        });
+        const [got] = await waitFor(
+          () => (e2e.mx.byRecipient(to).length ? e2e.mx.byRecipient(to) : undefined),
+          {
+            what: 'delivery',
+            timeoutMs: 30_000,
+          },
+        );
         return (await verify(got.raw, published))[0] === 'g1:pass' ? got : undefined;
       },
       { what: 'mail signed with the generated key', timeoutMs: 60_000, intervalMs: 1000 },
