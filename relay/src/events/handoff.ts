@@ -8,6 +8,7 @@
  * after a back-off (1 s doubling to 30 s). It goes on until stopped: events emitted while the drain runs
  * are shipped too.
  */
+import { Nap } from './nap.js';
 import type { Logger } from 'pino';
 import type { DeliveryEvent } from '../contract/events.js';
 import { OutboundSession, type Hop } from '../outbound.js';
@@ -59,7 +60,7 @@ export class EventShipper {
   private readonly cursors = new Map<string, Cursor>();
   private readonly endpoints = new Map<string, WebhookEndpointConfig>();
   private stopped = false;
-  private wake?: () => void;
+  private readonly nap = new Nap();
   private done?: Promise<void>;
   private session?: OutboundSession;
   /** The peer that took the last chunk: the next one goes there first. */
@@ -73,7 +74,7 @@ export class EventShipper {
   }
 
   start(): void {
-    const off = this.o.outbox.onCommit(() => this.wake?.());
+    const off = this.o.outbox.onCommit(() => this.nap.wakeUp());
     this.done = this.loop().finally(() => {
       off();
       this.firstPassDone();
@@ -87,12 +88,12 @@ export class EventShipper {
     this.peers = peers;
     this.good = 0;
     this.failures = 0;
-    this.wake?.();
+    this.nap.wakeUp();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.wake?.();
+    this.nap.wakeUp();
     await this.done;
   }
 
@@ -104,17 +105,7 @@ export class EventShipper {
   }
 
   private sleep(ms: number): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    return new Promise((resolve) => {
-      let t: NodeJS.Timeout | undefined = undefined;
-      const done = () => {
-        clearTimeout(t);
-        this.wake = undefined;
-        resolve();
-      };
-      t = setTimeout(done, ms);
-      this.wake = done;
-    });
+    return this.nap.sleep(ms, this.stopped);
   }
 
   private end(): Cursor {

@@ -6,6 +6,7 @@
  * passed since the batch's first try; then the batch is counted as dropped and the cursor moves on. Mail
  * delivery never waits for any of it.
  */
+import { Nap } from './nap.js';
 import type { Logger } from 'pino';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -62,7 +63,7 @@ class Semaphore {
 class Endpoint {
   cursor: Cursor = { seq: 0, offset: 0 };
   private stopped = false;
-  private wake?: () => void;
+  private readonly nap = new Nap();
   private done?: Promise<void>;
   /** True when the last read found nothing left to send. */
   idle = false;
@@ -86,7 +87,7 @@ class Endpoint {
   }
 
   poke(): void {
-    this.wake?.();
+    this.nap.wakeUp();
   }
 
   private readonly abort = new AbortController();
@@ -99,17 +100,7 @@ class Endpoint {
   }
 
   private sleep(ms: number): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    return new Promise((resolve) => {
-      let t: NodeJS.Timeout | undefined = undefined;
-      const done = () => {
-        clearTimeout(t);
-        this.wake = undefined;
-        resolve();
-      };
-      t = setTimeout(done, ms);
-      this.wake = done;
-    });
+    return this.nap.sleep(ms, this.stopped);
   }
 
   private async loop(): Promise<void> {
