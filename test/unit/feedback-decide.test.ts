@@ -2,6 +2,7 @@
  * decide() for reports sent to a feedback address without a token (docs/adr/020-sent-message-index.md):
  * the sent-message lookup is an input; only a recipient of the message it names is ever taken.
  */
+import { feedbackCfg, KEY, NOW, QID } from '../helpers/feedback-fixture.js';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -13,25 +14,8 @@ import {
 } from '../../relay/src/feedback/decide.js';
 import { makeToken } from '../../relay/src/feedback/token.js';
 import type { Report } from '../../relay/src/feedback/report.js';
-import type { RelayConfig, TenantConfig } from '../../relay/src/config.js';
 
-const KEY = Buffer.from('unit-test-feedback-key-0123456789');
-const NOW = Date.UTC(2026, 11, 5);
-const QID = '0MIRS2QX0ABCDEFGHIJK';
-const cfg = {
-  tenants: new Map<string, TenantConfig>([
-    [
-      'acme',
-      {
-        name: 'acme',
-        returnPath: { domain: 'b.acme.test', prefix: 'bounce' },
-        feedbackAddress: 'fbl@acme.test',
-      } as TenantConfig,
-    ],
-    ['globex', { name: 'globex', feedbackAddress: 'fbl@globex.test' } as TenantConfig],
-  ]),
-  feedback: { key: KEY, tokenTtlDays: 30, unmatchedKeep: 10 },
-} as Pick<RelayConfig, 'tenants' | 'feedback'>;
+const cfg = feedbackCfg({ feedbackAddress: 'fbl@globex.test' });
 const FBL: Target = { kind: 'feedback', tenant: 'acme' };
 
 function arf(

@@ -1,4 +1,5 @@
 import { describe, it } from 'node:test';
+import { feedbackCfg, KEY, NOW, QID } from '../helpers/feedback-fixture.js';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -8,28 +9,10 @@ import { matchBounceRule } from '../../relay/src/feedback/bounce-rules.js';
 import { parseMime, MAX_PARTS } from '../../relay/src/feedback/mime.js';
 import { decide, judgeRcpt } from '../../relay/src/feedback/decide.js';
 import { makeToken } from '../../relay/src/feedback/token.js';
-import type { RelayConfig, TenantConfig } from '../../relay/src/config.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const crlf = (s: string) => Buffer.from(s.replace(/\r?\n/g, '\r\n'));
-const KEY = Buffer.from('unit-test-feedback-key-0123456789');
-const NOW = Date.UTC(2026, 11, 5);
-const QID = '0MIRS2QX0ABCDEFGHIJK';
-
-const cfg = {
-  tenants: new Map<string, TenantConfig>([
-    [
-      'acme',
-      {
-        name: 'acme',
-        returnPath: { domain: 'b.acme.test', prefix: 'bounce' },
-        feedbackAddress: 'fbl@acme.test',
-      } as TenantConfig,
-    ],
-    ['globex', { name: 'globex', returnPath: { domain: 'b.globex.test', prefix: 'bounce' } } as TenantConfig],
-  ]),
-  feedback: { key: KEY, tokenTtlDays: 30, unmatchedKeep: 10 },
-} as Pick<RelayConfig, 'tenants' | 'feedback'>;
+const cfg = feedbackCfg({ returnPath: { domain: 'b.globex.test', prefix: 'bounce' } });
 const rpFor = (rcpt: string, tenant = 'acme') =>
   `bounce+${makeToken(KEY, { tenant, queueId: QID, recipient: rcpt }, NOW)}@b.${tenant}.test`;
 
