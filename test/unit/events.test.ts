@@ -191,24 +191,26 @@ test('outbox: beyond maxBytes and maxBuffered, events are dropped and counted', 
   }
 });
 
+const T0 = Date.parse('2026-12-01T00:00:00Z');
+/** A tenant message `id` to `<user>@y.test` for each of `users`, arrived at T0. */
+const envelope = (id: string, users: string[]): Envelope => ({
+  v: 1,
+  id,
+  tenant: 't',
+  pool: null,
+  arrivedAt: T0,
+  from: 's@x.test',
+  rcpts: users.map((n) => ({ address: `${n}@y.test` })),
+  dsn: {},
+  size: 1,
+  eightBit: false,
+  smtpUtf8: false,
+  origin: 'smtp',
+  client: { address: '127.0.0.1', helo: 'h', listener: 'smtp' },
+});
+
 test('events of an applied attempt: delivered, bounced with class, deferred, expired; none for our DSNs', () => {
-  const T0 = Date.parse('2026-12-01T00:00:00Z');
-  const env: Envelope = {
-    v: 1,
-    id: 'Q1',
-    tenant: 't',
-    pool: null,
-    arrivedAt: T0,
-    from: 's@x.test',
-    rcpts: ['a', 'b', 'c', 'd'].map((n) => ({ address: `${n}@y.test` })),
-    dsn: {},
-    size: 1,
-    eightBit: false,
-    smtpUtf8: false,
-    origin: 'smtp',
-    client: { address: '127.0.0.1', helo: 'h', listener: 'smtp' },
-    messageId: '<m@x.test>',
-  };
+  const env: Envelope = { ...envelope('Q1', ['a', 'b', 'c', 'd']), messageId: '<m@x.test>' };
   const o = (result: Outcome['result'], status: string, reply: string): Outcome => ({
     result,
     status,
@@ -267,22 +269,7 @@ test('events of an applied attempt: delivered, bounced with class, deferred, exp
 });
 
 test('event ids: the same attempt reported again keeps its ids; the next attempt, another type or message does not', async () => {
-  const T0 = Date.parse('2026-12-01T00:00:00Z');
-  const env: Envelope = {
-    v: 1,
-    id: 'Q2',
-    tenant: 't',
-    pool: null,
-    arrivedAt: T0,
-    from: 's@x.test',
-    rcpts: [{ address: 'a@y.test' }, { address: 'b@y.test' }],
-    dsn: {},
-    size: 1,
-    eightBit: false,
-    smtpUtf8: false,
-    origin: 'smtp',
-    client: { address: '127.0.0.1', helo: 'h', listener: 'smtp' },
-  };
+  const env = envelope('Q2', ['a', 'b']);
   const deferred: Outcome = { result: 'deferred', status: '4.2.2', reply: '452 4.2.2 full', route: 'mx' };
   const outcomes = new Map<number, Outcome>([
     [0, deferred],
