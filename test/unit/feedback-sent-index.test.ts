@@ -5,7 +5,7 @@
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFile, readFile, readdir, stat, truncate } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, readdir, stat, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Registry } from 'prom-client';
 import {
@@ -220,6 +220,22 @@ describe('the sent-message index', () => {
     await idx.flush();
     assert.equal(await metric('cartero_feedback_sent_index_dropped_total', '{reason="disk-full"}'), 1);
     assert.equal((await idx.lookup('no-room@acme.test', 'acme')).result, 'miss');
+  });
+
+  it('finds an entry whose non-ASCII recipient straddles two 64 KiB reads', async () => {
+    const { idx, root } = await index();
+    const e = entryOf(msg('utf8@acme.test', 'acme', ['jos\u00e9@dest.test']), T0)!;
+    const line = encodeEntry(e);
+    // the two bytes of the é fall on either side of the first read's end (64 KiB)
+    const filler = 65535 - 1 - line.indexOf(Buffer.from('\u00e9'));
+    await mkdir(path.join(root, '20261205'), { recursive: true });
+    await writeFile(
+      path.join(root, '20261205', `${bucketOf(e.messageId)}.log`),
+      Buffer.concat([Buffer.from(`${'x'.repeat(filler)}\n`), line]),
+    );
+    const hit = await idx.lookup('utf8@acme.test', 'acme');
+    assert.equal(hit.result, 'hit');
+    assert.deepEqual(hit.result === 'hit' && hit.entry.recipients, ['jos\u00e9@dest.test']);
   });
 
   it('stops reading at the byte budget', async () => {
