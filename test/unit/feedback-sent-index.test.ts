@@ -5,7 +5,18 @@
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFile, mkdir, readFile, readdir, stat, truncate, writeFile } from 'node:fs/promises';
+import {
+  appendFile,
+  mkdir,
+  readFile,
+  readdir,
+  rename,
+  stat,
+  symlink,
+  truncate,
+  unlink,
+  writeFile,
+} from 'node:fs/promises';
 import path from 'node:path';
 import { Registry } from 'prom-client';
 import {
@@ -185,6 +196,30 @@ describe('the sent-message index', () => {
     );
     await appendFile(file, 'garbage without a newline');
     assert.equal((await fresh.lookup(`after${n}@acme.test`, 'acme')).result, 'hit');
+  });
+
+  it('after a failed append (disk full), the next one checks the tail again and starts on a new line', async () => {
+    const { idx, root, metric } = await index();
+    const ids: string[] = [];
+    for (let i = 0; ids.length < 3; i++)
+      if (bucketOf(`full${i}@acme.test`) === bucketOf('full0@acme.test')) ids.push(`full${i}@acme.test`);
+    const file = path.join(root, '20261205', `${bucketOf(ids[0])}.log`);
+    idx.record(msg(ids[0]));
+    await idx.flush();
+    // the disk fills: the append fails with ENOSPC, after a part of its line reached the file
+    await rename(file, `${file}.kept`);
+    await symlink('/dev/full', file);
+    idx.record(msg(ids[1]));
+    await idx.flush();
+    assert.equal(await metric('cartero_feedback_sent_index_dropped_total', '{reason="error"}'), 1);
+    await unlink(file);
+    await rename(`${file}.kept`, file);
+    await appendFile(file, encodeEntry(entryOf(msg(ids[1]), T0)!).subarray(0, 30));
+    // room again: the next entry is not glued to the torn line
+    idx.record(msg(ids[2]));
+    await idx.flush();
+    assert.equal((await idx.lookup(ids[2], 'acme')).result, 'hit');
+    assert.equal((await idx.lookup(ids[0], 'acme')).result, 'hit');
   });
 
   it('drops and counts what the full buffer cannot take', async () => {

@@ -177,6 +177,8 @@ export class SentIndex {
         this.clean.add(file);
         this.o.metrics.written.inc(entries.length);
       } catch (e) {
+        // a failed append (ENOSPC) may have left a part of its line: the next one checks the tail again
+        this.clean.delete(file);
         this.o.metrics.dropped.inc({ reason: 'error' }, entries.length);
         this.o.log.warn(
           { event: 'feedback.sent-index.failed', file, entries: entries.length, err: (e as Error).message },
