@@ -5,7 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readReport } from '../../relay/src/feedback/report.js';
 import { matchBounceRule } from '../../relay/src/feedback/bounce-rules.js';
-import { parseMime, MAX_PARTS } from '../../relay/src/feedback/mime.js';
+import { parseFields, parseMime, MAX_FIELDS, MAX_PARTS } from '../../relay/src/feedback/mime.js';
 import { decide, judgeRcpt } from '../../relay/src/feedback/decide.js';
 import { makeToken } from '../../relay/src/feedback/token.js';
 import type { RelayConfig, TenantConfig } from '../../relay/src/config.js';
@@ -93,6 +93,35 @@ describe('reading reports', () => {
       ),
     );
     assert.ok(performance.now() - started < 2000, `${Math.round(performance.now() - started)} ms`);
+  });
+
+  it("reads a hostile report of the listener's largest size (10 MiB) in bounded time and memory", () => {
+    const M = 10 * 1024 * 1024;
+    const lf = (s: string) => Buffer.from(s);
+    const shapes: Record<string, Buffer> = {
+      'many fields': lf('a:b\n'.repeat(M / 4)),
+      'one field folded over and over': lf(`X: a\n${' b\n'.repeat(M / 3)}\nbody`),
+      'a huge To in the returned message': lf(
+        `Content-Type: multipart/report; boundary=b\n\n--b\nContent-Type: message/rfc822\n\nTo: ${'a@b.cc,'.repeat(M / 7)}\n\nx\n--b--\n`,
+      ),
+      'empty delivery-status blocks': lf(`Content-Type: message/delivery-status\n\n${'\n\n'.repeat(M / 2)}`),
+      'empty body parts': lf(`Content-Type: multipart/mixed; boundary=b\n\n${'--b\n'.repeat(M / 4)}`),
+      'many feedback fields': lf(
+        `Content-Type: message/feedback-report\n\n${'Original-Rcpt-To: a@b.cc\n'.repeat(M / 25)}`,
+      ),
+    };
+    const took: string[] = [];
+    let total = 0;
+    for (const [name, raw] of Object.entries(shapes)) {
+      const started = performance.now();
+      readReport(raw);
+      const ms = performance.now() - started;
+      total += ms;
+      took.push(`${name}: ${Math.round(ms)} ms`);
+    }
+    // every report the listener takes is parsed on the relay's one thread, mail's included
+    assert.ok(total < 2000, took.join(', '));
+    assert.ok(parseFields('a:b\n'.repeat(M / 4)).length <= MAX_FIELDS);
   });
 
   it('bounds the parts it reads', () => {

@@ -1,12 +1,16 @@
 /**
  * A small, bounded MIME reader for bounce and feedback reports (RFC 3464 multipart/report with
- * message/delivery-status, RFC 5965 message/feedback-report): headers, multipart bodies (nested to
- * MAX_DEPTH, at most MAX_PARTS parts in all), base64 and quoted-printable. The input is already bounded
+ * message/delivery-status, RFC 5965 message/feedback-report): headers (MAX_FIELDS fields of the first
+ * MAX_HEADER_BYTES of a section), multipart bodies (nested to MAX_DEPTH, at most MAX_PARTS parts in all),
+ * base64 and quoted-printable. The input is already bounded
  * by the listener's size limit; nothing here grows beyond the input. Pure.
  */
 
 export const MAX_DEPTH = 4;
 export const MAX_PARTS = 64;
+/** Header fields read per header section (or report fields block), and the bytes of it read. */
+export const MAX_FIELDS = 500;
+export const MAX_HEADER_BYTES = 64 * 1024;
 
 export interface MimePart {
   /** Header fields, names lower case, in order; unfolded. */
@@ -41,23 +45,27 @@ export function splitHeaders(raw: Buffer): { headers: [string, string][]; body: 
       break;
     }
   }
-  const text = raw.subarray(0, end < 0 ? raw.length : end).toString('latin1');
+  const text = raw.subarray(0, Math.min(end < 0 ? raw.length : end, MAX_HEADER_BYTES)).toString('latin1');
   return { headers: parseFields(text), body: end < 0 ? Buffer.alloc(0) : raw.subarray(bodyStart) };
 }
 
 /** A body that starts with an empty line has no header fields. */
 const i0 = (raw: Buffer) => raw[0] === 0x0a || (raw[0] === 0x0d && raw[1] === 0x0a);
 
-/** `Name: value` lines with continuation lines unfolded; names lower case. Lines without a colon are skipped. */
+/**
+ * `Name: value` lines with continuation lines unfolded; names lower case. Lines without a colon are skipped.
+ * Only the first MAX_HEADER_BYTES of `text` and the first MAX_FIELDS fields are read.
+ */
 export function parseFields(text: string): [string, string][] {
   const out: [string, string][] = [];
-  for (const line of text.split(/\r?\n/)) {
+  for (const line of text.slice(0, MAX_HEADER_BYTES).split(/\r?\n/)) {
     if (/^[ \t]/.test(line) && out.length) {
       out[out.length - 1][1] += ' ' + line.trim();
       continue;
     }
     const c = line.indexOf(':');
     if (c <= 0) continue;
+    if (out.length >= MAX_FIELDS) break;
     out.push([line.slice(0, c).trim().toLowerCase(), line.slice(c + 1).trim()]);
   }
   return out;
@@ -101,7 +109,7 @@ function parsePart(raw: Buffer, depth: number, budget: { parts: number }): MimeP
   const { type, params } = contentType(headers.find(([n]) => n === 'content-type')?.[1]);
   const part: MimePart = { headers, type, params, body, parts: [] };
   if (type.startsWith('multipart/') && params.boundary && depth < MAX_DEPTH) {
-    for (const chunk of splitMultipart(body, params.boundary)) {
+    for (const chunk of splitMultipart(body, params.boundary, Math.max(0, budget.parts))) {
       if (budget.parts-- <= 0) break;
       part.parts.push(parsePart(chunk, depth + 1, budget));
     }
@@ -111,15 +119,15 @@ function parsePart(raw: Buffer, depth: number, budget: { parts: number }): MimeP
   return part;
 }
 
-/** The body parts between `--boundary` lines (preamble and epilogue dropped). */
-function splitMultipart(body: Buffer, boundary: string): Buffer[] {
+/** The first `max` body parts between `--boundary` lines (preamble and epilogue dropped). */
+function splitMultipart(body: Buffer, boundary: string, max: number): Buffer[] {
   const text = body.toString('latin1');
   const delim = `--${boundary}`;
   const out: Buffer[] = [];
   let pos = text.startsWith(delim) ? 0 : text.indexOf(`\n${delim}`);
   if (pos < 0) return out;
   if (pos > 0) pos += 1;
-  for (;;) {
+  while (out.length < max) {
     const lineEnd = text.indexOf('\n', pos);
     if (lineEnd < 0) break;
     if (text.startsWith(`${delim}--`, pos)) break;
