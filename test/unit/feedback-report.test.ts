@@ -124,6 +124,20 @@ describe('reading reports', () => {
     assert.ok(parseFields('a:b\n'.repeat(M / 4)).length <= MAX_FIELDS);
   });
 
+  it('decodes a quoted-printable part of 10 MiB in linear time; soft breaks, both cases of hex, stray =', () => {
+    const qp = (body: string) =>
+      parseMime(Buffer.from(`Content-Transfer-Encoding: quoted-printable\n\n${body}`)).body.toString(
+        'latin1',
+      );
+    assert.equal(qp('a=3Db=3db=\r\nc=\nd=E9 =ZZ=4'), 'a=b=bcd\u00e9 =ZZ=4');
+    const n = Math.floor((10 * 1024 * 1024) / 3);
+    const started = performance.now();
+    const big = parseMime(Buffer.from(`Content-Transfer-Encoding: quoted-printable\n\n${'=41'.repeat(n)}`));
+    const ms = performance.now() - started;
+    assert.equal(big.body.length, n);
+    assert.ok(ms < 1000, `${Math.round(ms)} ms`);
+  });
+
   it('bounds the parts it reads', () => {
     const parts = Array.from({ length: MAX_PARTS + 50 }, (_, i) => `--b\n\npart ${i}\n`).join('');
     const m = parseMime(crlf(`Content-Type: multipart/mixed; boundary=b\n\n${parts}--b--\n`));

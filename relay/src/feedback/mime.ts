@@ -86,16 +86,42 @@ function decode(body: Buffer, cte: string | undefined): Buffer {
   switch ((cte ?? '').trim().toLowerCase()) {
     case 'base64':
       return Buffer.from(body.toString('latin1').replace(/[^A-Za-z0-9+/=]/g, ''), 'base64');
-    case 'quoted-printable': {
-      const s = body
-        .toString('latin1')
-        .replace(/=\r?\n/g, '')
-        .replace(/=([0-9A-Fa-f]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
-      return Buffer.from(s, 'latin1');
-    }
+    case 'quoted-printable':
+      return unQuote(body);
     default:
       return body;
   }
+}
+
+const hex = (c: number): number =>
+  c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x41 && c <= 0x46 ? c - 55 : c >= 0x61 && c <= 0x66 ? c - 87 : -1;
+
+/** Quoted-printable in one pass over the bytes: `=XX` and soft line breaks; a stray `=` is kept. */
+function unQuote(body: Buffer): Buffer {
+  const out = Buffer.alloc(body.length);
+  let n = 0;
+  for (let i = 0; i < body.length; i++) {
+    const c = body[i];
+    if (c === 0x3d) {
+      if (body[i + 1] === 0x0a) {
+        i += 1;
+        continue;
+      }
+      if (body[i + 1] === 0x0d && body[i + 2] === 0x0a) {
+        i += 2;
+        continue;
+      }
+      const h = hex(body[i + 1]);
+      const l = hex(body[i + 2]);
+      if (h >= 0 && l >= 0 && i + 2 < body.length) {
+        out[n++] = h * 16 + l;
+        i += 2;
+        continue;
+      }
+    }
+    out[n++] = c;
+  }
+  return out.subarray(0, n);
 }
 
 /** Parses a message (or a body part) into its tree. Parts beyond the bounds are left out, not an error. */
