@@ -124,6 +124,16 @@ describe('reading reports', () => {
     assert.ok(parseFields('a:b\n'.repeat(M / 4)).length <= MAX_FIELDS);
   });
 
+  it("finds the Message-ID of a returned message after 200 KiB of header fields (Postfix's limit is 100 KiB)", () => {
+    const fields = Array.from({ length: 1500 }, (_, i) => `X-Long-${i}: ${'v'.repeat(130)}\n`).join('');
+    const r = readReport(
+      crlf(
+        `Content-Type: multipart/report; boundary=b\n\n--b\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\n\n--b\nContent-Type: message/rfc822\n\n${fields}Message-ID: <late@acme.test>\nTo: bob@dest.test\n\nbody\n--b--\n`,
+      ),
+    );
+    assert.equal(r.original.messageId, '<late@acme.test>');
+  });
+
   it('decodes a quoted-printable part of 10 MiB in linear time; soft breaks, both cases of hex, stray =', () => {
     const qp = (body: string) =>
       parseMime(Buffer.from(`Content-Transfer-Encoding: quoted-printable\n\n${body}`)).body.toString(

@@ -8,9 +8,12 @@
 
 export const MAX_DEPTH = 4;
 export const MAX_PARTS = 64;
-/** Header fields read per header section (or report fields block), and the bytes of it read. */
-export const MAX_FIELDS = 500;
-export const MAX_HEADER_BYTES = 64 * 1024;
+/**
+ * Header fields read per header section (or report fields block), and the bytes of it read: more than
+ * Postfix lets through by default (100 KiB), so a returned message's Message-ID is not cut off.
+ */
+export const MAX_FIELDS = 2000;
+export const MAX_HEADER_BYTES = 256 * 1024;
 
 export interface MimePart {
   /** Header fields, names lower case, in order; unfolded. */
