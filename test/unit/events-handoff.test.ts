@@ -25,7 +25,7 @@ import { takeHandoffHeader } from '../../relay/src/delivery/handoff.js';
 import { Outbox } from '../../relay/src/events/outbox.js';
 import { EventMetrics } from '../../relay/src/events/metrics.js';
 import { readBatch, type Cursor } from '../../relay/src/events/cursor.js';
-import { encodeRecord } from '../../relay/src/events/record.js';
+import { encodeRecord, MAX_RECORD_BYTES } from '../../relay/src/events/record.js';
 import { SmtpReplyError } from '../../relay/src/errors.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 
@@ -77,6 +77,37 @@ test('a damaged, torn or short chunk is refused whole', () => {
   );
   assert.ok('error' in decodeEventsBody(Buffer.from('garbage\r\n'), 1));
   assert.deepEqual(decodeEventsBody(Buffer.alloc(0), 0), { events: [] });
+});
+
+test("a peer's event line longer than the outbox's records is refused: stored, it would stall every reader", async () => {
+  // the outbox's own records are a few KiB (free text cut to 1000 characters), whatever the characters
+  const wide = ev(1, {
+    reply: { text: '\u{1F600}'.repeat(1000) },
+    recipient: `${'\u{1F600}'.repeat(1000)}@x.test`,
+  });
+  assert.ok(encodeRecord(wide).length <= MAX_RECORD_BYTES);
+  const fine = bodyOf(encodeEventsMessage([ev(0), wide])).body;
+  assert.equal((decodeEventsBody(fine, 2) as { events: DeliveryEvent[] }).events.length, 2);
+  // a CRC-valid line of 300 KiB: more than readBatch reads at a time
+  const huge = ev(2, { reply: { text: 'x'.repeat(300 * 1024) } });
+  const { body } = bodyOf(encodeEventsMessage([ev(0), huge, ev(3)]));
+  assert.match(
+    (decodeEventsBody(body, 3) as { error: string }).error,
+    new RegExp(`longer than ${MAX_RECORD_BYTES} bytes`),
+  );
+  // why: in the outbox, such a line is never read whole, and the reader does not move past it
+  const dir = await makeTmpDir();
+  try {
+    const box = outbox(dir);
+    await box.open();
+    await box.appendDurable([huge, ev(3)]);
+    const b = await readBatch(box, { seq: box.activeSegment, offset: 0 }, 100, () => true);
+    assert.equal(b.events.length, 0);
+    assert.deepEqual(b.next, { seq: box.activeSegment, offset: 0 });
+    await box.close();
+  } finally {
+    await removeTmpDir(dir);
+  }
 });
 
 test('the body is held up to its bound, then 552', () => {

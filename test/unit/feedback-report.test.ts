@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readReport } from '../../relay/src/feedback/report.js';
 import { matchBounceRule } from '../../relay/src/feedback/bounce-rules.js';
-import { parseMime, MAX_PARTS } from '../../relay/src/feedback/mime.js';
+import { parseFields, parseMime, MAX_FIELDS, MAX_PARTS } from '../../relay/src/feedback/mime.js';
 import { decide, judgeRcpt } from '../../relay/src/feedback/decide.js';
 import { makeToken } from '../../relay/src/feedback/token.js';
 
@@ -76,6 +76,59 @@ describe('reading reports', () => {
       ),
     );
     assert.ok(performance.now() - started < 2000, `${Math.round(performance.now() - started)} ms`);
+  });
+
+  it("reads a hostile report of the listener's largest size (10 MiB) in bounded time and memory", () => {
+    const M = 10 * 1024 * 1024;
+    const lf = (s: string) => Buffer.from(s);
+    const shapes: Record<string, Buffer> = {
+      'many fields': lf('a:b\n'.repeat(M / 4)),
+      'one field folded over and over': lf(`X: a\n${' b\n'.repeat(M / 3)}\nbody`),
+      'a huge To in the returned message': lf(
+        `Content-Type: multipart/report; boundary=b\n\n--b\nContent-Type: message/rfc822\n\nTo: ${'a@b.cc,'.repeat(M / 7)}\n\nx\n--b--\n`,
+      ),
+      'empty delivery-status blocks': lf(`Content-Type: message/delivery-status\n\n${'\n\n'.repeat(M / 2)}`),
+      'empty body parts': lf(`Content-Type: multipart/mixed; boundary=b\n\n${'--b\n'.repeat(M / 4)}`),
+      'many feedback fields': lf(
+        `Content-Type: message/feedback-report\n\n${'Original-Rcpt-To: a@b.cc\n'.repeat(M / 25)}`,
+      ),
+    };
+    const took: string[] = [];
+    let total = 0;
+    for (const [name, raw] of Object.entries(shapes)) {
+      const started = performance.now();
+      readReport(raw);
+      const ms = performance.now() - started;
+      total += ms;
+      took.push(`${name}: ${Math.round(ms)} ms`);
+    }
+    // every report the listener takes is parsed on the relay's one thread, mail's included
+    assert.ok(total < 2000, took.join(', '));
+    assert.ok(parseFields('a:b\n'.repeat(M / 4)).length <= MAX_FIELDS);
+  });
+
+  it("finds the Message-ID of a returned message after 200 KiB of header fields (Postfix's limit is 100 KiB)", () => {
+    const fields = Array.from({ length: 1500 }, (_, i) => `X-Long-${i}: ${'v'.repeat(130)}\n`).join('');
+    const r = readReport(
+      crlf(
+        `Content-Type: multipart/report; boundary=b\n\n--b\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\n\n--b\nContent-Type: message/rfc822\n\n${fields}Message-ID: <late@acme.test>\nTo: bob@dest.test\n\nbody\n--b--\n`,
+      ),
+    );
+    assert.equal(r.original.messageId, '<late@acme.test>');
+  });
+
+  it('decodes a quoted-printable part of 10 MiB in linear time; soft breaks, both cases of hex, stray =', () => {
+    const qp = (body: string) =>
+      parseMime(Buffer.from(`Content-Transfer-Encoding: quoted-printable\n\n${body}`)).body.toString(
+        'latin1',
+      );
+    assert.equal(qp('a=3Db=3db=\r\nc=\nd=E9 =ZZ=4'), 'a=b=bcd\u00e9 =ZZ=4');
+    const n = Math.floor((10 * 1024 * 1024) / 3);
+    const started = performance.now();
+    const big = parseMime(Buffer.from(`Content-Transfer-Encoding: quoted-printable\n\n${'=41'.repeat(n)}`));
+    const ms = performance.now() - started;
+    assert.equal(big.body.length, n);
+    assert.ok(ms < 1000, `${Math.round(ms)} ms`);
   });
 
   it('bounds the parts it reads', () => {

@@ -5,7 +5,18 @@
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFile, readFile, readdir, stat, truncate } from 'node:fs/promises';
+import {
+  appendFile,
+  mkdir,
+  readFile,
+  readdir,
+  rename,
+  stat,
+  symlink,
+  truncate,
+  unlink,
+  writeFile,
+} from 'node:fs/promises';
 import path from 'node:path';
 import { Registry } from 'prom-client';
 import {
@@ -187,6 +198,30 @@ describe('the sent-message index', () => {
     assert.equal((await fresh.lookup(`after${n}@acme.test`, 'acme')).result, 'hit');
   });
 
+  it('after a failed append (disk full), the next one checks the tail again and starts on a new line', async () => {
+    const { idx, root, metric } = await index();
+    const ids: string[] = [];
+    for (let i = 0; ids.length < 3; i++)
+      if (bucketOf(`full${i}@acme.test`) === bucketOf('full0@acme.test')) ids.push(`full${i}@acme.test`);
+    const file = path.join(root, '20261205', `${bucketOf(ids[0])}.log`);
+    idx.record(msg(ids[0]));
+    await idx.flush();
+    // the disk fills: the append fails with ENOSPC, after a part of its line reached the file
+    await rename(file, `${file}.kept`);
+    await symlink('/dev/full', file);
+    idx.record(msg(ids[1]));
+    await idx.flush();
+    assert.equal(await metric('cartero_feedback_sent_index_dropped_total', '{reason="error"}'), 1);
+    await unlink(file);
+    await rename(`${file}.kept`, file);
+    await appendFile(file, encodeEntry(entryOf(msg(ids[1]), T0)!).subarray(0, 30));
+    // room again: the next entry is not glued to the torn line
+    idx.record(msg(ids[2]));
+    await idx.flush();
+    assert.equal((await idx.lookup(ids[2], 'acme')).result, 'hit');
+    assert.equal((await idx.lookup(ids[0], 'acme')).result, 'hit');
+  });
+
   it('drops and counts what the full buffer cannot take', async () => {
     const { idx, metric } = await index({ bufferCap: 2 });
     for (const i of [1, 2, 3, 4]) idx.record(msg(`m${i}@acme.test`));
@@ -220,6 +255,22 @@ describe('the sent-message index', () => {
     await idx.flush();
     assert.equal(await metric('cartero_feedback_sent_index_dropped_total', '{reason="disk-full"}'), 1);
     assert.equal((await idx.lookup('no-room@acme.test', 'acme')).result, 'miss');
+  });
+
+  it('finds an entry whose non-ASCII recipient straddles two 64 KiB reads', async () => {
+    const { idx, root } = await index();
+    const e = entryOf(msg('utf8@acme.test', 'acme', ['jos\u00e9@dest.test']), T0)!;
+    const line = encodeEntry(e);
+    // the two bytes of the é fall on either side of the first read's end (64 KiB)
+    const filler = 65535 - 1 - line.indexOf(Buffer.from('\u00e9'));
+    await mkdir(path.join(root, '20261205'), { recursive: true });
+    await writeFile(
+      path.join(root, '20261205', `${bucketOf(e.messageId)}.log`),
+      Buffer.concat([Buffer.from(`${'x'.repeat(filler)}\n`), line]),
+    );
+    const hit = await idx.lookup('utf8@acme.test', 'acme');
+    assert.equal(hit.result, 'hit');
+    assert.deepEqual(hit.result === 'hit' && hit.entry.recipients, ['jos\u00e9@dest.test']);
   });
 
   it('stops reading at the byte budget', async () => {

@@ -5,7 +5,7 @@
  * shipper's decisions (where to read from, which events still go, which cursors move, how long to wait).
  */
 import type { DeliveryEvent } from '../contract/events.js';
-import { decodeRecords, encodeRecord } from './record.js';
+import { decodeRecords, encodeRecord, MAX_RECORD_BYTES } from './record.js';
 import { reply } from '../errors.js';
 import { before, type Cursor } from './cursor.js';
 import { backoffMs, wants, type EndpointFilter } from './policy.js';
@@ -52,8 +52,9 @@ export function parseEventsHeader(value: string): { count: number } | undefined 
 }
 
 /**
- * The events of a received body (after the header section): every line must pass its CRC and their number
- * must be the one the header announced, or the whole chunk is refused (the sender tries again).
+ * The events of a received body (after the header section): every line must pass its CRC, be at most
+ * MAX_RECORD_BYTES long, and their number must be the one the header announced, or the whole chunk is
+ * refused (the sender tries again).
  */
 export function decodeEventsBody(
   body: Buffer,
@@ -65,6 +66,8 @@ export function decodeEventsBody(
   const d = decodeRecords(lf);
   if (d.corrupt) return { error: `${d.corrupt} damaged event line(s)` };
   if (d.consumed !== lf.length) return { error: 'torn event line' };
+  if (d.records.some((r) => r.end - r.start > MAX_RECORD_BYTES))
+    return { error: `an event line longer than ${MAX_RECORD_BYTES} bytes` };
   if (d.records.length !== count)
     return { error: `${d.records.length} events where the header announced ${count}` };
   return { events: d.records.map((r) => r.event) };

@@ -148,7 +148,10 @@ export class Outbox implements EventSink {
       if (cur > 0 && cur + data.length > (this.o.segmentBytes ?? SEGMENT_BYTES))
         await this.roll(this.active + 1);
       const size = this.sizes.get(this.active) ?? 0;
-      await this.fh!.write(data, 0, data.length, size);
+      // a disk that fills in the middle takes a part of the batch without an error (a short write)
+      const { bytesWritten } = await this.fh!.write(data, 0, data.length, size);
+      if (bytesWritten !== data.length)
+        throw new Error(`short write: ${bytesWritten} of ${data.length} bytes (disk full?)`);
       await this.fh!.datasync();
       this.sizes.set(this.active, size + data.length);
       this.o.space?.wrote(data.length);

@@ -8,6 +8,12 @@ import { crc32 } from 'node:zlib';
 import type { DeliveryEvent } from '../contract/events.js';
 
 const NL = 0x0a;
+/**
+ * The longest record line taken from a peer's hand-off (handoff-wire.ts): the outbox's own records are a
+ * few KiB (their free-text fields are cut to 1000 characters), and a reader (cursor.ts readBatch) reads a
+ * segment 256 KiB at a time, so a longer line would never be read whole and would stop every reader.
+ */
+export const MAX_RECORD_BYTES = 64 * 1024;
 
 export function encodeRecord(e: DeliveryEvent): Buffer {
   const json = Buffer.from(JSON.stringify(e));

@@ -2,8 +2,9 @@
  * The inbound bounce and feedback listener (docs/adr/016-feedback-loop.md): SMTP without AUTH, for the
  * bounce domains (`<prefix>+<token>@<domain>`, the token checked at RCPT) and the tenants' feedback
  * addresses only; everything else is refused with 550 5.7.1 (this is not a relay path). A message is read
- * into memory up to feedback.listener.maxMessageSize, parsed and fed (processor.ts), then acknowledged: it
- * is never queued or forwarded, and never bounced (no backscatter). A connection is closed at
+ * into memory up to feedback.listener.maxMessageSize, parsed and fed (processor.ts), then acknowledged (451
+ * when what it changes could not be written: the sender tries again): it is never queued or forwarded,
+ * and never bounced (no backscatter). A connection is closed at
  * feedback.listener.timeout after it opened, whatever it is doing.
  */
 import { SMTPServer, type SMTPServerOptions, type SMTPServerDataStream } from 'smtp-server';

@@ -4,7 +4,8 @@
  * the addresses of feedback.peerLookup.host (the StatefulSet's headless Service), resolved through the
  * relay's own resolver (dns.servers); each is asked GET /feedback/sent on feedback.peerLookup.port with
  * this relay's admin token (the fleet shares it). Bounded: at most maxPeers relays, each within timeout,
- * each answer at most MAX_ANSWER_BYTES, at most MAX_FLEET_LOOKUPS lookups at once; a hit of the asked
+ * each answer at most MAX_ANSWER_BYTES, at most MAX_FLEET_LOOKUPS lookups at once and MAX_FLEET_WAITING
+ * waiting (more: an error, the report ends unmatched); a hit of the asked
  * tenant ends the others at once. The endpoint
  * answers from its own index only, so a lookup never fans out further (this relay may ask itself too:
  * one cheap extra read, which keeps the pod's own address out of the config).
@@ -20,6 +21,7 @@ import { MAX_RECIPIENTS, messageKey, type SentEntry } from './sent-entry.js';
 export const MAX_ANSWER_BYTES = 256 * 1024;
 /** Fleet lookups running at once (each asks up to maxPeers relays); more wait their turn. */
 export const MAX_FLEET_LOOKUPS = 8;
+export const MAX_FLEET_WAITING = 64;
 
 export type FleetLookup =
   | { result: 'hit'; entry: SentEntry; peer: string }
@@ -68,7 +70,10 @@ export class PeerLookup {
   /** The fleet's entry for `key` (a messageKey), preferring one of `tenant`. */
   async find(key: string, tenant: string): Promise<FleetLookup> {
     if (!this.d.cfg().feedback.peerLookup) return { result: 'off' };
-    // the waiting are bounded by the feedback listener's connections (one report each)
+    // a report's processing outlives its connection (cut at feedback.listener.timeout): the waiting are
+    // bounded here, not by the listener's connections
+    if (this.running >= MAX_FLEET_LOOKUPS && this.waiting.length >= MAX_FLEET_WAITING)
+      return { result: 'error', error: 'too many fleet lookups waiting' };
     while (this.running >= MAX_FLEET_LOOKUPS) await new Promise<void>((r) => this.waiting.push(r));
     this.running++;
     try {

@@ -111,12 +111,17 @@ export class FeedbackProcessor {
     return [...this.unmatched].reverse();
   }
 
-  /** One received message, for each address the listener took it for. Never throws. */
+  /**
+   * One received message, for each address the listener took it for. Throws, after every address was
+   * tried, when what the report changes could not be written (the suppression list on a full disk): the
+   * listener answers 451 and the sender tries again (what was applied is then a duplicate or a repeat).
+   */
   async handle(rcpts: { address: string; target: Target }[], raw: Buffer): Promise<Decision[]> {
     const cfg = this.d.cfg();
     const now = this.d.now();
     const report = readReport(raw);
     const out: Decision[] = [];
+    let failed: Error | undefined;
     const lookups = new Map<string, SentLookup>(); // one per Message-ID and tenant, whatever the RCPTs
     for (const { address, target } of rcpts) {
       const key = lookupKey(cfg, report, target, now);
@@ -132,12 +137,14 @@ export class FeedbackProcessor {
         this.d.metrics.received.inc({ kind: report.kind, result });
         if (result === 'unmatched') this.keep(address, dec, report.kind, raw);
       } catch (e) {
+        failed ??= e as Error;
         this.d.log.error(
           { event: 'feedback.failed', rcpt: address, err: (e as Error).message },
           'could not apply a feedback report',
         );
       }
     }
+    if (failed) throw new Error(`not applied (${failed.message})`);
     return out;
   }
 
@@ -158,8 +165,18 @@ export class FeedbackProcessor {
     }
     const cfg = this.d.cfg();
     if (!cfg.tenants.has(dec.tenant)) return 'unmatched';
-    if (!this.remember(`${dec.result}|${dec.tenant}|${dec.queueId ?? ''}|${dec.recipient}`))
-      return 'duplicate';
+    const seenKey = `${dec.result}|${dec.tenant}|${dec.queueId ?? ''}|${dec.recipient}`;
+    if (!this.remember(seenKey)) return 'duplicate';
+    try {
+      return await this.applyNew(dec);
+    } catch (e) {
+      this.seen.delete(seenKey); // not applied: applied when the report comes again
+      throw e;
+    }
+  }
+
+  private async applyNew(dec: Extract<Decision, { result: 'bounce' | 'complaint' }>): Promise<string> {
+    const cfg = this.d.cfg();
     const tenancy = this.d.tenancy();
     // the event still goes out (the tenant hears about every message), the rates are not counted again
     const counted = alreadyCounted(dec, tenancy.suppressions.isSuppressed(dec.tenant, dec.recipient)?.source);

@@ -8,6 +8,8 @@ import { matchBounceRule } from './bounce-rules.js';
 
 /** Text scanned by the rules and kept for inspection: the first 64 KiB. */
 const MAX_TEXT = 64 * 1024;
+/** The part of a message/delivery-status body read. */
+const MAX_DSN_BYTES = 256 * 1024;
 
 export interface DsnRecipient {
   recipient: string;
@@ -68,7 +70,11 @@ function originalOf(parts: MimePart[]): OriginalMessage {
 
 /** The per-recipient blocks of a message/delivery-status body (the first block is per message). */
 function dsnRecipients(body: Buffer): DsnRecipient[] {
-  const blocks = body.toString('utf8').split(/\r?\n[ \t]*\r?\n/);
+  // 100 recipient blocks fit many times over in the first MAX_DSN_BYTES
+  const blocks = body
+    .subarray(0, MAX_DSN_BYTES)
+    .toString('utf8')
+    .split(/\r?\n[ \t]*\r?\n/);
   const out: DsnRecipient[] = [];
   for (const b of blocks.slice(1)) {
     const f = { headers: parseFields(b) };

@@ -14,6 +14,7 @@
  */
 import { appendFile, mkdir, open, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import {
@@ -176,6 +177,8 @@ export class SentIndex {
         this.clean.add(file);
         this.o.metrics.written.inc(entries.length);
       } catch (e) {
+        // a failed append (ENOSPC) may have left a part of its line: the next one checks the tail again
+        this.clean.delete(file);
         this.o.metrics.dropped.inc({ reason: 'error' }, entries.length);
         this.o.log.warn(
           { event: 'feedback.sent-index.failed', file, entries: entries.length, err: (e as Error).message },
@@ -245,12 +248,14 @@ export class SentIndex {
         let carry = '';
         let skipping = false;
         const buf = Buffer.alloc(CHUNK);
+        // a character split between two reads is kept whole (recipients may be non-ASCII: SMTPUTF8)
+        const utf8 = new StringDecoder('utf8');
         for (;;) {
           if (budget <= 0) return mine ? { result: 'hit', entry: mine } : { result: 'truncated' };
           const { bytesRead } = await fh.read(buf, 0, Math.min(CHUNK, budget), null);
           if (bytesRead === 0) break;
           budget -= bytesRead;
-          const lines = (carry + buf.subarray(0, bytesRead).toString('utf8')).split('\n');
+          const lines = (carry + utf8.write(buf.subarray(0, bytesRead))).split('\n');
           carry = lines.pop()!;
           for (const line of lines) {
             if (skipping) {
