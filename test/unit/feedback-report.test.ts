@@ -66,44 +66,53 @@ describe('reading reports', () => {
     ]);
   });
 
-  it('reads a hostile 1 MiB report in linear time', () => {
-    const started = performance.now();
+  // How long these take (and mailparser on the same bytes) is measured by `npm run bench:feedback`; here,
+  // that they end and keep only what is bounded.
+  it('reads a hostile 1 MiB report: the 1 MiB address run is not taken as an address', () => {
     const run = 'a'.repeat(1024 * 1024);
-    readReport(crlf(`To: <${run}\nSubject: x\n\n550 5.1.1 ${run}\n`));
-    readReport(
+    const a = readReport(crlf(`To: <${run}\nSubject: x\n\n550 5.1.1 ${run}\n`));
+    assert.equal(a.kind, 'dsn');
+    assert.deepEqual([a.kind === 'dsn' && a.recipients, a.original.to], [[], []]);
+    const b = readReport(
       crlf(
         `Content-Type: multipart/report; boundary=b\n\n--b\nContent-Type: message/delivery-status\n\nx\n\nFinal-Recipient: rfc822; ${run}\n--b--\n`,
       ),
     );
-    assert.ok(performance.now() - started < 2000, `${Math.round(performance.now() - started)} ms`);
+    assert.deepEqual([b.kind, b.kind === 'dsn' && b.recipients, b.original.to], ['dsn', [], []]);
   });
 
-  it("reads a hostile report of the listener's largest size (10 MiB) in bounded time and memory", () => {
+  it("reads hostile reports of the listener's largest size (10 MiB), keeping at most 10 addresses of each", () => {
     const M = 10 * 1024 * 1024;
     const lf = (s: string) => Buffer.from(s);
-    const shapes: Record<string, Buffer> = {
-      'many fields': lf('a:b\n'.repeat(M / 4)),
-      'one field folded over and over': lf(`X: a\n${' b\n'.repeat(M / 3)}\nbody`),
-      'a huge To in the returned message': lf(
-        `Content-Type: multipart/report; boundary=b\n\n--b\nContent-Type: message/rfc822\n\nTo: ${'a@b.cc,'.repeat(M / 7)}\n\nx\n--b--\n`,
-      ),
-      'empty delivery-status blocks': lf(`Content-Type: message/delivery-status\n\n${'\n\n'.repeat(M / 2)}`),
-      'empty body parts': lf(`Content-Type: multipart/mixed; boundary=b\n\n${'--b\n'.repeat(M / 4)}`),
-      'many feedback fields': lf(
-        `Content-Type: message/feedback-report\n\n${'Original-Rcpt-To: a@b.cc\n'.repeat(M / 25)}`,
-      ),
+    const shapes: Record<string, [Buffer, string]> = {
+      'many fields': [lf('a:b\n'.repeat(M / 4)), 'unknown'],
+      'one field folded over and over': [lf(`X: a\n${' b\n'.repeat(M / 3)}\nbody`), 'unknown'],
+      'a huge To in the returned message': [
+        lf(
+          `Content-Type: multipart/report; boundary=b\n\n--b\nContent-Type: message/rfc822\n\nTo: ${'a@b.cc,'.repeat(M / 7)}\n\nx\n--b--\n`,
+        ),
+        'unknown',
+      ],
+      'empty delivery-status blocks': [
+        lf(`Content-Type: message/delivery-status\n\n${'\n\n'.repeat(M / 2)}`),
+        'dsn',
+      ],
+      'empty body parts': [
+        lf(`Content-Type: multipart/mixed; boundary=b\n\n${'--b\n'.repeat(M / 4)}`),
+        'unknown',
+      ],
+      'many feedback fields': [
+        lf(`Content-Type: message/feedback-report\n\n${'Original-Rcpt-To: a@b.cc\n'.repeat(M / 25)}`),
+        'arf',
+      ],
     };
-    const took: string[] = [];
-    let total = 0;
-    for (const [name, raw] of Object.entries(shapes)) {
-      const started = performance.now();
-      readReport(raw);
-      const ms = performance.now() - started;
-      total += ms;
-      took.push(`${name}: ${Math.round(ms)} ms`);
+    for (const [name, [raw, kind]] of Object.entries(shapes)) {
+      const r = readReport(raw);
+      assert.equal(r.kind, kind, name);
+      assert.ok(r.original.to.length <= 10, `${name}: ${r.original.to.length} addresses of To kept`);
+      if (r.kind !== 'unknown')
+        assert.ok(r.recipients.length <= 10, `${name}: ${r.recipients.length} recipients`);
     }
-    // every report the listener takes is parsed on the relay's one thread, mail's included
-    assert.ok(total < 2000, took.join(', '));
     assert.ok(parseFields('a:b\n'.repeat(M / 4)).length <= MAX_FIELDS);
   });
 
@@ -117,18 +126,16 @@ describe('reading reports', () => {
     assert.equal(r.original.messageId, '<late@acme.test>');
   });
 
-  it('decodes a quoted-printable part of 10 MiB in linear time; soft breaks, both cases of hex, stray =', () => {
+  it('decodes a quoted-printable part of 10 MiB; soft breaks, both cases of hex, stray =', () => {
     const qp = (body: string) =>
       parseMime(Buffer.from(`Content-Transfer-Encoding: quoted-printable\n\n${body}`)).body.toString(
         'latin1',
       );
     assert.equal(qp('a=3Db=3db=\r\nc=\nd=E9 =ZZ=4'), 'a=b=bcd\u00e9 =ZZ=4');
     const n = Math.floor((10 * 1024 * 1024) / 3);
-    const started = performance.now();
     const big = parseMime(Buffer.from(`Content-Transfer-Encoding: quoted-printable\n\n${'=41'.repeat(n)}`));
-    const ms = performance.now() - started;
     assert.equal(big.body.length, n);
-    assert.ok(ms < 1000, `${Math.round(ms)} ms`);
+    assert.equal(big.body.toString('latin1'), 'A'.repeat(n));
   });
 
   it('bounds the parts it reads', () => {
