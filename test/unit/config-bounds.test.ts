@@ -299,15 +299,14 @@ describe('parseConfigText: one line for every problem of the file itself', () =>
     refused('version: !!js/function 1\n', /^\/: not valid YAML at line 1, column 10: /);
   });
 
-  it(`a "billion laughs" document (aliases beyond ${MAX_YAML_ALIASES} expansions) is refused fast`, () => {
+  it(`a "billion laughs" document (aliases beyond ${MAX_YAML_ALIASES} expansions) is refused before it is expanded`, () => {
     let bomb = 'a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n';
     for (let i = 1; i < 12; i++)
       bomb += `a${i}: &a${i} [${Array(10)
         .fill(`*a${i - 1}`)
         .join(', ')}]\n`;
-    const t0 = performance.now();
+    // refused by the alias count, before expanding (10^12 nodes would never finish)
     refused(bomb, /^\/: not valid YAML: aliases \(\*name\) expand too much/);
-    assert.ok(performance.now() - t0 < 2000, 'refused before expanding');
     // a few aliases are fine
     assert.deepEqual(parseConfigText('a: &x [1, 2]\nb: *x\n'), { a: [1, 2], b: [1, 2] });
   });

@@ -90,9 +90,8 @@ describe('RespClient bounds', () => {
     const port = await unusedPort('127.0.0.1');
     const down = new RespClient({ host: '127.0.0.1', port, timeoutMs: 200 });
     try {
-      const t0 = Date.now();
+      // 'down', not 'timeout': it did not wait for the deadline
       await assert.rejects(down.command(['PING']), (e: RespError) => e.kind === 'down');
-      assert.ok(Date.now() - t0 < 100);
     } finally {
       down.close();
     }
@@ -116,12 +115,11 @@ describe('RespClient bounds', () => {
       await assert.rejects(p1, (e: RespError) => e.kind === 'timeout');
       await assert.rejects(p2, (e: RespError) => e.kind === 'timeout');
       const took = Date.now() - t0;
-      assert.ok(took >= 140 && took < 2000, `timed out after ${took} ms`);
+      assert.ok(took >= 140, `timed out after ${took} ms, not before its deadline`);
       // the connection is closed after a missed deadline; until the back-off ends, commands fail at once
       assert.equal(c.connected, false);
-      const t1 = Date.now();
+      // 'down' at once, not another 'timeout': no new connection to the silent server is tried
       await assert.rejects(c.command(['PING']), (e: RespError) => e.kind === 'down');
-      assert.ok(Date.now() - t1 < 50);
     } finally {
       c.close();
       for (const s of sockets) s.destroy();
@@ -201,9 +199,11 @@ describe('RedisRateStore against redis-server', () => {
 
   it('a wrong password never connects, and takes fail at once', async () => {
     const s = store({ password: 'wrong' });
-    const t0 = Date.now();
-    await assert.rejects(s.take('acme', [parseRateSpec('5/s')], undefined), RespError);
-    assert.ok(Date.now() - t0 < 1000);
+    // 'down' (not connected), not 'timeout': the take does not wait for a connection that never comes
+    await assert.rejects(
+      s.take('acme', [parseRateSpec('5/s')], undefined),
+      (e: RespError) => e instanceof RespError && e.kind === 'down',
+    );
     assert.equal(s.connected, false);
   });
 });
@@ -242,13 +242,11 @@ describe('TenantRuntime with a store that never answers', () => {
       const took = Date.now() - t0;
       assert.equal(first.fallback, 'timeout');
       assert.equal(first.err, undefined);
-      assert.ok(took >= 140 && took < 2000, `waited ${took} ms`);
+      assert.ok(took >= 140, `waited ${took} ms: the store's deadline, not less`);
       const codes = [];
       for (let i = 0; i < 4; i++) {
-        const t = Date.now();
         const r = await rt.checkRcpt('acme', `b${i}@dest.test`);
-        assert.ok(Date.now() - t < 100, 'no wait while the store is down');
-        assert.equal(r.fallback, 'down');
+        assert.equal(r.fallback, 'down', "no wait while the store is down: 'down', not 'timeout'");
         codes.push(r.err ? r.err.responseCode : 250);
       }
       // the local share of 6/m is 3: the first RCPT and two more
