@@ -16,6 +16,11 @@ import type { FeedbackMetrics, FeedbackProcessor } from './processor.js';
 
 /** Recipients taken per transaction: a report concerns one message. */
 export const MAX_RCPTS = 10;
+/**
+ * Refused recipients per connection before it is closed (421): a client trying addresses or tokens one
+ * after the other (Postfix's smtpd_hard_error_limit is 20 as well).
+ */
+export const MAX_REFUSED = 20;
 /** Idle time between commands before the connection is closed. */
 const IDLE_MS = 60_000;
 
@@ -101,7 +106,13 @@ export class FeedbackListener {
           return cb(smtpError(452, '4.5.3 Too many recipients for one report'));
         const v = judgeRcpt(this.d.cfg(), address.address, this.d.now());
         if (!v.ok) {
+          const tries = session as typeof session & { refusedRcpts?: number };
+          tries.refusedRcpts = (tries.refusedRcpts ?? 0) + 1;
           this.d.metrics.refused.inc({ reason: v.reason });
+          if (tries.refusedRcpts > MAX_REFUSED) {
+            this.d.metrics.refused.inc({ reason: 'limit' });
+            return cb(smtpError(421, '4.7.0 Too many refused recipients; closing the connection'));
+          }
           this.d.log.info(
             {
               event: 'feedback.refused',

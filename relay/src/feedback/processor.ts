@@ -44,7 +44,7 @@ export class FeedbackMetrics {
     });
     this.refused = new Counter({
       name: 'cartero_feedback_refused_total',
-      help: 'RCPT refused by the feedback listener: foreign (not a bounce domain or feedback address), forged, expired, malformed, version, no-key.',
+      help: 'RCPT refused by the feedback listener: foreign (not a bounce domain or feedback address), forged, expired, malformed, version, no-key; limit counts the connections closed after 20 refused RCPTs.',
       labelNames: ['reason'],
       registers: [r],
     });

@@ -159,7 +159,9 @@ export class SentIndex {
     const files = new Map<string, SentEntry[]>();
     for (const e of batch) {
       const f = path.join(this.o.dir, e.day, `${bucketOf(e.messageId)}.log`);
-      files.set(f, [...(files.get(f) ?? []), e]);
+      const list = files.get(f);
+      if (list) list.push(e);
+      else files.set(f, [e]);
     }
     for (const [file, entries] of files) {
       try {
