@@ -382,12 +382,9 @@ export class TenantRuntime {
     reply: string,
   ): Promise<void> {
     const hard = outcome === 'bounced' && isHardBounce(status);
-    const st = this.guard.record(
-      tenant,
-      outcome === 'delivered' ? 'delivered' : outcome === 'deferred' ? 'deferred' : hard ? 'hard' : 'soft',
-    );
-    if (st) this.changed(tenant, st);
     const t = this.cfg.tenants.get(tenant);
+    // the suppression first: when it cannot be written the caller fails (a report gets 451 and comes
+    // again, an attempt is repeated) and the bounce must not have been counted yet, or it counts twice
     if (hard && t?.suppression.enabled) {
       await this.suppressions.add({
         tenant,
@@ -401,6 +398,11 @@ export class TenantRuntime {
         'recipient suppressed after a hard bounce',
       );
     }
+    const st = this.guard.record(
+      tenant,
+      outcome === 'delivered' ? 'delivered' : outcome === 'deferred' ? 'deferred' : hard ? 'hard' : 'soft',
+    );
+    if (st) this.changed(tenant, st);
   }
 
   /**

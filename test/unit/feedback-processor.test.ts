@@ -1,20 +1,19 @@
 /**
  * The feedback processor (relay/src/feedback/processor.ts) when what a report changes cannot be written
  * (the suppression journal on a full disk): the report is not taken, so that its sender tries again, and
- * the try again is applied (not taken for a duplicate).
+ * the try again is applied (not taken for a duplicate), and a bounce is counted in the bounce rate once.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
 import type { RelayConfig, TenantConfig } from '../../relay/src/config.js';
-import type { TenantRuntime } from '../../relay/src/tenant-runtime.js';
+import { TenantRuntime } from '../../relay/src/tenant-runtime.js';
+import { resolveConfig } from '../../relay/src/config.js';
+import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 import { FeedbackMetrics, FeedbackProcessor } from '../../relay/src/feedback/processor.js';
 import { recipientTag } from '../../relay/src/feedback/token.js';
 import { createLogger } from '../../relay/src/log.js';
-
-const KEY = Buffer.from('unit-test-feedback-key-0123456789');
-const NOW = Date.UTC(2026, 11, 5);
-const QID = '0MIRS2QX0ABCDEFGHIJK';
+import { KEY, NOW, QID } from '../helpers/feedback-fixture.js';
 
 test('a complaint the suppression list could not write is not taken; sent again, it is applied', async () => {
   const cfg = {
@@ -71,4 +70,33 @@ test('a complaint the suppression list could not write is not taken; sent again,
   const again = await p.handle(rcpts, arf);
   assert.equal(again[0].result, 'complaint');
   assert.deepEqual([added, complained, events], [['bob@dest.test'], ['bob@dest.test'], ['complained']]);
+});
+
+test('a hard bounce whose suppression could not be written is not counted; sent again, it counts once', async () => {
+  const dir = await makeTmpDir('cartero-onoutcome-');
+  const cfg = resolveConfig(
+    {
+      version: 1,
+      hostname: 'relay.unit.test',
+      listeners: [{ name: 'smtp', port: 0 }],
+      admin: { port: 0 },
+      tenants: [{ name: 'acme', trustedNetworks: ['127.0.0.0/8'] }],
+    },
+    dir,
+  );
+  const rt = await TenantRuntime.open(cfg, Date.now, createLogger('silent'));
+  try {
+    const add = rt.suppressions.add.bind(rt.suppressions);
+    rt.suppressions.add = () => Promise.reject(new Error('could not write suppressions.log: ENOSPC'));
+    const bounce = () => rt.onOutcome('acme', 'bob@dest.test', 'bounced', '5.1.1', '550 5.1.1 no such user');
+    await assert.rejects(bounce(), /ENOSPC/);
+    assert.equal(rt.guard.state('acme').hard, 0, 'not counted while not suppressed');
+    rt.suppressions.add = add;
+    await bounce();
+    assert.equal(rt.guard.state('acme').hard, 1);
+    assert.equal(rt.suppressions.isSuppressed('acme', 'bob@dest.test')?.source, 'bounce');
+  } finally {
+    await rt.close();
+    await removeTmpDir(dir);
+  }
 });
