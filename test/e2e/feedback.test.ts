@@ -356,6 +356,19 @@ describe('feedback loop', () => {
     assert.equal(await suppressed('acme', 'mallory@dest.test'), undefined);
     const u = await api<{ reports: { rcpt: string; reason: string }[] }>('/feedback/unmatched');
     assert.ok(u.reports.some((x) => x.rcpt === rp && /no recipient of the token/.test(x.reason)));
+    // the newest first, one page at a time
+    const one = await api<{ reports: { rcpt: string }[]; truncated?: boolean }>(
+      '/feedback/unmatched?limit=1',
+    );
+    assert.deepEqual(
+      [one.reports.length, one.reports[0].rcpt, one.truncated],
+      [1, rp, u.reports.length > 1 || undefined],
+    );
+    for (const bad of ['0', '1001', 'x', '-1'])
+      assert.equal(
+        (await fetch(`http://127.0.0.1:${relay.admin.port}/feedback/unmatched?limit=${bad}`)).status,
+        400,
+      );
   });
 
   test('ARF reports of three layouts to the feedback address end as complaint suppressions', async () => {

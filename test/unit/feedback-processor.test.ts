@@ -11,6 +11,7 @@ import { TenantRuntime } from '../../relay/src/tenant-runtime.js';
 import { resolveConfig } from '../../relay/src/config.js';
 import { makeTmpDir, removeTmpDir } from '../helpers/tmp.js';
 import { FeedbackMetrics, FeedbackProcessor } from '../../relay/src/feedback/processor.js';
+import { pageOfUnmatched } from '../../relay/src/feedback/wire.js';
 import { recipientTag } from '../../relay/src/feedback/token.js';
 import { createLogger } from '../../relay/src/log.js';
 import { KEY, NOW, QID } from '../helpers/feedback-fixture.js';
@@ -99,4 +100,22 @@ test('a hard bounce whose suppression could not be written is not counted; sent 
     await rt.close();
     await removeTmpDir(dir);
   }
+});
+
+test('GET /feedback/unmatched pages: the newest `limit` reports within the byte budget, at least one', () => {
+  const rep = (i: number, size: number) => ({
+    at: '2026-12-05T00:00:00.000Z',
+    rcpt: `r${i}@x.test`,
+    reason: 'no token',
+    kind: 'dsn',
+    size,
+    text: 'x'.repeat(size),
+  });
+  const reports = [0, 1, 2, 3].map((i) => rep(i, 1000));
+  assert.deepEqual(pageOfUnmatched(reports, 2, 1e6), { reports: reports.slice(0, 2), truncated: true });
+  assert.deepEqual(pageOfUnmatched(reports, 10, 1e6), { reports });
+  assert.deepEqual(pageOfUnmatched(reports, 10, 2500).reports.length, 2, 'the byte budget ends the page');
+  const huge = [rep(9, 5000)];
+  assert.deepEqual(pageOfUnmatched(huge, 10, 100), { reports: huge }, 'one report even over the budget');
+  assert.deepEqual(pageOfUnmatched([], 10, 100), { reports: [] });
 });

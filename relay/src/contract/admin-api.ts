@@ -229,7 +229,10 @@ export interface UnmatchedReportView {
 }
 /** GET /feedback/unmatched: newest first, at most feedback.unmatchedKeep. */
 export interface FeedbackUnmatchedResponse {
+  /** Newest first: at most `?limit=` (default 100, at most 1000) and about 8 MiB of JSON. */
   reports: UnmatchedReportView[];
+  /** More reports are kept than this answer holds. */
+  truncated?: true;
 }
 /** A message in the sent-message index (docs/adr/020-sent-message-index.md). */
 export interface SentMessageView {

@@ -107,10 +107,13 @@ export function setUpFeedback(o: {
     sent: (key, tenant) => findSent(sent, peers, key, tenant),
   });
   f.listener = new FeedbackListener({ cfg: o.cfg, processor: f.processor, metrics, log: o.log, now: o.now });
-  o.admin.route('GET', '/feedback/unmatched', () => [
-    200,
-    { reports: f.processor.list() } satisfies FeedbackUnmatchedResponse,
-  ]);
+  o.admin.route('GET', '/feedback/unmatched', (r) => {
+    const raw = r.query.get('limit') ?? String(UNMATCHED_PAGE);
+    const limit = Number(raw);
+    if (!/^[0-9]{1,4}$/.test(raw) || limit < 1 || limit > 1000)
+      throw new HttpError(400, 'limit: a whole number from 1 to 1000');
+    return [200, pageOfUnmatched(f.processor.list(), limit, UNMATCHED_ANSWER_BYTES)];
+  });
   // this relay's own index only: a peer's question never fans out further
   o.admin.route('GET', '/feedback/sent', async (r) => {
     const key = messageKey(r.query.get('messageId') ?? undefined);
@@ -127,4 +130,27 @@ export function setUpFeedback(o: {
     ];
   });
   return f;
+}
+
+/** Reports in one GET /feedback/unmatched answer unless `?limit=` says otherwise (at most 1000). */
+export const UNMATCHED_PAGE = 100;
+/** The answer stops before this many bytes of JSON (each kept report is up to 64 KiB, escaped larger). */
+export const UNMATCHED_ANSWER_BYTES = 8 * 1024 * 1024;
+
+/** The newest `limit` reports that fit in `maxBytes` of JSON (at least one); `truncated` when some are left. */
+export function pageOfUnmatched(
+  reports: FeedbackUnmatchedResponse['reports'],
+  limit: number,
+  maxBytes: number,
+): FeedbackUnmatchedResponse {
+  const out: FeedbackUnmatchedResponse['reports'] = [];
+  let bytes = 0;
+  for (const rep of reports) {
+    if (out.length >= limit) break;
+    const size = Buffer.byteLength(JSON.stringify(rep));
+    if (out.length > 0 && bytes + size > maxBytes) break;
+    out.push(rep);
+    bytes += size;
+  }
+  return { reports: out, ...(out.length < reports.length ? { truncated: true } : {}) };
 }
