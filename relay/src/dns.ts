@@ -2,6 +2,7 @@
  * Where mail for a domain goes: MX lookup (RFC 5321 §5.1) with null MX (RFC 7505), implicit MX,
  * address resolution, refusal of private targets, and a short-lived cache.
  */
+import { queryWithin, type DnsLookup as Lookup } from './dns-lookup.js';
 import { promises as dnsPromises } from 'node:dns';
 import { domainToASCII } from 'node:url';
 import ipaddr from 'ipaddr.js';
@@ -127,27 +128,6 @@ export class TtlCache<V> {
 
 /** At most this many MX hosts (the most preferred) are resolved and returned. */
 const MAX_MX_HOSTS = 10;
-
-type Lookup<T> =
-  | { ok: true; records: T[] }
-  /** nxdomain: the name does not exist; nodata: no record of this type; temporary: try again. */
-  | { ok: false; failure: 'nxdomain' | 'nodata' | 'badname' | 'temporary'; code: string };
-
-/** Sorts node's resolver errors (c-ares codes) into what they mean for delivery. */
-function classify(err: unknown): Lookup<never> {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code ?? 'EUNKNOWN';
-  switch (code) {
-    case 'ENOTFOUND':
-      return { ok: false, failure: 'nxdomain', code };
-    case 'ENODATA':
-      return { ok: false, failure: 'nodata', code };
-    case 'EBADNAME':
-      return { ok: false, failure: 'badname', code };
-    default:
-      // ESERVFAIL, ETIMEOUT, ECONNREFUSED, EREFUSED, EBADRESP, ECANCELLED, ...: the answer may differ later.
-      return { ok: false, failure: 'temporary', code };
-  }
-}
 
 const isNullExchange = (exchange: string) => exchange === '' || exchange === '.';
 const normalizeHost = (name: string) => name.replace(/\.$/, '').toLowerCase();
@@ -303,21 +283,8 @@ export class MxResolver {
   }
 
   /** Runs one query, failing with ETIMEOUT after `timeoutMs` whatever c-ares does. */
-  private async query<T>(name: string, run: (name: string) => Promise<T[]>): Promise<Lookup<T>> {
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(Object.assign(new Error('DNS query timed out'), { code: 'ETIMEOUT' })),
-        this.timeoutMs,
-      );
-    });
-    try {
-      return { ok: true, records: await Promise.race([run(name), deadline]) };
-    } catch (e) {
-      return classify(e);
-    } finally {
-      clearTimeout(timer);
-    }
+  private query<T>(name: string, run: (name: string) => Promise<T[]>): Promise<Lookup<T>> {
+    return queryWithin(() => run(name), this.timeoutMs);
   }
 
   /** A copy of `result` with hosts of equal preference shuffled. */

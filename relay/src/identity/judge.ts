@@ -9,10 +9,8 @@ import type { DkimTxtResult, FcrdnsResult } from '../contract/admin-api.js';
 export type { DkimTxtResult, FcrdnsResult };
 
 /** What a DNS lookup gave: records, or why none (c-ares codes sorted as in dns.ts). */
-export type DnsLookup<T> =
-  | { ok: true; records: T[] }
-  /** nxdomain: the name does not exist; nodata: no record of this type; temporary: may differ later. */
-  | { ok: false; failure: 'nxdomain' | 'nodata' | 'badname' | 'temporary'; code: string };
+import type { DnsLookup } from '../dns-lookup.js';
+export type { DnsLookup };
 
 export const FCRDNS_RESULTS: readonly FcrdnsResult[] = [
   'Verified',

@@ -7,7 +7,7 @@
 import { promises as dnsPromises } from 'node:dns';
 import { ConfigError } from '../errors.js';
 import { TtlCache } from '../dns.js';
-import type { DnsLookup } from './judge.js';
+import { queryWithin, type DnsLookup } from '../dns-lookup.js';
 
 export const MAX_CONCURRENT = 16;
 export const CACHE_TTL_MS = 10_000;
@@ -20,14 +20,6 @@ export interface IdentityResolverOptions {
   cacheTtlMs?: number;
   cacheMaxEntries?: number;
   now?: () => number;
-}
-
-function classify(err: unknown): DnsLookup<never> {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code ?? 'EUNKNOWN';
-  if (code === 'ENOTFOUND') return { ok: false, failure: 'nxdomain', code };
-  if (code === 'ENODATA') return { ok: false, failure: 'nodata', code };
-  if (code === 'EBADNAME') return { ok: false, failure: 'badname', code };
-  return { ok: false, failure: 'temporary', code };
 }
 
 export class IdentityResolver {
@@ -112,20 +104,7 @@ export class IdentityResolver {
     }
   }
 
-  private async query<T>(run: () => Promise<T[]>): Promise<DnsLookup<T>> {
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(Object.assign(new Error('DNS query timed out'), { code: 'ETIMEOUT' })),
-        this.timeoutMs,
-      );
-    });
-    try {
-      return { ok: true, records: await Promise.race([run(), deadline]) };
-    } catch (e) {
-      return classify(e);
-    } finally {
-      clearTimeout(timer);
-    }
+  private query<T>(run: () => Promise<T[]>): Promise<DnsLookup<T>> {
+    return queryWithin(run, this.timeoutMs);
   }
 }
