@@ -1,5 +1,6 @@
 // The operator's side of the complaint-rate guard (ADR 018): the CRD field rendered into the relay config,
 // the fleet's complaint figures in status, and a complaint pause copied to the other relays.
+import { buildInputFixture, smtpRelayFixture } from '../helpers/smtprelay-fixture.js';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildRelayConfig } from '../../operator/src/relay/config-render.js';
@@ -13,12 +14,9 @@ import { tenantState } from '../helpers/tenant-state.js';
 
 describe('operator: complaint-rate guard', () => {
   it('renders tenants[].complaintRate into the relay config, which the relay schema accepts', () => {
-    const built = buildRelayConfig({
-      relay: {
-        apiVersion: 'cartero.io/v1alpha1',
-        kind: 'SmtpRelay',
-        metadata: { name: 'mail', namespace: 'team', uid: 'u-1', generation: 1 },
-        spec: {
+    const built = buildRelayConfig(
+      buildInputFixture(
+        smtpRelayFixture({
           replicas: 1,
           tenants: [
             {
@@ -28,16 +26,9 @@ describe('operator: complaint-rate guard', () => {
             },
             { name: 'plain', trustedNetworks: ['10.2.0.0/16'] },
           ],
-        },
-      },
-      defaultImage: 'cartero/relay:test',
-      credentials: new Map(),
-      pools: new Map(),
-      allocations: [],
-      adminToken: 'tok',
-      peerPassword: 'peerpw',
-      replicas: 1,
-    });
+        }),
+      ),
+    );
     const tenants = (built.doc as { tenants: Record<string, unknown>[] }).tenants;
     assert.deepEqual(
       tenants.map((t) => [t.name, t.complaintRate]),

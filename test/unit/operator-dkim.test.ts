@@ -7,7 +7,7 @@ import { checkRenderedConfig } from '../../operator/src/relay/config-check.js';
 import { dkimRecords, generatedKeySecret, keysToGenerate } from '../../operator/src/relay/dkim.js';
 import { secretsOf } from '../../operator/src/cache.js';
 import { dkimDnsRecord } from '../../relay/src/contract/index.js';
-import { smtpRelayFixture } from '../helpers/smtprelay-fixture.js';
+import { buildInputFixture, smtpRelayFixture } from '../helpers/smtprelay-fixture.js';
 
 const pem = (k: ReturnType<typeof generateKeyPairSync>['privateKey']) =>
   k.export({ type: 'pkcs8', format: 'pem' }).toString();
@@ -38,17 +38,7 @@ function relay(): SmtpRelay {
   });
 }
 
-const input = (dkimKeys: Map<string, string>): BuildInput => ({
-  relay: relay(),
-  defaultImage: 'cartero:test',
-  credentials: new Map(),
-  pools: new Map(),
-  allocations: [],
-  adminToken: 'admin',
-  peerPassword: 'peer',
-  replicas: 1,
-  dkimKeys,
-});
+const input = (dkimKeys: Map<string, string>): BuildInput => buildInputFixture(relay(), { dkimKeys });
 
 describe('SmtpRelay tenants[].dkim', () => {
   const both = new Map([

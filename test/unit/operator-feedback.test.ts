@@ -6,7 +6,7 @@ import { checkRenderedConfig } from '../../operator/src/relay/config-check.js';
 import { buildFeedbackService, FEEDBACK_KEY_FILE, feedbackMx } from '../../operator/src/relay/feedback.js';
 import { buildServices, buildStatefulSet, restartHash } from '../../operator/src/relay/workload.js';
 import { ADMIN_PORT, FEEDBACK_PORT } from '../../operator/src/constants.js';
-import { smtpRelayFixture } from '../helpers/smtprelay-fixture.js';
+import { buildInputFixture, smtpRelayFixture } from '../helpers/smtprelay-fixture.js';
 
 function relay(feedback?: NonNullable<SmtpRelay['spec']>['feedback']): SmtpRelay {
   return smtpRelayFixture({
@@ -23,17 +23,8 @@ function relay(feedback?: NonNullable<SmtpRelay['spec']>['feedback']): SmtpRelay
   });
 }
 
-const input = (r: SmtpRelay): BuildInput => ({
-  relay: r,
-  defaultImage: 'cartero:test',
-  credentials: new Map(),
-  pools: new Map(),
-  allocations: [],
-  adminToken: 'admin',
-  peerPassword: 'peer',
-  replicas: 2,
-  feedbackKey: 'k'.repeat(43),
-});
+const input = (r: SmtpRelay): BuildInput =>
+  buildInputFixture(r, { replicas: 2, feedbackKey: 'k'.repeat(43) });
 
 describe('operator: feedback loop', () => {
   it('renders the listener, the token key and the tenants return paths; the relay accepts it', () => {

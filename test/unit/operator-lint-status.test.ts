@@ -3,6 +3,7 @@
  * added, the latest sample wins), in a stable order, absent tenants and zero counts left out; and the
  * tenant's `bulk` and `lint.policy` rendered into the relay config.
  */
+import { buildInputFixture, smtpRelayFixture } from '../helpers/smtprelay-fixture.js';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { lintStatus } from '../../operator/src/relay/lint-status.js';
@@ -87,27 +88,17 @@ describe('operator status.lint', () => {
   });
 
   it('renders bulk and lint.policy into the relay config, which the relay schema accepts', () => {
-    const built = buildRelayConfig({
-      relay: {
-        apiVersion: 'cartero.io/v1alpha1',
-        kind: 'SmtpRelay',
-        metadata: { name: 'mail', namespace: 'team', uid: 'u-1', generation: 1 },
-        spec: {
+    const built = buildRelayConfig(
+      buildInputFixture(
+        smtpRelayFixture({
           replicas: 1,
           tenants: [
             { name: 'news', trustedNetworks: ['10.1.0.0/16'], bulk: true, lint: { policy: 'enforce' } },
             { name: 'plain', trustedNetworks: ['10.2.0.0/16'] },
           ],
-        },
-      },
-      defaultImage: 'cartero/relay:test',
-      credentials: new Map(),
-      pools: new Map(),
-      allocations: [],
-      adminToken: 'tok',
-      peerPassword: 'peerpw',
-      replicas: 1,
-    });
+        }),
+      ),
+    );
     const tenants = (built.doc as { tenants: Record<string, unknown>[] }).tenants;
     assert.deepEqual(
       tenants.map((t) => [t.name, t.bulk, t.lint]),

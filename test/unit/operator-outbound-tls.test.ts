@@ -6,23 +6,14 @@ import { checkRenderedConfig } from '../../operator/src/relay/config-check.js';
 import { outboundCaRef } from '../../operator/src/relay/outbound-tls.js';
 import { secretsOf } from '../../operator/src/cache.js';
 import { makeTestCa } from '../helpers/certs.js';
-import { smtpRelayFixture } from '../helpers/smtprelay-fixture.js';
+import { buildInputFixture, smtpRelayFixture } from '../helpers/smtprelay-fixture.js';
 
 function relay(outboundTls: NonNullable<SmtpRelay['spec']>['outboundTls']): SmtpRelay {
   return smtpRelayFixture({ outboundTls });
 }
 
-const input = (r: SmtpRelay, outboundCa?: string): BuildInput => ({
-  relay: r,
-  defaultImage: 'cartero:test',
-  credentials: new Map(),
-  pools: new Map(),
-  allocations: [],
-  adminToken: 'admin',
-  peerPassword: 'peer',
-  replicas: 1,
-  ...(outboundCa ? { outboundCa } : {}),
-});
+const input = (r: SmtpRelay, outboundCa?: string): BuildInput =>
+  buildInputFixture(r, outboundCa ? { outboundCa } : {});
 
 describe('SmtpRelay spec.outboundTls', () => {
   const spec = {

@@ -5,7 +5,7 @@ import type { SmtpRelay } from '../../operator/src/api/types.js';
 import { buildRelayConfig, type BuildInput } from '../../operator/src/relay/config-render.js';
 import { checkRenderedConfig } from '../../operator/src/relay/config-check.js';
 import { secretsOf } from '../../operator/src/cache.js';
-import { smtpRelayFixture } from '../helpers/smtprelay-fixture.js';
+import { buildInputFixture, smtpRelayFixture } from '../helpers/smtprelay-fixture.js';
 
 function relay(): SmtpRelay {
   return smtpRelayFixture({
@@ -29,17 +29,7 @@ function relay(): SmtpRelay {
   });
 }
 
-const input = (webhookKeys: Map<string, string>): BuildInput => ({
-  relay: relay(),
-  defaultImage: 'cartero:test',
-  credentials: new Map(),
-  pools: new Map(),
-  allocations: [],
-  adminToken: 'admin',
-  peerPassword: 'peer',
-  replicas: 1,
-  webhookKeys,
-});
+const input = (webhookKeys: Map<string, string>): BuildInput => buildInputFixture(relay(), { webhookKeys });
 
 describe('SmtpRelay tenants[].webhooks', () => {
   it('renders each endpoint with its key as a file of the operator Secret; the relay accepts it', () => {
